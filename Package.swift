@@ -1,0 +1,73 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+let package = Package(
+    name: "lifeguard",
+    platforms: [.macOS(.v15)],
+    products: [
+        .library(name: "Lifeguard", targets: ["Lifeguard"]),
+        .library(name: "LifeguardPostgres", targets: ["LifeguardPostgres"]),
+        .library(name: "LifeguardTestUtils", targets: ["LifeguardTestUtils"]),
+        .executable(name: "lifeguard", targets: ["LifeguardCLI"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.2"),
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-collections.git", from: "1.6.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+    ],
+    targets: [
+        // The pool itself: generic over any connection, no NIO and no Postgres.
+        .target(
+            name: "Lifeguard",
+            dependencies: [
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "DequeModule", package: "swift-collections"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
+        // A manual clock and an in-memory connection factory, shared by tests, benchmarks and the simulator.
+        .target(
+            name: "LifeguardTestUtils",
+            dependencies: ["Lifeguard"]
+        ),
+        // The PostgresNIO adapter.
+        .target(
+            name: "LifeguardPostgres",
+            dependencies: [
+                "Lifeguard",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
+        // The `lifeguard` command-line tool.
+        .executableTarget(
+            name: "LifeguardCLI",
+            dependencies: [
+                "Lifeguard",
+                "LifeguardPostgres",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+            ]
+        ),
+        .testTarget(name: "LifeguardTests", dependencies: ["Lifeguard", "LifeguardTestUtils"]),
+        .testTarget(
+            name: "LifeguardPostgresTests",
+            dependencies: [
+                "Lifeguard",
+                "LifeguardPostgres",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .testTarget(name: "LifeguardCLITests", dependencies: ["LifeguardCLI"]),
+    ],
+    swiftLanguageModes: [.v6]
+)

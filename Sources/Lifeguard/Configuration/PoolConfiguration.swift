@@ -1,0 +1,151 @@
+/// The settings of a ``ConnectionPool``: its budget, its lanes and how it keeps connections healthy.
+///
+/// Every setting has a documented default. ``validate()`` reports every problem at once;
+/// ``ConnectionPool/init(configuration:factory:logger:)`` calls it, so a pool never runs with a
+/// bad configuration.
+public struct PoolConfiguration: Sendable, Hashable {
+    /// The number of server connections this pool may open at once (per database host).
+    /// Default: 10.
+    public var budget: Int
+
+    /// The lanes requests can use, with their limits.
+    ///
+    /// Default: ``Lane/retrieval`` and ``Lane/write`` with the whole budget as limit, and
+    /// ``Lane/generation`` capped at 2 connections. A request for a lane not listed here fails
+    /// with ``LifeguardError/Code/unknownLane``.
+    public var lanes: [Lane: LaneConfiguration]
+
+    /// Idle connections the pool keeps open even when nothing asks for them. Default: 0.
+    public var minimumIdle: Int
+
+    /// An idle connection above ``minimumIdle`` is closed after this long without use;
+    /// `nil` never closes idle connections. Checked about once a second. Default: 60 s.
+    public var idleTimeout: Duration?
+
+    /// A connection is closed and replaced after this long, when it is next idle; `nil` keeps
+    /// connections forever. Set it below any proxy's own limit (RDS Proxy: 24 h). Default: 30 min.
+    public var maxLifetime: Duration?
+
+    /// Each connection's lifetime is shortened by a random part of this fraction of
+    /// ``maxLifetime`` so that connections opened together are not all replaced together.
+    /// Between 0 and 1. Default: 0.1.
+    public var maxLifetimeJitter: Double
+
+    /// An idle connection is pinged after this long without use, so that a dead connection is
+    /// found before a request gets it; `nil` turns keepalive off. Default: 30 s.
+    public var keepaliveInterval: Duration?
+
+    /// A connection idle for longer than this is validated (pinged) before it is handed out;
+    /// `nil` never validates. Default: 10 s.
+    public var validationThreshold: Duration?
+
+    /// How long a validation or keepalive ping may take before the connection is closed.
+    /// Default: 2 s.
+    public var pingTimeout: Duration
+
+    /// How long resetting a connection after an abandoned lease (a body that threw or was
+    /// cancelled) may take before the connection is closed and replaced. Default: 2 s.
+    public var resetTimeout: Duration
+
+    /// The first delay before reconnecting after a failed connection attempt; it doubles with
+    /// each further failure, with jitter. Default: 50 ms.
+    public var reconnectInitialDelay: Duration
+
+    /// The longest delay between reconnection attempts. Default: 2 s.
+    public var reconnectMaximumDelay: Duration
+
+    /// On graceful shutdown, how long leases may run before their connections are closed.
+    /// Default: 10 s.
+    public var shutdownGracePeriod: Duration
+
+    /// Creates a configuration with the default settings and the given budget.
+    ///
+    /// - Parameter budget: The number of server connections this pool may open. Default: 10.
+    public init(budget: Int = 10) {
+        self.budget = budget
+        self.lanes = [
+            .retrieval: LaneConfiguration(),
+            .write: LaneConfiguration(),
+            .generation: LaneConfiguration(limit: 2),
+        ]
+        self.minimumIdle = 0
+        self.idleTimeout = .seconds(60)
+        self.maxLifetime = .seconds(30 * 60)
+        self.maxLifetimeJitter = 0.1
+        self.keepaliveInterval = .seconds(30)
+        self.validationThreshold = .seconds(10)
+        self.pingTimeout = .seconds(2)
+        self.resetTimeout = .seconds(2)
+        self.reconnectInitialDelay = .milliseconds(50)
+        self.reconnectMaximumDelay = .seconds(2)
+        self.shutdownGracePeriod = .seconds(10)
+    }
+
+    /// Checks every setting and reports all problems at once.
+    ///
+    /// - Throws: ``LifeguardError`` with code ``LifeguardError/Code/invalidConfiguration`` whose
+    ///   ``LifeguardError/problems`` lists each problem and the setting to change.
+    public func validate() throws(LifeguardError) {
+        var problems: [String] = []
+        if self.budget < 1 {
+            problems.append("budget is \(self.budget); it must be at least 1")
+        }
+        if self.lanes.isEmpty {
+            problems.append("lanes is empty; configure at least one lane")
+        }
+        for (lane, settings) in self.lanes.sorted(by: { $0.key.name < $1.key.name }) {
+            let name = "lanes[\"\(lane.name)\"]"
+            if lane.name.isEmpty {
+                problems.append("a lane has an empty name; give every lane a name")
+            }
+            if settings.reserved < 0 {
+                problems.append("\(name).reserved is \(settings.reserved); it must be 0 or more")
+            }
+            if let limit = settings.limit {
+                if limit < 1 {
+                    problems.append("\(name).limit is \(limit); it must be at least 1 (or nil for the whole budget)")
+                } else if settings.reserved > limit {
+                    problems.append("\(name).reserved (\(settings.reserved)) exceeds its limit (\(limit)); lower reserved or raise limit")
+                }
+            }
+            if settings.waitTimeout <= .zero {
+                problems.append("\(name).waitTimeout is \(settings.waitTimeout); it must be positive")
+            }
+            if settings.maxWaiters < 0 {
+                problems.append("\(name).maxWaiters is \(settings.maxWaiters); it must be 0 or more")
+            }
+        }
+        let reservedTotal = self.lanes.values.reduce(0) { $0 + max(0, $1.reserved) }
+        if self.budget >= 1 && reservedTotal > self.budget {
+            problems.append("the lanes reserve \(reservedTotal) connections but the budget is \(self.budget); lower the reservations or raise budget")
+        }
+        if self.minimumIdle < 0 || self.minimumIdle > max(self.budget, 0) {
+            problems.append("minimumIdle is \(self.minimumIdle); it must be between 0 and the budget (\(self.budget))")
+        }
+        Self.requirePositive(self.idleTimeout, "idleTimeout", &problems)
+        Self.requirePositive(self.maxLifetime, "maxLifetime", &problems)
+        Self.requirePositive(self.keepaliveInterval, "keepaliveInterval", &problems)
+        Self.requirePositive(self.validationThreshold, "validationThreshold", &problems)
+        Self.requirePositive(self.pingTimeout, "pingTimeout", &problems)
+        Self.requirePositive(self.resetTimeout, "resetTimeout", &problems)
+        Self.requirePositive(self.reconnectInitialDelay, "reconnectInitialDelay", &problems)
+        if !(0...1).contains(self.maxLifetimeJitter) {
+            problems.append("maxLifetimeJitter is \(self.maxLifetimeJitter); it must be between 0 and 1")
+        }
+        if self.reconnectMaximumDelay < self.reconnectInitialDelay {
+            problems.append("reconnectMaximumDelay (\(self.reconnectMaximumDelay)) is below reconnectInitialDelay (\(self.reconnectInitialDelay)); raise it")
+        }
+        if self.shutdownGracePeriod < .zero {
+            problems.append("shutdownGracePeriod is \(self.shutdownGracePeriod); it must be 0 or more")
+        }
+        if !problems.isEmpty {
+            throw LifeguardError(invalidConfiguration: problems)
+        }
+    }
+
+    private static func requirePositive(_ value: Duration?, _ name: String, _ problems: inout [String]) {
+        if let value, value <= .zero {
+            problems.append("\(name) is \(value); it must be positive (or nil where allowed)")
+        }
+    }
+}

@@ -1,0 +1,141 @@
+/// An error from the pool: what happened, where, and which setting to change.
+///
+/// Errors carry the lane, how long the request waited, the depth of its queue and the setting
+/// that governs the failure, so that a log line is enough to act on. They never carry a password.
+/// New codes can be added without breaking users: switch over ``code`` with a `default`.
+public struct LifeguardError: Error, Sendable, CustomStringConvertible {
+    /// What kind of failure this is.
+    public struct Code: Hashable, Sendable, CustomStringConvertible {
+        private enum Base: String, Hashable, Sendable {
+            case waitTimeout, overloaded, databaseUnavailable, shutdown, invalidConfiguration, unknownLane,
+                leaseEnded
+        }
+        private let base: Base
+        private init(_ base: Base) { self.base = base }
+
+        /// No connection became available within the lane's `waitTimeout`.
+        public static let waitTimeout = Code(.waitTimeout)
+        /// The lane's queue was full (`maxWaiters`): the request was rejected at once.
+        public static let overloaded = Code(.overloaded)
+        /// The database cannot be reached: the last connection attempt failed and the pool is
+        /// backing off. ``LifeguardError/underlying`` holds the last connect error.
+        public static let databaseUnavailable = Code(.databaseUnavailable)
+        /// The pool is shutting down or has shut down.
+        public static let shutdown = Code(.shutdown)
+        /// The configuration is invalid; ``LifeguardError/problems`` lists every problem.
+        public static let invalidConfiguration = Code(.invalidConfiguration)
+        /// The request named a lane the pool was not configured with.
+        public static let unknownLane = Code(.unknownLane)
+        /// A connection was used after its lease ended (it escaped its `withConnection` closure).
+        public static let leaseEnded = Code(.leaseEnded)
+
+        public var description: String { self.base.rawValue }
+    }
+
+    /// What kind of failure this is.
+    public let code: Code
+    /// The lane of the request, when the failure concerns one.
+    public let lane: Lane?
+    /// How long the request waited before it failed.
+    public let waited: Duration?
+    /// How many requests were waiting in the lane when this one failed.
+    public let queueDepth: Int?
+    /// The setting that governs this failure, e.g. `lanes["retrieval"].waitTimeout`.
+    public let setting: String?
+    /// Every problem found in an invalid configuration.
+    public let problems: [String]
+    /// The error behind this one, e.g. the last connection error while the database is
+    /// unavailable. Its description is included in ``description``.
+    public let underlying: (any Error & Sendable)?
+
+    init(
+        code: Code,
+        lane: Lane? = nil,
+        waited: Duration? = nil,
+        queueDepth: Int? = nil,
+        setting: String? = nil,
+        problems: [String] = [],
+        underlying: (any Error & Sendable)? = nil
+    ) {
+        self.code = code
+        self.lane = lane
+        self.waited = waited
+        self.queueDepth = queueDepth
+        self.setting = setting
+        self.problems = problems
+        self.underlying = underlying
+    }
+
+    init(invalidConfiguration problems: [String]) {
+        self.init(code: .invalidConfiguration, problems: problems)
+    }
+
+    static func waitTimeout(lane: Lane, waited: Duration, queueDepth: Int) -> LifeguardError {
+        LifeguardError(
+            code: .waitTimeout, lane: lane, waited: waited, queueDepth: queueDepth,
+            setting: "lanes[\"\(lane.name)\"].waitTimeout")
+    }
+
+    static func overloaded(lane: Lane, queueDepth: Int) -> LifeguardError {
+        LifeguardError(
+            code: .overloaded, lane: lane, waited: .zero, queueDepth: queueDepth,
+            setting: "lanes[\"\(lane.name)\"].maxWaiters")
+    }
+
+    static func databaseUnavailable(lane: Lane, waited: Duration, lastError: (any Error & Sendable)?) -> LifeguardError {
+        LifeguardError(code: .databaseUnavailable, lane: lane, waited: waited, underlying: lastError)
+    }
+
+    static func shutdown(lane: Lane?) -> LifeguardError {
+        LifeguardError(code: .shutdown, lane: lane)
+    }
+
+    public var description: String {
+        switch self.code {
+        case .invalidConfiguration:
+            return "Lifeguard: invalid configuration (\(self.problems.count) problem\(self.problems.count == 1 ? "" : "s")):\n"
+                + self.problems.map { "  - \($0)" }.joined(separator: "\n")
+        case .waitTimeout:
+            return "Lifeguard: lane '\(self.laneName)' found no connection within \(Self.format(self.waited)) "
+                + "(\(self.queueDepth ?? 0) waiting). The pool is saturated: shorten what holds connections, "
+                + "raise the lane's limit or the budget, or raise \(self.setting ?? "waitTimeout")."
+        case .overloaded:
+            return "Lifeguard: lane '\(self.laneName)' rejected the request at once: \(self.queueDepth ?? 0) requests "
+                + "are already waiting, the queue's bound. Shed load upstream or raise \(self.setting ?? "maxWaiters")."
+        case .databaseUnavailable:
+            let cause = self.underlying.map { ": \(String(describing: $0))" } ?? ""
+            return "Lifeguard: lane '\(self.laneName)' failed fast after \(Self.format(self.waited)): "
+                + "the database is unavailable, the pool is reconnecting with backoff\(cause)"
+        case .shutdown:
+            return "Lifeguard: the pool is shut down or shutting down; no new leases are granted."
+        case .unknownLane:
+            return "Lifeguard: lane '\(self.laneName)' is not configured. \(self.problems.joined(separator: " "))"
+        case .leaseEnded:
+            return "Lifeguard: a connection was used after its lease ended; use it only inside withConnection's closure."
+        default:
+            return "Lifeguard: \(self.code)"
+        }
+    }
+
+    private var laneName: String { self.lane?.name ?? "-" }
+
+    private static func format(_ duration: Duration?) -> String {
+        guard let duration else { return "-" }
+        let milliseconds = Double(duration.components.seconds) * 1_000
+            + Double(duration.components.attoseconds) / 1e15
+        if milliseconds >= 1_000 {
+            return "\((milliseconds / 10).rounded() / 100) s"
+        }
+        return "\((milliseconds * 10).rounded() / 10) ms"
+    }
+}
+
+extension LifeguardError: Equatable {
+    /// Errors are equal when everything but ``underlying`` is; underlying errors compare by
+    /// their descriptions.
+    public static func == (lhs: LifeguardError, rhs: LifeguardError) -> Bool {
+        lhs.code == rhs.code && lhs.lane == rhs.lane && lhs.waited == rhs.waited && lhs.queueDepth == rhs.queueDepth
+            && lhs.setting == rhs.setting && lhs.problems == rhs.problems
+            && lhs.underlying.map { String(describing: $0) } == rhs.underlying.map { String(describing: $0) }
+    }
+}

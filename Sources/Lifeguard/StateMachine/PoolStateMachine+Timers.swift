@@ -1,0 +1,130 @@
+/// Time: wait deadlines, housekeeping, reconnect probes, and shutdown with its grace period.
+extension PoolStateMachine {
+    /// A wake-up the shell scheduled has fired (or the shell wants housekeeping now).
+    mutating func tick(now: Instant) -> PoolActions<Connection, Instant> {
+        var actions = PoolActions<Connection, Instant>()
+        if let armed = self.armedWakeUp, armed <= now {
+            self.armedWakeUp = nil
+        }
+        for lane in self.lanes.indices {
+            while let head = self.lanes[lane].waiters.first, head.deadline <= now {
+                let depth = self.lanes[lane].waiters.count
+                self.lanes[lane].waiters.removeFirst()
+                self.waiterCount -= 1
+                actions.failures.append(WaiterFailure(
+                    waiter: head.id,
+                    error: .waitTimeout(lane: self.lanes[lane].lane, waited: head.enqueuedAt.duration(to: now), queueDepth: depth)))
+            }
+        }
+        switch self.lifecycle {
+        case .running:
+            self.houseKeepIdleConnections(now: now, into: &actions)
+            self.rebalance(now: now, into: &actions)
+        case .draining(let deadline):
+            if deadline <= now {
+                self.closeLeasedConnections(into: &actions)
+            }
+        case .stopped:
+            break
+        }
+        self.finishIfDrained(into: &actions)
+        if let next = self.nextWakeUp(now: now) {
+            self.arm(next, into: &actions)
+        }
+        return actions
+    }
+
+    /// The earliest instant at which something is due: a waiter's deadline, the grace period's
+    /// end, a reconnect probe, or housekeeping while connections are open.
+    func nextWakeUp(now: Instant) -> Instant? {
+        var next: Instant?
+        func consider(_ instant: Instant) {
+            if next == nil || instant < next! { next = instant }
+        }
+        for state in self.lanes {
+            if let head = state.waiters.first { consider(head.deadline) }
+        }
+        switch self.lifecycle {
+        case .running:
+            if let outage = self.outage, self.openingCount == 0,
+                self.admissibleDemand() + self.configuration.minimumIdle > self.idle.count
+            {
+                consider(outage.retryAt)
+            }
+            if self.connectionCount > 0 {
+                consider(now.advanced(by: Self.housekeepingInterval))
+            }
+        case .draining(let deadline):
+            consider(deadline)
+        case .stopped:
+            break
+        }
+        return next
+    }
+
+    /// Stops granting leases: fails every waiter, closes idle connections, and lets leases run
+    /// until `gracePeriod` has passed, when their connections are closed.
+    mutating func shutdown(gracePeriod: Duration, now: Instant) -> PoolActions<Connection, Instant> {
+        var actions = PoolActions<Connection, Instant>()
+        guard case .running = self.lifecycle else { return actions }
+        let deadline = now.advanced(by: gracePeriod)
+        self.lifecycle = .draining(deadline: deadline)
+        for lane in self.lanes.indices {
+            while let waiter = self.lanes[lane].waiters.popFirst() {
+                self.waiterCount -= 1
+                actions.failures.append(WaiterFailure(waiter: waiter.id, error: .shutdown(lane: self.lanes[lane].lane)))
+            }
+        }
+        while let slot = self.idle.popLast() {
+            self.beginClose(slot: slot, into: &actions)
+        }
+        if gracePeriod <= .zero {
+            self.closeLeasedConnections(into: &actions)
+        } else if self.leasedCount > 0 {
+            self.arm(deadline, into: &actions)
+        }
+        self.finishIfDrained(into: &actions)
+        return actions
+    }
+
+    /// Closes the connections of running leases: their owners' next use fails.
+    mutating func closeLeasedConnections(into actions: inout PoolActions<Connection, Instant>) {
+        for slot in self.slots.indices {
+            if case .leased(let lane) = self.slots[slot].state {
+                self.unlease(slot: slot, lane: lane)
+                self.beginClose(slot: slot, into: &actions)
+            }
+        }
+    }
+
+    /// Moves a draining pool to stopped once its last connection is closed.
+    mutating func finishIfDrained(into actions: inout PoolActions<Connection, Instant>) {
+        if case .draining = self.lifecycle, self.connectionCount == 0 {
+            self.lifecycle = .stopped
+            actions.finished = true
+        }
+    }
+}
+
+extension PoolStateMachine {
+    /// Every connection still held, for a pool whose ``ConnectionPool/run()`` was cancelled: the
+    /// slots are freed and the shell closes the connections directly.
+    mutating func connectionsToCloseNow() -> [Connection] {
+        var connections: [Connection] = []
+        for slot in self.slots.indices where self.slots[slot].state != .free {
+            if case .leased(let lane) = self.slots[slot].state {
+                self.unlease(slot: slot, lane: lane)
+            }
+            if self.slots[slot].state == .opening {
+                self.openingCount -= 1
+            }
+            if let connection = self.slots[slot].connection {
+                connections.append(connection)
+            }
+            self.freeSlot(slot)
+        }
+        self.idle.removeAll()
+        self.lifecycle = .stopped
+        return connections
+    }
+}

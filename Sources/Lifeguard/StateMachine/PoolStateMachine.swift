@@ -1,0 +1,352 @@
+import DequeModule
+
+/// Identifies one waiting request.
+struct WaiterID: Hashable, Sendable, CustomStringConvertible {
+    /// Increases with every request, so it also orders requests by arrival.
+    let value: Int
+    var description: String { "waiter#\(self.value)" }
+}
+
+/// A connection handed to a lease: the slot it lives in, and whether it must be validated first.
+struct Grant<Connection: Sendable>: Sendable {
+    let slot: Int
+    let connectionID: Int
+    let connection: Connection
+    let lane: Int
+    /// The connection was idle longer than `validationThreshold`: ping it before use.
+    let needsValidation: Bool
+}
+
+extension Grant: Equatable where Connection: Equatable {}
+
+/// What the pool does with a connection when its lease ends.
+enum ReleaseDisposition: Sendable, Hashable {
+    /// Clean: back to idle, or straight to the next waiter.
+    case reuse
+    /// Abandoned or dirty: reset it before anyone else gets it.
+    case reset
+    /// Broken: close it and open a replacement when needed.
+    case close
+}
+
+/// Every decision of the pool: budget, lanes, connections, waiters, deadlines and timers.
+///
+/// A pure value type. Each input is an event plus `now`; each output is a ``PoolActions`` value
+/// that the shell carries out after it has released its lock. Nothing here suspends, sleeps,
+/// allocates on the lease fast path, or reads a clock, so every decision is testable with a
+/// manual clock and the simulator can run the very same policy on a virtual one.
+///
+/// A connection slot moves through these states:
+///
+/// ```
+/// free → opening → idle ⇄ leased → (idle | resetting | closing)
+///                  idle → pinging → (idle | closing)
+///                  resetting → (idle | closing);  closing → free
+/// ```
+///
+/// The pool moves from `running` to `draining` (on shutdown: no new leases, leased connections
+/// closed when returned or when the grace period ends) to `stopped` (every connection closed).
+struct PoolStateMachine<Connection: Sendable, Instant: InstantProtocol> where Instant.Duration == Duration {
+    enum Lifecycle {
+        case running
+        case draining(deadline: Instant)
+        case stopped
+    }
+
+    /// Set while the database refuses connections: requests that would need a new connection
+    /// fail fast until `retryAt`, when one probe connection is attempted.
+    struct Outage {
+        var failures: Int
+        var lastError: any Error & Sendable
+        var retryAt: Instant
+    }
+
+    struct Slot {
+        enum State: Equatable {
+            case free
+            case opening
+            case idle
+            case leased(lane: Int)
+            case resetting
+            case pinging
+            case closing
+        }
+        var id: Int
+        var state: State
+        var connection: Connection?
+        var expiresAt: Instant?
+        /// When the connection was last used or checked: the start of its idle time.
+        var lastActive: Instant?
+    }
+
+    struct Waiter {
+        let id: WaiterID
+        let enqueuedAt: Instant
+        let deadline: Instant
+    }
+
+    struct LaneState {
+        let lane: Lane
+        let reserved: Int
+        let limit: Int
+        let waitTimeout: Duration
+        let maxWaiters: Int
+        var leased = 0
+        var waiters = Deque<Waiter>()
+    }
+
+    /// Housekeeping (idle timeout, lifetime, keepalive) runs at least this often while
+    /// connections are open.
+    static var housekeepingInterval: Duration { .seconds(1) }
+
+    let configuration: PoolConfiguration
+    var lanes: [LaneState]
+    var slots: [Slot]
+    /// Slot indices of idle connections; the most recently used last (LIFO keeps a hot set and
+    /// lets the rest reach their idle timeout).
+    var idle: [Int]
+    var freeSlots: [Int]
+    var lifecycle: Lifecycle = .running
+    var outage: Outage?
+    /// Slots that are not free: they count against the budget, whatever their state.
+    var connectionCount = 0
+    var openingCount = 0
+    var leasedCount = 0
+    var waiterCount = 0
+    /// The sum of all lanes' reservations.
+    let reservedTotal: Int
+    /// Leases above their lane's reservation: they use shared capacity.
+    var sharedInUse = 0
+    var nextWaiterID = 0
+    var nextConnectionID = 0
+    /// The earliest wake-up the shell has been asked to schedule and that has not fired yet.
+    var armedWakeUp: Instant?
+    var random: SplitMix64
+
+    /// Creates the state of a pool with no connections.
+    ///
+    /// - Parameters:
+    ///   - configuration: A validated configuration.
+    ///   - seed: Seeds the jitter of lifetimes and backoff; fixed in tests for determinism.
+    init(configuration: PoolConfiguration, seed: UInt64) {
+        self.configuration = configuration
+        self.lanes = configuration.lanes
+            .sorted { $0.key.name < $1.key.name }
+            .map { lane, settings in
+                LaneState(
+                    lane: lane,
+                    reserved: settings.reserved,
+                    limit: min(settings.limit ?? configuration.budget, configuration.budget),
+                    waitTimeout: settings.waitTimeout,
+                    maxWaiters: settings.maxWaiters)
+            }
+        self.reservedTotal = self.lanes.reduce(0) { $0 + $1.reserved }
+        self.slots = []
+        self.slots.reserveCapacity(configuration.budget)
+        self.idle = []
+        self.idle.reserveCapacity(configuration.budget)
+        self.freeSlots = []
+        self.freeSlots.reserveCapacity(configuration.budget)
+        self.random = SplitMix64(seed: seed)
+    }
+
+    /// The index of a lane, or `nil` when it is not configured. Lanes are few: a scan beats hashing.
+    func laneIndex(of lane: Lane) -> Int? {
+        self.lanes.firstIndex { $0.lane == lane }
+    }
+
+    // MARK: - Lease and release
+
+    enum LeaseDecision {
+        /// A connection was idle and the lane had room: use it now, without suspending.
+        case granted(Grant<Connection>)
+        /// The request was queued as `waiter`; carry out the actions, then suspend.
+        case wait(WaiterID, PoolActions<Connection, Instant>)
+        /// The request is refused at once.
+        case failed(LifeguardError)
+    }
+
+    /// A request for a connection in a lane.
+    ///
+    /// The fast path (an idle connection, room in the lane, nobody queued ahead) touches no
+    /// collection but the idle stack and allocates nothing.
+    mutating func lease(lane: Int, now: Instant) -> LeaseDecision {
+        guard case .running = self.lifecycle else {
+            return .failed(.shutdown(lane: self.lanes[lane].lane))
+        }
+        if self.lanes[lane].waiters.isEmpty, self.canAdmit(lane), let slot = self.idle.popLast() {
+            return .granted(self.hand(slot: slot, to: lane, now: now))
+        }
+        if let outage = self.outage, self.idle.isEmpty, self.canAdmit(lane), now < outage.retryAt {
+            return .failed(.databaseUnavailable(lane: self.lanes[lane].lane, waited: .zero, lastError: outage.lastError))
+        }
+        if self.lanes[lane].waiters.count >= self.lanes[lane].maxWaiters {
+            return .failed(.overloaded(lane: self.lanes[lane].lane, queueDepth: self.lanes[lane].waiters.count))
+        }
+        let id = WaiterID(value: self.nextWaiterID)
+        self.nextWaiterID += 1
+        let deadline = now.advanced(by: self.lanes[lane].waitTimeout)
+        self.lanes[lane].waiters.append(Waiter(id: id, enqueuedAt: now, deadline: deadline))
+        self.waiterCount += 1
+        var actions = PoolActions<Connection, Instant>()
+        self.rebalance(now: now, into: &actions)
+        self.arm(deadline, into: &actions)
+        return .wait(id, actions)
+    }
+
+    /// A queued request was cancelled: it leaves the queue at once. Nothing happens when it was
+    /// already granted or failed (the shell hands back a grant that raced the cancellation).
+    mutating func cancelWaiter(_ id: WaiterID, lane: Int) -> PoolActions<Connection, Instant> {
+        var actions = PoolActions<Connection, Instant>()
+        if let index = self.lanes[lane].waiters.firstIndex(where: { $0.id == id }) {
+            self.lanes[lane].waiters.remove(at: index)
+            self.waiterCount -= 1
+            actions.cancelled.append(id)
+        }
+        return actions
+    }
+
+    /// A lease ended.
+    ///
+    /// The fast path (a clean connection, nobody waiting) pushes it on the idle stack and
+    /// returns no action.
+    mutating func release(_ grant: Grant<Connection>, disposition: ReleaseDisposition, now: Instant) -> PoolActions<Connection, Instant> {
+        var actions = PoolActions<Connection, Instant>()
+        guard self.slots[grant.slot].id == grant.connectionID, case .leased(let lane) = self.slots[grant.slot].state else {
+            // The connection was closed under the lease (shutdown grace period ended).
+            return actions
+        }
+        self.unlease(slot: grant.slot, lane: lane)
+        switch disposition {
+        case .reuse:
+            guard case .running = self.lifecycle, !self.isExpired(grant.slot, now: now) else {
+                self.beginClose(slot: grant.slot, into: &actions)
+                break
+            }
+            self.slots[grant.slot].state = .idle
+            self.slots[grant.slot].lastActive = now
+            self.idle.append(grant.slot)
+            if self.waiterCount == 0 {
+                return actions
+            }
+        case .reset:
+            self.slots[grant.slot].state = .resetting
+            actions.reset.append(SlotConnection(slot: grant.slot, connection: grant.connection))
+            return actions
+        case .close:
+            self.beginClose(slot: grant.slot, into: &actions)
+        }
+        self.rebalance(now: now, into: &actions)
+        self.finishIfDrained(into: &actions)
+        return actions
+    }
+
+    // MARK: - Helpers shared by the concerns
+
+    /// Moves an idle connection to a lease of `lane`.
+    mutating func hand(slot: Int, to lane: Int, now: Instant) -> Grant<Connection> {
+        self.slots[slot].state = .leased(lane: lane)
+        if self.lanes[lane].leased >= self.lanes[lane].reserved {
+            self.sharedInUse += 1
+        }
+        self.lanes[lane].leased += 1
+        self.leasedCount += 1
+        var needsValidation = false
+        if let threshold = self.configuration.validationThreshold, let lastActive = self.slots[slot].lastActive {
+            needsValidation = lastActive.duration(to: now) > threshold
+        }
+        return Grant(
+            slot: slot,
+            connectionID: self.slots[slot].id,
+            connection: self.slots[slot].connection!,
+            lane: lane,
+            needsValidation: needsValidation)
+    }
+
+    mutating func unlease(slot: Int, lane: Int) {
+        self.lanes[lane].leased -= 1
+        if self.lanes[lane].leased >= self.lanes[lane].reserved {
+            self.sharedInUse -= 1
+        }
+        self.leasedCount -= 1
+        self.slots[slot].state = .idle
+    }
+
+    func isExpired(_ slot: Int, now: Instant) -> Bool {
+        guard let expiresAt = self.slots[slot].expiresAt else { return false }
+        return expiresAt <= now
+    }
+
+    mutating func beginClose(slot: Int, into actions: inout PoolActions<Connection, Instant>) {
+        self.slots[slot].state = .closing
+        if let connection = self.slots[slot].connection {
+            actions.close.append(SlotConnection(slot: slot, connection: connection))
+        }
+    }
+
+    /// Asks the shell for a wake-up at `instant` unless an earlier one is already armed.
+    mutating func arm(_ instant: Instant, into actions: inout PoolActions<Connection, Instant>) {
+        if let armed = self.armedWakeUp, armed <= instant {
+            return
+        }
+        self.armedWakeUp = instant
+        actions.wakeUp = instant
+    }
+}
+
+/// A connection and the slot it lives in.
+struct SlotConnection<Connection: Sendable>: Sendable {
+    let slot: Int
+    let connection: Connection
+}
+
+extension SlotConnection: Equatable where Connection: Equatable {}
+
+/// A waiter that gets a connection.
+struct WaiterGrant<Connection: Sendable>: Sendable {
+    let waiter: WaiterID
+    let grant: Grant<Connection>
+}
+
+extension WaiterGrant: Equatable where Connection: Equatable {}
+
+/// A waiter that fails.
+struct WaiterFailure: Sendable, Equatable {
+    let waiter: WaiterID
+    let error: LifeguardError
+}
+
+/// What the shell must do after an event, once it has released its lock.
+struct PoolActions<Connection: Sendable, Instant: InstantProtocol>: Sendable where Instant.Duration == Duration {
+    /// Resume these waiters with a connection.
+    var grants: [WaiterGrant<Connection>] = []
+    /// Resume these waiters with an error.
+    var failures: [WaiterFailure] = []
+    /// Resume these waiters with `CancellationError`: they left the queue.
+    var cancelled: [WaiterID] = []
+    /// Open a connection into each of these slots.
+    var connect: [Int] = []
+    /// Reset these connections (abandoned leases), then report `resetCompleted`.
+    var reset: [SlotConnection<Connection>] = []
+    /// Ping these idle connections (keepalive), then report `pingCompleted`.
+    var ping: [SlotConnection<Connection>] = []
+    /// Close these connections, then report `connectionClosed`.
+    var close: [SlotConnection<Connection>] = []
+    /// Call `tick` at this instant.
+    var wakeUp: Instant?
+    /// The pool has drained: every connection is closed.
+    var finished = false
+
+    /// Whether any waiter is resolved by these actions.
+    var resolvesWaiters: Bool {
+        !self.grants.isEmpty || !self.failures.isEmpty || !self.cancelled.isEmpty
+    }
+
+    /// Whether any background work (connect, reset, ping, close, timer) is asked for.
+    var hasBackgroundWork: Bool {
+        !self.connect.isEmpty || !self.reset.isEmpty || !self.ping.isEmpty || !self.close.isEmpty
+            || self.wakeUp != nil || self.finished
+    }
+}
+
+extension PoolActions: Equatable where Connection: Equatable {}

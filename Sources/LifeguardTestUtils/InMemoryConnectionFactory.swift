@@ -1,0 +1,145 @@
+import Lifeguard
+import Synchronization
+
+/// A connection that lives in memory, with the flags a test needs to play a real one.
+public final class InMemoryConnection: Sendable, Hashable, CustomStringConvertible {
+    private struct State {
+        var isBroken = false
+        var isInTransaction = false
+        var isClosed = false
+        var uses = 0
+    }
+
+    /// A number unique within its factory, in opening order from 0.
+    public let id: Int
+    private let state = Mutex(State())
+
+    init(id: Int) {
+        self.id = id
+    }
+
+    /// Marks the connection dead, as if the server had terminated it.
+    public func breakConnection() { self.state.withLock { $0.isBroken = true } }
+    /// Opens or ends a pretend transaction; a connection in one needs a reset after its lease.
+    public func setInTransaction(_ value: Bool) { self.state.withLock { $0.isInTransaction = value } }
+    /// Counts a use, e.g. a query.
+    public func use() { self.state.withLock { $0.uses += 1 } }
+
+    /// Whether the connection was marked dead.
+    public var isBroken: Bool { self.state.withLock { $0.isBroken } }
+    /// Whether the connection is inside a pretend transaction.
+    public var isInTransaction: Bool { self.state.withLock { $0.isInTransaction } }
+    /// Whether the factory closed the connection.
+    public var isClosed: Bool { self.state.withLock { $0.isClosed } }
+    /// How many times ``use()`` was called.
+    public var uses: Int { self.state.withLock { $0.uses } }
+
+    fileprivate func markClosed() { self.state.withLock { $0.isClosed = true } }
+
+    public static func == (lhs: InMemoryConnection, rhs: InMemoryConnection) -> Bool { lhs === rhs }
+    public func hash(into hasher: inout Hasher) { hasher.combine(ObjectIdentifier(self)) }
+    public var description: String { "connection#\(self.id)" }
+}
+
+/// A ``ConnectionFactory`` of ``InMemoryConnection``s with injectable failures and latencies,
+/// shared by tests, benchmarks and the simulator.
+public final class InMemoryConnectionFactory: ConnectionFactory, Sendable {
+    /// The error a failing connect, reset or validate throws.
+    public struct InjectedFailure: Error, Sendable, Hashable, CustomStringConvertible {
+        /// What failed.
+        public var message: String
+        /// Creates a failure with a message.
+        public init(_ message: String) { self.message = message }
+        public var description: String { self.message }
+    }
+
+    /// How the factory behaves; change it at any time with ``update(_:)``.
+    public struct Behaviour: Sendable {
+        /// How long `connect` takes.
+        public var connectLatency: Duration = .zero
+        /// When set, `connect` throws it.
+        public var connectFailure: InjectedFailure?
+        /// How long `reset` takes.
+        public var resetLatency: Duration = .zero
+        /// When true, `reset` throws.
+        public var resetFails = false
+        /// When true, `validate` throws.
+        public var validateFails = false
+        /// Creates the default behaviour: everything succeeds at once.
+        public init() {}
+    }
+
+    private struct State {
+        var behaviour = Behaviour()
+        var opened: [InMemoryConnection] = []
+        var resets = 0
+        var validations = 0
+    }
+
+    private let state = Mutex(State())
+
+    /// Creates a factory whose operations all succeed at once.
+    public init() {}
+
+    /// Changes the factory's behaviour.
+    public func update(_ change: (inout Behaviour) -> Void) {
+        self.state.withLock { change(&$0.behaviour) }
+    }
+
+    /// Every connection opened so far, in order.
+    public var opened: [InMemoryConnection] { self.state.withLock { $0.opened } }
+    /// Connections opened and not closed.
+    public var openCount: Int { self.state.withLock { $0.opened.filter { !$0.isClosed }.count } }
+    /// How many resets ran.
+    public var resetCount: Int { self.state.withLock { $0.resets } }
+    /// How many validations ran.
+    public var validationCount: Int { self.state.withLock { $0.validations } }
+
+    public func connect() async throws -> InMemoryConnection {
+        let behaviour = self.state.withLock { $0.behaviour }
+        if behaviour.connectLatency > .zero {
+            try await Task.sleep(for: behaviour.connectLatency)
+        }
+        if let failure = behaviour.connectFailure {
+            throw failure
+        }
+        return self.state.withLock { state in
+            let connection = InMemoryConnection(id: state.opened.count)
+            state.opened.append(connection)
+            return connection
+        }
+    }
+
+    public func validate(_ connection: InMemoryConnection) async throws {
+        let fails = self.state.withLock { state in
+            state.validations += 1
+            return state.behaviour.validateFails
+        }
+        if fails || connection.isBroken || connection.isClosed {
+            throw InjectedFailure("validation failed for \(connection)")
+        }
+    }
+
+    public func reset(_ connection: InMemoryConnection) async throws {
+        let behaviour = self.state.withLock { state in
+            state.resets += 1
+            return state.behaviour
+        }
+        if behaviour.resetLatency > .zero {
+            try await Task.sleep(for: behaviour.resetLatency)
+        }
+        if behaviour.resetFails || connection.isBroken || connection.isClosed {
+            throw InjectedFailure("reset failed for \(connection)")
+        }
+        connection.setInTransaction(false)
+    }
+
+    public func close(_ connection: InMemoryConnection) async {
+        connection.markClosed()
+    }
+
+    public func condition(of connection: InMemoryConnection) -> ConnectionCondition {
+        if connection.isBroken || connection.isClosed { return .broken }
+        return connection.isInTransaction ? .needsReset : .reusable
+    }
+}

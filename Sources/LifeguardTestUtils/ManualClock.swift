@@ -1,0 +1,96 @@
+import Synchronization
+
+/// A clock that moves only when told to, for deterministic tests and simulations.
+///
+/// Its instants are offsets from zero. Sleepers resume, in deadline order, when ``advance(by:)``
+/// moves the clock past their deadline.
+public final class ManualClock: Clock, Sendable {
+    /// A point on a ``ManualClock``: an offset from the clock's zero.
+    public struct Instant: InstantProtocol, Sendable, CustomStringConvertible {
+        /// The offset from zero.
+        public var offset: Duration
+
+        /// Creates an instant at an offset from zero.
+        public init(offset: Duration) {
+            self.offset = offset
+        }
+
+        /// The clock's zero.
+        public static var zero: Instant { Instant(offset: .zero) }
+
+        public func advanced(by duration: Duration) -> Instant {
+            Instant(offset: self.offset + duration)
+        }
+
+        public func duration(to other: Instant) -> Duration {
+            other.offset - self.offset
+        }
+
+        public static func < (lhs: Instant, rhs: Instant) -> Bool {
+            lhs.offset < rhs.offset
+        }
+
+        public var description: String { "t+\(self.offset)" }
+    }
+
+    private struct State {
+        var now = Instant.zero
+        var sleepers: [(deadline: Instant, id: Int, continuation: CheckedContinuation<Void, any Error>)] = []
+        var nextID = 0
+    }
+
+    private let state = Mutex(State())
+
+    /// Creates a clock at zero.
+    public init() {}
+
+    /// The current instant.
+    public var now: Instant {
+        self.state.withLock { $0.now }
+    }
+
+    /// The smallest step the clock takes: none.
+    public var minimumResolution: Duration { .zero }
+
+    /// Moves the clock forward and resumes the sleepers whose deadline has passed.
+    ///
+    /// - Parameter duration: How far to move; must not be negative.
+    public func advance(by duration: Duration) {
+        precondition(duration >= .zero, "a clock does not go back")
+        let due = self.state.withLock { state in
+            state.now = state.now.advanced(by: duration)
+            let now = state.now
+            let due = state.sleepers.filter { $0.deadline <= now }.sorted { $0.deadline < $1.deadline }
+            state.sleepers.removeAll { $0.deadline <= now }
+            return due
+        }
+        for sleeper in due {
+            sleeper.continuation.resume()
+        }
+    }
+
+    /// Suspends until the clock reaches `deadline`, or throws `CancellationError` when the task
+    /// is cancelled first.
+    public func sleep(until deadline: Instant, tolerance: Duration? = nil) async throws {
+        let id = self.state.withLock { state in
+            defer { state.nextID += 1 }
+            return state.nextID
+        }
+        try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+                let resumeNow = self.state.withLock { state -> Bool in
+                    if deadline <= state.now { return true }
+                    state.sleepers.append((deadline, id, continuation))
+                    return false
+                }
+                if resumeNow { continuation.resume() }
+            }
+        } onCancel: {
+            let cancelled = self.state.withLock { state in
+                let index = state.sleepers.firstIndex { $0.id == id }
+                return index.map { state.sleepers.remove(at: $0).continuation }
+            }
+            cancelled?.resume(throwing: CancellationError())
+        }
+    }
+}
