@@ -70,6 +70,20 @@ public struct LifeguardError: Error, Sendable, CustomStringConvertible {
         self.init(code: .invalidConfiguration, problems: problems)
     }
 
+    /// An invalid configuration, for adapters that validate settings of their own.
+    ///
+    /// - Parameter problems: Every problem found, each naming the setting to change.
+    public static func invalidConfiguration(_ problems: [String]) -> LifeguardError {
+        LifeguardError(invalidConfiguration: problems)
+    }
+
+    /// A connection used after its lease ended, for adapters that hand out their own lease type.
+    ///
+    /// - Parameter lane: The lane of the lease that ended.
+    public static func leaseEnded(lane: Lane) -> LifeguardError {
+        LifeguardError(code: .leaseEnded, lane: lane)
+    }
+
     static func waitTimeout(lane: Lane, waited: Duration, queueDepth: Int) -> LifeguardError {
         LifeguardError(
             code: .waitTimeout, lane: lane, waited: waited, queueDepth: queueDepth,

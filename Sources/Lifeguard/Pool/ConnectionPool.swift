@@ -350,30 +350,44 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Service, Sendable
 }
 
 /// Runs `operation`, giving up after `timeout`: then `onTimeout` runs (e.g. closing the
-/// connection, which also ends an operation stuck on it) and the result is `false`.
+/// connection) and the result is `false`.
+///
+/// The race is unstructured on purpose: an operation stuck on a dead connection (some drivers
+/// never complete a request written to a closed socket) must not hold up the pool, so the caller
+/// resumes at the timeout and the operation is cancelled and left to end on its own.
 func succeeds(
     within timeout: Duration,
     _ operation: @escaping @Sendable () async throws -> Void,
     onTimeout: @escaping @Sendable () async -> Void
 ) async -> Bool {
-    await withTaskGroup(of: Bool?.self) { group in
-        group.addTask {
-            do {
-                try await operation()
-                return true
-            } catch {
-                return false
-            }
+    let outcome = Mutex<CheckedContinuation<Bool?, Never>?>(nil)
+    let settle: @Sendable (Bool?) -> Void = { value in
+        outcome.withLock { continuation in
+            continuation?.resume(returning: value)
+            continuation = nil
         }
-        group.addTask {
-            try? await Task.sleep(for: timeout)
-            return nil
-        }
-        let first = await group.next()!
-        if first == nil {
-            await onTimeout()
-        }
-        group.cancelAll()
-        return first ?? false
     }
+    var tasks: [Task<Void, Never>] = []
+    let result = await withCheckedContinuation { (continuation: CheckedContinuation<Bool?, Never>) in
+        outcome.withLock { $0 = continuation }
+        tasks = [
+            Task {
+                do {
+                    try await operation()
+                    settle(true)
+                } catch {
+                    settle(false)
+                }
+            },
+            Task {
+                try? await Task.sleep(for: timeout)
+                settle(nil)
+            },
+        ]
+    }
+    for task in tasks { task.cancel() }
+    if result == nil {
+        await onTimeout()
+    }
+    return result ?? false
 }

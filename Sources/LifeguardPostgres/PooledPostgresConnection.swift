@@ -1,0 +1,142 @@
+import Lifeguard
+import Logging
+import PostgresNIO
+import Synchronization
+
+/// A PostgresNIO connection as the pool keeps it: its backend process id, and what the leases
+/// did with it (an open transaction, a statement in flight, a failure, a server-side cancel), so
+/// that the pool resets it only when it is dirty.
+///
+/// The statement that starts or ends a transaction is recognised by its first keyword. Anything
+/// the lease cannot see (the raw `PostgresConnection` was used, a statement failed, a cancel was
+/// sent) makes the connection dirty, and a dirty connection is reset with `ROLLBACK` before reuse.
+final class PooledPostgresConnection: Sendable, CustomStringConvertible {
+    struct Tracking {
+        var isInTransaction = false
+        var isDirty = false
+        /// The statement running now, by number, if any.
+        var statementInFlight: Int?
+        var nextStatement = 0
+        /// Cancel requests sent or about to be sent for this connection; a reset waits for them
+        /// so that a late cancel cannot hit the next user's statement.
+        var cancelsOutstanding = 0
+    }
+
+    let postgres: PostgresConnection
+    /// The server process serving this connection (`pg_backend_pid()`), the target of cancels.
+    let backendPID: Int32
+    private let tracking = Mutex(Tracking())
+
+    init(postgres: PostgresConnection, backendPID: Int32) {
+        self.postgres = postgres
+        self.backendPID = backendPID
+    }
+
+    var description: String { "connection(pid \(self.backendPID))" }
+
+    var condition: ConnectionCondition {
+        if self.postgres.isClosed { return .broken }
+        return self.tracking.withLock { state in
+            state.isInTransaction || state.isDirty || state.statementInFlight != nil || state.cancelsOutstanding > 0
+                ? .needsReset : .reusable
+        }
+    }
+
+    var isInTransaction: Bool { self.tracking.withLock { $0.isInTransaction } }
+
+    /// The error for a statement on a connection the server or the network already closed.
+    struct ConnectionClosed: Error, CustomStringConvertible {
+        let backendPID: Int32
+        var description: String { "the connection to PostgreSQL (backend pid \(self.backendPID)) is closed" }
+    }
+
+    /// Throws when the connection is closed. PostgresNIO never completes a statement written to
+    /// a closed channel, so nothing may be sent on one.
+    func checkOpen() throws {
+        if self.postgres.isClosed { throw ConnectionClosed(backendPID: self.backendPID) }
+    }
+
+    /// Marks a statement as running; returns its number.
+    func beginStatement() -> Int {
+        self.tracking.withLock { state in
+            state.nextStatement += 1
+            state.statementInFlight = state.nextStatement
+            return state.nextStatement
+        }
+    }
+
+    /// Marks a statement as done and records its effect on the transaction.
+    func endStatement(_ number: Int, sql: String, succeeded: Bool) {
+        let effect = TransactionEffect(of: sql)
+        self.tracking.withLock { state in
+            if state.statementInFlight == number { state.statementInFlight = nil }
+            switch (succeeded, effect) {
+            case (true, .begins): state.isInTransaction = true
+            case (true, .ends), (false, .ends): state.isInTransaction = false
+            case (true, .none): break
+            case (false, _): state.isDirty = true
+            }
+        }
+    }
+
+    /// The lease used the raw connection: the pool can no longer tell its state.
+    func markDirty() {
+        self.tracking.withLock { $0.isDirty = true }
+    }
+
+    /// Whether statement `number` is still running.
+    func isRunning(_ number: Int) -> Bool {
+        self.tracking.withLock { $0.statementInFlight == number }
+    }
+
+    /// Registers a cancel request for statement `number`; `false` when it is no longer running.
+    func beginCancel(of number: Int) -> Bool {
+        self.tracking.withLock { state in
+            guard state.statementInFlight == number else { return false }
+            state.cancelsOutstanding += 1
+            state.isDirty = true
+            return true
+        }
+    }
+
+    func endCancel() {
+        self.tracking.withLock { $0.cancelsOutstanding -= 1 }
+    }
+
+    var hasOutstandingCancels: Bool { self.tracking.withLock { $0.cancelsOutstanding > 0 } }
+
+    /// Forgets every mark once the connection was reset.
+    func markClean() {
+        self.tracking.withLock { state in
+            state.isInTransaction = false
+            state.isDirty = false
+            state.statementInFlight = nil
+        }
+    }
+}
+
+/// What a statement does to the transaction state, judged by its first keyword.
+enum TransactionEffect: Equatable {
+    case begins
+    case ends
+    case none
+
+    init(of sql: String) {
+        var words = sql.split(whereSeparator: { $0.isWhitespace || $0 == ";" }).prefix(2).makeIterator()
+        let first = words.next()?.uppercased() ?? ""
+        let second = words.next()?.uppercased() ?? ""
+        switch first {
+        case "BEGIN", "START":
+            self = .begins
+        case "COMMIT", "END", "ABORT":
+            self = .ends
+        case "ROLLBACK":
+            // ROLLBACK TO SAVEPOINT stays in the transaction.
+            self = second == "TO" ? .none : .ends
+        case "PREPARE":
+            self = second == "TRANSACTION" ? .ends : .none
+        default:
+            self = .none
+        }
+    }
+}

@@ -1,0 +1,136 @@
+import Lifeguard
+import Logging
+import PostgresNIO
+import Synchronization
+
+/// A connection leased from a ``PostgresPool`` for the duration of a `withConnection` or
+/// `withTransaction` closure.
+///
+/// Run statements through the lease, not through the raw connection: the lease sees each one,
+/// so it knows when a transaction is open (the connection is then reset before reuse) and when a
+/// statement is running (a cancelled task then cancels it on the server). A lease must not
+/// escape its closure; using it afterwards throws ``LifeguardError/Code/leaseEnded``.
+public final class PostgresLease: Sendable {
+    let connection: PooledPostgresConnection
+    let canceller: ServerCanceller?
+    let logger: Logger
+    /// The lane this lease belongs to.
+    public let lane: Lane
+    private let hasEnded = Atomic<Bool>(false)
+
+    init(connection: PooledPostgresConnection, lane: Lane, canceller: ServerCanceller?, logger: Logger) {
+        self.connection = connection
+        self.lane = lane
+        self.canceller = canceller
+        self.logger = logger
+    }
+
+    /// The server process that serves this connection (`pg_backend_pid()`).
+    public var backendPID: Int32 { self.connection.backendPID }
+
+    /// Whether a transaction opened through this lease is still open, as far as the lease saw.
+    public var isInTransaction: Bool { self.connection.isInTransaction }
+
+    /// The underlying PostgresNIO connection, for what the lease does not offer (LISTEN, COPY,
+    /// prepared statements). The pool can no longer tell its state, so the connection is reset
+    /// with `ROLLBACK` when the lease ends.
+    ///
+    /// - Throws: ``LifeguardError/Code/leaseEnded`` after the lease ended.
+    public func rawConnection() throws -> PostgresConnection {
+        try self.checkActive()
+        self.connection.markDirty()
+        return self.connection.postgres
+    }
+
+    /// Runs a statement and returns all its rows.
+    ///
+    /// - Parameters:
+    ///   - query: The statement, with its bindings (`"SELECT * FROM t WHERE id = \(id)"`).
+    /// - Returns: The rows, collected.
+    /// - Throws: The server's error (`PSQLError`), `CancellationError` if the task was cancelled
+    ///   before or while the statement ran, or ``LifeguardError/Code/leaseEnded``.
+    @discardableResult
+    public func query(_ query: PostgresQuery, file: String = #fileID, line: Int = #line) async throws -> [PostgresRow] {
+        try await self.withRows(query, file: file, line: line) { rows in try await rows.collect() }
+    }
+
+    /// Runs a statement and discards its rows.
+    ///
+    /// - Parameter query: The statement.
+    /// - Throws: As ``query(_:file:line:)``.
+    public func execute(_ query: PostgresQuery, file: String = #fileID, line: Int = #line) async throws {
+        try await self.withRows(query, file: file, line: line) { rows in
+            for try await _ in rows {}
+        }
+    }
+
+    /// Runs a statement and streams its rows to `consume`.
+    ///
+    /// The statement counts as running until `consume` returns (PostgresNIO returns the row
+    /// sequence before the server has executed the statement): cancelling the task while it
+    /// runs cancels the statement on the server.
+    ///
+    /// - Parameters:
+    ///   - query: The statement.
+    ///   - consume: Reads the rows; they are not available after it returns.
+    /// - Returns: What `consume` returns.
+    /// - Throws: As ``query(_:file:line:)``, or what `consume` throws.
+    public func withRows<Value>(
+        _ query: PostgresQuery,
+        isolation: isolated (any Actor)? = #isolation,
+        file: String = #fileID,
+        line: Int = #line,
+        _ consume: (PostgresRowSequence) async throws -> Value
+    ) async throws -> Value {
+        try self.checkActive()
+        try Task.checkCancellation()
+        return try await self.run(query, file: file, line: line, consume)
+    }
+
+    /// Runs a statement even when the task is cancelled: for `ROLLBACK` after a failure.
+    func runIgnoringCancellation(_ query: PostgresQuery) async throws {
+        try self.checkActive()
+        try await self.run(query, file: #fileID, line: #line) { rows in
+            for try await _ in rows {}
+        }
+    }
+
+    private func run<Value>(
+        _ query: PostgresQuery,
+        isolation: isolated (any Actor)? = #isolation,
+        file: String,
+        line: Int,
+        _ consume: (PostgresRowSequence) async throws -> Value
+    ) async throws -> Value {
+        try self.connection.checkOpen()
+        let statement = self.connection.beginStatement()
+        do {
+            let value = try await withTaskCancellationHandler {
+                let rows = try await self.connection.postgres.query(query, logger: self.logger, file: file, line: line)
+                return try await consume(rows)
+            } onCancel: {
+                self.canceller?.cancel(self.connection, statement: statement)
+            }
+            self.connection.endStatement(statement, sql: query.sql, succeeded: true)
+            return value
+        } catch {
+            self.connection.endStatement(statement, sql: query.sql, succeeded: false)
+            // The server's "canceling statement due to user request" is our own doing: report
+            // the cancellation the way Swift code expects it.
+            if Task.isCancelled, let postgresError = error as? PSQLError, postgresError.serverInfo?[.sqlState] == "57014" {
+                throw CancellationError()
+            }
+            throw error
+        }
+    }
+
+    func end() {
+        self.hasEnded.store(true, ordering: .releasing)
+    }
+
+    private func checkActive() throws {
+        if self.hasEnded.load(ordering: .acquiring) {
+            throw LifeguardError.leaseEnded(lane: self.lane)
+        }
+    }
+}

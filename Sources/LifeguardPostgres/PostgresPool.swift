@@ -1,0 +1,143 @@
+import Lifeguard
+import Logging
+import NIOCore
+import NIOPosix
+import PostgresNIO
+import ServiceLifecycle
+
+/// A Lifeguard pool of PostgreSQL connections: lanes, bounded fail-fast waits, connections
+/// reset after abandoned leases, and cancellation that reaches the server.
+///
+/// ```swift
+/// var configuration = try PostgresPool.Configuration(url: "postgres://app:secret@db:5432/app")
+/// configuration.budget = 20
+/// configuration.lanes[.retrieval] = .init(reserved: 8, limit: 16, waitTimeout: .milliseconds(500))
+/// let pool = try PostgresPool(configuration: configuration, logger: logger)
+/// // Run it in a ServiceGroup, or: async let _ = pool.run()
+/// let titles = try await pool.withConnection(lane: .retrieval) { lease in
+///     try await lease.query("SELECT title FROM docs LIMIT 5").map { try $0.decode(String.self) }
+/// }
+/// ```
+public final class PostgresPool: Service, Sendable {
+    /// The pool's configuration.
+    public let configuration: Configuration
+    let pool: ConnectionPool<PostgresConnectionFactory>
+    let canceller: ServerCanceller?
+    let logger: Logger
+
+    /// Creates a pool. It opens no connection until ``run()`` runs.
+    ///
+    /// - Parameters:
+    ///   - configuration: Server, budget and lanes.
+    ///   - eventLoopGroup: Where connections run. Default: NIO's shared group.
+    ///   - logger: Receives connection failures and the pool's lifecycle. Never a password.
+    /// - Throws: ``LifeguardError`` with code ``LifeguardError/Code/invalidConfiguration``
+    ///   listing every problem.
+    public init(
+        configuration: Configuration,
+        eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
+        logger: Logger
+    ) throws(LifeguardError) {
+        try configuration.validate()
+        self.configuration = configuration
+        self.logger = logger
+        let factory = PostgresConnectionFactory(configuration: configuration, logger: logger, eventLoopGroup: eventLoopGroup)
+        self.pool = try ConnectionPool(configuration: configuration.corePool, factory: factory, logger: logger)
+        self.canceller = configuration.serverSideCancellation ? ServerCanceller(factory: factory, logger: logger) : nil
+    }
+
+    /// Runs the pool until it has shut down (graceful shutdown through ServiceLifecycle, or
+    /// ``shutdown(gracePeriod:)``); cancelling the task closes every connection at once.
+    public func run() async {
+        await withDiscardingTaskGroup { group in
+            if let canceller = self.canceller {
+                group.addTask { await canceller.run() }
+            }
+            await self.pool.run()
+            self.canceller?.finish()
+        }
+    }
+
+    /// Stops granting leases and drains the pool; ``run()`` returns once every connection is closed.
+    ///
+    /// - Parameter gracePeriod: How long running leases may continue; `nil` uses the
+    ///   configuration's `shutdownGracePeriod`.
+    public func shutdown(gracePeriod: Duration? = nil) {
+        self.pool.shutdown(gracePeriod: gracePeriod)
+    }
+
+    /// A snapshot of connections, leases and queues. Its budget excludes the control connection.
+    public func status() -> PoolStatus {
+        self.pool.status()
+    }
+
+    /// Leases a connection in a lane for the duration of `body`.
+    ///
+    /// The connection comes back on every path. When `body` throws, the task is cancelled, or
+    /// the lease left a transaction open, the connection is rolled back before reuse, or closed
+    /// if that fails. A statement running when the task is cancelled is cancelled on the server.
+    ///
+    /// - Parameters:
+    ///   - lane: The kind of work; its limits and wait timeout apply.
+    ///   - body: Runs statements through the lease.
+    /// - Returns: What `body` returns.
+    /// - Throws: ``LifeguardError`` when no connection could be leased, `CancellationError`,
+    ///   or what `body` throws.
+    public func withConnection<Value>(
+        lane: Lane,
+        isolation: isolated (any Actor)? = #isolation,
+        _ body: (PostgresLease) async throws -> Value
+    ) async throws -> Value {
+        try await self.pool.withConnection(lane: lane) { connection in
+            let lease = PostgresLease(connection: connection, lane: lane, canceller: self.canceller, logger: self.logger)
+            defer { lease.end() }
+            return try await body(lease)
+        }
+    }
+
+    /// Runs `body` in a transaction: `BEGIN`, then `COMMIT` when `body` returns, `ROLLBACK`
+    /// when it throws or the task is cancelled.
+    ///
+    /// - Parameters:
+    ///   - lane: The kind of work; usually ``Lane/write``.
+    ///   - body: Runs statements through the lease, inside the transaction.
+    /// - Returns: What `body` returns, once committed.
+    /// - Throws: What `body` throws (after the rollback), `CancellationError`, the `COMMIT`'s
+    ///   error, or ``LifeguardError`` when no connection could be leased.
+    public func withTransaction<Value>(
+        lane: Lane,
+        isolation: isolated (any Actor)? = #isolation,
+        _ body: (PostgresLease) async throws -> Value
+    ) async throws -> Value {
+        try await self.withConnection(lane: lane) { lease in
+            try await lease.execute("BEGIN")
+            let value: Value
+            do {
+                value = try await body(lease)
+            } catch {
+                try? await lease.runIgnoringCancellation("ROLLBACK")
+                throw error
+            }
+            if Task.isCancelled {
+                try? await lease.runIgnoringCancellation("ROLLBACK")
+                throw CancellationError()
+            }
+            try await lease.execute("COMMIT")
+            return value
+        }
+    }
+
+    /// Runs one statement on a leased connection and returns its rows.
+    ///
+    /// - Parameters:
+    ///   - query: The statement.
+    ///   - lane: The kind of work.
+    /// - Returns: The rows, collected.
+    /// - Throws: As ``withConnection(lane:isolation:_:)``.
+    @discardableResult
+    public func query(_ query: PostgresQuery, lane: Lane, file: String = #fileID, line: Int = #line) async throws -> [PostgresRow] {
+        try await self.withConnection(lane: lane) { lease in
+            try await lease.query(query, file: file, line: line)
+        }
+    }
+}

@@ -1,0 +1,351 @@
+import Foundation
+import Lifeguard
+@testable import LifeguardPostgres
+import NIOCore
+import Synchronization
+import PostgresNIO
+import Testing
+
+/// Real-server tests. They run one at a time: one of them stops and restarts the server.
+@Suite("PostgreSQL pool against a real server", .serialized, .enabled(if: TestDatabase.isAvailable, "needs DATABASE_URL: run ./scripts/test.sh"))
+struct PostgresPoolTests {
+    @Test("queries, transactions that commit and roll back, and application_name on the server")
+    func basics() async throws {
+        let configuration = try TestDatabase.configuration(application: "lg-basics", budget: 4)
+        try await TestDatabase.withPool(configuration) { pool in
+            try await pool.query("CREATE TABLE IF NOT EXISTS lg_basics (id int)", lane: .write)
+            try await pool.query("TRUNCATE lg_basics", lane: .write)
+            try await pool.withTransaction(lane: .write) { lease in
+                try await lease.execute("INSERT INTO lg_basics VALUES (1)")
+            }
+            await #expect(throws: (any Error).self) {
+                try await pool.withTransaction(lane: .write) { lease in
+                    try await lease.execute("INSERT INTO lg_basics VALUES (2)")
+                    throw CancellationError()
+                }
+            }
+            let ids = try await pool.query("SELECT id FROM lg_basics ORDER BY id", lane: .retrieval).map { try $0.decode(Int.self) }
+            #expect(ids == [1])
+            let name = try await pool.query("SELECT current_setting('application_name')", lane: .retrieval)[0].decode(String.self)
+            #expect(name == "lg-basics")
+        }
+    }
+
+    @Test("a lease used after its closure ended throws leaseEnded")
+    func escapedLease() async throws {
+        let configuration = try TestDatabase.configuration(application: "lg-escape", budget: 2)
+        try await TestDatabase.withPool(configuration) { pool in
+            let escaped = try await pool.withConnection(lane: .retrieval) { $0 }
+            await #expect(throws: LifeguardError.leaseEnded(lane: .retrieval)) {
+                try await escaped.query("SELECT 1")
+            }
+        }
+    }
+
+    @Test("a wrong password fails fast with databaseUnavailable, and the password appears nowhere")
+    func wrongPassword() async throws {
+        var configuration = try TestDatabase.configuration(application: "lg-password", budget: 2)
+        configuration.password = "wrong-password-0451"
+        try await TestDatabase.withPool(configuration) { pool in
+            do {
+                try await pool.query("SELECT 1", lane: .retrieval)
+                Issue.record("expected a failure")
+            } catch let error as LifeguardError {
+                #expect(error.code == .databaseUnavailable)
+                #expect(!String(describing: error).contains("wrong-password-0451"))
+                #expect(!String(reflecting: error).contains("wrong-password-0451"))
+            }
+        }
+    }
+
+    @Test("a body that opens a transaction and throws, or is cancelled, leaves no transaction for the next lease", arguments: ["throw", "cancel"])
+    func noTransactionLeaksAfterAbandonedLease(ending: String) async throws {
+        let configuration = try TestDatabase.configuration(application: "lg-abandon-\(ending)", budget: 2)
+        try await TestDatabase.withPool(configuration) { pool in
+            let pid: Int32 = await {
+                if ending == "throw" {
+                    var pid: Int32 = 0
+                    _ = try? await pool.withConnection(lane: .write) { lease in
+                        pid = lease.backendPID
+                        try await lease.execute("BEGIN")
+                        try await lease.execute("SELECT 1")
+                        throw CancellationError()
+                    }
+                    return pid
+                }
+                let started = AsyncStream<Int32>.makeStream()
+                let task = Task {
+                    try await pool.withConnection(lane: .write) { lease in
+                        try await lease.execute("BEGIN")
+                        started.continuation.yield(lease.backendPID)
+                        try await lease.execute("SELECT pg_sleep(30)")
+                    }
+                }
+                var iterator = started.stream.makeAsyncIterator()
+                let pid = await iterator.next()!
+                task.cancel()
+                _ = await task.result
+                return pid
+            }()
+            // The only connection is the one that was abandoned (budget 2 = 1 + the control connection).
+            let (nextPID, inTransaction) = try await pool.withConnection(lane: .write) { lease in
+                (lease.backendPID, try await lease.isInsidePreviousTransaction())
+            }
+            #expect(nextPID == pid, "the same connection, reset, not a new one")
+            #expect(inTransaction == false)
+        }
+    }
+
+    @Test("a task cancelled during pg_sleep(30) frees its connection at once: cancelled on the server, reset, back in the pool")
+    func cancelRunningQuery() async throws {
+        let configuration = try TestDatabase.configuration(application: "lg-cancel", budget: 2)
+        try await TestDatabase.withObserver { observer in try await TestDatabase.withPool(configuration) { pool in
+            let started = AsyncStream<Int32>.makeStream()
+            let task = Task {
+                try await pool.withConnection(lane: .retrieval) { lease in
+                    started.continuation.yield(lease.backendPID)
+                    try await lease.execute("SELECT pg_sleep(30)")
+                }
+            }
+            var iterator = started.stream.makeAsyncIterator()
+            let pid = await iterator.next()!
+            // Wait until the server is running the sleep.
+            for _ in 0..<500 {
+                let active = try await observer.integer("SELECT count(*)::int FROM pg_stat_activity WHERE pid = \(pid) AND state = 'active'")
+                if active == 1 { break }
+                try await Task.sleep(for: .milliseconds(2))
+            }
+            let cancelledAt = ContinuousClock.now
+            task.cancel()
+            _ = await task.result
+            let taskEnded = cancelledAt.duration(to: .now)
+            for _ in 0..<5_000 where pool.status().idle != 1 {
+                try await Task.sleep(for: .milliseconds(1))
+            }
+            let backInPool = cancelledAt.duration(to: .now)
+            print("cancel during pg_sleep(30): task ended after \(taskEnded), connection idle again after \(backInPool)")
+            // Had the query not been cancelled on the server, neither could happen before 30 s.
+            #expect(backInPool < .seconds(15))
+            #expect(pool.status().idle == 1)
+            let state = try await observer.query("SELECT state FROM pg_stat_activity WHERE pid = \(pid)", logger: TestDatabase.logger).collect()
+            #expect(try state.first?.decode(String.self) == "idle")
+            let (samePID, inTransaction) = try await pool.withConnection(lane: .retrieval) { lease in
+                (lease.backendPID, try await lease.isInsidePreviousTransaction())
+            }
+            #expect(samePID == pid)
+            #expect(inTransaction == false)
+        } }
+    }
+
+    @Test("pg_terminate_backend on idle and leased connections: replaced, and a dead connection is never handed out twice")
+    func terminatedBackends() async throws {
+        let configuration = try TestDatabase.configuration(application: "lg-terminate", budget: 4)
+        try await TestDatabase.withObserver { observer in try await TestDatabase.withPool(configuration) { pool in
+            // Open three connections, then kill them all while idle.
+            let pids = try await withThrowingTaskGroup(of: Int32.self) { group in
+                for _ in 0..<3 {
+                    group.addTask {
+                        try await pool.withConnection(lane: .retrieval) { lease in
+                            try await lease.execute("SELECT pg_sleep(0.1)")
+                            return lease.backendPID
+                        }
+                    }
+                }
+                return try await group.reduce(into: Set<Int32>()) { $0.insert($1) }
+            }
+            #expect(pids.count == 3)
+            for pid in pids {
+                _ = try await observer.integer("SELECT pg_terminate_backend(\(pid))::int")
+            }
+            var failures = 0
+            var served = Set<Int32>()
+            for _ in 0..<12 {
+                do {
+                    let pid = try await pool.withConnection(lane: .retrieval) { lease in
+                        try await lease.execute("SELECT 1")
+                        return lease.backendPID
+                    }
+                    served.insert(pid)
+                } catch {
+                    failures += 1
+                }
+            }
+            #expect(failures <= pids.count, "each dead connection may fail at most one lease")
+            #expect(served.isDisjoint(with: pids))
+
+            // Kill a connection while it is leased: the lease fails, the connection is replaced.
+            var killedPID: Int32 = 0
+            await #expect(throws: (any Error).self) {
+                try await pool.withConnection(lane: .write) { lease in
+                    killedPID = lease.backendPID
+                    _ = try await observer.integer("SELECT pg_terminate_backend(\(lease.backendPID))::int")
+                    try await lease.execute("SELECT 1")
+                }
+            }
+            for _ in 0..<5 {
+                let pid = try await pool.withConnection(lane: .write) { lease in
+                    try await lease.execute("SELECT 1")
+                    return lease.backendPID
+                }
+                #expect(pid != killedPID)
+            }
+            #expect(pool.status().leased == 0)
+        } }
+    }
+
+    @Test("cancellation storm: 2,000 leases, 30% cancelled while queued, mid-query or in a transaction; nothing leaks")
+    func cancellationStorm() async throws {
+        let budget = 10
+        let lanes: [Lane: LaneConfiguration] = [
+            .retrieval: .init(reserved: 3, waitTimeout: .seconds(60), maxWaiters: 5_000),
+            .write: .init(reserved: 3, waitTimeout: .seconds(60), maxWaiters: 5_000),
+        ]
+        let configuration = try TestDatabase.configuration(application: "lg-storm", budget: budget, lanes: lanes)
+        try await TestDatabase.withObserver { observer in try await TestDatabase.withPool(configuration) { pool in
+            try await pool.query("CREATE TABLE IF NOT EXISTS lg_storm (id int, note text)", lane: .write)
+            let bodiesStarted = StartedBodies()
+            // 16 workers run 125 leases each; every lease is a task of its own, and 30% of them are
+            // cancelled at a random moment of their life: while queued, mid-query, or inside an
+            // open transaction.
+            let outcomes = await withTaskGroup(of: [String: Int].self) { workers in
+                for worker in 0..<16 {
+                    workers.addTask {
+                        var counts: [String: Int] = [:]
+                        for step in 0..<125 {
+                            let index = worker * 125 + step
+                            let task = Task<Void, any Error> {
+                                switch index % 4 {
+                                case 0:
+                                    try await pool.withConnection(lane: .retrieval) { lease in
+                                        bodiesStarted.insert(index)
+                                        try await lease.execute("SELECT pg_sleep(0.002)")
+                                    }
+                                case 1:
+                                    try await pool.withTransaction(lane: .write) { lease in
+                                        bodiesStarted.insert(index)
+                                        try await lease.execute("INSERT INTO lg_storm VALUES (\(index), 'storm')")
+                                        try await lease.execute("SELECT pg_sleep(0.003)")
+                                    }
+                                case 2:
+                                    // A transaction managed by hand, the way application code often does it.
+                                    try await pool.withConnection(lane: .write) { lease in
+                                        bodiesStarted.insert(index)
+                                        try await lease.execute("BEGIN")
+                                        try await lease.execute("SELECT pg_sleep(0.004)")
+                                        try await lease.execute("COMMIT")
+                                    }
+                                default:
+                                    try await pool.withConnection(lane: .retrieval) { lease in
+                                        bodiesStarted.insert(index)
+                                        _ = try await lease.query("SELECT count(*) FROM lg_storm")
+                                    }
+                                }
+                            }
+                            let canceller: Task<Void, Never>? = index % 10 < 3
+                                ? Task {
+                                    try? await Task.sleep(for: .microseconds(Int.random(in: 0...20_000)))
+                                    task.cancel()
+                                }
+                                : nil
+                            let result = await task.result
+                            canceller?.cancel()
+                            let inBody = bodiesStarted.contains(index)
+                            let outcome: String
+                            switch result {
+                            case .success: outcome = "completed"
+                            case .failure(let error as LifeguardError): outcome = "lifeguard:\(error.code)"
+                            case .failure(is CancellationError): outcome = inBody ? "cancelled in the lease" : "cancelled while queued"
+                            case .failure: outcome = "query failed"
+                            }
+                            counts[outcome, default: 0] += 1
+                        }
+                        return counts
+                    }
+                }
+                return await workers.reduce(into: [String: Int]()) { total, counts in
+                    total.merge(counts, uniquingKeysWith: +)
+                }
+            }
+            print("cancellation storm outcomes: \(outcomes.sorted { $0.key < $1.key })")
+            #expect(outcomes.values.reduce(0, +) == 2_000)
+            #expect(outcomes["completed", default: 0] >= 1_000)
+            #expect(outcomes["query failed", default: 0] == 0)
+            #expect(outcomes["cancelled in the lease", default: 0] > 0, "some cancellations must land mid-query or in a transaction")
+            #expect(outcomes["cancelled while queued", default: 0] > 0)
+            #expect(pool.status().leased == 0)
+            for _ in 0..<3_000 where pool.status().idle != pool.status().connections {
+                try await Task.sleep(for: .milliseconds(1))
+            }
+            #expect(pool.status().idle == pool.status().connections, "every reset finished")
+            let idleInTransaction = try await observer.integer(
+                "SELECT count(*)::int FROM pg_stat_activity WHERE application_name = 'lg-storm' AND state LIKE 'idle in transaction%'")
+            let backends = try await observer.integer("SELECT count(*)::int FROM pg_stat_activity WHERE application_name = 'lg-storm'")
+            print("after the storm: \(backends) backends, \(idleInTransaction) idle in transaction")
+            #expect(idleInTransaction == 0)
+            #expect(backends <= budget)
+
+            // 20 leases at once, spread over the connections: none runs inside someone else's transaction.
+            let dirty = try await withThrowingTaskGroup(of: Bool.self) { group in
+                for _ in 0..<20 {
+                    group.addTask {
+                        try await pool.withConnection(lane: .retrieval) { lease in
+                            try await lease.execute("SELECT pg_sleep(0.02)")
+                            return try await lease.isInsidePreviousTransaction()
+                        }
+                    }
+                }
+                return try await group.reduce(0) { $0 + ($1 ? 1 : 0) }
+            }
+            print("leases inside a previous user's transaction: \(dirty) of 20")
+            #expect(dirty == 0)
+        } }
+    }
+
+    @Test("server stopped then restarted: requests fail fast while it is down and succeed again without restarting the pool")
+    func serverRestart() async throws {
+        var configuration = try TestDatabase.configuration(application: "lg-restart", budget: 4, lanes: [
+            .retrieval: .init(waitTimeout: .seconds(10)),
+        ])
+        configuration.pool.reconnectMaximumDelay = .milliseconds(500)
+        try await TestDatabase.withPool(configuration) { pool in
+            try await pool.query("SELECT 1", lane: .retrieval)
+            try TestDatabase.server("pause")
+            var slowest: Duration = .zero
+            var codes: Set<String> = []
+            for _ in 0..<10 {
+                let started = ContinuousClock.now
+                do {
+                    try await pool.query("SELECT 1", lane: .retrieval)
+                    Issue.record("a query succeeded while the server was down")
+                } catch let error as LifeguardError {
+                    codes.insert("\(error.code)")
+                } catch {
+                    codes.insert("connection error")
+                }
+                slowest = max(slowest, started.duration(to: .now))
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            print("while down: failures \(codes), slowest \(slowest)")
+            // Fail fast: never waited out the 10 s wait timeout.
+            #expect(!codes.contains("waitTimeout"))
+            #expect(codes.contains("databaseUnavailable"))
+            try TestDatabase.server("resume")
+            let resumed = ContinuousClock.now
+            var recovered = false
+            while !recovered, resumed.duration(to: .now) < .seconds(30) {
+                recovered = (try? await pool.query("SELECT 1", lane: .retrieval)) != nil
+                if !recovered { try await Task.sleep(for: .milliseconds(20)) }
+            }
+            print("recovered \(resumed.duration(to: .now)) after the server came back")
+            #expect(recovered)
+        }
+    }
+}
+
+/// The storm's tasks whose lease body started, to tell cancellations while queued from those
+/// inside a lease.
+final class StartedBodies: Sendable {
+    private let indices = Mutex(Set<Int>())
+    func insert(_ index: Int) { self.indices.withLock { _ = $0.insert(index) } }
+    func contains(_ index: Int) -> Bool { self.indices.withLock { $0.contains(index) } }
+}

@@ -1,0 +1,128 @@
+import Foundation
+import Lifeguard
+@testable import LifeguardPostgres
+import Logging
+import NIOPosix
+import PostgresNIO
+
+enum TestDatabase {
+    static let url = ProcessInfo.processInfo.environment["DATABASE_URL"]
+    static var isAvailable: Bool { url != nil }
+    static let logger: Logger = {
+        var logger = Logger(label: "lifeguard-tests")
+        logger.logLevel = ProcessInfo.processInfo.environment["LIFEGUARD_TEST_LOG"].flatMap(Logger.Level.init(rawValue:)) ?? .error
+        return logger
+    }()
+
+    /// A configuration for the test server with its own `application_name`, so that each test
+    /// can count its own backends in `pg_stat_activity`.
+    static func configuration(application: String, budget: Int, lanes: [Lane: LaneConfiguration]? = nil) throws -> PostgresPool.Configuration {
+        var configuration = try PostgresPool.Configuration(url: url!)
+        configuration.applicationName = application
+        configuration.budget = budget
+        if let lanes { configuration.lanes = lanes }
+        return configuration
+    }
+
+    /// Runs `body` with a plain connection outside any pool, to watch the server, and closes it.
+    static func withObserver<Value>(_ body: (PostgresConnection) async throws -> Value) async throws -> Value {
+        let observer = try await self.observer()
+        do {
+            let value = try await body(observer)
+            try await observer.close()
+            return value
+        } catch {
+            try? await observer.close()
+            throw error
+        }
+    }
+
+    private static func observer() async throws -> PostgresConnection {
+        var configuration = try PostgresPool.Configuration(url: url!)
+        configuration.applicationName = "lifeguard-observer"
+        let factory = PostgresConnectionFactory(configuration: configuration, logger: logger, eventLoopGroup: MultiThreadedEventLoopGroup.singleton)
+        return try await factory.openPostgresConnection()
+    }
+
+    /// Runs a pool for the duration of `body`, then drains it.
+    static func withPool<Value>(
+        _ configuration: PostgresPool.Configuration,
+        _ body: (PostgresPool) async throws -> Value
+    ) async throws -> Value {
+        let pool = try PostgresPool(configuration: configuration, logger: logger)
+        return try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { await pool.run() }
+            do {
+                let value = try await body(pool)
+                pool.shutdown(gracePeriod: .seconds(2))
+                try await group.waitForAll()
+                return value
+            } catch {
+                pool.shutdown(gracePeriod: .zero)
+                throw error
+            }
+        }
+    }
+
+    /// Runs the throwaway server's script (`pause`, `resume`) and waits for it.
+    ///
+    /// Spawned with `posix_spawn` and `waitpid`: Foundation's `Process.waitUntilExit` can wait
+    /// forever when the script leaves a daemon (the restarted server) behind.
+    static func server(_ command: String) throws {
+        guard let script = ProcessInfo.processInfo.environment["LIFEGUARD_POSTGRES_SCRIPT"] else {
+            throw ScriptMissing()
+        }
+        let arguments = ["/bin/bash", script, command]
+        var argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
+        defer { for pointer in argv { free(pointer) } }
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
+        var pid: pid_t = 0
+        let spawned = posix_spawn(&pid, "/bin/bash", &actions, nil, &argv, environ)
+        guard spawned == 0 else { throw ScriptFailed(command: command, status: spawned) }
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) == -1 && errno == EINTR {}
+        guard status == 0 else { throw ScriptFailed(command: command, status: status) }
+    }
+
+    struct ScriptFailed: Error, CustomStringConvertible {
+        let command: String
+        let status: Int32
+        var description: String { "scripts/postgres.sh \(self.command) failed (status \(self.status))" }
+    }
+
+    struct ScriptMissing: Error, CustomStringConvertible {
+        var description: String { "LIFEGUARD_POSTGRES_SCRIPT is not set: run the tests with ./scripts/test.sh" }
+    }
+}
+
+extension PostgresConnection {
+    /// The single integer a statement returns.
+    func integer(_ query: PostgresQuery) async throws -> Int {
+        var result = 0
+        for try await value in try await self.query(query, logger: TestDatabase.logger).decode(Int.self) {
+            result = value
+        }
+        return result
+    }
+}
+
+extension PostgresLease {
+    /// Whether this connection is inside a transaction that an earlier statement opened.
+    ///
+    /// `now()` is the start of the current transaction. Outside a transaction block every
+    /// statement is a transaction of its own, so two statements a few milliseconds apart see
+    /// different `now()`s; inside an open block they see the same one. (`SELECT now() <>
+    /// statement_timestamp()` cannot tell: PostgresNIO only speaks the extended protocol, where
+    /// the server stamps the statement again at Bind and Execute, after the implicit
+    /// transaction began at Parse, so the two differ even on a clean connection.)
+    func isInsidePreviousTransaction() async throws -> Bool {
+        let first = try await self.query("SELECT now()::text")[0].decode(String.self)
+        try await self.execute("SELECT pg_sleep(0.002)")
+        let second = try await self.query("SELECT now()::text")[0].decode(String.self)
+        return first == second
+    }
+}
