@@ -1,0 +1,132 @@
+import ArgumentParser
+import Foundation
+import Lifeguard
+import LifeguardPostgres
+import Logging
+import PostgresNIO
+
+/// `lifeguard check`: can this server take the pool we plan to run against it?
+struct Check: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Connect to PostgreSQL and tell whether a pool's budget fits its connection limit.",
+        discussion: """
+            Reports the server version, max_connections and the connections reserved for superusers, \
+            the backends open now by application_name, and whether `budget × instances` fits in what \
+            is left. Exits with status 1 when it does not fit.
+            """
+    )
+
+    @Option(name: .customLong("database-url"), help: "postgres://user:password@host:port/database (default: $DATABASE_URL).")
+    var databaseURL: String?
+
+    @Option(help: "Connections each instance of the application may open (1...10000).")
+    var budget: Int = 10
+
+    @Option(help: "Instances of the application that share the server (1...10000).")
+    var instances: Int = 1
+
+    func validate() throws {
+        guard (1...10_000).contains(self.budget) else {
+            throw ValidationError("--budget must be between 1 and 10000, got \(self.budget)")
+        }
+        guard (1...10_000).contains(self.instances) else {
+            throw ValidationError("--instances must be between 1 and 10000, got \(self.instances)")
+        }
+        if self.databaseURL == nil && ProcessInfo.processInfo.environment["DATABASE_URL"] == nil {
+            throw ValidationError("give --database-url postgres://user:password@host:port/database, or set DATABASE_URL")
+        }
+    }
+
+    func run() async throws {
+        var configuration: PostgresPool.Configuration
+        do {
+            configuration = try self.databaseURL.map { try PostgresPool.Configuration(url: $0) } ?? PostgresPool.Configuration()
+        } catch {
+            throw ValidationError(String(describing: error))
+        }
+        configuration.applicationName = "lifeguard-check"
+        configuration.serverSideCancellation = false
+        configuration.budget = 1
+        configuration.lanes = [.retrieval: .init(waitTimeout: .seconds(10))]
+        var logger = Logger(label: "lifeguard-check")
+        logger.logLevel = .critical
+        let pool = try PostgresPool(configuration: configuration, logger: logger)
+        let report = try await withThrowingTaskGroup(of: CheckReport?.self) { group in
+            group.addTask {
+                await pool.run()
+                return nil
+            }
+            defer { pool.shutdown(gracePeriod: .seconds(1)) }
+            return try await pool.withConnection(lane: .retrieval) { lease in
+                try await CheckReport.read(from: lease, target: configuration.description, budget: self.budget, instances: self.instances)
+            }
+        }
+        print(report.text)
+        if !report.fits {
+            throw ExitCode(1)
+        }
+    }
+}
+
+/// What `lifeguard check` found, and its verdict.
+struct CheckReport: Equatable {
+    var target: String
+    var serverVersion: String
+    var maxConnections: Int
+    var reservedForSuperusers: Int
+    /// Open backends by `application_name` (client backends only), most first.
+    var backendsByApplication: [(application: String, count: Int)]
+    var budget: Int
+    var instances: Int
+
+    static func == (lhs: CheckReport, rhs: CheckReport) -> Bool {
+        lhs.text == rhs.text
+    }
+
+    /// Connections applications may open: `max_connections` less the superuser reserve.
+    var available: Int { self.maxConnections - self.reservedForSuperusers }
+    /// What the planned pools ask for.
+    var planned: Int { self.budget * self.instances }
+    /// Backends open now, excluding this check's own.
+    var openNow: Int {
+        self.backendsByApplication.filter { $0.application != "lifeguard-check" }.reduce(0) { $0 + $1.count }
+    }
+    /// Whether the planned budget fits next to what is open now.
+    var fits: Bool { self.planned <= self.available - self.openNow }
+
+    var text: String {
+        var lines: [String] = []
+        lines.append("server:            \(self.serverVersion)")
+        lines.append("target:            \(self.target)")
+        lines.append("max_connections:   \(self.maxConnections) (\(self.reservedForSuperusers) reserved for superusers: \(self.available) for applications)")
+        lines.append("backends now:      \(self.openNow) (this check's own not counted)")
+        for (application, count) in self.backendsByApplication where application != "lifeguard-check" {
+            lines.append("  \(application.isEmpty ? "(no application_name)" : application): \(count)")
+        }
+        let left = self.available - self.openNow
+        let plan = "budget \(self.budget) × \(self.instances) instance\(self.instances == 1 ? "" : "s") = \(self.planned)"
+        if self.fits {
+            lines.append("verdict:           fits: \(plan) of the \(left) connections left")
+        } else {
+            let perInstance = max(0, left / self.instances)
+            lines.append("verdict:           DOES NOT FIT: \(plan), but only \(left) connections are left. "
+                + "Lower the budget to \(perInstance) per instance, raise max_connections, or put PgBouncer in front.")
+        }
+        return lines.joined(separator: "\n")
+    }
+
+    /// Reads the server's limits and its backends through a lease.
+    static func read(from lease: PostgresLease, target: String, budget: Int, instances: Int) async throws -> CheckReport {
+        let version = try await lease.query("SELECT version()")[0].decode(String.self)
+        let maxConnections = try await lease.query("SELECT current_setting('max_connections')::int")[0].decode(Int.self)
+        let reserved = try await lease.query("SELECT current_setting('superuser_reserved_connections')::int")[0].decode(Int.self)
+        let rows = try await lease.query("""
+            SELECT coalesce(application_name, ''), count(*)::int FROM pg_stat_activity
+            WHERE backend_type = 'client backend' GROUP BY 1 ORDER BY 2 DESC, 1
+            """)
+        let backends = try rows.map { row in try row.decode((String, Int).self) }.map { (application: $0.0, count: $0.1) }
+        return CheckReport(
+            target: target, serverVersion: version, maxConnections: maxConnections, reservedForSuperusers: reserved,
+            backendsByApplication: backends, budget: budget, instances: instances)
+    }
+}

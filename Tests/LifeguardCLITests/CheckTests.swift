@@ -1,0 +1,53 @@
+import ArgumentParser
+@testable import LifeguardCLI
+import Testing
+
+@Suite("lifeguard CLI")
+struct CheckTests {
+    func report(budget: Int, instances: Int) -> CheckReport {
+        CheckReport(
+            target: "postgres://app:***@db:5432/app?sslmode=prefer",
+            serverVersion: "PostgreSQL 15.18",
+            maxConnections: 100,
+            reservedForSuperusers: 3,
+            backendsByApplication: [("api", 30), ("lifeguard-check", 1), ("", 2)],
+            budget: budget,
+            instances: instances)
+    }
+
+    @Test("a budget that fits next to the open backends is accepted")
+    func fits() {
+        let report = self.report(budget: 20, instances: 3)
+        #expect(report.openNow == 32)
+        #expect(report.fits)
+        #expect(report.text.contains("fits: budget 20 × 3 instances = 60 of the 65 connections left"))
+    }
+
+    @Test("a budget that does not fit is refused with what to change")
+    func doesNotFit() {
+        let report = self.report(budget: 20, instances: 4)
+        #expect(!report.fits)
+        #expect(report.text.contains("DOES NOT FIT"))
+        #expect(report.text.contains("Lower the budget to 16 per instance"))
+    }
+
+    @Test("bad flags name the flag and the accepted range", arguments: [
+        (["check", "--budget", "0", "--database-url", "postgres://u@h/d"], "--budget must be between 1 and 10000"),
+        (["check", "--instances=-3", "--database-url", "postgres://u@h/d"], "--instances must be between 1 and 10000"),
+        (["check", "--budget", "many"], "--budget"),
+    ])
+    func badFlags(arguments: [String], message: String) {
+        do {
+            _ = try LifeguardCommand.parseAsRoot(arguments)
+            Issue.record("expected \(arguments) to be rejected")
+        } catch {
+            #expect(LifeguardCommand.message(for: error).contains(message))
+        }
+    }
+
+    @Test("version prints the package version")
+    func version() throws {
+        let command = try LifeguardCommand.parseAsRoot(["version"])
+        #expect(command is Version)
+    }
+}
