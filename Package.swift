@@ -57,7 +57,14 @@ let package = Package(
                 .product(name: "PostgresNIO", package: "postgres-nio"),
             ]
         ),
-        .testTarget(name: "LifeguardTests", dependencies: ["Lifeguard", "LifeguardTestUtils"]),
+        .testTarget(
+            name: "LifeguardTests",
+            dependencies: [
+                "Lifeguard",
+                "LifeguardTestUtils",
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
         .testTarget(
             name: "LifeguardPostgresTests",
             dependencies: [

@@ -1,4 +1,5 @@
 import Logging
+import ServiceLifecycle
 import Synchronization
 import Testing
 @testable import Lifeguard
@@ -198,6 +199,26 @@ struct ConnectionPoolTests {
         await runner.value
         #expect(factory.openCount == 0)
         #expect(pool.status().isShuttingDown)
+    }
+
+    @Test("in a ServiceGroup, graceful shutdown lets the running lease finish, then closes everything")
+    func serviceGroupGracefulShutdown() async throws {
+        let factory = InMemoryConnectionFactory()
+        let pool = try ConnectionPool(
+            configuration: .testing(budget: 2, lanes: [.write: .init()]), factory: factory, logger: Logger(label: "test"))
+        let group = ServiceGroup(services: [pool], logger: Logger(label: "test"))
+        let running = Task { try await group.run() }
+        let lease = Task {
+            try await pool.withConnection(lane: .write) { _ in
+                try await Task.sleep(for: .milliseconds(200))
+                return "finished"
+            }
+        }
+        for _ in 0..<500 where pool.status().leased == 0 { try await Task.sleep(for: .milliseconds(2)) }
+        await group.triggerGracefulShutdown()
+        #expect(try await lease.value == "finished")
+        try await running.value
+        #expect(factory.openCount == 0)
     }
 
     @Test("cancelling run() closes every connection at once")

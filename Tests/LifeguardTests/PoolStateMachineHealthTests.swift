@@ -129,6 +129,20 @@ struct PoolStateMachineHealthTests {
         #expect(machine.status.isDatabaseAvailable)
     }
 
+    @Test("waiters fail only when the last connection attempt under way has failed")
+    func failFastWaitsForOtherAttempts() {
+        var machine = Machine(.testing(budget: 4, lanes: [.write: .init()]))
+        let (first, opening) = machine.leaseWaiting(.write, now: at(0))!
+        let (second, more) = machine.leaseWaiting(.write, now: at(0))!
+        #expect(opening.connect.count + more.connect.count == 2)
+        let failed = machine.connectionFailed(slot: opening.connect[0], error: ConnectionFailure(), now: at(1))
+        #expect(failed.failures.isEmpty, "another attempt may still succeed")
+        let succeeded = machine.connectionEstablished(slot: more.connect[0], connection: 1, now: at(2))
+        #expect(succeeded.grants.map(\.waiter) == [first])
+        #expect(machine.status.isDatabaseAvailable)
+        _ = second
+    }
+
     @Test("shutdown fails waiters, closes idle connections, lets leases finish, then finishes")
     func gracefulShutdown() {
         var machine = Machine(.testing(budget: 2, lanes: [.write: .init()]))

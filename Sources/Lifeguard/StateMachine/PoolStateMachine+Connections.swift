@@ -56,7 +56,10 @@ extension PoolStateMachine {
         let failures = (self.outage?.failures ?? 0) + 1
         let outage = Outage(failures: failures, lastError: error, retryAt: now.advanced(by: self.backoff(afterFailures: failures)))
         self.outage = outage
-        self.failWaitersNeedingConnections(now: now, with: outage, into: &actions)
+        // Other attempts still under way may succeed; the last one to fail fails the waiters.
+        if self.openingCount == 0 {
+            self.failWaitersNeedingConnections(now: now, with: outage, into: &actions)
+        }
         self.rebalance(now: now, into: &actions)
         self.finishIfDrained(into: &actions)
         return actions
