@@ -36,6 +36,14 @@ public final class InMemoryConnection: Sendable, Hashable, CustomStringConvertib
 
     fileprivate func markClosed() { self.state.withLock { $0.isClosed = true } }
 
+    /// The connection's condition, read under one lock.
+    fileprivate var condition: ConnectionCondition {
+        self.state.withLock { state in
+            if state.isBroken || state.isClosed { return .broken }
+            return state.isInTransaction ? .needsReset : .reusable
+        }
+    }
+
     public static func == (lhs: InMemoryConnection, rhs: InMemoryConnection) -> Bool { lhs === rhs }
     public func hash(into hasher: inout Hasher) { hasher.combine(ObjectIdentifier(self)) }
     public var description: String { "connection#\(self.id)" }
@@ -139,7 +147,6 @@ public final class InMemoryConnectionFactory: ConnectionFactory, Sendable {
     }
 
     public func condition(of connection: InMemoryConnection) -> ConnectionCondition {
-        if connection.isBroken || connection.isClosed { return .broken }
-        return connection.isInTransaction ? .needsReset : .reusable
+        connection.condition
     }
 }

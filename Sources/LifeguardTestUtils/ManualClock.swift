@@ -2,47 +2,38 @@ import Synchronization
 
 /// A clock that moves only when told to, for deterministic tests and simulations.
 ///
-/// Its instants are offsets from zero. Sleepers resume, in deadline order, when ``advance(by:)``
-/// moves the clock past their deadline.
+/// Its instants are continuous-clock instants, counted from an ``origin`` fixed when the clock
+/// is made, so that the pool's state machine (which works in `ContinuousClock.Instant`) runs on
+/// it unchanged. Only durations between instants matter. Sleepers resume, in deadline order,
+/// when ``advance(by:)`` moves the clock past their deadline.
 public final class ManualClock: Clock, Sendable {
-    /// A point on a ``ManualClock``: an offset from the clock's zero.
-    public struct Instant: InstantProtocol, Sendable, CustomStringConvertible {
-        /// The offset from zero.
-        public var offset: Duration
+    /// A point on the clock.
+    public typealias Instant = ContinuousClock.Instant
 
-        /// Creates an instant at an offset from zero.
-        public init(offset: Duration) {
-            self.offset = offset
-        }
+    /// The clock's zero: where it starts.
+    public let origin: Instant
 
-        /// The clock's zero.
-        public static var zero: Instant { Instant(offset: .zero) }
-
-        public func advanced(by duration: Duration) -> Instant {
-            Instant(offset: self.offset + duration)
-        }
-
-        public func duration(to other: Instant) -> Duration {
-            other.offset - self.offset
-        }
-
-        public static func < (lhs: Instant, rhs: Instant) -> Bool {
-            lhs.offset < rhs.offset
-        }
-
-        public var description: String { "t+\(self.offset)" }
+    /// The instant `offset` after the clock's origin.
+    ///
+    /// - Parameter offset: The time since the origin.
+    public func instant(at offset: Duration) -> Instant {
+        self.origin.advanced(by: offset)
     }
 
     private struct State {
-        var now = Instant.zero
+        var now: Instant
         var sleepers: [(deadline: Instant, id: Int, continuation: CheckedContinuation<Void, any Error>)] = []
         var nextID = 0
     }
 
-    private let state = Mutex(State())
+    private let state: Mutex<State>
 
-    /// Creates a clock at zero.
-    public init() {}
+    /// Creates a clock at its origin.
+    public init() {
+        let origin = ContinuousClock.now
+        self.origin = origin
+        self.state = Mutex(State(now: origin))
+    }
 
     /// The current instant.
     public var now: Instant {

@@ -53,9 +53,9 @@ struct PoolStateMachineHealthTests {
         let grant = machine.leaseNow(.write, now: at(1))!
         let idleSlot = machine.idle[0]
         let idleClosed = machine.tick(now: machine.slots[idleSlot].expiresAt!)
-        #expect(idleClosed.close.map(\.slot) == [idleSlot])
+        #expect(idleClosed.close == [idleSlot])
         let released = machine.release(grant, disposition: .reuse, now: at(60_000))
-        #expect(released.close.map(\.slot) == [grant.slot])
+        #expect(released.close == [grant.slot])
     }
 
     @Test("idle connections are pinged after the keepalive interval; a failed ping closes")
@@ -68,9 +68,9 @@ struct PoolStateMachineHealthTests {
         let actions = machine.tick(now: at(30_000))
         #expect(actions.ping.count == 2)
         #expect(machine.leaseWaiting(.write, now: at(30_001)) != nil, "a pinging connection is not handed out")
-        let succeeded = machine.pingCompleted(slot: actions.ping[0].slot, succeeded: true, now: at(30_002))
+        let succeeded = machine.pingCompleted(slot: actions.ping[0], succeeded: true, now: at(30_002))
         #expect(succeeded.grants.count == 1)
-        let failed = machine.pingCompleted(slot: actions.ping[1].slot, succeeded: false, now: at(30_002))
+        let failed = machine.pingCompleted(slot: actions.ping[1], succeeded: false, now: at(30_002))
         #expect(failed.close.count == 1)
     }
 
@@ -124,7 +124,7 @@ struct PoolStateMachineHealthTests {
 
         // A success ends the outage.
         let (_, probe) = machine.leaseWaiting(.write, now: now)!
-        let recovered = machine.connectionEstablished(slot: probe.connect[0], connection: 99, now: now)
+        let recovered = machine.connectionEstablished(slot: probe.connect[0], now: now)
         #expect(recovered.grants.count == 1)
         #expect(machine.status.isDatabaseAvailable)
     }
@@ -137,7 +137,7 @@ struct PoolStateMachineHealthTests {
         #expect(opening.connect.count + more.connect.count == 2)
         let failed = machine.connectionFailed(slot: opening.connect[0], error: ConnectionFailure(), now: at(1))
         #expect(failed.failures.isEmpty, "another attempt may still succeed")
-        let succeeded = machine.connectionEstablished(slot: more.connect[0], connection: 1, now: at(2))
+        let succeeded = machine.connectionEstablished(slot: more.connect[0], now: at(2))
         #expect(succeeded.grants.map(\.waiter) == [first])
         #expect(machine.status.isDatabaseAvailable)
         _ = second
@@ -154,9 +154,9 @@ struct PoolStateMachineHealthTests {
         #expect(shutdown.close.count == 1, "the idle connection closes")
         #expect(shutdown.wakeUp == at(10_002))
         #expect(machine.leaseFailure(.write, now: at(3))?.code == .shutdown)
-        _ = machine.connectionClosed(slot: shutdown.close[0].slot, now: at(4))
+        _ = machine.connectionClosed(slot: shutdown.close[0], now: at(4))
         let released = machine.release(grant, disposition: .reuse, now: at(5))
-        #expect(released.close.map(\.slot) == [grant.slot], "a returned lease's connection closes")
+        #expect(released.close == [grant.slot], "a returned lease's connection closes")
         let finished = machine.connectionClosed(slot: grant.slot, now: at(6))
         #expect(finished.finished)
     }
@@ -171,7 +171,7 @@ struct PoolStateMachineHealthTests {
         #expect(shutdown.failures == [WaiterFailure(waiter: waiter, error: .shutdown(lane: .write))])
         #expect(machine.tick(now: at(500)).close.isEmpty)
         let forced = machine.tick(now: at(1_001))
-        #expect(forced.close.map(\.slot) == [grant.slot])
+        #expect(forced.close == [grant.slot])
         #expect(machine.release(grant, disposition: .reuse, now: at(1_002)) == Actions(), "the late release is ignored")
         #expect(machine.connectionClosed(slot: grant.slot, now: at(1_003)).finished)
     }
@@ -181,8 +181,8 @@ struct PoolStateMachineHealthTests {
         var machine = Machine(.testing(budget: 1, lanes: [.write: .init()]))
         let (_, actions) = machine.leaseWaiting(.write, now: at(0))!
         _ = machine.shutdown(gracePeriod: .seconds(1), now: at(1))
-        let opened = machine.connectionEstablished(slot: actions.connect[0], connection: 5, now: at(2))
-        #expect(opened.close.map(\.connection) == [5])
+        let opened = machine.connectionEstablished(slot: actions.connect[0], now: at(2))
+        #expect(opened.close == [actions.connect[0]])
         #expect(machine.connectionClosed(slot: actions.connect[0], now: at(3)).finished)
     }
 }

@@ -1,11 +1,14 @@
 @testable import Lifeguard
 import LifeguardTestUtils
 
-typealias Machine = PoolStateMachine<Int, ManualClock.Instant>
-typealias Actions = PoolActions<Int, ManualClock.Instant>
+typealias Machine = PoolStateMachine
+typealias Actions = PoolActions
 
-func at(_ milliseconds: Int) -> ManualClock.Instant {
-    ManualClock.Instant(offset: .milliseconds(milliseconds))
+/// The tests' manual clock: every instant is an offset from its origin.
+let testClock = ManualClock()
+
+func at(_ milliseconds: Int) -> ContinuousClock.Instant {
+    testClock.instant(at: .milliseconds(milliseconds))
 }
 
 struct ConnectionFailure: Error, Equatable, CustomStringConvertible {
@@ -34,12 +37,11 @@ extension Machine {
 
     func lane(_ lane: Lane) -> Int { self.laneIndex(of: lane)! }
 
-    /// Opens every connection the actions ask for, numbering connections by slot; returns
-    /// everything that followed.
-    mutating func establish(_ actions: Actions, now: ManualClock.Instant) -> Actions {
+    /// Opens every connection the actions ask for; returns everything that followed.
+    mutating func establish(_ actions: Actions, now: ContinuousClock.Instant) -> Actions {
         var merged = Actions()
         for slot in actions.connect {
-            let next = self.connectionEstablished(slot: slot, connection: slot, now: now)
+            let next = self.connectionEstablished(slot: slot, now: now)
             merged.grants += next.grants
             merged.connect += next.connect
             merged.close += next.close
@@ -48,27 +50,27 @@ extension Machine {
     }
 
     /// Leases and expects an immediate grant.
-    mutating func leaseNow(_ lane: Lane, now: ManualClock.Instant) -> Grant<Int>? {
+    mutating func leaseNow(_ lane: Lane, now: ContinuousClock.Instant) -> Grant? {
         if case .granted(let grant) = self.lease(lane: self.lane(lane), now: now) { return grant }
         return nil
     }
 
     /// Leases and expects to wait; returns the waiter and its actions.
-    mutating func leaseWaiting(_ lane: Lane, now: ManualClock.Instant) -> (WaiterID, Actions)? {
+    mutating func leaseWaiting(_ lane: Lane, now: ContinuousClock.Instant) -> (WaiterID, Actions)? {
         if case .wait(let id, let actions) = self.lease(lane: self.lane(lane), now: now) { return (id, actions) }
         return nil
     }
 
-    mutating func leaseFailure(_ lane: Lane, now: ManualClock.Instant) -> LifeguardError? {
+    mutating func leaseFailure(_ lane: Lane, now: ContinuousClock.Instant) -> LifeguardError? {
         if case .failed(let error) = self.lease(lane: self.lane(lane), now: now) { return error }
         return nil
     }
 
     /// Opens `count` idle connections.
-    mutating func warmUp(_ count: Int, now: ManualClock.Instant) {
+    mutating func warmUp(_ count: Int, now: ContinuousClock.Instant) {
         for _ in 0..<count {
             let slot = self.allocateSlot()
-            _ = self.connectionEstablished(slot: slot, connection: slot, now: now)
+            _ = self.connectionEstablished(slot: slot, now: now)
         }
     }
 }

@@ -9,7 +9,7 @@ struct PoolStateMachineTests {
         var machine = Machine(.testing(budget: 2, lanes: [.retrieval: .init()]))
         machine.warmUp(1, now: at(0))
         let grant = machine.leaseNow(.retrieval, now: at(1))
-        #expect(grant?.connection == 0)
+        #expect(grant?.slot == 0)
         #expect(machine.status.leased == 1)
         let actions = machine.release(grant!, disposition: .reuse, now: at(2))
         #expect(actions == Actions())
@@ -22,9 +22,9 @@ struct PoolStateMachineTests {
         let (waiter, actions) = machine.leaseWaiting(.retrieval, now: at(0))!
         #expect(actions.connect == [0])
         #expect(actions.wakeUp == at(500))
-        let after = machine.connectionEstablished(slot: 0, connection: 7, now: at(3))
+        let after = machine.connectionEstablished(slot: 0, now: at(3))
         #expect(after.grants.map(\.waiter) == [waiter])
-        #expect(after.grants.first?.grant.connection == 7)
+        #expect(after.grants.first?.grant.slot == 0)
     }
 
     @Test("reservations are guaranteed: other lanes cannot borrow them even when they are idle")
@@ -165,10 +165,10 @@ struct PoolStateMachineTests {
         let grant = machine.leaseNow(.write, now: at(0))!
         let (waiter, _) = machine.leaseWaiting(.write, now: at(1))!
         let released = machine.release(grant, disposition: .reset, now: at(2))
-        #expect(released.reset == [SlotConnection(slot: 0, connection: 0)])
+        #expect(released.reset == [0])
         #expect(released.grants.isEmpty, "nobody gets a connection that is being reset")
         let failedReset = machine.resetCompleted(slot: 0, succeeded: false, now: at(3))
-        #expect(failedReset.close == [SlotConnection(slot: 0, connection: 0)])
+        #expect(failedReset.close == [0])
         let closed = machine.connectionClosed(slot: 0, now: at(4))
         #expect(closed.connect.count == 1, "a replacement is opened for the waiter")
         let replaced = machine.establish(closed, now: at(5))
@@ -181,7 +181,7 @@ struct PoolStateMachineTests {
         machine.warmUp(1, now: at(0))
         let grant = machine.leaseNow(.write, now: at(0))!
         let actions = machine.release(grant, disposition: .close, now: at(1))
-        #expect(actions.close.map(\.connection) == [0])
+        #expect(actions.close == [0])
         #expect(machine.status.idle == 0)
         #expect(machine.leaseWaiting(.write, now: at(2)) != nil)
     }
@@ -195,7 +195,7 @@ struct PoolStateMachineTests {
             .generation: .init(limit: 2, maxWaiters: 8),
         ]
         var machine = Machine(.testing(budget: 6, lanes: lanes))
-        var grants: [Grant<Int>] = []
+        var grants: [Grant] = []
         var opening: [Int] = []
         var resetting: [Int] = []
         var closing: [Int] = []
@@ -206,8 +206,8 @@ struct PoolStateMachineTests {
             let resolved = Set(actions.grants.map(\.waiter) + actions.failures.map(\.waiter) + actions.cancelled)
             waiters.removeAll { resolved.contains($0.0) }
             opening += actions.connect
-            resetting += actions.reset.map(\.slot)
-            closing += actions.close.map(\.slot)
+            resetting += actions.reset
+            closing += actions.close
         }
         for _ in 0..<5_000 {
             now += Int(random.next() % 40)
@@ -232,7 +232,7 @@ struct PoolStateMachineTests {
                     if random.next() % 5 == 0 {
                         absorb(machine.connectionFailed(slot: slot, error: ConnectionFailure(), now: at(now)))
                     } else {
-                        absorb(machine.connectionEstablished(slot: slot, connection: slot, now: at(now)))
+                        absorb(machine.connectionEstablished(slot: slot, now: at(now)))
                     }
                 }
             case 5:

@@ -4,10 +4,12 @@ import Synchronization
 
 /// A pool of connections with lanes, bounded fail-fast waits and cancellation safety.
 ///
-/// The pool is a thin shell around ``PoolStateMachine``: one `Mutex` guards the machine and the
-/// continuations of waiting requests; every decision is the machine's, and the shell carries out
-/// its actions after releasing the lock. A lease that finds an idle connection takes the lock
-/// once and never suspends; only a request that has to wait pays for a continuation.
+/// The pool is a thin shell around ``PoolStateMachine``: one `Mutex` guards the machine, the
+/// connections (by slot) and the continuations of waiting requests; every decision is the
+/// machine's, and the shell carries out its actions after releasing the lock. A lease that finds
+/// an idle connection takes the lock once and never suspends; only a request that has to wait
+/// pays for a continuation. The lease and release fast paths are inlinable, so that they are
+/// specialized for the adapter's connection type instead of going through generic metadata.
 ///
 /// Run the pool with ``run()`` (or add it to a ServiceLifecycle `ServiceGroup`): it opens,
 /// resets, pings and closes connections and fires the pool's timers. On graceful shutdown it
@@ -24,55 +26,94 @@ import Synchronization
 public final class ConnectionPool<Factory: ConnectionFactory>: Service, Sendable {
     /// The connection type handed to leases.
     public typealias Connection = Factory.Connection
-    typealias Machine = PoolStateMachine<Connection, ContinuousClock.Instant>
-    typealias Actions = PoolActions<Connection, ContinuousClock.Instant>
-    typealias Outcome = Result<Grant<Connection>, any Error>
-    typealias Resumption = (CheckedContinuation<Grant<Connection>, any Error>, Outcome)
 
-    /// Everything the lock guards.
-    struct Shared: ~Copyable {
-        var machine: Machine
-        /// Waiters suspended on their continuation.
-        var waiting: [WaiterID: CheckedContinuation<Grant<Connection>, any Error>] = [:]
-        /// Outcomes that arrived before their waiter attached its continuation.
-        var resolvedEarly: [WaiterID: Outcome] = [:]
-        var runStarted = false
+    /// A granted lease: the machine's grant and the connection of its slot.
+    @usableFromInline
+    struct Lease: Sendable {
+        @usableFromInline let grant: Grant
+        @usableFromInline let connection: Connection
 
-        /// Pairs each waiter the actions resolve with its continuation, or parks the outcome
-        /// until the waiter attaches.
-        mutating func takeResumptions(for actions: Actions) -> [Resumption] {
-            var resumptions: [Resumption] = []
-            func resolve(_ id: WaiterID, _ outcome: Outcome) {
-                if let continuation = self.waiting.removeValue(forKey: id) {
-                    resumptions.append((continuation, outcome))
-                } else {
-                    self.resolvedEarly[id] = outcome
-                }
-            }
-            for granted in actions.grants { resolve(granted.waiter, .success(granted.grant)) }
-            for failed in actions.failures { resolve(failed.waiter, .failure(failed.error)) }
-            for id in actions.cancelled { resolve(id, .failure(CancellationError())) }
-            return resumptions
+        @usableFromInline init(grant: Grant, connection: Connection) {
+            self.grant = grant
+            self.connection = connection
         }
     }
 
+    @usableFromInline typealias Outcome = Result<Lease, any Error>
+    @usableFromInline typealias Resumption = (CheckedContinuation<Lease, any Error>, Outcome)
+
     /// Work for the ``run()`` loop's task group.
+    @usableFromInline
     enum BackgroundWork: Sendable {
         case connect(slot: Int)
-        case reset(SlotConnection<Connection>)
-        case ping(SlotConnection<Connection>)
-        case close(SlotConnection<Connection>)
+        case reset(slot: Int, Connection)
+        case ping(slot: Int, Connection)
+        case close(slot: Int, Connection)
         case wakeUp(ContinuousClock.Instant)
         case finished
     }
 
+    /// What the shell does, unlocked, after an event: resume waiters, start background work.
+    @usableFromInline
+    struct Settlement: Sendable {
+        var resumptions: [Resumption] = []
+        var work: [BackgroundWork] = []
+    }
+
+    /// Everything the lock guards.
+    @usableFromInline
+    struct Shared: ~Copyable {
+        @usableFromInline var machine: PoolStateMachine
+        /// The connection of each slot; `nil` while the slot is free or opening.
+        @usableFromInline var connections: [Connection?] = []
+        /// Waiters suspended on their continuation.
+        var waiting: [WaiterID: CheckedContinuation<Lease, any Error>] = [:]
+        /// Outcomes that arrived before their waiter attached its continuation.
+        var resolvedEarly: [WaiterID: Outcome] = [:]
+        var runStarted = false
+
+        init(machine: PoolStateMachine) {
+            self.machine = machine
+        }
+
+        /// Turns the machine's actions into what the shell does once unlocked: each resolved
+        /// waiter paired with its continuation (or its outcome parked until it attaches one),
+        /// and background work carrying the connections it concerns.
+        @usableFromInline
+        mutating func settle(_ actions: PoolActions) -> Settlement {
+            var settlement = Settlement()
+            func resolve(_ id: WaiterID, _ outcome: Outcome) {
+                if let continuation = self.waiting.removeValue(forKey: id) {
+                    settlement.resumptions.append((continuation, outcome))
+                } else {
+                    self.resolvedEarly[id] = outcome
+                }
+            }
+            for granted in actions.grants {
+                resolve(granted.waiter, .success(Lease(grant: granted.grant, connection: self.connections[granted.grant.slot]!)))
+            }
+            for failed in actions.failures { resolve(failed.waiter, .failure(failed.error)) }
+            for id in actions.cancelled { resolve(id, .failure(CancellationError())) }
+            for slot in actions.connect {
+                while self.connections.count <= slot { self.connections.append(nil) }
+                settlement.work.append(.connect(slot: slot))
+            }
+            for slot in actions.reset { settlement.work.append(.reset(slot: slot, self.connections[slot]!)) }
+            for slot in actions.ping { settlement.work.append(.ping(slot: slot, self.connections[slot]!)) }
+            for slot in actions.close { settlement.work.append(.close(slot: slot, self.connections[slot]!)) }
+            if let instant = actions.wakeUp { settlement.work.append(.wakeUp(instant)) }
+            if actions.finished { settlement.work.append(.finished) }
+            return settlement
+        }
+    }
+
     /// The pool's configuration, validated.
     public let configuration: PoolConfiguration
-    let factory: Factory
+    @usableFromInline let factory: Factory
     let logger: Logger
     /// The lanes in the machine's order, to find a lane's index without taking the lock.
-    let lanes: [Lane]
-    let shared: Mutex<Shared>
+    @usableFromInline let lanes: [Lane]
+    @usableFromInline let shared: Mutex<Shared>
     let work: AsyncStream<BackgroundWork>
     let workContinuation: AsyncStream<BackgroundWork>.Continuation
 
@@ -89,7 +130,7 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Service, Sendable
         self.configuration = configuration
         self.factory = factory
         self.logger = logger
-        let machine = Machine(configuration: configuration, seed: UInt64.random(in: .min ... .max))
+        let machine = PoolStateMachine(configuration: configuration, seed: UInt64.random(in: .min ... .max))
         self.lanes = machine.lanes.map(\.lane)
         self.shared = Mutex(Shared(machine: machine))
         (self.work, self.workContinuation) = AsyncStream.makeStream(bufferingPolicy: .unbounded)
@@ -116,82 +157,125 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Service, Sendable
     ///   ``LifeguardError/Code/overloaded``, ``LifeguardError/Code/databaseUnavailable``,
     ///   ``LifeguardError/Code/shutdown``, ``LifeguardError/Code/unknownLane``),
     ///   `CancellationError` when the task was cancelled while waiting, or what `body` throws.
+    @inlinable
     public func withConnection<Value>(
         lane: Lane,
         isolation: isolated (any Actor)? = #isolation,
         _ body: (Connection) async throws -> Value
     ) async throws -> Value {
-        let grant = try await self.lease(lane: lane)
+        let lease = try await self.lease(lane: lane)
         let value: Value
         do {
-            value = try await body(grant.connection)
+            value = try await body(lease.connection)
         } catch {
-            self.release(grant, abandoned: true)
+            self.release(lease, abandoned: true)
             throw error
         }
-        self.release(grant, abandoned: Task.isCancelled)
+        self.release(lease, abandoned: Task.isCancelled)
         return value
     }
 
-    /// Takes a connection for a lease: at once when one is idle, otherwise after waiting.
-    func lease(lane: Lane, isolation: isolated (any Actor)? = #isolation) async throws -> Grant<Connection> {
+    /// Takes a connection for a lease. The fast path (an idle, healthy connection and room in
+    /// the lane) takes the lock once and does not suspend.
+    @inlinable
+    func lease(lane: Lane, isolation: isolated (any Actor)? = #isolation) async throws -> Lease {
         guard let laneIndex = self.lanes.firstIndex(of: lane) else {
-            throw LifeguardError(
-                code: .unknownLane, lane: lane,
-                problems: ["Configured lanes: \(self.lanes.map(\.name).joined(separator: ", ")). Add it to configuration.lanes."])
+            throw self.unknownLane(lane)
         }
-        var brokenInARow = 0
-        while true {
-            try Task.checkCancellation()
+        if !Task.isCancelled {
             let now = ContinuousClock.now
-            let (decision, resumptions) = self.shared.withLock { shared in
-                let decision = shared.machine.lease(lane: laneIndex, now: now)
-                guard case .wait(_, let actions) = decision, actions.resolvesWaiters else { return (decision, [Resumption]()) }
-                return (decision, shared.takeResumptions(for: actions))
+            let immediate: Lease? = self.shared.withLock { shared in
+                guard let grant = shared.machine.leaseIfIdle(lane: laneIndex, now: now) else { return nil }
+                return Lease(grant: grant, connection: shared.connections[grant.slot]!)
             }
-            let grant: Grant<Connection>
-            switch decision {
-            case .granted(let granted):
-                grant = granted
-            case .failed(let error):
-                throw error
-            case .wait(let id, let actions):
-                self.resume(resumptions)
-                self.dispatch(actions)
-                grant = try await self.waitForGrant(id, lane: laneIndex)
-                if Task.isCancelled {
-                    // The grant raced the cancellation: hand the connection straight back.
-                    self.release(grant, abandoned: false)
-                    throw CancellationError()
+            if let immediate {
+                if !immediate.grant.needsValidation && self.factory.condition(of: immediate.connection) != .broken {
+                    return immediate
                 }
+                return try await self.leaseSlowly(lane: lane, index: laneIndex, first: immediate)
             }
-            if self.factory.condition(of: grant.connection) == .broken {
-                self.release(grant, abandoned: false)
+        }
+        return try await self.leaseSlowly(lane: lane, index: laneIndex, first: nil)
+    }
+
+    /// Everything but the fast path: waiting, broken connections, validation.
+    @usableFromInline
+    func leaseSlowly(lane: Lane, index laneIndex: Int, first: Lease?) async throws -> Lease {
+        var candidate = first
+        var brokenInARow = 0
+        let started = ContinuousClock.now
+        while true {
+            let lease: Lease
+            if let taken = candidate {
+                lease = taken
+                candidate = nil
+            } else {
+                try Task.checkCancellation()
+                lease = try await self.acquire(laneIndex: laneIndex)
+            }
+            if self.factory.condition(of: lease.connection) == .broken {
+                self.release(lease, disposition: .close)
                 brokenInARow += 1
                 if brokenInARow > self.configuration.budget {
-                    throw LifeguardError.databaseUnavailable(lane: lane, waited: now.duration(to: .now), lastError: nil)
+                    throw LifeguardError.databaseUnavailable(lane: lane, waited: started.duration(to: .now), lastError: nil)
                 }
                 continue
             }
-            if grant.needsValidation {
-                let connection = grant.connection
+            if lease.grant.needsValidation {
+                let connection = lease.connection
                 let factory = self.factory
                 let valid = await succeeds(
                     within: self.configuration.pingTimeout,
                     { try await factory.validate(connection) },
                     onTimeout: { await factory.close(connection) })
                 if !valid {
-                    self.release(grant, disposition: .close)
+                    self.release(lease, disposition: .close)
                     continue
                 }
             }
-            return grant
+            return lease
         }
     }
 
-    private func waitForGrant(_ id: WaiterID, lane: Int) async throws -> Grant<Connection> {
+    /// Asks the machine for a connection, waiting in the lane's queue when none is free.
+    private enum Acquired {
+        case granted(Lease)
+        case wait(WaiterID, Settlement)
+        case failed(LifeguardError)
+    }
+
+    private func acquire(laneIndex: Int) async throws -> Lease {
+        let now = ContinuousClock.now
+        let acquired = self.shared.withLock { shared -> Acquired in
+            switch shared.machine.lease(lane: laneIndex, now: now) {
+            case .granted(let grant):
+                return .granted(Lease(grant: grant, connection: shared.connections[grant.slot]!))
+            case .wait(let id, let actions):
+                return .wait(id, shared.settle(actions))
+            case .failed(let error):
+                return .failed(error)
+            }
+        }
+        switch acquired {
+        case .granted(let lease):
+            return lease
+        case .failed(let error):
+            throw error
+        case .wait(let id, let settlement):
+            self.carryOut(settlement)
+            let lease = try await self.waitForGrant(id, lane: laneIndex)
+            if Task.isCancelled {
+                // The grant raced the cancellation: hand the connection straight back.
+                self.release(lease, abandoned: false)
+                throw CancellationError()
+            }
+            return lease
+        }
+    }
+
+    private func waitForGrant(_ id: WaiterID, lane: Int) async throws -> Lease {
         try await withTaskCancellationHandler {
-            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Grant<Connection>, any Error>) in
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Lease, any Error>) in
                 let early = self.shared.withLock { shared -> Outcome? in
                     if let outcome = shared.resolvedEarly.removeValue(forKey: id) { return outcome }
                     shared.waiting[id] = continuation
@@ -202,24 +286,44 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Service, Sendable
                 }
             }
         } onCancel: {
-            self.apply { machine, _ in machine.cancelWaiter(id, lane: lane) }
+            self.apply { shared, _ in shared.machine.cancelWaiter(id, lane: lane) }
         }
+    }
+
+    @usableFromInline
+    func unknownLane(_ lane: Lane) -> LifeguardError {
+        LifeguardError(
+            code: .unknownLane, lane: lane,
+            problems: ["Configured lanes: \(self.lanes.map(\.name).joined(separator: ", ")). Add it to configuration.lanes."])
     }
 
     /// Ends a lease: the connection goes back to idle or to the next waiter, or is reset or
     /// closed, depending on how the lease ended and what the factory says of it.
-    func release(_ grant: Grant<Connection>, abandoned: Bool) {
+    @inlinable
+    func release(_ lease: Lease, abandoned: Bool) {
         let disposition: ReleaseDisposition
-        switch self.factory.condition(of: grant.connection) {
+        switch self.factory.condition(of: lease.connection) {
         case .broken: disposition = .close
         case .needsReset: disposition = .reset
         case .reusable: disposition = abandoned ? .reset : .reuse
         }
-        self.release(grant, disposition: disposition)
+        self.release(lease, disposition: disposition)
     }
 
-    private func release(_ grant: Grant<Connection>, disposition: ReleaseDisposition) {
-        self.apply { machine, now in machine.release(grant, disposition: disposition, now: now) }
+    @inlinable
+    func release(_ lease: Lease, disposition: ReleaseDisposition) {
+        let now = ContinuousClock.now
+        let settlement: Settlement? = self.shared.withLock { shared in
+            if disposition == .reuse && shared.machine.releaseIfClean(lease.grant, now: now) {
+                return nil
+            }
+            let actions = shared.machine.release(lease.grant, disposition: disposition, now: now)
+            guard actions.resolvesWaiters || actions.hasBackgroundWork else { return nil }
+            return shared.settle(actions)
+        }
+        if let settlement {
+            self.carryOut(settlement)
+        }
     }
 
     // MARK: - Running
@@ -241,7 +345,7 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Service, Sendable
         await withTaskCancellationHandler {
             await withGracefulShutdownHandler {
                 await withDiscardingTaskGroup { group in
-                    self.apply { machine, now in machine.tick(now: now) }
+                    self.apply { shared, now in shared.machine.tick(now: now) }
                     for await work in self.work {
                         if case .finished = work { break }
                         group.addTask { await self.perform(work) }
@@ -255,7 +359,12 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Service, Sendable
             self.shutdown(gracePeriod: .zero)
         }
         // Cancelled: the loop may have stopped before it carried out the last closes.
-        let remaining = self.shared.withLock { $0.machine.connectionsToCloseNow() }
+        let remaining = self.shared.withLock { shared in
+            shared.machine.connectionsToCloseNow().compactMap { slot in
+                defer { shared.connections[slot] = nil }
+                return shared.connections[slot]
+            }
+        }
         await withDiscardingTaskGroup { group in
             for connection in remaining {
                 group.addTask { await self.factory.close(connection) }
@@ -272,7 +381,7 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Service, Sendable
     ///   ``PoolConfiguration/shutdownGracePeriod``.
     public func shutdown(gracePeriod: Duration? = nil) {
         let grace = gracePeriod ?? self.configuration.shutdownGracePeriod
-        self.apply { machine, now in machine.shutdown(gracePeriod: grace, now: now) }
+        self.apply { shared, now in shared.machine.shutdown(gracePeriod: grace, now: now) }
     }
 
     private func perform(_ work: BackgroundWork) async {
@@ -280,38 +389,44 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Service, Sendable
         case .connect(let slot):
             do {
                 let connection = try await self.factory.connect()
-                self.apply { machine, now in machine.connectionEstablished(slot: slot, connection: connection, now: now) }
+                self.apply { shared, now in
+                    shared.connections[slot] = connection
+                    return shared.machine.connectionEstablished(slot: slot, now: now)
+                }
             } catch {
                 self.logger.warning("Lifeguard: could not open a connection", metadata: ["error": "\(String(describing: error))"])
-                self.apply { machine, now in machine.connectionFailed(slot: slot, error: error, now: now) }
+                self.apply { shared, now in shared.machine.connectionFailed(slot: slot, error: error, now: now) }
             }
-        case .reset(let target):
+        case .reset(let slot, let connection):
             let factory = self.factory
             let succeeded = await succeeds(
                 within: self.configuration.resetTimeout,
-                { try await factory.reset(target.connection) },
-                onTimeout: { await factory.close(target.connection) })
+                { try await factory.reset(connection) },
+                onTimeout: { await factory.close(connection) })
             if !succeeded {
                 self.logger.debug("Lifeguard: reset failed or timed out; closing the connection")
             }
-            self.apply { machine, now in machine.resetCompleted(slot: target.slot, succeeded: succeeded, now: now) }
-        case .ping(let target):
+            self.apply { shared, now in shared.machine.resetCompleted(slot: slot, succeeded: succeeded, now: now) }
+        case .ping(let slot, let connection):
             let factory = self.factory
             let succeeded = await succeeds(
                 within: self.configuration.pingTimeout,
-                { try await factory.validate(target.connection) },
-                onTimeout: { await factory.close(target.connection) })
-            self.apply { machine, now in machine.pingCompleted(slot: target.slot, succeeded: succeeded, now: now) }
-        case .close(let target):
-            await self.factory.close(target.connection)
-            self.apply { machine, now in machine.connectionClosed(slot: target.slot, now: now) }
+                { try await factory.validate(connection) },
+                onTimeout: { await factory.close(connection) })
+            self.apply { shared, now in shared.machine.pingCompleted(slot: slot, succeeded: succeeded, now: now) }
+        case .close(let slot, let connection):
+            await self.factory.close(connection)
+            self.apply { shared, now in
+                shared.connections[slot] = nil
+                return shared.machine.connectionClosed(slot: slot, now: now)
+            }
         case .wakeUp(let instant):
             do {
                 try await Task.sleep(until: instant, clock: .continuous)
             } catch {
                 return
             }
-            self.apply { machine, now in machine.tick(now: now) }
+            self.apply { shared, now in shared.machine.tick(now: now) }
         case .finished:
             break
         }
@@ -319,75 +434,23 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Service, Sendable
 
     // MARK: - Carrying out actions
 
-    /// Applies an event to the machine under the lock, then, unlocked, resumes the waiters it
-    /// resolved and hands its background work to ``run()``.
-    private func apply(_ event: (inout Machine, ContinuousClock.Instant) -> Actions) {
+    /// Applies an event under the lock, then, unlocked, carries out what it settled.
+    private func apply(_ event: (inout Shared, ContinuousClock.Instant) -> PoolActions) {
         let now = ContinuousClock.now
-        let (actions, resumptions) = self.shared.withLock { shared in
-            let actions = event(&shared.machine, now)
-            guard actions.resolvesWaiters else { return (actions, [Resumption]()) }
-            return (actions, shared.takeResumptions(for: actions))
+        let settlement = self.shared.withLock { shared in
+            shared.settle(event(&shared, now))
         }
-        self.resume(resumptions)
-        self.dispatch(actions)
+        self.carryOut(settlement)
     }
 
-    private func resume(_ resumptions: [Resumption]) {
-        for (continuation, outcome) in resumptions {
+    /// Resumes the waiters an event resolved and hands its background work to ``run()``.
+    @usableFromInline
+    func carryOut(_ settlement: Settlement) {
+        for (continuation, outcome) in settlement.resumptions {
             continuation.resume(with: outcome)
         }
-    }
-
-    private func dispatch(_ actions: Actions) {
-        guard actions.hasBackgroundWork else { return }
-        for slot in actions.connect { self.workContinuation.yield(.connect(slot: slot)) }
-        for target in actions.reset { self.workContinuation.yield(.reset(target)) }
-        for target in actions.ping { self.workContinuation.yield(.ping(target)) }
-        for target in actions.close { self.workContinuation.yield(.close(target)) }
-        if let instant = actions.wakeUp { self.workContinuation.yield(.wakeUp(instant)) }
-        if actions.finished { self.workContinuation.yield(.finished) }
-    }
-}
-
-/// Runs `operation`, giving up after `timeout`: then `onTimeout` runs (e.g. closing the
-/// connection) and the result is `false`.
-///
-/// The race is unstructured on purpose: an operation stuck on a dead connection (some drivers
-/// never complete a request written to a closed socket) must not hold up the pool, so the caller
-/// resumes at the timeout and the operation is cancelled and left to end on its own.
-func succeeds(
-    within timeout: Duration,
-    _ operation: @escaping @Sendable () async throws -> Void,
-    onTimeout: @escaping @Sendable () async -> Void
-) async -> Bool {
-    let outcome = Mutex<CheckedContinuation<Bool?, Never>?>(nil)
-    let settle: @Sendable (Bool?) -> Void = { value in
-        outcome.withLock { continuation in
-            continuation?.resume(returning: value)
-            continuation = nil
+        for item in settlement.work {
+            self.workContinuation.yield(item)
         }
     }
-    var tasks: [Task<Void, Never>] = []
-    let result = await withCheckedContinuation { (continuation: CheckedContinuation<Bool?, Never>) in
-        outcome.withLock { $0 = continuation }
-        tasks = [
-            Task {
-                do {
-                    try await operation()
-                    settle(true)
-                } catch {
-                    settle(false)
-                }
-            },
-            Task {
-                try? await Task.sleep(for: timeout)
-                settle(nil)
-            },
-        ]
-    }
-    for task in tasks { task.cancel() }
-    if result == nil {
-        await onTimeout()
-    }
-    return result ?? false
 }

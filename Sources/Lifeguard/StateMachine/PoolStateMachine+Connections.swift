@@ -19,18 +19,16 @@ extension PoolStateMachine {
 
     mutating func freeSlot(_ slot: Int) {
         self.slots[slot].state = .free
-        self.slots[slot].connection = nil
         self.freeSlots.append(slot)
         self.connectionCount -= 1
     }
 
     /// A connection was opened into `slot`.
-    mutating func connectionEstablished(slot: Int, connection: Connection, now: Instant) -> PoolActions<Connection, Instant> {
-        var actions = PoolActions<Connection, Instant>()
+    mutating func connectionEstablished(slot: Int, now: Instant) -> PoolActions {
+        var actions = PoolActions()
         precondition(self.slots[slot].state == .opening, "connectionEstablished for a slot that is not opening")
         self.openingCount -= 1
         self.outage = nil
-        self.slots[slot].connection = connection
         self.slots[slot].lastActive = now
         if let lifetime = self.configuration.maxLifetime {
             let shortening = lifetime * (self.configuration.maxLifetimeJitter * self.random.nextUnitInterval())
@@ -48,8 +46,8 @@ extension PoolStateMachine {
 
     /// Opening a connection into `slot` failed: back off, and fail fast the requests that were
     /// waiting for a new connection.
-    mutating func connectionFailed(slot: Int, error: any Error & Sendable, now: Instant) -> PoolActions<Connection, Instant> {
-        var actions = PoolActions<Connection, Instant>()
+    mutating func connectionFailed(slot: Int, error: any Error & Sendable, now: Instant) -> PoolActions {
+        var actions = PoolActions()
         precondition(self.slots[slot].state == .opening, "connectionFailed for a slot that is not opening")
         self.openingCount -= 1
         self.freeSlot(slot)
@@ -79,19 +77,19 @@ extension PoolStateMachine {
     }
 
     /// A reset of an abandoned lease's connection finished.
-    mutating func resetCompleted(slot: Int, succeeded: Bool, now: Instant) -> PoolActions<Connection, Instant> {
+    mutating func resetCompleted(slot: Int, succeeded: Bool, now: Instant) -> PoolActions {
         precondition(self.slots[slot].state == .resetting, "resetCompleted for a slot that is not resetting")
         return self.checkCompleted(slot: slot, succeeded: succeeded, now: now)
     }
 
     /// A keepalive ping of an idle connection finished.
-    mutating func pingCompleted(slot: Int, succeeded: Bool, now: Instant) -> PoolActions<Connection, Instant> {
+    mutating func pingCompleted(slot: Int, succeeded: Bool, now: Instant) -> PoolActions {
         precondition(self.slots[slot].state == .pinging, "pingCompleted for a slot that is not pinging")
         return self.checkCompleted(slot: slot, succeeded: succeeded, now: now)
     }
 
-    private mutating func checkCompleted(slot: Int, succeeded: Bool, now: Instant) -> PoolActions<Connection, Instant> {
-        var actions = PoolActions<Connection, Instant>()
+    private mutating func checkCompleted(slot: Int, succeeded: Bool, now: Instant) -> PoolActions {
+        var actions = PoolActions()
         if succeeded, case .running = self.lifecycle, !self.isExpired(slot, now: now) {
             self.slots[slot].state = .idle
             self.slots[slot].lastActive = now
@@ -104,8 +102,8 @@ extension PoolStateMachine {
     }
 
     /// A connection finished closing: its slot is free, and a replacement may be opened.
-    mutating func connectionClosed(slot: Int, now: Instant) -> PoolActions<Connection, Instant> {
-        var actions = PoolActions<Connection, Instant>()
+    mutating func connectionClosed(slot: Int, now: Instant) -> PoolActions {
+        var actions = PoolActions()
         precondition(self.slots[slot].state == .closing, "connectionClosed for a slot that is not closing")
         self.freeSlot(slot)
         self.rebalance(now: now, into: &actions)
@@ -115,7 +113,7 @@ extension PoolStateMachine {
 
     /// Closes idle connections past their lifetime or idle timeout, and pings those idle past
     /// the keepalive interval. Least recently used first.
-    mutating func houseKeepIdleConnections(now: Instant, into actions: inout PoolActions<Connection, Instant>) {
+    mutating func houseKeepIdleConnections(now: Instant, into actions: inout PoolActions) {
         var index = 0
         while index < self.idle.count {
             let slot = self.idle[index]
@@ -131,7 +129,7 @@ extension PoolStateMachine {
             } else if let interval = self.configuration.keepaliveInterval, idleFor >= interval {
                 self.idle.remove(at: index)
                 self.slots[slot].state = .pinging
-                actions.ping.append(SlotConnection(slot: slot, connection: self.slots[slot].connection!))
+                actions.ping.append(slot)
             } else {
                 index += 1
             }

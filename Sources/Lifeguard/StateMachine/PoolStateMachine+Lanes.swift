@@ -49,7 +49,7 @@ extension PoolStateMachine {
 
     /// Hands idle connections to waiters, then opens the connections the remaining demand and
     /// `minimumIdle` need, within the budget and the reconnect backoff.
-    mutating func rebalance(now: Instant, into actions: inout PoolActions<Connection, Instant>) {
+    mutating func rebalance(now: Instant, into actions: inout PoolActions) {
         guard case .running = self.lifecycle else { return }
         while !self.idle.isEmpty, let lane = self.nextLaneToServe() {
             let waiter = self.lanes[lane].waiters.removeFirst()
@@ -72,7 +72,7 @@ extension PoolStateMachine {
     }
 
     /// Fails every waiter that was waiting for a new connection (not for a lane's limit).
-    mutating func failWaitersNeedingConnections(now: Instant, with outage: Outage, into actions: inout PoolActions<Connection, Instant>) {
+    mutating func failWaitersNeedingConnections(now: Instant, with outage: Outage, into actions: inout PoolActions) {
         for lane in self.lanes.indices where self.canAdmit(lane) {
             while let waiter = self.lanes[lane].waiters.popFirst() {
                 self.waiterCount -= 1

@@ -1,8 +1,8 @@
 /// Time: wait deadlines, housekeeping, reconnect probes, and shutdown with its grace period.
 extension PoolStateMachine {
     /// A wake-up the shell scheduled has fired (or the shell wants housekeeping now).
-    mutating func tick(now: Instant) -> PoolActions<Connection, Instant> {
-        var actions = PoolActions<Connection, Instant>()
+    mutating func tick(now: Instant) -> PoolActions {
+        var actions = PoolActions()
         if let armed = self.armedWakeUp, armed <= now {
             self.armedWakeUp = nil
         }
@@ -64,8 +64,8 @@ extension PoolStateMachine {
 
     /// Stops granting leases: fails every waiter, closes idle connections, and lets leases run
     /// until `gracePeriod` has passed, when their connections are closed.
-    mutating func shutdown(gracePeriod: Duration, now: Instant) -> PoolActions<Connection, Instant> {
-        var actions = PoolActions<Connection, Instant>()
+    mutating func shutdown(gracePeriod: Duration, now: Instant) -> PoolActions {
+        var actions = PoolActions()
         guard case .running = self.lifecycle else { return actions }
         let deadline = now.advanced(by: gracePeriod)
         self.lifecycle = .draining(deadline: deadline)
@@ -88,7 +88,7 @@ extension PoolStateMachine {
     }
 
     /// Closes the connections of running leases: their owners' next use fails.
-    mutating func closeLeasedConnections(into actions: inout PoolActions<Connection, Instant>) {
+    mutating func closeLeasedConnections(into actions: inout PoolActions) {
         for slot in self.slots.indices {
             if case .leased(let lane) = self.slots[slot].state {
                 self.unlease(slot: slot, lane: lane)
@@ -98,7 +98,7 @@ extension PoolStateMachine {
     }
 
     /// Moves a draining pool to stopped once its last connection is closed.
-    mutating func finishIfDrained(into actions: inout PoolActions<Connection, Instant>) {
+    mutating func finishIfDrained(into actions: inout PoolActions) {
         if case .draining = self.lifecycle, self.connectionCount == 0 {
             self.lifecycle = .stopped
             actions.finished = true
@@ -107,19 +107,18 @@ extension PoolStateMachine {
 }
 
 extension PoolStateMachine {
-    /// Every connection still held, for a pool whose ``ConnectionPool/run()`` was cancelled: the
-    /// slots are freed and the shell closes the connections directly.
-    mutating func connectionsToCloseNow() -> [Connection] {
-        var connections: [Connection] = []
+    /// The slots of every connection still held, for a pool whose ``ConnectionPool/run()`` was
+    /// cancelled: the slots are freed and the shell closes their connections directly.
+    mutating func connectionsToCloseNow() -> [Int] {
+        var connections: [Int] = []
         for slot in self.slots.indices where self.slots[slot].state != .free {
             if case .leased(let lane) = self.slots[slot].state {
                 self.unlease(slot: slot, lane: lane)
             }
             if self.slots[slot].state == .opening {
                 self.openingCount -= 1
-            }
-            if let connection = self.slots[slot].connection {
-                connections.append(connection)
+            } else {
+                connections.append(slot)
             }
             self.freeSlot(slot)
         }

@@ -1,25 +1,27 @@
 import DequeModule
 
 /// Identifies one waiting request.
+@usableFromInline
 struct WaiterID: Hashable, Sendable, CustomStringConvertible {
     /// Increases with every request, so it also orders requests by arrival.
-    let value: Int
-    var description: String { "waiter#\(self.value)" }
+    @usableFromInline let value: Int
+    @usableFromInline var description: String { "waiter#\(self.value)" }
 }
 
 /// A connection handed to a lease: the slot it lives in, and whether it must be validated first.
-struct Grant<Connection: Sendable>: Sendable {
-    let slot: Int
-    let connectionID: Int
-    let connection: Connection
-    let lane: Int
+///
+/// The machine deals in slots; the shell keeps the connection objects, indexed by slot.
+@usableFromInline
+struct Grant: Sendable, Equatable {
+    @usableFromInline let slot: Int
+    @usableFromInline let connectionID: Int
+    @usableFromInline let lane: Int
     /// The connection was idle longer than `validationThreshold`: ping it before use.
-    let needsValidation: Bool
+    @usableFromInline let needsValidation: Bool
 }
 
-extension Grant: Equatable where Connection: Equatable {}
-
 /// What the pool does with a connection when its lease ends.
+@usableFromInline
 enum ReleaseDisposition: Sendable, Hashable {
     /// Clean: back to idle, or straight to the next waiter.
     case reuse
@@ -36,6 +38,10 @@ enum ReleaseDisposition: Sendable, Hashable {
 /// allocates on the lease fast path, or reads a clock, so every decision is testable with a
 /// manual clock and the simulator can run the very same policy on a virtual one.
 ///
+/// It is not generic: it deals in slot numbers, and the shell keeps the connections. So it is
+/// compiled and optimized once, here, and a pool specialized in another module calls it without
+/// looking up generic metadata on every lease.
+///
 /// A connection slot moves through these states:
 ///
 /// ```
@@ -46,7 +52,12 @@ enum ReleaseDisposition: Sendable, Hashable {
 ///
 /// The pool moves from `running` to `draining` (on shutdown: no new leases, leased connections
 /// closed when returned or when the grace period ends) to `stopped` (every connection closed).
-struct PoolStateMachine<Connection: Sendable, Instant: InstantProtocol> where Instant.Duration == Duration {
+@usableFromInline
+struct PoolStateMachine {
+    /// Instants of the continuous clock; a ``ManualClock`` produces them too, for tests and the
+    /// simulator.
+    @usableFromInline typealias Instant = ContinuousClock.Instant
+
     enum Lifecycle {
         case running
         case draining(deadline: Instant)
@@ -73,7 +84,6 @@ struct PoolStateMachine<Connection: Sendable, Instant: InstantProtocol> where In
         }
         var id: Int
         var state: State
-        var connection: Connection?
         var expiresAt: Instant?
         /// When the connection was last used or checked: the start of its idle time.
         var lastActive: Instant?
@@ -157,19 +167,31 @@ struct PoolStateMachine<Connection: Sendable, Instant: InstantProtocol> where In
 
     // MARK: - Lease and release
 
+    @usableFromInline
     enum LeaseDecision {
         /// A connection was idle and the lane had room: use it now, without suspending.
-        case granted(Grant<Connection>)
+        case granted(Grant)
         /// The request was queued as `waiter`; carry out the actions, then suspend.
-        case wait(WaiterID, PoolActions<Connection, Instant>)
+        case wait(WaiterID, PoolActions)
         /// The request is refused at once.
         case failed(LifeguardError)
+    }
+
+    /// The fast path alone: a connection for `lane` if one is idle, the lane has room and nobody
+    /// is queued ahead; `nil` otherwise (then call ``lease(lane:now:)``).
+    @usableFromInline
+    mutating func leaseIfIdle(lane: Int, now: Instant) -> Grant? {
+        guard case .running = self.lifecycle, self.lanes[lane].waiters.isEmpty, self.canAdmit(lane),
+            let slot = self.idle.popLast()
+        else { return nil }
+        return self.hand(slot: slot, to: lane, now: now)
     }
 
     /// A request for a connection in a lane.
     ///
     /// The fast path (an idle connection, room in the lane, nobody queued ahead) touches no
     /// collection but the idle stack and allocates nothing.
+    @usableFromInline
     mutating func lease(lane: Int, now: Instant) -> LeaseDecision {
         guard case .running = self.lifecycle else {
             return .failed(.shutdown(lane: self.lanes[lane].lane))
@@ -188,7 +210,7 @@ struct PoolStateMachine<Connection: Sendable, Instant: InstantProtocol> where In
         let deadline = now.advanced(by: self.lanes[lane].waitTimeout)
         self.lanes[lane].waiters.append(Waiter(id: id, enqueuedAt: now, deadline: deadline))
         self.waiterCount += 1
-        var actions = PoolActions<Connection, Instant>()
+        var actions = PoolActions()
         self.rebalance(now: now, into: &actions)
         self.arm(deadline, into: &actions)
         return .wait(id, actions)
@@ -196,8 +218,8 @@ struct PoolStateMachine<Connection: Sendable, Instant: InstantProtocol> where In
 
     /// A queued request was cancelled: it leaves the queue at once. Nothing happens when it was
     /// already granted or failed (the shell hands back a grant that raced the cancellation).
-    mutating func cancelWaiter(_ id: WaiterID, lane: Int) -> PoolActions<Connection, Instant> {
-        var actions = PoolActions<Connection, Instant>()
+    mutating func cancelWaiter(_ id: WaiterID, lane: Int) -> PoolActions {
+        var actions = PoolActions()
         if let index = self.lanes[lane].waiters.firstIndex(where: { $0.id == id }) {
             self.lanes[lane].waiters.remove(at: index)
             self.waiterCount -= 1
@@ -206,12 +228,28 @@ struct PoolStateMachine<Connection: Sendable, Instant: InstantProtocol> where In
         return actions
     }
 
+    /// The fast path of a lease's end: a clean connection, a running pool, nobody waiting and
+    /// the connection within its lifetime. Then it goes back on the idle stack and the result is
+    /// `true`; otherwise nothing changes and the result is `false` (then call
+    /// ``release(_:disposition:now:)``).
+    @usableFromInline
+    mutating func releaseIfClean(_ grant: Grant, now: Instant) -> Bool {
+        guard self.waiterCount == 0, case .running = self.lifecycle, self.slots[grant.slot].id == grant.connectionID,
+            case .leased(let lane) = self.slots[grant.slot].state, !self.isExpired(grant.slot, now: now)
+        else { return false }
+        self.unlease(slot: grant.slot, lane: lane)
+        self.slots[grant.slot].lastActive = now
+        self.idle.append(grant.slot)
+        return true
+    }
+
     /// A lease ended.
     ///
-    /// The fast path (a clean connection, nobody waiting) pushes it on the idle stack and
-    /// returns no action.
-    mutating func release(_ grant: Grant<Connection>, disposition: ReleaseDisposition, now: Instant) -> PoolActions<Connection, Instant> {
-        var actions = PoolActions<Connection, Instant>()
+    /// A clean connection goes back to idle or straight to the next waiter; a dirty one is reset
+    /// first; a broken one is closed.
+    @usableFromInline
+    mutating func release(_ grant: Grant, disposition: ReleaseDisposition, now: Instant) -> PoolActions {
+        var actions = PoolActions()
         guard self.slots[grant.slot].id == grant.connectionID, case .leased(let lane) = self.slots[grant.slot].state else {
             // The connection was closed under the lease (shutdown grace period ended).
             return actions
@@ -231,7 +269,7 @@ struct PoolStateMachine<Connection: Sendable, Instant: InstantProtocol> where In
             }
         case .reset:
             self.slots[grant.slot].state = .resetting
-            actions.reset.append(SlotConnection(slot: grant.slot, connection: grant.connection))
+            actions.reset.append(grant.slot)
             return actions
         case .close:
             self.beginClose(slot: grant.slot, into: &actions)
@@ -244,7 +282,7 @@ struct PoolStateMachine<Connection: Sendable, Instant: InstantProtocol> where In
     // MARK: - Helpers shared by the concerns
 
     /// Moves an idle connection to a lease of `lane`.
-    mutating func hand(slot: Int, to lane: Int, now: Instant) -> Grant<Connection> {
+    mutating func hand(slot: Int, to lane: Int, now: Instant) -> Grant {
         self.slots[slot].state = .leased(lane: lane)
         if self.lanes[lane].leased >= self.lanes[lane].reserved {
             self.sharedInUse += 1
@@ -255,12 +293,7 @@ struct PoolStateMachine<Connection: Sendable, Instant: InstantProtocol> where In
         if let threshold = self.configuration.validationThreshold, let lastActive = self.slots[slot].lastActive {
             needsValidation = lastActive.duration(to: now) > threshold
         }
-        return Grant(
-            slot: slot,
-            connectionID: self.slots[slot].id,
-            connection: self.slots[slot].connection!,
-            lane: lane,
-            needsValidation: needsValidation)
+        return Grant(slot: slot, connectionID: self.slots[slot].id, lane: lane, needsValidation: needsValidation)
     }
 
     mutating func unlease(slot: Int, lane: Int) {
@@ -277,15 +310,13 @@ struct PoolStateMachine<Connection: Sendable, Instant: InstantProtocol> where In
         return expiresAt <= now
     }
 
-    mutating func beginClose(slot: Int, into actions: inout PoolActions<Connection, Instant>) {
+    mutating func beginClose(slot: Int, into actions: inout PoolActions) {
         self.slots[slot].state = .closing
-        if let connection = self.slots[slot].connection {
-            actions.close.append(SlotConnection(slot: slot, connection: connection))
-        }
+        actions.close.append(slot)
     }
 
     /// Asks the shell for a wake-up at `instant` unless an earlier one is already armed.
-    mutating func arm(_ instant: Instant, into actions: inout PoolActions<Connection, Instant>) {
+    mutating func arm(_ instant: Instant, into actions: inout PoolActions) {
         if let armed = self.armedWakeUp, armed <= instant {
             return
         }
@@ -294,59 +325,53 @@ struct PoolStateMachine<Connection: Sendable, Instant: InstantProtocol> where In
     }
 }
 
-/// A connection and the slot it lives in.
-struct SlotConnection<Connection: Sendable>: Sendable {
-    let slot: Int
-    let connection: Connection
-}
-
-extension SlotConnection: Equatable where Connection: Equatable {}
-
 /// A waiter that gets a connection.
-struct WaiterGrant<Connection: Sendable>: Sendable {
-    let waiter: WaiterID
-    let grant: Grant<Connection>
+@usableFromInline
+struct WaiterGrant: Sendable, Equatable {
+    @usableFromInline let waiter: WaiterID
+    @usableFromInline let grant: Grant
 }
-
-extension WaiterGrant: Equatable where Connection: Equatable {}
 
 /// A waiter that fails.
+@usableFromInline
 struct WaiterFailure: Sendable, Equatable {
-    let waiter: WaiterID
-    let error: LifeguardError
+    @usableFromInline let waiter: WaiterID
+    @usableFromInline let error: LifeguardError
 }
 
-/// What the shell must do after an event, once it has released its lock.
-struct PoolActions<Connection: Sendable, Instant: InstantProtocol>: Sendable where Instant.Duration == Duration {
+/// What the shell must do after an event, once it has released its lock. Connections are named
+/// by slot.
+@usableFromInline
+struct PoolActions: Sendable, Equatable {
     /// Resume these waiters with a connection.
-    var grants: [WaiterGrant<Connection>] = []
+    @usableFromInline var grants: [WaiterGrant] = []
     /// Resume these waiters with an error.
-    var failures: [WaiterFailure] = []
+    @usableFromInline var failures: [WaiterFailure] = []
     /// Resume these waiters with `CancellationError`: they left the queue.
-    var cancelled: [WaiterID] = []
+    @usableFromInline var cancelled: [WaiterID] = []
     /// Open a connection into each of these slots.
-    var connect: [Int] = []
-    /// Reset these connections (abandoned leases), then report `resetCompleted`.
-    var reset: [SlotConnection<Connection>] = []
-    /// Ping these idle connections (keepalive), then report `pingCompleted`.
-    var ping: [SlotConnection<Connection>] = []
-    /// Close these connections, then report `connectionClosed`.
-    var close: [SlotConnection<Connection>] = []
+    @usableFromInline var connect: [Int] = []
+    /// Reset the connections of these slots (abandoned leases), then report `resetCompleted`.
+    @usableFromInline var reset: [Int] = []
+    /// Ping the idle connections of these slots (keepalive), then report `pingCompleted`.
+    @usableFromInline var ping: [Int] = []
+    /// Close the connections of these slots, then report `connectionClosed`.
+    @usableFromInline var close: [Int] = []
     /// Call `tick` at this instant.
-    var wakeUp: Instant?
+    @usableFromInline var wakeUp: ContinuousClock.Instant?
     /// The pool has drained: every connection is closed.
-    var finished = false
+    @usableFromInline var finished = false
+
+    @usableFromInline init() {}
 
     /// Whether any waiter is resolved by these actions.
-    var resolvesWaiters: Bool {
+    @usableFromInline var resolvesWaiters: Bool {
         !self.grants.isEmpty || !self.failures.isEmpty || !self.cancelled.isEmpty
     }
 
     /// Whether any background work (connect, reset, ping, close, timer) is asked for.
-    var hasBackgroundWork: Bool {
+    @usableFromInline var hasBackgroundWork: Bool {
         !self.connect.isEmpty || !self.reset.isEmpty || !self.ping.isEmpty || !self.close.isEmpty
             || self.wakeUp != nil || self.finished
     }
 }
-
-extension PoolActions: Equatable where Connection: Equatable {}
