@@ -68,6 +68,15 @@ struct PostgresConfigurationTests {
         try configuration.validate()
     }
 
+    @Test("every sslmode maps to a TLS setting: disable is plain, prefer may fall back, the rest require TLS",
+          arguments: PostgresPool.Configuration.TLSMode.allCases)
+    func tlsModes(mode: PostgresPool.Configuration.TLSMode) throws {
+        let configuration = try PostgresPool.Configuration(url: "postgres://u@h/d?sslmode=\(mode.rawValue)")
+        let tls = try configuration.makeTLS()
+        #expect(tls.isAllowed == (mode != .disable))
+        #expect(tls.isEnforced == (mode != .disable && mode != .prefer))
+    }
+
     @Test("statements that open and close transactions are recognised", arguments: [
         ("BEGIN", TransactionEffect.begins), ("  start transaction isolation level serializable", .begins),
         ("COMMIT", .ends), ("end", .ends), ("ROLLBACK", .ends), ("rollback to savepoint a", .none),
