@@ -32,7 +32,7 @@ extension PoolConfiguration {
 extension Machine {
     init(_ configuration: PoolConfiguration) {
         try! configuration.validate()
-        self.init(configuration: configuration, seed: 42)
+        self.init(configuration: configuration, seed: 42, now: at(0))
     }
 
     func lane(_ lane: Lane) -> Int { self.laneIndex(of: lane)! }

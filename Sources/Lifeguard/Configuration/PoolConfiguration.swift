@@ -58,6 +58,10 @@ public struct PoolConfiguration: Sendable, Hashable {
     /// Default: 10 s.
     public var shutdownGracePeriod: Duration
 
+    /// The length of a statistics window: ``ConnectionPool/statistics()`` covers the current
+    /// window and the one before it. Default: 60 s.
+    public var statisticsWindow: Duration
+
     /// Creates a configuration with the default settings and the given budget.
     ///
     /// - Parameter budget: The number of server connections this pool may open. Default: 10.
@@ -79,6 +83,7 @@ public struct PoolConfiguration: Sendable, Hashable {
         self.reconnectInitialDelay = .milliseconds(50)
         self.reconnectMaximumDelay = .seconds(2)
         self.shutdownGracePeriod = .seconds(10)
+        self.statisticsWindow = .seconds(60)
     }
 
     /// Checks every setting and reports all problems at once.
@@ -129,6 +134,7 @@ public struct PoolConfiguration: Sendable, Hashable {
         Self.requirePositive(self.pingTimeout, "pingTimeout", &problems)
         Self.requirePositive(self.resetTimeout, "resetTimeout", &problems)
         Self.requirePositive(self.reconnectInitialDelay, "reconnectInitialDelay", &problems)
+        Self.requirePositive(self.statisticsWindow, "statisticsWindow", &problems)
         if !(0...1).contains(self.maxLifetimeJitter) {
             problems.append("maxLifetimeJitter is \(self.maxLifetimeJitter); it must be between 0 and 1")
         }

@@ -130,7 +130,7 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Service, Sendable
         self.configuration = configuration
         self.factory = factory
         self.logger = logger
-        let machine = PoolStateMachine(configuration: configuration, seed: UInt64.random(in: .min ... .max))
+        let machine = PoolStateMachine(configuration: configuration, seed: UInt64.random(in: .min ... .max), now: .now)
         self.lanes = machine.lanes.map(\.lane)
         self.shared = Mutex(Shared(machine: machine))
         (self.work, self.workContinuation) = AsyncStream.makeStream(bufferingPolicy: .unbounded)
@@ -139,6 +139,16 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Service, Sendable
     /// A snapshot of connections, leases and queues.
     public func status() -> PoolStatus {
         self.shared.withLock { $0.machine.status }
+    }
+
+    /// What the pool observed over its last one or two statistics windows: waits, holds and
+    /// outcomes by lane, time-weighted utilization, connections opened and closed.
+    ///
+    /// The lock is held only to copy the recorded data; percentiles are computed after.
+    public func statistics() -> PoolStatistics {
+        let now = ContinuousClock.now
+        let inputs = self.shared.withLock { $0.machine.statisticsInputs }
+        return inputs.snapshot(now: now)
     }
 
     // MARK: - Leases
@@ -168,10 +178,11 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Service, Sendable
         do {
             value = try await body(lease.connection)
         } catch {
-            self.release(lease, abandoned: true)
+            self.release(lease, abandoned: true, cancelled: Task.isCancelled)
             throw error
         }
-        self.release(lease, abandoned: Task.isCancelled)
+        let cancelled = Task.isCancelled
+        self.release(lease, abandoned: cancelled, cancelled: cancelled)
         return value
     }
 
@@ -300,24 +311,24 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Service, Sendable
     /// Ends a lease: the connection goes back to idle or to the next waiter, or is reset or
     /// closed, depending on how the lease ended and what the factory says of it.
     @inlinable
-    func release(_ lease: Lease, abandoned: Bool) {
+    func release(_ lease: Lease, abandoned: Bool, cancelled: Bool = false) {
         let disposition: ReleaseDisposition
         switch self.factory.condition(of: lease.connection) {
         case .broken: disposition = .close
         case .needsReset: disposition = .reset
         case .reusable: disposition = abandoned ? .reset : .reuse
         }
-        self.release(lease, disposition: disposition)
+        self.release(lease, disposition: disposition, cancelled: cancelled)
     }
 
     @inlinable
-    func release(_ lease: Lease, disposition: ReleaseDisposition) {
+    func release(_ lease: Lease, disposition: ReleaseDisposition, cancelled: Bool = false) {
         let now = ContinuousClock.now
         let settlement: Settlement? = self.shared.withLock { shared in
             if disposition == .reuse && shared.machine.releaseIfClean(lease.grant, now: now) {
                 return nil
             }
-            let actions = shared.machine.release(lease.grant, disposition: disposition, now: now)
+            let actions = shared.machine.release(lease.grant, disposition: disposition, now: now, cancelled: cancelled)
             guard actions.resolvesWaiters || actions.hasBackgroundWork else { return nil }
             return shared.settle(actions)
         }
@@ -359,8 +370,9 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Service, Sendable
             self.shutdown(gracePeriod: .zero)
         }
         // Cancelled: the loop may have stopped before it carried out the last closes.
+        let stoppedAt = ContinuousClock.now
         let remaining = self.shared.withLock { shared in
-            shared.machine.connectionsToCloseNow().compactMap { slot in
+            shared.machine.connectionsToCloseNow(now: stoppedAt).compactMap { slot in
                 defer { shared.connections[slot] = nil }
                 return shared.connections[slot]
             }

@@ -61,3 +61,38 @@ extension PoolStateMachine {
             isShuttingDown: isShuttingDown)
     }
 }
+
+extension PoolStateMachine {
+    /// What a statistics snapshot needs, copied under the lock; the snapshot is computed after.
+    struct StatisticsInputs {
+        let recorder: StatisticsRecorder
+        let laneNames: [String]
+        let total: Int
+        let lanes: [Int]
+        let capacity: Int
+
+        func snapshot(now: Instant) -> PoolStatistics {
+            self.recorder.snapshot(laneNames: self.laneNames, total: self.total, lanes: self.lanes, capacity: self.capacity, now: now)
+        }
+    }
+
+    var statisticsInputs: StatisticsInputs {
+        let unusable = self.slots.reduce(0) { count, slot in
+            switch slot.state {
+            case .resetting, .pinging, .closing: count + 1
+            default: count
+            }
+        }
+        return StatisticsInputs(
+            recorder: self.statistics,
+            laneNames: self.lanes.map(\.lane.name),
+            total: self.leasedCount,
+            lanes: self.lanes.map(\.leased),
+            capacity: self.configuration.budget - unusable)
+    }
+
+    /// The statistics of the current and previous windows, up to `now`.
+    func statisticsSnapshot(now: Instant) -> PoolStatistics {
+        self.statisticsInputs.snapshot(now: now)
+    }
+}

@@ -29,13 +29,14 @@ extension PoolStateMachine {
         precondition(self.slots[slot].state == .opening, "connectionEstablished for a slot that is not opening")
         self.openingCount -= 1
         self.outage = nil
+        self.statistics.current.connections.opened += 1
         self.slots[slot].lastActive = now
         if let lifetime = self.configuration.maxLifetime {
             let shortening = lifetime * (self.configuration.maxLifetimeJitter * self.random.nextUnitInterval())
             self.slots[slot].expiresAt = now.advanced(by: lifetime - shortening)
         }
         guard case .running = self.lifecycle else {
-            self.beginClose(slot: slot, into: &actions)
+            self.beginClose(slot: slot, reason: .shutdown, into: &actions)
             return actions
         }
         self.slots[slot].state = .idle
@@ -51,6 +52,7 @@ extension PoolStateMachine {
         precondition(self.slots[slot].state == .opening, "connectionFailed for a slot that is not opening")
         self.openingCount -= 1
         self.freeSlot(slot)
+        self.statistics.current.connections.connectFailures += 1
         let failures = (self.outage?.failures ?? 0) + 1
         let outage = Outage(failures: failures, lastError: error, retryAt: now.advanced(by: self.backoff(afterFailures: failures)))
         self.outage = outage
@@ -79,23 +81,31 @@ extension PoolStateMachine {
     /// A reset of an abandoned lease's connection finished.
     mutating func resetCompleted(slot: Int, succeeded: Bool, now: Instant) -> PoolActions {
         precondition(self.slots[slot].state == .resetting, "resetCompleted for a slot that is not resetting")
-        return self.checkCompleted(slot: slot, succeeded: succeeded, now: now)
+        return self.checkCompleted(slot: slot, succeeded: succeeded, failure: .resetFailed, now: now)
     }
 
     /// A keepalive ping of an idle connection finished.
     mutating func pingCompleted(slot: Int, succeeded: Bool, now: Instant) -> PoolActions {
         precondition(self.slots[slot].state == .pinging, "pingCompleted for a slot that is not pinging")
-        return self.checkCompleted(slot: slot, succeeded: succeeded, now: now)
+        return self.checkCompleted(slot: slot, succeeded: succeeded, failure: .broken, now: now)
     }
 
-    private mutating func checkCompleted(slot: Int, succeeded: Bool, now: Instant) -> PoolActions {
+    private mutating func checkCompleted(
+        slot: Int, succeeded: Bool, failure: StatisticsRecorder.CloseReason, now: Instant
+    ) -> PoolActions {
         var actions = PoolActions()
-        if succeeded, case .running = self.lifecycle, !self.isExpired(slot, now: now) {
-            self.slots[slot].state = .idle
-            self.slots[slot].lastActive = now
-            self.idle.append(slot)
+        if !succeeded {
+            self.beginClose(slot: slot, reason: failure, into: &actions)
+        } else if case .running = self.lifecycle {
+            if self.isExpired(slot, now: now) {
+                self.beginClose(slot: slot, reason: .expired, into: &actions)
+            } else {
+                self.slots[slot].state = .idle
+                self.slots[slot].lastActive = now
+                self.idle.append(slot)
+            }
         } else {
-            self.beginClose(slot: slot, into: &actions)
+            self.beginClose(slot: slot, reason: .shutdown, into: &actions)
         }
         self.rebalance(now: now, into: &actions)
         return actions
@@ -120,12 +130,12 @@ extension PoolStateMachine {
             let idleFor = self.slots[slot].lastActive.map { $0.duration(to: now) } ?? .zero
             if self.isExpired(slot, now: now) {
                 self.idle.remove(at: index)
-                self.beginClose(slot: slot, into: &actions)
+                self.beginClose(slot: slot, reason: .expired, into: &actions)
             } else if let timeout = self.configuration.idleTimeout, idleFor >= timeout,
                 self.idle.count > self.configuration.minimumIdle
             {
                 self.idle.remove(at: index)
-                self.beginClose(slot: slot, into: &actions)
+                self.beginClose(slot: slot, reason: .idle, into: &actions)
             } else if let interval = self.configuration.keepaliveInterval, idleFor >= interval {
                 self.idle.remove(at: index)
                 self.slots[slot].state = .pinging

@@ -54,7 +54,7 @@ extension PoolStateMachine {
         while !self.idle.isEmpty, let lane = self.nextLaneToServe() {
             let waiter = self.lanes[lane].waiters.removeFirst()
             self.waiterCount -= 1
-            let grant = self.hand(slot: self.idle.removeLast(), to: lane, now: now)
+            let grant = self.hand(slot: self.idle.removeLast(), to: lane, now: now, waitingSince: waiter.enqueuedAt)
             actions.grants.append(WaiterGrant(waiter: waiter.id, grant: grant))
         }
         let wanted = self.admissibleDemand() + max(0, self.configuration.minimumIdle - self.idle.count)
@@ -76,6 +76,7 @@ extension PoolStateMachine {
         for lane in self.lanes.indices where self.canAdmit(lane) {
             while let waiter = self.lanes[lane].waiters.popFirst() {
                 self.waiterCount -= 1
+                self.statistics.current.lanes[lane].outcomes.unavailable += 1
                 actions.failures.append(WaiterFailure(
                     waiter: waiter.id,
                     error: .databaseUnavailable(

@@ -6,11 +6,16 @@ extension PoolStateMachine {
         if let armed = self.armedWakeUp, armed <= now {
             self.armedWakeUp = nil
         }
+        if self.statistics.isRotationDue(now: now) {
+            self.accountLevels(now: now)
+            self.statistics.rotate(now: now)
+        }
         for lane in self.lanes.indices {
             while let head = self.lanes[lane].waiters.first, head.deadline <= now {
                 let depth = self.lanes[lane].waiters.count
                 self.lanes[lane].waiters.removeFirst()
                 self.waiterCount -= 1
+                self.statistics.current.lanes[lane].outcomes.timeout += 1
                 actions.failures.append(WaiterFailure(
                     waiter: head.id,
                     error: .waitTimeout(lane: self.lanes[lane].lane, waited: head.enqueuedAt.duration(to: now), queueDepth: depth)))
@@ -22,7 +27,7 @@ extension PoolStateMachine {
             self.rebalance(now: now, into: &actions)
         case .draining(let deadline):
             if deadline <= now {
-                self.closeLeasedConnections(into: &actions)
+                self.closeLeasedConnections(now: now, into: &actions)
             }
         case .stopped:
             break
@@ -72,14 +77,15 @@ extension PoolStateMachine {
         for lane in self.lanes.indices {
             while let waiter = self.lanes[lane].waiters.popFirst() {
                 self.waiterCount -= 1
+                self.statistics.current.lanes[lane].outcomes.shutdown += 1
                 actions.failures.append(WaiterFailure(waiter: waiter.id, error: .shutdown(lane: self.lanes[lane].lane)))
             }
         }
         while let slot = self.idle.popLast() {
-            self.beginClose(slot: slot, into: &actions)
+            self.beginClose(slot: slot, reason: .shutdown, into: &actions)
         }
         if gracePeriod <= .zero {
-            self.closeLeasedConnections(into: &actions)
+            self.closeLeasedConnections(now: now, into: &actions)
         } else if self.leasedCount > 0 {
             self.arm(deadline, into: &actions)
         }
@@ -88,11 +94,11 @@ extension PoolStateMachine {
     }
 
     /// Closes the connections of running leases: their owners' next use fails.
-    mutating func closeLeasedConnections(into actions: inout PoolActions) {
+    mutating func closeLeasedConnections(now: Instant, into actions: inout PoolActions) {
         for slot in self.slots.indices {
             if case .leased(let lane) = self.slots[slot].state {
-                self.unlease(slot: slot, lane: lane)
-                self.beginClose(slot: slot, into: &actions)
+                self.unlease(slot: slot, lane: lane, now: now)
+                self.beginClose(slot: slot, reason: .shutdown, into: &actions)
             }
         }
     }
@@ -109,11 +115,11 @@ extension PoolStateMachine {
 extension PoolStateMachine {
     /// The slots of every connection still held, for a pool whose ``ConnectionPool/run()`` was
     /// cancelled: the slots are freed and the shell closes their connections directly.
-    mutating func connectionsToCloseNow() -> [Int] {
+    mutating func connectionsToCloseNow(now: Instant) -> [Int] {
         var connections: [Int] = []
         for slot in self.slots.indices where self.slots[slot].state != .free {
             if case .leased(let lane) = self.slots[slot].state {
-                self.unlease(slot: slot, lane: lane)
+                self.unlease(slot: slot, lane: lane, now: now)
             }
             if self.slots[slot].state == .opening {
                 self.openingCount -= 1

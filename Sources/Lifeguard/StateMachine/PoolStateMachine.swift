@@ -87,6 +87,8 @@ struct PoolStateMachine {
         var expiresAt: Instant?
         /// When the connection was last used or checked: the start of its idle time.
         var lastActive: Instant?
+        /// When the current lease began.
+        var leasedAt: Instant?
     }
 
     struct Waiter {
@@ -132,13 +134,16 @@ struct PoolStateMachine {
     /// The earliest wake-up the shell has been asked to schedule and that has not fired yet.
     var armedWakeUp: Instant?
     var random: SplitMix64
+    /// What the pool observed; recorded as it decides, under the same lock.
+    var statistics: StatisticsRecorder
 
     /// Creates the state of a pool with no connections.
     ///
     /// - Parameters:
     ///   - configuration: A validated configuration.
     ///   - seed: Seeds the jitter of lifetimes and backoff; fixed in tests for determinism.
-    init(configuration: PoolConfiguration, seed: UInt64) {
+    ///   - now: When the pool starts: the start of its first statistics window.
+    init(configuration: PoolConfiguration, seed: UInt64, now: Instant) {
         self.configuration = configuration
         self.lanes = configuration.lanes
             .sorted { $0.key.name < $1.key.name }
@@ -158,6 +163,9 @@ struct PoolStateMachine {
         self.freeSlots = []
         self.freeSlots.reserveCapacity(configuration.budget)
         self.random = SplitMix64(seed: seed)
+        self.statistics = StatisticsRecorder(
+            laneLimits: self.lanes.map(\.limit), budget: configuration.budget,
+            windowLength: configuration.statisticsWindow, now: now)
     }
 
     /// The index of a lane, or `nil` when it is not configured. Lanes are few: a scan beats hashing.
@@ -184,7 +192,8 @@ struct PoolStateMachine {
         guard case .running = self.lifecycle, self.lanes[lane].waiters.isEmpty, self.canAdmit(lane),
             let slot = self.idle.popLast()
         else { return nil }
-        return self.hand(slot: slot, to: lane, now: now)
+        self.statistics.current.lanes[lane].arrivals += 1
+        return self.hand(slot: slot, to: lane, now: now, waitingSince: nil)
     }
 
     /// A request for a connection in a lane.
@@ -193,16 +202,20 @@ struct PoolStateMachine {
     /// collection but the idle stack and allocates nothing.
     @usableFromInline
     mutating func lease(lane: Int, now: Instant) -> LeaseDecision {
+        self.statistics.current.lanes[lane].arrivals += 1
         guard case .running = self.lifecycle else {
+            self.statistics.current.lanes[lane].outcomes.shutdown += 1
             return .failed(.shutdown(lane: self.lanes[lane].lane))
         }
         if self.lanes[lane].waiters.isEmpty, self.canAdmit(lane), let slot = self.idle.popLast() {
-            return .granted(self.hand(slot: slot, to: lane, now: now))
+            return .granted(self.hand(slot: slot, to: lane, now: now, waitingSince: nil))
         }
         if let outage = self.outage, self.idle.isEmpty, self.canAdmit(lane), now < outage.retryAt {
+            self.statistics.current.lanes[lane].outcomes.unavailable += 1
             return .failed(.databaseUnavailable(lane: self.lanes[lane].lane, waited: .zero, lastError: outage.lastError))
         }
         if self.lanes[lane].waiters.count >= self.lanes[lane].maxWaiters {
+            self.statistics.current.lanes[lane].outcomes.overloaded += 1
             return .failed(.overloaded(lane: self.lanes[lane].lane, queueDepth: self.lanes[lane].waiters.count))
         }
         let id = WaiterID(value: self.nextWaiterID)
@@ -223,6 +236,7 @@ struct PoolStateMachine {
         if let index = self.lanes[lane].waiters.firstIndex(where: { $0.id == id }) {
             self.lanes[lane].waiters.remove(at: index)
             self.waiterCount -= 1
+            self.statistics.current.lanes[lane].outcomes.cancelled += 1
             actions.cancelled.append(id)
         }
         return actions
@@ -237,7 +251,7 @@ struct PoolStateMachine {
         guard self.waiterCount == 0, case .running = self.lifecycle, self.slots[grant.slot].id == grant.connectionID,
             case .leased(let lane) = self.slots[grant.slot].state, !self.isExpired(grant.slot, now: now)
         else { return false }
-        self.unlease(slot: grant.slot, lane: lane)
+        self.unlease(slot: grant.slot, lane: lane, now: now)
         self.slots[grant.slot].lastActive = now
         self.idle.append(grant.slot)
         return true
@@ -247,18 +261,27 @@ struct PoolStateMachine {
     ///
     /// A clean connection goes back to idle or straight to the next waiter; a dirty one is reset
     /// first; a broken one is closed.
+    ///
+    /// - Parameter cancelled: The lease ended because its task was cancelled (for statistics).
     @usableFromInline
-    mutating func release(_ grant: Grant, disposition: ReleaseDisposition, now: Instant) -> PoolActions {
+    mutating func release(_ grant: Grant, disposition: ReleaseDisposition, now: Instant, cancelled: Bool = false) -> PoolActions {
         var actions = PoolActions()
         guard self.slots[grant.slot].id == grant.connectionID, case .leased(let lane) = self.slots[grant.slot].state else {
             // The connection was closed under the lease (shutdown grace period ended).
             return actions
         }
-        self.unlease(slot: grant.slot, lane: lane)
+        self.unlease(slot: grant.slot, lane: lane, now: now)
+        if cancelled {
+            self.statistics.current.lanes[lane].cancelledLeases += 1
+        }
         switch disposition {
         case .reuse:
-            guard case .running = self.lifecycle, !self.isExpired(grant.slot, now: now) else {
-                self.beginClose(slot: grant.slot, into: &actions)
+            guard case .running = self.lifecycle else {
+                self.beginClose(slot: grant.slot, reason: .shutdown, into: &actions)
+                break
+            }
+            guard !self.isExpired(grant.slot, now: now) else {
+                self.beginClose(slot: grant.slot, reason: .expired, into: &actions)
                 break
             }
             self.slots[grant.slot].state = .idle
@@ -272,7 +295,7 @@ struct PoolStateMachine {
             actions.reset.append(grant.slot)
             return actions
         case .close:
-            self.beginClose(slot: grant.slot, into: &actions)
+            self.beginClose(slot: grant.slot, reason: .broken, into: &actions)
         }
         self.rebalance(now: now, into: &actions)
         self.finishIfDrained(into: &actions)
@@ -281,14 +304,23 @@ struct PoolStateMachine {
 
     // MARK: - Helpers shared by the concerns
 
-    /// Moves an idle connection to a lease of `lane`.
-    mutating func hand(slot: Int, to lane: Int, now: Instant) -> Grant {
+    /// Moves an idle connection to a lease of `lane`, and records the grant and its wait.
+    mutating func hand(slot: Int, to lane: Int, now: Instant, waitingSince: Instant?) -> Grant {
+        self.accountLevels(now: now)
         self.slots[slot].state = .leased(lane: lane)
+        self.slots[slot].leasedAt = now
         if self.lanes[lane].leased >= self.lanes[lane].reserved {
             self.sharedInUse += 1
         }
         self.lanes[lane].leased += 1
         self.leasedCount += 1
+        self.statistics.noteLevels(total: self.leasedCount, lane: lane, laneLevel: self.lanes[lane].leased)
+        self.statistics.current.lanes[lane].outcomes.granted += 1
+        if let waitingSince {
+            StatisticsRecorder.record(waitingSince.duration(to: now), in: &self.statistics.current.lanes[lane].waits)
+        } else {
+            self.statistics.current.lanes[lane].waits.record(0)
+        }
         var needsValidation = false
         if let threshold = self.configuration.validationThreshold, let lastActive = self.slots[slot].lastActive {
             needsValidation = lastActive.duration(to: now) > threshold
@@ -296,7 +328,12 @@ struct PoolStateMachine {
         return Grant(slot: slot, connectionID: self.slots[slot].id, lane: lane, needsValidation: needsValidation)
     }
 
-    mutating func unlease(slot: Int, lane: Int) {
+    /// Ends a lease in the accounting, and records how long it held its connection.
+    mutating func unlease(slot: Int, lane: Int, now: Instant) {
+        self.accountLevels(now: now)
+        if let leasedAt = self.slots[slot].leasedAt {
+            StatisticsRecorder.record(leasedAt.duration(to: now), in: &self.statistics.current.lanes[lane].holds)
+        }
         self.lanes[lane].leased -= 1
         if self.lanes[lane].leased >= self.lanes[lane].reserved {
             self.sharedInUse -= 1
@@ -310,9 +347,21 @@ struct PoolStateMachine {
         return expiresAt <= now
     }
 
-    mutating func beginClose(slot: Int, into actions: inout PoolActions) {
+    mutating func beginClose(slot: Int, reason: StatisticsRecorder.CloseReason, into actions: inout PoolActions) {
         self.slots[slot].state = .closing
+        self.statistics.recordClose(reason)
         actions.close.append(slot)
+    }
+
+    /// Adds the time since the last change of leased counts to the statistics.
+    mutating func accountLevels(now: Instant) {
+        let elapsed = StatisticsRecorder.nanoseconds(self.statistics.levelsSince.duration(to: now))
+        self.statistics.levelsSince = now
+        guard elapsed > 0 else { return }
+        self.statistics.current.nanosecondsAtLevel[self.leasedCount] &+= elapsed
+        for lane in self.lanes.indices {
+            self.statistics.current.lanes[lane].nanosecondsAtLevel[self.lanes[lane].leased] &+= elapsed
+        }
     }
 
     /// Asks the shell for a wake-up at `instant` unless an earlier one is already armed.
