@@ -1,17 +1,17 @@
+import Lifeguard
 import Synchronization
 
 /// A clock that moves only when told to, for deterministic tests and simulations.
 ///
-/// Its instants are continuous-clock instants, counted from an ``origin`` fixed when the clock
-/// is made, so that the pool's state machine (which works in `ContinuousClock.Instant`) runs on
-/// it unchanged. Only durations between instants matter. Sleepers resume, in deadline order,
-/// when ``advance(by:)`` moves the clock past their deadline.
+/// Its instants are ``PoolInstant``s counted from zero, so the pool's state machine runs on it
+/// unchanged. Sleepers resume, in deadline order, when ``advance(by:)`` moves the clock past
+/// their deadline.
 public final class ManualClock: Clock, Sendable {
     /// A point on the clock.
-    public typealias Instant = ContinuousClock.Instant
+    public typealias Instant = PoolInstant
 
     /// The clock's zero: where it starts.
-    public let origin: Instant
+    public let origin = PoolInstant(nanoseconds: 0)
 
     /// The instant `offset` after the clock's origin.
     ///
@@ -30,9 +30,7 @@ public final class ManualClock: Clock, Sendable {
 
     /// Creates a clock at its origin.
     public init() {
-        let origin = ContinuousClock.now
-        self.origin = origin
-        self.state = Mutex(State(now: origin))
+        self.state = Mutex(State(now: PoolInstant(nanoseconds: 0)))
     }
 
     /// The current instant.

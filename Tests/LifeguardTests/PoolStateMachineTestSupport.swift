@@ -7,7 +7,7 @@ typealias Actions = PoolActions
 /// The tests' manual clock: every instant is an offset from its origin.
 let testClock = ManualClock()
 
-func at(_ milliseconds: Int) -> ContinuousClock.Instant {
+func at(_ milliseconds: Int) -> PoolInstant {
     testClock.instant(at: .milliseconds(milliseconds))
 }
 
@@ -38,7 +38,7 @@ extension Machine {
     func lane(_ lane: Lane) -> Int { self.laneIndex(of: lane)! }
 
     /// Opens every connection the actions ask for; returns everything that followed.
-    mutating func establish(_ actions: Actions, now: ContinuousClock.Instant) -> Actions {
+    mutating func establish(_ actions: Actions, now: PoolInstant) -> Actions {
         var merged = Actions()
         for slot in actions.connect {
             let next = self.connectionEstablished(slot: slot, now: now)
@@ -50,24 +50,24 @@ extension Machine {
     }
 
     /// Leases and expects an immediate grant.
-    mutating func leaseNow(_ lane: Lane, now: ContinuousClock.Instant) -> Grant? {
+    mutating func leaseNow(_ lane: Lane, now: PoolInstant) -> Grant? {
         if case .granted(let grant) = self.lease(lane: self.lane(lane), now: now) { return grant }
         return nil
     }
 
     /// Leases and expects to wait; returns the waiter and its actions.
-    mutating func leaseWaiting(_ lane: Lane, now: ContinuousClock.Instant) -> (WaiterID, Actions)? {
+    mutating func leaseWaiting(_ lane: Lane, now: PoolInstant) -> (WaiterID, Actions)? {
         if case .wait(let id, let actions) = self.lease(lane: self.lane(lane), now: now) { return (id, actions) }
         return nil
     }
 
-    mutating func leaseFailure(_ lane: Lane, now: ContinuousClock.Instant) -> LifeguardError? {
+    mutating func leaseFailure(_ lane: Lane, now: PoolInstant) -> LifeguardError? {
         if case .failed(let error) = self.lease(lane: self.lane(lane), now: now) { return error }
         return nil
     }
 
     /// Opens `count` idle connections.
-    mutating func warmUp(_ count: Int, now: ContinuousClock.Instant) {
+    mutating func warmUp(_ count: Int, now: PoolInstant) {
         for _ in 0..<count {
             let slot = self.allocateSlot()
             _ = self.connectionEstablished(slot: slot, now: now)

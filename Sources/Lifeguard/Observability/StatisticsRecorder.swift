@@ -8,7 +8,7 @@ import Histogram
 /// added up in an array indexed by level. Statistics cover two rotating windows: the current
 /// one and the one before, so a snapshot always spans between one and two window lengths.
 struct StatisticsRecorder {
-    typealias Instant = ContinuousClock.Instant
+    typealias Instant = PoolInstant
 
     static let highestTrackableMicroseconds: UInt64 = 3_600_000_000
 
@@ -68,13 +68,13 @@ struct StatisticsRecorder {
         return UInt64(seconds) &* 1_000_000_000 &+ UInt64(attoseconds / 1_000_000_000)
     }
 
-    static func record(_ duration: Duration, in histogram: inout Histogram<UInt64>) {
-        histogram.record(min(Self.nanoseconds(duration) / 1_000, Self.highestTrackableMicroseconds))
+    static func record(nanoseconds: Int64, in histogram: inout Histogram<UInt64>) {
+        histogram.record(min(UInt64(max(0, nanoseconds)) / 1_000, Self.highestTrackableMicroseconds))
     }
 
     /// Adds the time since the last change to the current levels; call before a level changes.
     mutating func accountLevels(total: Int, lanes: [Int], now: Instant) {
-        let elapsed = Self.nanoseconds(self.levelsSince.duration(to: now))
+        let elapsed = UInt64(max(0, self.levelsSince.nanoseconds(to: now)))
         self.levelsSince = now
         guard elapsed > 0 else { return }
         self.current.nanosecondsAtLevel[total] &+= elapsed

@@ -49,7 +49,7 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Service, Sendable
         case reset(slot: Int, Connection)
         case ping(slot: Int, Connection)
         case close(slot: Int, Connection)
-        case wakeUp(ContinuousClock.Instant)
+        case wakeUp(PoolInstant)
         case finished
     }
 
@@ -130,7 +130,7 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Service, Sendable
         self.configuration = configuration
         self.factory = factory
         self.logger = logger
-        let machine = PoolStateMachine(configuration: configuration, seed: UInt64.random(in: .min ... .max), now: .now)
+        let machine = PoolStateMachine(configuration: configuration, seed: UInt64.random(in: .min ... .max), now: PoolInstant.now)
         self.lanes = machine.lanes.map(\.lane)
         self.shared = Mutex(Shared(machine: machine))
         (self.work, self.workContinuation) = AsyncStream.makeStream(bufferingPolicy: .unbounded)
@@ -146,7 +146,7 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Service, Sendable
     ///
     /// The lock is held only to copy the recorded data; percentiles are computed after.
     public func statistics() -> PoolStatistics {
-        let now = ContinuousClock.now
+        let now = PoolInstant.now
         let inputs = self.shared.withLock { $0.machine.statisticsInputs }
         return inputs.snapshot(now: now)
     }
@@ -194,7 +194,7 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Service, Sendable
             throw self.unknownLane(lane)
         }
         if !Task.isCancelled {
-            let now = ContinuousClock.now
+            let now = PoolInstant.now
             let immediate: Lease? = self.shared.withLock { shared in
                 guard let grant = shared.machine.leaseIfIdle(lane: laneIndex, now: now) else { return nil }
                 return Lease(grant: grant, connection: shared.connections[grant.slot]!)
@@ -256,7 +256,7 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Service, Sendable
     }
 
     private func acquire(laneIndex: Int) async throws -> Lease {
-        let now = ContinuousClock.now
+        let now = PoolInstant.now
         let acquired = self.shared.withLock { shared -> Acquired in
             switch shared.machine.lease(lane: laneIndex, now: now) {
             case .granted(let grant):
@@ -323,7 +323,7 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Service, Sendable
 
     @inlinable
     func release(_ lease: Lease, disposition: ReleaseDisposition, cancelled: Bool = false) {
-        let now = ContinuousClock.now
+        let now = PoolInstant.now
         let settlement: Settlement? = self.shared.withLock { shared in
             if disposition == .reuse && shared.machine.releaseIfClean(lease.grant, now: now) {
                 return nil
@@ -370,7 +370,7 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Service, Sendable
             self.shutdown(gracePeriod: .zero)
         }
         // Cancelled: the loop may have stopped before it carried out the last closes.
-        let stoppedAt = ContinuousClock.now
+        let stoppedAt = PoolInstant.now
         let remaining = self.shared.withLock { shared in
             shared.machine.connectionsToCloseNow(now: stoppedAt).compactMap { slot in
                 defer { shared.connections[slot] = nil }
@@ -433,10 +433,13 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Service, Sendable
                 return shared.machine.connectionClosed(slot: slot, now: now)
             }
         case .wakeUp(let instant):
-            do {
-                try await Task.sleep(until: instant, clock: .continuous)
-            } catch {
-                return
+            let delay = PoolInstant.now.nanoseconds(to: instant)
+            if delay > 0 {
+                do {
+                    try await Task.sleep(for: .nanoseconds(delay))
+                } catch {
+                    return
+                }
             }
             self.apply { shared, now in shared.machine.tick(now: now) }
         case .finished:
@@ -447,8 +450,8 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Service, Sendable
     // MARK: - Carrying out actions
 
     /// Applies an event under the lock, then, unlocked, carries out what it settled.
-    private func apply(_ event: (inout Shared, ContinuousClock.Instant) -> PoolActions) {
-        let now = ContinuousClock.now
+    private func apply(_ event: (inout Shared, PoolInstant) -> PoolActions) {
+        let now = PoolInstant.now
         let settlement = self.shared.withLock { shared in
             shared.settle(event(&shared, now))
         }

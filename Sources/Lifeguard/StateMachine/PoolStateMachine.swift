@@ -54,9 +54,9 @@ enum ReleaseDisposition: Sendable, Hashable {
 /// closed when returned or when the grace period ends) to `stopped` (every connection closed).
 @usableFromInline
 struct PoolStateMachine {
-    /// Instants of the continuous clock; a ``ManualClock`` produces them too, for tests and the
-    /// simulator.
-    @usableFromInline typealias Instant = ContinuousClock.Instant
+    /// Integer nanoseconds on the monotonic clock; a ``ManualClock`` produces them too, from
+    /// zero, for tests and the simulator.
+    @usableFromInline typealias Instant = PoolInstant
 
     enum Lifecycle {
         case running
@@ -136,6 +136,8 @@ struct PoolStateMachine {
     var random: SplitMix64
     /// What the pool observed; recorded as it decides, under the same lock.
     var statistics: StatisticsRecorder
+    /// `validationThreshold` in nanoseconds (`Int64.max` when validation is off).
+    let validationThresholdNanoseconds: Int64
 
     /// Creates the state of a pool with no connections.
     ///
@@ -163,6 +165,7 @@ struct PoolStateMachine {
         self.freeSlots = []
         self.freeSlots.reserveCapacity(configuration.budget)
         self.random = SplitMix64(seed: seed)
+        self.validationThresholdNanoseconds = configuration.validationThreshold?.wholeNanoseconds ?? .max
         self.statistics = StatisticsRecorder(
             laneLimits: self.lanes.map(\.limit), budget: configuration.budget,
             windowLength: configuration.statisticsWindow, now: now)
@@ -317,13 +320,13 @@ struct PoolStateMachine {
         self.statistics.noteLevels(total: self.leasedCount, lane: lane, laneLevel: self.lanes[lane].leased)
         self.statistics.current.lanes[lane].outcomes.granted += 1
         if let waitingSince {
-            StatisticsRecorder.record(waitingSince.duration(to: now), in: &self.statistics.current.lanes[lane].waits)
+            StatisticsRecorder.record(nanoseconds: waitingSince.nanoseconds(to: now), in: &self.statistics.current.lanes[lane].waits)
         } else {
             self.statistics.current.lanes[lane].waits.record(0)
         }
         var needsValidation = false
-        if let threshold = self.configuration.validationThreshold, let lastActive = self.slots[slot].lastActive {
-            needsValidation = lastActive.duration(to: now) > threshold
+        if let lastActive = self.slots[slot].lastActive {
+            needsValidation = lastActive.nanoseconds(to: now) > self.validationThresholdNanoseconds
         }
         return Grant(slot: slot, connectionID: self.slots[slot].id, lane: lane, needsValidation: needsValidation)
     }
@@ -332,7 +335,7 @@ struct PoolStateMachine {
     mutating func unlease(slot: Int, lane: Int, now: Instant) {
         self.accountLevels(now: now)
         if let leasedAt = self.slots[slot].leasedAt {
-            StatisticsRecorder.record(leasedAt.duration(to: now), in: &self.statistics.current.lanes[lane].holds)
+            StatisticsRecorder.record(nanoseconds: leasedAt.nanoseconds(to: now), in: &self.statistics.current.lanes[lane].holds)
         }
         self.lanes[lane].leased -= 1
         if self.lanes[lane].leased >= self.lanes[lane].reserved {
@@ -355,7 +358,7 @@ struct PoolStateMachine {
 
     /// Adds the time since the last change of leased counts to the statistics.
     mutating func accountLevels(now: Instant) {
-        let elapsed = StatisticsRecorder.nanoseconds(self.statistics.levelsSince.duration(to: now))
+        let elapsed = UInt64(max(0, self.statistics.levelsSince.nanoseconds(to: now)))
         self.statistics.levelsSince = now
         guard elapsed > 0 else { return }
         self.statistics.current.nanosecondsAtLevel[self.leasedCount] &+= elapsed
@@ -407,7 +410,7 @@ struct PoolActions: Sendable, Equatable {
     /// Close the connections of these slots, then report `connectionClosed`.
     @usableFromInline var close: [Int] = []
     /// Call `tick` at this instant.
-    @usableFromInline var wakeUp: ContinuousClock.Instant?
+    @usableFromInline var wakeUp: PoolInstant?
     /// The pool has drained: every connection is closed.
     @usableFromInline var finished = false
 
