@@ -8,6 +8,16 @@ public enum ConnectionCondition: Sendable, Hashable {
     case broken
 }
 
+/// What a leased connection is doing, as far as its factory can tell.
+public enum LeaseActivity: Sendable, Hashable {
+    /// The factory does not track activity: generation holds cannot be detected.
+    case unknown
+    /// A statement is running.
+    case busy
+    /// No statement has run since this instant.
+    case idle(since: PoolInstant)
+}
+
 /// Opens, checks, resets and closes the connections of a ``ConnectionPool``.
 ///
 /// A database adapter implements this protocol; the pool knows nothing else of the database.
@@ -44,9 +54,17 @@ public protocol ConnectionFactory: Sendable {
     /// Called when a lease ends and before a connection is handed out, so it must be cheap.
     /// The default says ``ConnectionCondition/reusable``.
     func condition(of connection: Connection) -> ConnectionCondition
+
+    /// Tells, without suspending, whether a statement is running on a leased connection, and
+    /// if not, since when none ran. The pool's watchdog uses it to find leases held idle across
+    /// a model call ("generation holds"). The default says ``LeaseActivity/unknown``.
+    func activity(of connection: Connection) -> LeaseActivity
 }
 
 extension ConnectionFactory {
     /// Every connection is reusable unless the lease was abandoned.
     public func condition(of connection: Connection) -> ConnectionCondition { .reusable }
+
+    /// Activity is not tracked.
+    public func activity(of connection: Connection) -> LeaseActivity { .unknown }
 }

@@ -20,6 +20,8 @@ final class PooledPostgresConnection: Sendable, CustomStringConvertible {
         /// Cancel requests sent or about to be sent for this connection; a reset waits for them
         /// so that a late cancel cannot hit the next user's statement.
         var cancelsOutstanding = 0
+        /// When the last statement ended (or the connection opened).
+        var lastStatementEnded = PoolInstant.now
     }
 
     let postgres: PostgresConnection
@@ -43,6 +45,13 @@ final class PooledPostgresConnection: Sendable, CustomStringConvertible {
     }
 
     var isInTransaction: Bool { self.tracking.withLock { $0.isInTransaction } }
+
+    /// Busy while a statement runs; otherwise idle since the last one ended.
+    var activity: LeaseActivity {
+        self.tracking.withLock { state in
+            state.statementInFlight != nil ? .busy : .idle(since: state.lastStatementEnded)
+        }
+    }
 
     /// The error for a statement on a connection the server or the network already closed.
     struct ConnectionClosed: Error, CustomStringConvertible {
@@ -68,8 +77,10 @@ final class PooledPostgresConnection: Sendable, CustomStringConvertible {
     /// Marks a statement as done and records its effect on the transaction.
     func endStatement(_ number: Int, sql: String, succeeded: Bool) {
         let effect = TransactionEffect(of: sql)
+        let now = PoolInstant.now
         self.tracking.withLock { state in
             if state.statementInFlight == number { state.statementInFlight = nil }
+            state.lastStatementEnded = now
             switch (succeeded, effect) {
             case (true, .begins): state.isInTransaction = true
             case (true, .ends), (false, .ends): state.isInTransaction = false

@@ -80,4 +80,8 @@ final class PostgresConnectionFactory: ConnectionFactory {
     func condition(of connection: PooledPostgresConnection) -> ConnectionCondition {
         connection.condition
     }
+
+    func activity(of connection: PooledPostgresConnection) -> LeaseActivity {
+        connection.activity
+    }
 }

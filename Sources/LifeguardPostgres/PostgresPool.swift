@@ -79,16 +79,22 @@ public final class PostgresPool: Service, Sendable {
     ///
     /// - Parameters:
     ///   - lane: The kind of work; its limits and wait timeout apply.
+    ///   - fileID: The caller's file, for the watchdog's reports. Leave the default.
+    ///   - line: The caller's line, for the watchdog's reports. Leave the default.
+    ///   - function: The caller's function, for the watchdog's reports. Leave the default.
     ///   - body: Runs statements through the lease.
     /// - Returns: What `body` returns.
     /// - Throws: ``LifeguardError`` when no connection could be leased, `CancellationError`,
     ///   or what `body` throws.
     public func withConnection<Value>(
         lane: Lane,
+        fileID: StaticString = #fileID,
+        line: UInt = #line,
+        function: StaticString = #function,
         isolation: isolated (any Actor)? = #isolation,
         _ body: (PostgresLease) async throws -> Value
     ) async throws -> Value {
-        try await self.pool.withConnection(lane: lane) { connection in
+        try await self.pool.withConnection(lane: lane, fileID: fileID, line: line, function: function) { connection in
             let lease = PostgresLease(connection: connection, lane: lane, canceller: self.canceller, logger: self.logger)
             defer { lease.end() }
             return try await body(lease)
@@ -100,16 +106,22 @@ public final class PostgresPool: Service, Sendable {
     ///
     /// - Parameters:
     ///   - lane: The kind of work; usually ``Lane/write``.
+    ///   - fileID: The caller's file, for the watchdog's reports. Leave the default.
+    ///   - line: The caller's line, for the watchdog's reports. Leave the default.
+    ///   - function: The caller's function, for the watchdog's reports. Leave the default.
     ///   - body: Runs statements through the lease, inside the transaction.
     /// - Returns: What `body` returns, once committed.
     /// - Throws: What `body` throws (after the rollback), `CancellationError`, the `COMMIT`'s
     ///   error, or ``LifeguardError`` when no connection could be leased.
     public func withTransaction<Value>(
         lane: Lane,
+        fileID: StaticString = #fileID,
+        line: UInt = #line,
+        function: StaticString = #function,
         isolation: isolated (any Actor)? = #isolation,
         _ body: (PostgresLease) async throws -> Value
     ) async throws -> Value {
-        try await self.withConnection(lane: lane) { lease in
+        try await self.withConnection(lane: lane, fileID: fileID, line: line, function: function) { lease in
             try await lease.execute("BEGIN")
             let value: Value
             do {
@@ -135,9 +147,16 @@ public final class PostgresPool: Service, Sendable {
     /// - Returns: The rows, collected.
     /// - Throws: As ``withConnection(lane:isolation:_:)``.
     @discardableResult
-    public func query(_ query: PostgresQuery, lane: Lane, file: String = #fileID, line: Int = #line) async throws -> [PostgresRow] {
-        try await self.withConnection(lane: lane) { lease in
-            try await lease.query(query, file: file, line: line)
+    public func query(
+        _ query: PostgresQuery, lane: Lane, fileID: StaticString = #fileID, line: UInt = #line, function: StaticString = #function
+    ) async throws -> [PostgresRow] {
+        try await self.withConnection(lane: lane, fileID: fileID, line: line, function: function) { lease in
+            try await lease.query(query, file: "\(fileID)", line: Int(line))
         }
+    }
+
+    /// What the pool observed: waits, holds, outcomes by lane, utilization, watchdog findings.
+    public func statistics() -> PoolStatistics {
+        self.pool.statistics()
     }
 }

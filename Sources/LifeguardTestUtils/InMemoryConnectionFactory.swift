@@ -8,6 +8,7 @@ public final class InMemoryConnection: Sendable, Hashable, CustomStringConvertib
         var isInTransaction = false
         var isClosed = false
         var uses = 0
+        var lastUse = PoolInstant.now
     }
 
     /// A number unique within its factory, in opening order from 0.
@@ -22,8 +23,17 @@ public final class InMemoryConnection: Sendable, Hashable, CustomStringConvertib
     public func breakConnection() { self.state.withLock { $0.isBroken = true } }
     /// Opens or ends a pretend transaction; a connection in one needs a reset after its lease.
     public func setInTransaction(_ value: Bool) { self.state.withLock { $0.isInTransaction = value } }
-    /// Counts a use, e.g. a query.
-    public func use() { self.state.withLock { $0.uses += 1 } }
+    /// Counts a use, e.g. a query, and notes when it happened (for generation-hold detection).
+    public func use() {
+        let now = PoolInstant.now
+        self.state.withLock { state in
+            state.uses += 1
+            state.lastUse = now
+        }
+    }
+
+    /// Idle since the last ``use()``.
+    public var activity: LeaseActivity { self.state.withLock { .idle(since: $0.lastUse) } }
 
     /// Whether the connection was marked dead.
     public var isBroken: Bool { self.state.withLock { $0.isBroken } }
@@ -148,5 +158,9 @@ public final class InMemoryConnectionFactory: ConnectionFactory, Sendable {
 
     public func condition(of connection: InMemoryConnection) -> ConnectionCondition {
         connection.condition
+    }
+
+    public func activity(of connection: InMemoryConnection) -> LeaseActivity {
+        connection.activity
     }
 }

@@ -31,6 +31,29 @@ struct PostgresPoolTests {
         }
     }
 
+    @Test("a body that sleeps 1.5 s between two queries is reported once as a generation hold, with its file and line")
+    func generationHold() async throws {
+        let configuration = try TestDatabase.configuration(application: "lg-generation-hold", budget: 3)
+        try await TestDatabase.withPool(configuration) { pool in
+            let line: UInt = #line + 1
+            try await pool.withConnection(lane: .generation) { lease in
+                try await lease.execute("SELECT 1")
+                try await Task.sleep(for: .milliseconds(1_500))   // stands in for a model call
+                try await lease.execute("SELECT 2")
+            }
+            // A lease that is busy the whole time is not a generation hold.
+            try await pool.withConnection(lane: .retrieval) { lease in
+                try await lease.execute("SELECT pg_sleep(1.5)")
+            }
+            let findings = pool.statistics().findings.filter { $0.kind == .generationHold }
+            #expect(findings.count == 1)
+            #expect(findings.first?.callSite == "LifeguardPostgresTests/PostgresPoolTests.swift:\(line)")
+            #expect(findings.first?.lane == "generation")
+            #expect((findings.first?.idleSeconds ?? 0) >= 1)
+            print("watchdog: \(findings.first.map(String.init(describing:)) ?? "nothing")")
+        }
+    }
+
     @Test("a lease used after its closure ended throws leaseEnded")
     func escapedLease() async throws {
         let configuration = try TestDatabase.configuration(application: "lg-escape", budget: 2)

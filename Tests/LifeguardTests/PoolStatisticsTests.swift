@@ -122,4 +122,28 @@ struct PoolStatisticsTests {
             #expect(statistics.capacity == 2)
         }
     }
+
+    @Test("the watchdog reports a lease idle too long (generation hold) and held too long, once each, with the call site")
+    func watchdog() async throws {
+        var configuration = PoolConfiguration.testing(budget: 2, lanes: [.generation: .init()])
+        configuration.idleInLeaseThreshold = .milliseconds(100)
+        configuration.longHoldThreshold = .milliseconds(300)
+        try await withRunningPool(configuration) { pool, _ in
+            let line: UInt = #line + 1
+            try await pool.withConnection(lane: .generation) { connection in
+                connection.use()
+                try await Task.sleep(for: .milliseconds(600))
+                connection.use()
+            }
+            let findings = pool.statistics().findings
+            #expect(findings.map(\.kind).sorted { $0.rawValue < $1.rawValue } == [.generationHold, .longHold])
+            for finding in findings {
+                #expect(finding.callSite == "LifeguardTests/PoolStatisticsTests.swift:\(line)")
+                #expect(finding.function == "watchdog()")
+                #expect(finding.lane == "generation")
+            }
+            #expect(pool.statistics()[.generation]?.generationHolds == 1)
+            #expect(pool.statistics()[.generation]?.longHolds == 1)
+        }
+    }
 }

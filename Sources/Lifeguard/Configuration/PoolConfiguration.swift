@@ -58,6 +58,15 @@ public struct PoolConfiguration: Sendable, Hashable {
     /// Default: 10 s.
     public var shutdownGracePeriod: Duration
 
+    /// A lease held longer than this is reported once, with its lane and call site;
+    /// `nil` turns the report off. Default: 5 s.
+    public var longHoldThreshold: Duration?
+
+    /// A lease with no statement running for longer than this is reported once as a probable
+    /// generation hold (a connection held across a model call), with its call site; `nil`
+    /// turns the report off. Needs a factory that tracks activity. Default: 1 s.
+    public var idleInLeaseThreshold: Duration?
+
     /// The length of a statistics window: ``ConnectionPool/statistics()`` covers the current
     /// window and the one before it. Default: 60 s.
     public var statisticsWindow: Duration
@@ -84,6 +93,8 @@ public struct PoolConfiguration: Sendable, Hashable {
         self.reconnectMaximumDelay = .seconds(2)
         self.shutdownGracePeriod = .seconds(10)
         self.statisticsWindow = .seconds(60)
+        self.longHoldThreshold = .seconds(5)
+        self.idleInLeaseThreshold = .seconds(1)
     }
 
     /// Checks every setting and reports all problems at once.
@@ -135,6 +146,8 @@ public struct PoolConfiguration: Sendable, Hashable {
         Self.requirePositive(self.resetTimeout, "resetTimeout", &problems)
         Self.requirePositive(self.reconnectInitialDelay, "reconnectInitialDelay", &problems)
         Self.requirePositive(self.statisticsWindow, "statisticsWindow", &problems)
+        Self.requirePositive(self.longHoldThreshold, "longHoldThreshold", &problems)
+        Self.requirePositive(self.idleInLeaseThreshold, "idleInLeaseThreshold", &problems)
         if !(0...1).contains(self.maxLifetimeJitter) {
             problems.append("maxLifetimeJitter is \(self.maxLifetimeJitter); it must be between 0 and 1")
         }

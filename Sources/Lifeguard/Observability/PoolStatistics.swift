@@ -65,6 +65,10 @@ public struct PoolStatistics: Sendable, Hashable, Codable {
         public var inUse: Occupancy
         /// Leases that ended because their task was cancelled (the connection was reset).
         public var cancelledLeases: UInt64
+        /// Leases held longer than `longHoldThreshold`.
+        public var longHolds: UInt64
+        /// Leases idle longer than `idleInLeaseThreshold`: probable holds across a model call.
+        public var generationHolds: UInt64
     }
 
     /// Connections opened and closed, and why.
@@ -107,6 +111,8 @@ public struct PoolStatistics: Sendable, Hashable, Codable {
     public var utilizationP99: Double
     /// Connections opened and closed.
     public var connections: ConnectionCounts
+    /// The watchdog's most recent findings (at most 32), oldest first, with their call sites.
+    public var findings: [WatchdogFinding]
 
     /// One lane's statistics, if the lane is configured.
     public subscript(lane: Lane) -> LaneStatistics? {

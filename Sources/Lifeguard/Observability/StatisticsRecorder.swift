@@ -22,6 +22,8 @@ struct StatisticsRecorder {
         var outcomes = PoolStatistics.Outcomes()
         var arrivals: UInt64 = 0
         var cancelledLeases: UInt64 = 0
+        var longHolds: UInt64 = 0
+        var generationHolds: UInt64 = 0
         /// Nanoseconds spent with each number of this lane's connections leased.
         var nanosecondsAtLevel: [UInt64]
         var maxInUse = 0
@@ -47,6 +49,9 @@ struct StatisticsRecorder {
     let budget: Int
     var current: Window
     var previous: Window?
+    /// The most recent watchdog findings, newest last, at most ``findingsKept``.
+    var findings: [WatchdogFinding] = []
+    static let findingsKept = 32
     /// When the in-use levels last changed (or were last accounted for).
     var levelsSince: Instant
 
@@ -88,6 +93,17 @@ struct StatisticsRecorder {
         self.current.lanes[lane].maxInUse = max(self.current.lanes[lane].maxInUse, laneLevel)
     }
 
+    mutating func record(_ finding: WatchdogFinding, lane: Int) {
+        switch finding.kind {
+        case .longHold: self.current.lanes[lane].longHolds += 1
+        case .generationHold: self.current.lanes[lane].generationHolds += 1
+        }
+        self.findings.append(finding)
+        if self.findings.count > Self.findingsKept {
+            self.findings.removeFirst(self.findings.count - Self.findingsKept)
+        }
+    }
+
     mutating func recordClose(_ reason: CloseReason) {
         switch reason {
         case .idle: self.current.connections.closedIdle += 1
@@ -127,6 +143,8 @@ struct StatisticsRecorder {
             var outcomes = PoolStatistics.Outcomes()
             var arrivals: UInt64 = 0
             var cancelledLeases: UInt64 = 0
+            var longHolds: UInt64 = 0
+            var generationHolds: UInt64 = 0
             var levels = Array(repeating: UInt64(0), count: self.laneLimits[lane] + 1)
             var maxInUse = 0
             for window in windows {
@@ -136,6 +154,8 @@ struct StatisticsRecorder {
                 outcomes.add(laneWindow.outcomes)
                 arrivals += laneWindow.arrivals
                 cancelledLeases += laneWindow.cancelledLeases
+                longHolds += laneWindow.longHolds
+                generationHolds += laneWindow.generationHolds
                 for level in levels.indices { levels[level] &+= laneWindow.nanosecondsAtLevel[level] }
                 maxInUse = max(maxInUse, laneWindow.maxInUse)
             }
@@ -149,7 +169,9 @@ struct StatisticsRecorder {
                 outcomes: outcomes,
                 arrivalsPerSecond: Double(arrivals) / seconds,
                 inUse: Self.occupancy(levels, now: lanes[lane], max: maxInUse),
-                cancelledLeases: cancelledLeases))
+                cancelledLeases: cancelledLeases,
+                longHolds: longHolds,
+                generationHolds: generationHolds))
         }
         var levels = Array(repeating: UInt64(0), count: self.budget + 1)
         var connections = PoolStatistics.ConnectionCounts()
@@ -171,7 +193,8 @@ struct StatisticsRecorder {
             inUse: inUse,
             utilizationP50: Double(Self.level(atFraction: 0.5, of: levels)) / Double(self.budget),
             utilizationP99: Double(Self.level(atFraction: 0.99, of: levels)) / Double(self.budget),
-            connections: connections)
+            connections: connections,
+            findings: self.findings)
     }
 
     static func distribution(_ histogram: Histogram<UInt64>) -> PoolStatistics.Distribution {

@@ -161,6 +161,9 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Service, Sendable
     ///
     /// - Parameters:
     ///   - lane: The kind of work; its limits and wait timeout apply.
+    ///   - fileID: The caller's file, for the watchdog's reports. Leave the default.
+    ///   - line: The caller's line, for the watchdog's reports. Leave the default.
+    ///   - function: The caller's function, for the watchdog's reports. Leave the default.
     ///   - body: Uses the connection. Do not let the connection escape it.
     /// - Returns: What `body` returns.
     /// - Throws: ``LifeguardError`` (``LifeguardError/Code/waitTimeout``,
@@ -170,10 +173,13 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Service, Sendable
     @inlinable
     public func withConnection<Value>(
         lane: Lane,
+        fileID: StaticString = #fileID,
+        line: UInt = #line,
+        function: StaticString = #function,
         isolation: isolated (any Actor)? = #isolation,
         _ body: (Connection) async throws -> Value
     ) async throws -> Value {
-        let lease = try await self.lease(lane: lane)
+        let lease = try await self.lease(lane: lane, callSite: CallSite(fileID: fileID, line: line, function: function))
         let value: Value
         do {
             value = try await body(lease.connection)
@@ -189,29 +195,29 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Service, Sendable
     /// Takes a connection for a lease. The fast path (an idle, healthy connection and room in
     /// the lane) takes the lock once and does not suspend.
     @inlinable
-    func lease(lane: Lane, isolation: isolated (any Actor)? = #isolation) async throws -> Lease {
+    func lease(lane: Lane, callSite: CallSite? = nil, isolation: isolated (any Actor)? = #isolation) async throws -> Lease {
         guard let laneIndex = self.lanes.firstIndex(of: lane) else {
             throw self.unknownLane(lane)
         }
         if !Task.isCancelled {
             let now = PoolInstant.now
             let immediate: Lease? = self.shared.withLock { shared in
-                guard let grant = shared.machine.leaseIfIdle(lane: laneIndex, now: now) else { return nil }
+                guard let grant = shared.machine.leaseIfIdle(lane: laneIndex, now: now, callSite: callSite) else { return nil }
                 return Lease(grant: grant, connection: shared.connections[grant.slot]!)
             }
             if let immediate {
                 if !immediate.grant.needsValidation && self.factory.condition(of: immediate.connection) != .broken {
                     return immediate
                 }
-                return try await self.leaseSlowly(lane: lane, index: laneIndex, first: immediate)
+                return try await self.leaseSlowly(lane: lane, index: laneIndex, callSite: callSite, first: immediate)
             }
         }
-        return try await self.leaseSlowly(lane: lane, index: laneIndex, first: nil)
+        return try await self.leaseSlowly(lane: lane, index: laneIndex, callSite: callSite, first: nil)
     }
 
     /// Everything but the fast path: waiting, broken connections, validation.
     @usableFromInline
-    func leaseSlowly(lane: Lane, index laneIndex: Int, first: Lease?) async throws -> Lease {
+    func leaseSlowly(lane: Lane, index laneIndex: Int, callSite: CallSite?, first: Lease?) async throws -> Lease {
         var candidate = first
         var brokenInARow = 0
         let started = ContinuousClock.now
@@ -222,7 +228,7 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Service, Sendable
                 candidate = nil
             } else {
                 try Task.checkCancellation()
-                lease = try await self.acquire(laneIndex: laneIndex)
+                lease = try await self.acquire(laneIndex: laneIndex, callSite: callSite)
             }
             if self.factory.condition(of: lease.connection) == .broken {
                 self.release(lease, disposition: .close)
@@ -255,10 +261,10 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Service, Sendable
         case failed(LifeguardError)
     }
 
-    private func acquire(laneIndex: Int) async throws -> Lease {
+    private func acquire(laneIndex: Int, callSite: CallSite?) async throws -> Lease {
         let now = PoolInstant.now
         let acquired = self.shared.withLock { shared -> Acquired in
-            switch shared.machine.lease(lane: laneIndex, now: now) {
+            switch shared.machine.lease(lane: laneIndex, now: now, callSite: callSite) {
             case .granted(let grant):
                 return .granted(Lease(grant: grant, connection: shared.connections[grant.slot]!))
             case .wait(let id, let actions):
@@ -357,6 +363,13 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Service, Sendable
             await withGracefulShutdownHandler {
                 await withDiscardingTaskGroup { group in
                     self.apply { shared, now in shared.machine.tick(now: now) }
+                    if let interval = self.watchdogInterval {
+                        group.addTask {
+                            while (try? await Task.sleep(for: interval)) != nil {
+                                self.watch()
+                            }
+                        }
+                    }
                     for await work in self.work {
                         if case .finished = work { break }
                         group.addTask { await self.perform(work) }
@@ -444,6 +457,49 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Service, Sendable
             self.apply { shared, now in shared.machine.tick(now: now) }
         case .finished:
             break
+        }
+    }
+
+    // MARK: - Watchdog
+
+    /// How often the watchdog looks at running leases: a quarter of the shortest threshold,
+    /// at most every 250 ms; `nil` when both reports are off.
+    var watchdogInterval: Duration? {
+        let thresholds = [self.configuration.longHoldThreshold, self.configuration.idleInLeaseThreshold].compactMap { $0 }
+        guard let shortest = thresholds.min() else { return nil }
+        return min(shortest / 4, .milliseconds(250))
+    }
+
+    /// Reports, once per lease, leases held too long and leases idle too long (generation holds).
+    func watch() {
+        let now = PoolInstant.now
+        let running = self.shared.withLock { shared in
+            shared.machine.runningLeases.map { lease in (lease, shared.connections[lease.slot]) }
+        }
+        let longHold = self.configuration.longHoldThreshold?.wholeNanoseconds ?? .max
+        let idleInLease = self.configuration.idleInLeaseThreshold?.wholeNanoseconds ?? .max
+        for (lease, connection) in running {
+            var due: [(WatchdogFinding.Kind, PoolInstant?)] = []
+            if lease.leasedAt.nanoseconds(to: now) > longHold {
+                due.append((.longHold, nil))
+            }
+            if let connection, case .idle(let since) = self.factory.activity(of: connection) {
+                let idleSince = max(since, lease.leasedAt)
+                if idleSince.nanoseconds(to: now) > idleInLease {
+                    due.append((.generationHold, idleSince))
+                }
+            }
+            for (kind, idleSince) in due {
+                let finding = self.shared.withLock { $0.machine.report(kind, of: lease, idleSince: idleSince, now: now) }
+                if let finding {
+                    self.logger.warning(
+                        "Lifeguard: \(finding)",
+                        metadata: [
+                            "lane": "\(finding.lane)", "call_site": "\(finding.callSite)", "function": "\(finding.function)",
+                            "held_seconds": "\(finding.heldSeconds)",
+                        ])
+                }
+            }
         }
     }
 

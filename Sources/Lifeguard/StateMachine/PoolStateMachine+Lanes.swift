@@ -54,7 +54,8 @@ extension PoolStateMachine {
         while !self.idle.isEmpty, let lane = self.nextLaneToServe() {
             let waiter = self.lanes[lane].waiters.removeFirst()
             self.waiterCount -= 1
-            let grant = self.hand(slot: self.idle.removeLast(), to: lane, now: now, waitingSince: waiter.enqueuedAt)
+            let grant = self.hand(
+                slot: self.idle.removeLast(), to: lane, now: now, waitingSince: waiter.enqueuedAt, callSite: waiter.callSite)
             actions.grants.append(WaiterGrant(waiter: waiter.id, grant: grant))
         }
         let wanted = self.admissibleDemand() + max(0, self.configuration.minimumIdle - self.idle.count)

@@ -89,12 +89,17 @@ struct PoolStateMachine {
         var lastActive: Instant?
         /// When the current lease began.
         var leasedAt: Instant?
+        /// Where the current lease was taken.
+        var callSite: CallSite?
+        /// The watchdog findings already reported for the current lease (bits of their kinds).
+        var reported: UInt8 = 0
     }
 
     struct Waiter {
         let id: WaiterID
         let enqueuedAt: Instant
         let deadline: Instant
+        let callSite: CallSite?
     }
 
     struct LaneState {
@@ -191,12 +196,12 @@ struct PoolStateMachine {
     /// The fast path alone: a connection for `lane` if one is idle, the lane has room and nobody
     /// is queued ahead; `nil` otherwise (then call ``lease(lane:now:)``).
     @usableFromInline
-    mutating func leaseIfIdle(lane: Int, now: Instant) -> Grant? {
+    mutating func leaseIfIdle(lane: Int, now: Instant, callSite: CallSite? = nil) -> Grant? {
         guard case .running = self.lifecycle, self.lanes[lane].waiters.isEmpty, self.canAdmit(lane),
             let slot = self.idle.popLast()
         else { return nil }
         self.statistics.current.lanes[lane].arrivals += 1
-        return self.hand(slot: slot, to: lane, now: now, waitingSince: nil)
+        return self.hand(slot: slot, to: lane, now: now, waitingSince: nil, callSite: callSite)
     }
 
     /// A request for a connection in a lane.
@@ -204,14 +209,14 @@ struct PoolStateMachine {
     /// The fast path (an idle connection, room in the lane, nobody queued ahead) touches no
     /// collection but the idle stack and allocates nothing.
     @usableFromInline
-    mutating func lease(lane: Int, now: Instant) -> LeaseDecision {
+    mutating func lease(lane: Int, now: Instant, callSite: CallSite? = nil) -> LeaseDecision {
         self.statistics.current.lanes[lane].arrivals += 1
         guard case .running = self.lifecycle else {
             self.statistics.current.lanes[lane].outcomes.shutdown += 1
             return .failed(.shutdown(lane: self.lanes[lane].lane))
         }
         if self.lanes[lane].waiters.isEmpty, self.canAdmit(lane), let slot = self.idle.popLast() {
-            return .granted(self.hand(slot: slot, to: lane, now: now, waitingSince: nil))
+            return .granted(self.hand(slot: slot, to: lane, now: now, waitingSince: nil, callSite: callSite))
         }
         if let outage = self.outage, self.idle.isEmpty, self.canAdmit(lane), now < outage.retryAt {
             self.statistics.current.lanes[lane].outcomes.unavailable += 1
@@ -224,7 +229,7 @@ struct PoolStateMachine {
         let id = WaiterID(value: self.nextWaiterID)
         self.nextWaiterID += 1
         let deadline = now.advanced(by: self.lanes[lane].waitTimeout)
-        self.lanes[lane].waiters.append(Waiter(id: id, enqueuedAt: now, deadline: deadline))
+        self.lanes[lane].waiters.append(Waiter(id: id, enqueuedAt: now, deadline: deadline, callSite: callSite))
         self.waiterCount += 1
         var actions = PoolActions()
         self.rebalance(now: now, into: &actions)
@@ -308,10 +313,12 @@ struct PoolStateMachine {
     // MARK: - Helpers shared by the concerns
 
     /// Moves an idle connection to a lease of `lane`, and records the grant and its wait.
-    mutating func hand(slot: Int, to lane: Int, now: Instant, waitingSince: Instant?) -> Grant {
+    mutating func hand(slot: Int, to lane: Int, now: Instant, waitingSince: Instant?, callSite: CallSite?) -> Grant {
         self.accountLevels(now: now)
         self.slots[slot].state = .leased(lane: lane)
         self.slots[slot].leasedAt = now
+        self.slots[slot].callSite = callSite
+        self.slots[slot].reported = 0
         if self.lanes[lane].leased >= self.lanes[lane].reserved {
             self.sharedInUse += 1
         }
