@@ -159,4 +159,14 @@ public final class PostgresPool: Service, Sendable {
     public func statistics() -> PoolStatistics {
         self.pool.statistics()
     }
+
+    /// Pool sizes advised from ``statistics()`` by Little's law, with the reasoning.
+    public func sizingAdvice() -> SizingAdvice {
+        self.pool.sizingAdvice()
+    }
+
+    /// A human-readable report of ``statistics()`` and ``sizingAdvice()``.
+    public func report() -> String {
+        self.pool.report()
+    }
 }

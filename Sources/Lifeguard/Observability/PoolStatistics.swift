@@ -17,6 +17,8 @@ public struct PoolStatistics: Sendable, Hashable, Codable {
         public var p999: Double
         /// The largest value, in milliseconds.
         public var max: Double
+        /// The mean, in milliseconds.
+        public var mean: Double
     }
 
     /// How requests for connections ended.

@@ -199,7 +199,7 @@ struct StatisticsRecorder {
 
     static func distribution(_ histogram: Histogram<UInt64>) -> PoolStatistics.Distribution {
         guard histogram.totalCount > 0 else {
-            return .init(count: 0, p50: 0, p99: 0, p999: 0, max: 0)
+            return .init(count: 0, p50: 0, p99: 0, p999: 0, max: 0, mean: 0)
         }
         func milliseconds(_ microseconds: UInt64) -> Double { Double(microseconds) / 1_000 }
         return .init(
@@ -207,7 +207,8 @@ struct StatisticsRecorder {
             p50: milliseconds(histogram.valueAtPercentile(50)),
             p99: milliseconds(histogram.valueAtPercentile(99)),
             p999: milliseconds(histogram.valueAtPercentile(99.9)),
-            max: milliseconds(histogram.max))
+            max: milliseconds(histogram.max),
+            mean: histogram.mean / 1_000)
     }
 
     static func occupancy(_ levels: [UInt64], now: Int, max: Int) -> PoolStatistics.Occupancy {

@@ -151,6 +151,16 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Service, Sendable
         return inputs.snapshot(now: now)
     }
 
+    /// Pool sizes advised from ``statistics()`` by Little's law, with the reasoning.
+    public func sizingAdvice() -> SizingAdvice {
+        SizingAdvice(statistics: self.statistics())
+    }
+
+    /// A human-readable report of ``statistics()`` and ``sizingAdvice()``.
+    public func report() -> String {
+        self.statistics().report
+    }
+
     // MARK: - Leases
 
     /// Leases a connection in a lane for the duration of `body`.

@@ -1,0 +1,55 @@
+import Testing
+@testable import Lifeguard
+
+@Suite("Sizing advice")
+struct SizingAdviceTests {
+    func distribution(p50: Double, p99: Double, mean: Double) -> PoolStatistics.Distribution {
+        .init(count: 1_000, p50: p50, p99: p99, p999: p99, max: p99, mean: mean)
+    }
+
+    func lane(_ name: String, arrivals: Double, holdMean: Double, holdP99: Double, waitP99: Double, p99InUse: Int, peak: Int, generationHolds: UInt64 = 0) -> PoolStatistics.LaneStatistics {
+        .init(
+            lane: name, wait: self.distribution(p50: 0, p99: waitP99, mean: waitP99 / 10),
+            hold: self.distribution(p50: holdMean, p99: holdP99, mean: holdMean),
+            outcomes: .init(granted: 1_000), arrivalsPerSecond: arrivals,
+            inUse: .init(now: 0, p50: 1, p99: p99InUse, max: peak), cancelledLeases: 0, longHolds: 0, generationHolds: generationHolds)
+    }
+
+    var statistics: PoolStatistics {
+        PoolStatistics(
+            windowSeconds: 60, budget: 20, capacity: 20,
+            lanes: [
+                self.lane("generation", arrivals: 1, holdMean: 3_000, holdP99: 15_000, waitP99: 0, p99InUse: 2, peak: 2, generationHolds: 3),
+                self.lane("retrieval", arrivals: 42, holdMean: 18, holdP99: 40, waitP99: 120, p99InUse: 11, peak: 14),
+            ],
+            wait: self.distribution(p50: 0, p99: 100, mean: 10), hold: self.distribution(p50: 18, p99: 40, mean: 18),
+            outcomes: .init(granted: 2_000), inUse: .init(now: 0, p50: 2, p99: 12, max: 15),
+            utilizationP50: 0.1, utilizationP99: 0.6, connections: .init(),
+            findings: [.init(kind: .generationHold, lane: "generation", callSite: "App/Chat.swift:42", function: "answer()", heldSeconds: 3, idleSeconds: 2.5)])
+    }
+
+    @Test("Little's law per lane, sized for the p99 in-use, with the arithmetic in words")
+    func littlesLaw() {
+        let advice = SizingAdvice(statistics: self.statistics)
+        let retrieval = advice.lanes.first { $0.lane == "retrieval" }!
+        #expect(abs(retrieval.averageInUse - 0.756) < 0.001)
+        #expect(retrieval.reserved == 12)
+        #expect(retrieval.limit == 18, "peak 14 plus a quarter")
+        #expect(retrieval.waitTimeoutMilliseconds == 160, "4 × hold p99")
+        #expect(retrieval.reasoning == "retrieval: 42.0 arrivals/s × 18.0 ms hold = 0.76 in use on average, p99 in-use 11, peak 14: reserve 12, limit 18, waitTimeout 160 ms")
+        #expect(advice.budget == 15, "reservations 12 + 3")
+    }
+
+    @Test("generation holds are the first thing to fix, then incidents")
+    func warningsInOrder() {
+        let advice = SizingAdvice(statistics: self.statistics)
+        #expect(advice.warnings.count == 2)
+        #expect(advice.warnings[0].contains("3 generation holds"))
+        #expect(advice.warnings[0].contains("App/Chat.swift:42"))
+        #expect(advice.warnings[0].contains("no pool size fixes them"))
+        #expect(advice.warnings[1].contains("INCIDENT: wait p99 120 ms"))
+        let report = self.statistics.report
+        #expect(report.contains("retrieval: wait p50/p99/p99.9 0.0/120/120 ms"))
+        #expect(report.contains("Advice:"))
+    }
+}
