@@ -50,4 +50,19 @@ struct CheckTests {
         let command = try LifeguardCommand.parseAsRoot(["version"])
         #expect(command is Version)
     }
+
+    @Test("inspect explains a file that is missing or not statistics")
+    func inspectErrors() throws {
+        for arguments in [["inspect", "/nonexistent/statistics.json"], ["inspect", "/etc/hostname"]] {
+            let command = try LifeguardCommand.parseAsRoot(arguments)
+            do {
+                var runnable = command
+                try runnable.run()
+                Issue.record("expected \(arguments) to fail")
+            } catch {
+                let message = LifeguardCommand.message(for: error)
+                #expect(message.contains("cannot read") || message.contains("not a Lifeguard statistics JSON"))
+            }
+        }
+    }
 }
