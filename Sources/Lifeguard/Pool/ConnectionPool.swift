@@ -1,3 +1,4 @@
+import CoreMetrics
 import Logging
 import ServiceLifecycle
 import Synchronization
@@ -116,22 +117,28 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Service, Sendable
     @usableFromInline let shared: Mutex<Shared>
     let work: AsyncStream<BackgroundWork>
     let workContinuation: AsyncStream<BackgroundWork>.Continuation
+    let metrics: MetricsExporter
 
     /// Creates a pool. It opens no connection until ``run()`` runs.
     ///
     /// - Parameters:
     ///   - configuration: Budget, lanes and connection health settings.
     ///   - factory: Opens, checks, resets and closes connections.
-    ///   - logger: Receives connection failures and the pool's lifecycle.
+    ///   - logger: Receives connection failures, watchdog findings and the pool's lifecycle.
+    ///   - metricsFactory: Where metrics go, about once a second while ``run()`` runs;
+    ///     default: swift-metrics' bootstrapped backend (`MetricsSystem.factory`).
     /// - Throws: ``LifeguardError`` with code ``LifeguardError/Code/invalidConfiguration``
     ///   listing every problem of the configuration.
-    public init(configuration: PoolConfiguration, factory: Factory, logger: Logger) throws(LifeguardError) {
+    public init(
+        configuration: PoolConfiguration, factory: Factory, logger: Logger, metricsFactory: (any MetricsFactory)? = nil
+    ) throws(LifeguardError) {
         try configuration.validate()
         self.configuration = configuration
         self.factory = factory
         self.logger = logger
         let machine = PoolStateMachine(configuration: configuration, seed: UInt64.random(in: .min ... .max), now: PoolInstant.now)
         self.lanes = machine.lanes.map(\.lane)
+        self.metrics = MetricsExporter(laneNames: self.lanes.map(\.name), factory: metricsFactory ?? MetricsSystem.factory)
         self.shared = Mutex(Shared(machine: machine))
         (self.work, self.workContinuation) = AsyncStream.makeStream(bufferingPolicy: .unbounded)
     }
@@ -373,6 +380,11 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Service, Sendable
             await withGracefulShutdownHandler {
                 await withDiscardingTaskGroup { group in
                     self.apply { shared, now in shared.machine.tick(now: now) }
+                    group.addTask {
+                        while (try? await Task.sleep(for: .seconds(1))) != nil {
+                            self.exportMetrics()
+                        }
+                    }
                     if let interval = self.watchdogInterval {
                         group.addTask {
                             while (try? await Task.sleep(for: interval)) != nil {
@@ -468,6 +480,15 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Service, Sendable
         case .finished:
             break
         }
+    }
+
+    // MARK: - Metrics
+
+    /// Publishes what changed since the last export through swift-metrics.
+    func exportMetrics() {
+        let now = PoolInstant.now
+        let (inputs, status) = self.shared.withLock { ($0.machine.statisticsInputs, $0.machine.status) }
+        self.metrics.export(inputs, status: status, laneOrder: self.lanes, now: now)
     }
 
     // MARK: - Watchdog
