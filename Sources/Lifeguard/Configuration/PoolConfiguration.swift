@@ -67,6 +67,11 @@ public struct PoolConfiguration: Sendable, Hashable {
     /// turns the report off. Needs a factory that tracks activity. Default: 1 s.
     public var idleInLeaseThreshold: Duration?
 
+    /// Whether the pool records waits, holds and in-use levels (``ConnectionPool/statistics()``,
+    /// metrics, sizing advice). Outcome counts are kept either way. Default: true; turning it
+    /// off is for measuring what recording costs.
+    public var recordsStatistics: Bool
+
     /// The length of a statistics window: ``ConnectionPool/statistics()`` covers the current
     /// window and the one before it. Default: 60 s.
     public var statisticsWindow: Duration
@@ -93,6 +98,7 @@ public struct PoolConfiguration: Sendable, Hashable {
         self.reconnectMaximumDelay = .seconds(2)
         self.shutdownGracePeriod = .seconds(10)
         self.statisticsWindow = .seconds(60)
+        self.recordsStatistics = true
         self.longHoldThreshold = .seconds(5)
         self.idleInLeaseThreshold = .seconds(1)
     }

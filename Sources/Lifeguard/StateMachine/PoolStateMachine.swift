@@ -314,7 +314,8 @@ struct PoolStateMachine {
 
     /// Moves an idle connection to a lease of `lane`, and records the grant and its wait.
     mutating func hand(slot: Int, to lane: Int, now: Instant, waitingSince: Instant?, callSite: CallSite?) -> Grant {
-        self.accountLevels(now: now)
+        let records = self.configuration.recordsStatistics
+        if records { self.accountLevels(now: now) }
         self.slots[slot].state = .leased(lane: lane)
         self.slots[slot].leasedAt = now
         self.slots[slot].callSite = callSite
@@ -324,12 +325,14 @@ struct PoolStateMachine {
         }
         self.lanes[lane].leased += 1
         self.leasedCount += 1
-        self.statistics.noteLevels(total: self.leasedCount, lane: lane, laneLevel: self.lanes[lane].leased)
         self.statistics.current.lanes[lane].outcomes.granted += 1
-        if let waitingSince {
-            StatisticsRecorder.record(nanoseconds: waitingSince.nanoseconds(to: now), in: &self.statistics.current.lanes[lane].waits)
-        } else {
-            self.statistics.current.lanes[lane].waits.record(0)
+        if records {
+            self.statistics.noteLevels(total: self.leasedCount, lane: lane, laneLevel: self.lanes[lane].leased)
+            if let waitingSince {
+                StatisticsRecorder.record(nanoseconds: waitingSince.nanoseconds(to: now), in: &self.statistics.current.lanes[lane].waits)
+            } else {
+                self.statistics.current.lanes[lane].waits.record(0)
+            }
         }
         var needsValidation = false
         if let lastActive = self.slots[slot].lastActive {
@@ -340,8 +343,8 @@ struct PoolStateMachine {
 
     /// Ends a lease in the accounting, and records how long it held its connection.
     mutating func unlease(slot: Int, lane: Int, now: Instant) {
-        self.accountLevels(now: now)
-        if let leasedAt = self.slots[slot].leasedAt {
+        if self.configuration.recordsStatistics, let leasedAt = self.slots[slot].leasedAt {
+            self.accountLevels(now: now)
             StatisticsRecorder.record(nanoseconds: leasedAt.nanoseconds(to: now), in: &self.statistics.current.lanes[lane].holds)
         }
         self.lanes[lane].leased -= 1

@@ -1,0 +1,30 @@
+// swift-tools-version: 6.1
+// Benchmarks: programs that print figures, in a package of their own so that the project's
+// tests do not build them. Run from the repository's root:
+//   swift run -c release --package-path Benchmarks lease-benchmark
+import PackageDescription
+
+let package = Package(
+    name: "lifeguard-benchmarks",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "lease-benchmark", targets: ["LeaseBenchmark"]),
+    ],
+    dependencies: [
+        .package(name: "lifeguard", path: ".."),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
+    ],
+    targets: [
+        .executableTarget(
+            name: "LeaseBenchmark",
+            dependencies: [
+                .product(name: "Lifeguard", package: "lifeguard"),
+                .product(name: "LifeguardTestUtils", package: "lifeguard"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
+            ]
+        ),
+    ],
+    swiftLanguageModes: [.v6]
+)
