@@ -32,3 +32,58 @@ struct MetricsExporterTests {
         await runner.value
     }
 }
+
+@Suite("Incidents")
+struct IncidentTests {
+    @Test("a wait p99 above 50 ms is an incident, reported once per window with the lane's longest holders")
+    func slowWaits() async throws {
+        var configuration = PoolConfiguration.testing(budget: 1, lanes: [.write: .init(waitTimeout: .seconds(5))])
+        configuration.minimumIdle = 1
+        try await withRunningPool(configuration) { pool, _ in
+            for _ in 0..<500 where pool.status().idle == 0 { try await Task.sleep(for: .milliseconds(2)) }
+            let holder = Task {
+                try await pool.withConnection(lane: .write) { _ in try await Task.sleep(for: .milliseconds(150)) }
+            }
+            for _ in 0..<500 where pool.status().leased == 0 { try await Task.sleep(for: .milliseconds(1)) }
+            pool.watch()
+            let waiter = Task { try await pool.withConnection(lane: .write) { _ in } }
+            try await Task.sleep(for: .milliseconds(60))
+            pool.watch()
+            try await holder.value
+            try await waiter.value
+            pool.exportMetrics()
+            pool.exportMetrics()
+            let incidents = pool.statistics().incidents.filter { $0.kind == .slowWaits }
+            #expect(incidents.count == 1)
+            #expect(incidents.first?.lane == "write")
+            #expect((incidents.first?.waitP99Milliseconds ?? 0) > 50)
+            #expect(incidents.first?.topCallSites.first?.hasPrefix("LifeguardTests/MetricsExporterTests.swift:") == true)
+        }
+    }
+
+    @Test("cancellations rising while capacity falls raise the leak signal")
+    func leakSignal() async throws {
+        let factory = InMemoryConnectionFactory()
+        factory.update { $0.resetLatency = .seconds(1) }
+        var configuration = PoolConfiguration.testing(budget: 2, lanes: [.write: .init()])
+        configuration.minimumIdle = 1
+        try await withRunningPool(configuration, factory: factory) { pool, _ in
+            for _ in 0..<500 where pool.status().idle == 0 { try await Task.sleep(for: .milliseconds(2)) }
+            pool.exportMetrics()
+            let cancelled = Task {
+                try await pool.withConnection(lane: .write) { connection in
+                    connection.setInTransaction(true)
+                    try await Task.sleep(for: .seconds(10))
+                }
+            }
+            for _ in 0..<500 where pool.status().leased == 0 { try await Task.sleep(for: .milliseconds(1)) }
+            cancelled.cancel()
+            _ = await cancelled.result
+            // The connection is now being reset (slowly): capacity fell while a cancellation came.
+            pool.exportMetrics()
+            let signals = pool.statistics().incidents.filter { $0.kind == .leakSignal }
+            #expect(signals.count == 1)
+            #expect(signals.first?.capacity == 1)
+        }
+    }
+}

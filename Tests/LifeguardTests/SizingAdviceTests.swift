@@ -25,7 +25,8 @@ struct SizingAdviceTests {
             wait: self.distribution(p50: 0, p99: 100, mean: 10), hold: self.distribution(p50: 18, p99: 40, mean: 18),
             outcomes: .init(granted: 2_000), inUse: .init(now: 0, p50: 2, p99: 12, max: 15),
             utilizationP50: 0.1, utilizationP99: 0.6, connections: .init(),
-            findings: [.init(kind: .generationHold, lane: "generation", callSite: "App/Chat.swift:42", function: "answer()", heldSeconds: 3, idleSeconds: 2.5)])
+            findings: [.init(kind: .generationHold, lane: "generation", callSite: "App/Chat.swift:42", function: "answer()", heldSeconds: 3, idleSeconds: 2.5)],
+            incidents: [])
     }
 
     @Test("Little's law per lane, sized for the p99 in-use, with the arithmetic in words")

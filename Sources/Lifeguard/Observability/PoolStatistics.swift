@@ -115,6 +115,8 @@ public struct PoolStatistics: Sendable, Hashable, Codable {
     public var connections: ConnectionCounts
     /// The watchdog's most recent findings (at most 32), oldest first, with their call sites.
     public var findings: [WatchdogFinding]
+    /// The most recent incidents (at most 32), oldest first: slow waits and leak signals.
+    public var incidents: [Incident]
 
     /// One lane's statistics, if the lane is configured.
     public subscript(lane: Lane) -> LaneStatistics? {

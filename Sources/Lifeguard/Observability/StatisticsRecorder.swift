@@ -52,6 +52,15 @@ struct StatisticsRecorder {
     /// The most recent watchdog findings, newest last, at most ``findingsKept``.
     var findings: [WatchdogFinding] = []
     static let findingsKept = 32
+    /// The most recent incidents, newest last, at most ``findingsKept``.
+    var incidents: [Incident] = []
+
+    mutating func record(_ incident: Incident) {
+        self.incidents.append(incident)
+        if self.incidents.count > Self.findingsKept {
+            self.incidents.removeFirst(self.incidents.count - Self.findingsKept)
+        }
+    }
     /// When the in-use levels last changed (or were last accounted for).
     var levelsSince: Instant
 
@@ -194,7 +203,8 @@ struct StatisticsRecorder {
             utilizationP50: Double(Self.level(atFraction: 0.5, of: levels)) / Double(self.budget),
             utilizationP99: Double(Self.level(atFraction: 0.99, of: levels)) / Double(self.budget),
             connections: connections,
-            findings: self.findings)
+            findings: self.findings,
+            incidents: self.incidents)
     }
 
     static func distribution(_ histogram: Histogram<UInt64>) -> PoolStatistics.Distribution {

@@ -109,3 +109,102 @@ extension PoolStateMachine {
         return finding
     }
 }
+
+/// A condition of the whole pool that needs a human: slow waits, or the leak signal.
+public struct Incident: Sendable, Hashable, Codable, CustomStringConvertible {
+    /// What kind of incident.
+    public enum Kind: String, Sendable, Hashable, Codable {
+        /// A lane's pool wait p99 in the current window is above 50 ms.
+        case slowWaits
+        /// Cancellations rose while the pool's capacity (usable connections) fell: connections
+        /// are being lost around cancellations.
+        case leakSignal
+    }
+
+    /// What kind of incident.
+    public var kind: Kind
+    /// The lane, for slow waits.
+    public var lane: String?
+    /// The lane's wait p99 in the window, in milliseconds, for slow waits.
+    public var waitP99Milliseconds: Double?
+    /// The lane's call sites that held connections longest in the window, with seconds held
+    /// (sampled by the watchdog), most first.
+    public var topCallSites: [String]
+    /// Usable connections, for the leak signal.
+    public var capacity: Int?
+    /// Cancellations since the previous check, for the leak signal.
+    public var cancellations: UInt64?
+
+    public var description: String {
+        switch self.kind {
+        case .slowWaits:
+            let sites = self.topCallSites.isEmpty ? "" : "; longest holders: \(self.topCallSites.joined(separator: ", "))"
+            return "INCIDENT: lane '\(self.lane ?? "-")' pool wait p99 \(SizingAdvice.format(self.waitP99Milliseconds ?? 0)) ms is above 50 ms\(sites)"
+        case .leakSignal:
+            return "LEAK SIGNAL: \(self.cancellations ?? 0) cancellations while capacity fell to \(self.capacity ?? 0) usable connections"
+        }
+    }
+}
+
+/// What the watchdog and the metrics export keep between runs, off the lease path.
+struct IncidentTracker {
+    /// Seconds held per lane and call site in the current statistics window, sampled.
+    var heldByCallSite: [Int: [String: Double]] = [:]
+    var windowStart: PoolInstant?
+    var lastSample: PoolInstant?
+    /// The window in which each lane's slow waits were last reported.
+    var reportedWindow: [Int: PoolInstant] = [:]
+    var lastCancellations: UInt64?
+    var lastCapacity: Int?
+
+    /// Adds the time since the last sample to each running lease's call site.
+    mutating func sample(_ running: [PoolStateMachine.RunningLease], windowStart: PoolInstant, now: PoolInstant) {
+        if self.windowStart != windowStart {
+            self.heldByCallSite = [:]
+            self.windowStart = windowStart
+        }
+        let since = self.lastSample
+        self.lastSample = now
+        guard let since else { return }
+        for lease in running {
+            let from = max(since, lease.leasedAt)
+            let seconds = Double(max(0, from.nanoseconds(to: now))) / 1e9
+            let site = lease.callSite.map { "\($0.fileID):\($0.line)" } ?? "unknown"
+            self.heldByCallSite[lease.lane, default: [:]][site, default: 0] += seconds
+        }
+    }
+
+    /// The lane's three call sites that held longest, as `site (seconds s)`.
+    func topCallSites(lane: Int) -> [String] {
+        (self.heldByCallSite[lane] ?? [:]).sorted { $0.value > $1.value }.prefix(3)
+            .map { "\($0.key) (\(SizingAdvice.format($0.value)) s)" }
+    }
+
+    /// Slow-wait incidents (once per lane and window) and the leak signal, from a snapshot.
+    mutating func check(_ inputs: PoolStateMachine.StatisticsInputs) -> [Incident] {
+        var incidents: [Incident] = []
+        let window = inputs.recorder.current
+        for lane in window.lanes.indices {
+            let waits = window.lanes[lane].waits
+            guard waits.totalCount > 0, self.reportedWindow[lane] != window.start else { continue }
+            let p99 = Double(waits.valueAtPercentile(99)) / 1_000
+            if p99 > SizingAdvice.incidentWaitMilliseconds {
+                self.reportedWindow[lane] = window.start
+                incidents.append(Incident(
+                    kind: .slowWaits, lane: inputs.laneNames[lane], waitP99Milliseconds: p99,
+                    topCallSites: self.topCallSites(lane: lane)))
+            }
+        }
+        let cancellations = window.lanes.reduce(0) { $0 + $1.outcomes.cancelled + $1.cancelledLeases }
+        if let lastCancellations = self.lastCancellations, let lastCapacity = self.lastCapacity,
+            cancellations > lastCancellations, inputs.capacity < lastCapacity
+        {
+            incidents.append(Incident(
+                kind: .leakSignal, lane: nil, waitP99Milliseconds: nil, topCallSites: [],
+                capacity: inputs.capacity, cancellations: cancellations - lastCancellations))
+        }
+        self.lastCancellations = cancellations
+        self.lastCapacity = inputs.capacity
+        return incidents
+    }
+}

@@ -118,6 +118,7 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Service, Sendable
     let work: AsyncStream<BackgroundWork>
     let workContinuation: AsyncStream<BackgroundWork>.Continuation
     let metrics: MetricsExporter
+    let incidents = Mutex(IncidentTracker())
 
     /// Creates a pool. It opens no connection until ``run()`` runs.
     ///
@@ -489,6 +490,14 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Service, Sendable
         let now = PoolInstant.now
         let (inputs, status) = self.shared.withLock { ($0.machine.statisticsInputs, $0.machine.status) }
         self.metrics.export(inputs, status: status, laneOrder: self.lanes, now: now)
+        let found = self.incidents.withLock { $0.check(inputs) }
+        guard !found.isEmpty else { return }
+        self.shared.withLock { shared in
+            for incident in found { shared.machine.statistics.record(incident) }
+        }
+        for incident in found {
+            self.logger.error("Lifeguard: \(incident)")
+        }
     }
 
     // MARK: - Watchdog
@@ -504,9 +513,10 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Service, Sendable
     /// Reports, once per lease, leases held too long and leases idle too long (generation holds).
     func watch() {
         let now = PoolInstant.now
-        let running = self.shared.withLock { shared in
-            shared.machine.runningLeases.map { lease in (lease, shared.connections[lease.slot]) }
+        let (running, windowStart) = self.shared.withLock { shared in
+            (shared.machine.runningLeases.map { lease in (lease, shared.connections[lease.slot]) }, shared.machine.statistics.current.start)
         }
+        self.incidents.withLock { $0.sample(running.map(\.0), windowStart: windowStart, now: now) }
         let longHold = self.configuration.longHoldThreshold?.wholeNanoseconds ?? .max
         let idleInLease = self.configuration.idleInLeaseThreshold?.wholeNanoseconds ?? .max
         for (lease, connection) in running {
