@@ -82,6 +82,9 @@ final class MetricsExporter: Sendable {
                 let now = window.lanes[lane]
                 let then = before?.lanes[lane]
                 Self.replay(now.waits, since: then?.waits, into: metrics.wait)
+                for _ in 0..<(now.immediateGrants - min(now.immediateGrants, then?.immediateGrants ?? 0)) {
+                    metrics.wait.recordNanoseconds(0)
+                }
                 Self.replay(now.holds, since: then?.holds, into: metrics.hold)
                 Self.increment(metrics.granted, now.outcomes.granted, then?.outcomes.granted)
                 Self.increment(metrics.timeout, now.outcomes.timeout, then?.outcomes.timeout)

@@ -17,7 +17,11 @@ struct StatisticsRecorder {
     }
 
     struct LaneWindow {
+        /// Waits of requests that had to queue; those granted at once are ``immediateGrants``.
         var waits = StatisticsRecorder.makeHistogram()
+        /// Requests granted at once (a wait of zero), kept apart from `waits` because counting
+        /// is cheaper than recording on the lease path.
+        var immediateGrants: UInt64 = 0
         var holds = StatisticsRecorder.makeHistogram()
         var outcomes = PoolStatistics.Outcomes()
         var arrivals: UInt64 = 0
@@ -26,7 +30,13 @@ struct StatisticsRecorder {
         var generationHolds: UInt64 = 0
         /// Nanoseconds spent with each number of this lane's connections leased.
         var nanosecondsAtLevel: [UInt64]
-        var maxInUse = 0
+
+        /// Every wait, the immediate grants (zero) included.
+        var allWaits: Histogram<UInt64> {
+            var all = self.waits
+            if self.immediateGrants > 0 { all.record(0, count: self.immediateGrants) }
+            return all
+        }
     }
 
     struct Window {
@@ -34,7 +44,6 @@ struct StatisticsRecorder {
         var lanes: [LaneWindow]
         /// Nanoseconds spent with each number of connections leased, over all lanes.
         var nanosecondsAtLevel: [UInt64]
-        var maxInUse = 0
         var connections = PoolStatistics.ConnectionCounts()
 
         init(start: Instant, laneLimits: [Int], budget: Int) {
@@ -97,11 +106,6 @@ struct StatisticsRecorder {
         }
     }
 
-    mutating func noteLevels(total: Int, lane: Int, laneLevel: Int) {
-        self.current.maxInUse = max(self.current.maxInUse, total)
-        self.current.lanes[lane].maxInUse = max(self.current.lanes[lane].maxInUse, laneLevel)
-    }
-
     mutating func record(_ finding: WatchdogFinding, lane: Int) {
         switch finding.kind {
         case .longHold: self.current.lanes[lane].longHolds += 1
@@ -155,10 +159,9 @@ struct StatisticsRecorder {
             var longHolds: UInt64 = 0
             var generationHolds: UInt64 = 0
             var levels = Array(repeating: UInt64(0), count: self.laneLimits[lane] + 1)
-            var maxInUse = 0
             for window in windows {
                 let laneWindow = window.lanes[lane]
-                waits.add(laneWindow.waits)
+                waits.add(laneWindow.allWaits)
                 holds.add(laneWindow.holds)
                 outcomes.add(laneWindow.outcomes)
                 arrivals += laneWindow.arrivals
@@ -166,7 +169,6 @@ struct StatisticsRecorder {
                 longHolds += laneWindow.longHolds
                 generationHolds += laneWindow.generationHolds
                 for level in levels.indices { levels[level] &+= laneWindow.nanosecondsAtLevel[level] }
-                maxInUse = max(maxInUse, laneWindow.maxInUse)
             }
             allWaits.add(waits)
             allHolds.add(holds)
@@ -177,20 +179,18 @@ struct StatisticsRecorder {
                 hold: Self.distribution(holds),
                 outcomes: outcomes,
                 arrivalsPerSecond: Double(arrivals) / seconds,
-                inUse: Self.occupancy(levels, now: lanes[lane], max: maxInUse),
+                inUse: Self.occupancy(levels, now: lanes[lane]),
                 cancelledLeases: cancelledLeases,
                 longHolds: longHolds,
                 generationHolds: generationHolds))
         }
         var levels = Array(repeating: UInt64(0), count: self.budget + 1)
         var connections = PoolStatistics.ConnectionCounts()
-        var maxInUse = 0
         for window in windows {
             for level in levels.indices { levels[level] &+= window.nanosecondsAtLevel[level] }
             connections.add(window.connections)
-            maxInUse = max(maxInUse, window.maxInUse)
         }
-        let inUse = Self.occupancy(levels, now: total, max: maxInUse)
+        let inUse = Self.occupancy(levels, now: total)
         return PoolStatistics(
             windowSeconds: seconds,
             budget: self.budget,
@@ -221,8 +221,11 @@ struct StatisticsRecorder {
             mean: histogram.mean / 1_000)
     }
 
-    static func occupancy(_ levels: [UInt64], now: Int, max: Int) -> PoolStatistics.Occupancy {
-        .init(now: now, p50: Self.level(atFraction: 0.5, of: levels), p99: Self.level(atFraction: 0.99, of: levels), max: Swift.max(max, now))
+    /// The time-weighted distribution of a level; its maximum is the highest level at which
+    /// any time was spent.
+    static func occupancy(_ levels: [UInt64], now: Int) -> PoolStatistics.Occupancy {
+        let highest = levels.lastIndex { $0 > 0 } ?? 0
+        return .init(now: now, p50: Self.level(atFraction: 0.5, of: levels), p99: Self.level(atFraction: 0.99, of: levels), max: Swift.max(highest, now))
     }
 
     /// The smallest level at or below which `fraction` of the time was spent.

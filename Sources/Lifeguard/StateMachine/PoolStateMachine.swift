@@ -327,11 +327,11 @@ struct PoolStateMachine {
         self.leasedCount += 1
         self.statistics.current.lanes[lane].outcomes.granted += 1
         if records {
-            self.statistics.noteLevels(total: self.leasedCount, lane: lane, laneLevel: self.lanes[lane].leased)
             if let waitingSince {
                 StatisticsRecorder.record(nanoseconds: waitingSince.nanoseconds(to: now), in: &self.statistics.current.lanes[lane].waits)
             } else {
-                self.statistics.current.lanes[lane].waits.record(0)
+                // Folded into the wait histogram at snapshot time: a counter is cheaper than a record.
+                self.statistics.current.lanes[lane].immediateGrants &+= 1
             }
         }
         var needsValidation = false
