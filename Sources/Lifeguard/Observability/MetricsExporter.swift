@@ -81,11 +81,10 @@ final class MetricsExporter: Sendable {
                 let metrics = self.lanes[lane]
                 let now = window.lanes[lane]
                 let then = before?.lanes[lane]
-                Self.replay(now.waits, since: then?.waits, into: metrics.wait)
-                for _ in 0..<(now.immediateGrants - min(now.immediateGrants, then?.immediateGrants ?? 0)) {
-                    metrics.wait.recordNanoseconds(0)
-                }
-                Self.replay(now.holds, since: then?.holds, into: metrics.hold)
+                let waits = recorder.layout.waitBuckets(ofLane: lane)
+                let holds = recorder.layout.holdBuckets(ofLane: lane)
+                Self.replay(window.counters[waits], since: before?.counters[waits], into: metrics.wait)
+                Self.replay(window.counters[holds], since: before?.counters[holds], into: metrics.hold)
                 Self.increment(metrics.granted, now.outcomes.granted, then?.outcomes.granted)
                 Self.increment(metrics.timeout, now.outcomes.timeout, then?.outcomes.timeout)
                 Self.increment(metrics.shed, now.outcomes.shed, then?.outcomes.shed)
@@ -117,13 +116,12 @@ final class MetricsExporter: Sendable {
         }
     }
 
-    /// Records into `timer` the values `histogram` gained since `before`, bucket by bucket.
-    static func replay(_ histogram: Histogram<UInt64>, since before: Histogram<UInt64>?, into timer: Timer) {
-        guard histogram.totalCount > (before?.totalCount ?? 0) else { return }
-        for bucket in histogram.recordedValues() {
-            let added = bucket.count - min(bucket.count, before?.countForValue(bucket.value) ?? 0)
-            let nanoseconds = Int64(clamping: bucket.value) &* 1_000
-            for _ in 0..<added {
+    /// Records into `timer` the values counted in `counts` (``LatencyBuckets``) since `before`,
+    /// each at its bucket's lowest value.
+    static func replay(_ counts: ArraySlice<UInt64>, since before: ArraySlice<UInt64>?, into timer: Timer) {
+        for (bucket, (count, then)) in zip(0..., zip(counts, before ?? ArraySlice(repeating: 0, count: counts.count))) where count > then {
+            let nanoseconds = Int64(clamping: LatencyBuckets.lowestMicroseconds(at: bucket)) &* 1_000
+            for _ in 0..<(count - then) {
                 timer.recordNanoseconds(nanoseconds)
             }
         }

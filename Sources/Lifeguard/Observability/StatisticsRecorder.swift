@@ -3,59 +3,119 @@ import Histogram
 /// Records what the state machine decides, under the pool's own lock: no lock or allocation of
 /// its own on the lease path.
 ///
-/// Waits and holds go into HdrHistograms (microseconds, two significant digits, up to an hour:
-/// about 25 KB each). In-use counts are time-weighted exactly: the time spent at each level is
-/// added up in an array indexed by level. Statistics cover two rotating windows: the current
-/// one and the one before, so a snapshot always spans between one and two window lengths.
+/// What a lease changes is kept in one flat array of counters per window (see ``Layout``), so
+/// that a lease's start or end writes five entries behind one uniqueness check:
+/// - Waits and holds are counted in ``LatencyBuckets`` (microseconds, the buckets of an
+///   HdrHistogram with two significant digits, up to an hour: 26 KB per histogram), and become
+///   HdrHistograms when a snapshot is taken.
+/// - In-use counts are time-weighted exactly, for the pool and for each lane, as stamps per
+///   level: entering a level at `t` subtracts `t` from its entry, leaving it at `t` adds `t`.
+///   The time spent at a level is then its entry, plus `now` for the level it is at now
+///   (wrapping arithmetic), and a change of level costs two writes and no clock arithmetic.
+///
+/// Statistics cover two rotating windows: the current one and the one before, so a snapshot
+/// always spans between one and two window lengths.
 struct StatisticsRecorder {
     typealias Instant = PoolInstant
-
-    static let highestTrackableMicroseconds: UInt64 = 3_600_000_000
 
     enum CloseReason {
         case idle, expired, broken, resetFailed, shutdown
     }
 
+    /// Where each statistic lives in ``Window/counters``: the pool's level stamps
+    /// (`0...budget`), each lane's level stamps (`0...limit`), then each lane's wait buckets
+    /// (immediate grants count as zero) and hold buckets.
+    struct Layout {
+        let budget: Int
+        let laneLimits: [Int]
+        let laneLevelStarts: [Int]
+        let latencyStart: Int
+        let count: Int
+
+        init(budget: Int, laneLimits: [Int]) {
+            self.budget = budget
+            self.laneLimits = laneLimits
+            var starts: [Int] = []
+            var next = budget + 1
+            for limit in laneLimits {
+                starts.append(next)
+                next += limit + 1
+            }
+            self.laneLevelStarts = starts
+            self.latencyStart = next
+            self.count = next + 2 * laneLimits.count * LatencyBuckets.count
+        }
+
+        var poolLevels: Range<Int> { 0..<(self.budget + 1) }
+
+        func levels(ofLane lane: Int) -> Range<Int> {
+            self.laneLevelStarts[lane]..<(self.laneLevelStarts[lane] + self.laneLimits[lane] + 1)
+        }
+
+        @inline(__always)
+        func waitBucketsStart(ofLane lane: Int) -> Int {
+            self.latencyStart &+ 2 &* lane &* LatencyBuckets.count
+        }
+
+        @inline(__always)
+        func holdBucketsStart(ofLane lane: Int) -> Int {
+            self.waitBucketsStart(ofLane: lane) &+ LatencyBuckets.count
+        }
+
+        func waitBuckets(ofLane lane: Int) -> Range<Int> {
+            let start = self.waitBucketsStart(ofLane: lane)
+            return start..<(start + LatencyBuckets.count)
+        }
+
+        func holdBuckets(ofLane lane: Int) -> Range<Int> {
+            let start = self.holdBucketsStart(ofLane: lane)
+            return start..<(start + LatencyBuckets.count)
+        }
+    }
+
     struct LaneWindow {
-        /// Waits of requests that had to queue; those granted at once are ``immediateGrants``.
-        var waits = StatisticsRecorder.makeHistogram()
-        /// Requests granted at once (a wait of zero), kept apart from `waits` because counting
-        /// is cheaper than recording on the lease path.
-        var immediateGrants: UInt64 = 0
-        var holds = StatisticsRecorder.makeHistogram()
         var outcomes = PoolStatistics.Outcomes()
         var arrivals: UInt64 = 0
         var cancelledLeases: UInt64 = 0
         var longHolds: UInt64 = 0
         var generationHolds: UInt64 = 0
-        /// Nanoseconds spent with each number of this lane's connections leased.
-        var nanosecondsAtLevel: [UInt64]
-
-        /// Every wait, the immediate grants (zero) included.
-        var allWaits: Histogram<UInt64> {
-            var all = self.waits
-            if self.immediateGrants > 0 { all.record(0, count: self.immediateGrants) }
-            return all
-        }
     }
 
     struct Window {
         var start: Instant
         var lanes: [LaneWindow]
-        /// Nanoseconds spent with each number of connections leased, over all lanes.
-        var nanosecondsAtLevel: [UInt64]
+        /// Level stamps and latency buckets, as ``Layout`` places them.
+        var counters: [UInt64]
         var connections = PoolStatistics.ConnectionCounts()
 
-        init(start: Instant, laneLimits: [Int], budget: Int) {
+        /// A window starting at `start` with the pool at in-use level `total` and each lane at
+        /// `lanes[i]`.
+        init(start: Instant, layout: Layout, total: Int, lanes: [Int]) {
             self.start = start
-            self.lanes = laneLimits.map { LaneWindow(nanosecondsAtLevel: Array(repeating: 0, count: $0 + 1)) }
-            self.nanosecondsAtLevel = Array(repeating: 0, count: budget + 1)
+            self.lanes = Array(repeating: LaneWindow(), count: lanes.count)
+            self.counters = Array(repeating: 0, count: layout.count)
+            self.counters[total] = 0 &- start.stamp
+            for lane in lanes.indices {
+                self.counters[layout.laneLevelStarts[lane] + lanes[lane]] = 0 &- start.stamp
+            }
+        }
+
+        /// The waits of a lane in this window, immediate grants included.
+        func waits(ofLane lane: Int, layout: Layout) -> Histogram<UInt64> {
+            LatencyBuckets.histogram(self.counters[layout.waitBuckets(ofLane: lane)])
+        }
+
+        /// Nanoseconds spent at each of the levels `levels` (a range of ``counters``), `current`
+        /// being the level at `now`; `now` is `nil` for a window that has ended.
+        func nanosecondsAtLevel(_ levels: Range<Int>, current: Int, now: Instant?) -> [UInt64] {
+            var times = Array(self.counters[levels])
+            if let now { times[current] &+= now.stamp }
+            return times
         }
     }
 
     let windowLength: Duration
-    let laneLimits: [Int]
-    let budget: Int
+    let layout: Layout
     var current: Window
     var previous: Window?
     /// The most recent watchdog findings, newest last, at most ``findingsKept``.
@@ -70,19 +130,11 @@ struct StatisticsRecorder {
             self.incidents.removeFirst(self.incidents.count - Self.findingsKept)
         }
     }
-    /// When the in-use levels last changed (or were last accounted for).
-    var levelsSince: Instant
 
     init(laneLimits: [Int], budget: Int, windowLength: Duration, now: Instant) {
         self.windowLength = windowLength
-        self.laneLimits = laneLimits
-        self.budget = budget
-        self.current = Window(start: now, laneLimits: laneLimits, budget: budget)
-        self.levelsSince = now
-    }
-
-    static func makeHistogram() -> Histogram<UInt64> {
-        Histogram(highestTrackableValue: Self.highestTrackableMicroseconds, numberOfSignificantValueDigits: .two)
+        self.layout = Layout(budget: budget, laneLimits: laneLimits)
+        self.current = Window(start: now, layout: self.layout, total: 0, lanes: Array(repeating: 0, count: laneLimits.count))
     }
 
     static func nanoseconds(_ duration: Duration) -> UInt64 {
@@ -91,18 +143,41 @@ struct StatisticsRecorder {
         return UInt64(seconds) &* 1_000_000_000 &+ UInt64(attoseconds / 1_000_000_000)
     }
 
-    static func record(nanoseconds: Int64, in histogram: inout Histogram<UInt64>) {
-        histogram.record(min(UInt64(max(0, nanoseconds)) / 1_000, Self.highestTrackableMicroseconds))
+    /// A lease of `lane` began at `now`, the lane being at in-use level `laneLevel` and the pool
+    /// at `total` before it; it waited since `waitingSince`, or not at all when `nil`.
+    @inline(__always)
+    mutating func leaseBegan(lane: Int, laneLevel: Int, total: Int, waitingSince: Instant?, now: Instant) {
+        let waited = waitingSince.map { $0.nanoseconds(to: now) } ?? 0
+        self.record(
+            lane: lane, laneLevel: laneLevel, total: total, step: 1,
+            bucket: self.layout.waitBucketsStart(ofLane: lane) &+ LatencyBuckets.index(ofNanoseconds: waited), now: now)
     }
 
-    /// Adds the time since the last change to the current levels; call before a level changes.
-    mutating func accountLevels(total: Int, lanes: [Int], now: Instant) {
-        let elapsed = UInt64(max(0, self.levelsSince.nanoseconds(to: now)))
-        self.levelsSince = now
-        guard elapsed > 0 else { return }
-        self.current.nanosecondsAtLevel[total] &+= elapsed
-        for lane in lanes.indices {
-            self.current.lanes[lane].nanosecondsAtLevel[lanes[lane]] &+= elapsed
+    /// A lease of `lane` that began at `leasedAt` ended at `now`, the lane being at in-use level
+    /// `laneLevel` and the pool at `total` before it ended.
+    @inline(__always)
+    mutating func leaseEnded(lane: Int, laneLevel: Int, total: Int, leasedAt: Instant, now: Instant) {
+        let held = leasedAt.nanoseconds(to: now)
+        self.record(
+            lane: lane, laneLevel: laneLevel, total: total, step: -1,
+            bucket: self.layout.holdBucketsStart(ofLane: lane) &+ LatencyBuckets.index(ofNanoseconds: held), now: now)
+    }
+
+    /// Stamps a change by `step` of the pool's and one lane's in-use levels at `now`, and counts
+    /// one wait or hold in `bucket`.
+    ///
+    /// Levels stay within `0...limit` and buckets within their histogram by construction, so the
+    /// writes go through one uniqueness check and no bounds checks (debug builds keep them).
+    @inline(__always)
+    mutating func record(lane: Int, laneLevel: Int, total: Int, step: Int, bucket: Int, now: Instant) {
+        let stamp = now.stamp
+        let laneLevels = self.layout.laneLevelStarts[lane] &+ laneLevel
+        self.current.counters.withUnsafeMutableBufferPointer { counters in
+            counters[total] &+= stamp
+            counters[total &+ step] &-= stamp
+            counters[laneLevels] &+= stamp
+            counters[laneLevels &+ step] &-= stamp
+            counters[bucket] &+= 1
         }
     }
 
@@ -132,43 +207,54 @@ struct StatisticsRecorder {
         self.current.start.duration(to: now) >= self.windowLength
     }
 
-    /// Starts a new window; the levels must be accounted up to `now` first.
-    mutating func rotate(now: Instant) {
+    /// Ends the current window at `now` and starts a new one, the pool being at in-use level
+    /// `total` and each lane at `lanes[i]`.
+    mutating func rotate(total: Int, lanes: [Int], now: Instant) {
+        self.current.counters[total] &+= now.stamp
+        for lane in lanes.indices {
+            self.current.counters[self.layout.laneLevelStarts[lane] + lanes[lane]] &+= now.stamp
+        }
         self.previous = self.current
-        self.current = Window(start: now, laneLimits: self.laneLimits, budget: self.budget)
+        self.current = Window(start: now, layout: self.layout, total: total, lanes: lanes)
     }
 
     /// The statistics of both windows, with the levels accounted up to `now`.
     func snapshot(laneNames: [String], total: Int, lanes: [Int], capacity: Int, now: Instant) -> PoolStatistics {
-        var recorder = self
-        recorder.accountLevels(total: total, lanes: lanes, now: now)
-        let windows = [recorder.previous, recorder.current].compactMap { $0 }
+        // The previous window's stamps were closed when it rotated; the current one's are
+        // closed at `now`.
+        let windows = [self.previous, self.current].compactMap { $0 }
+        func nanosecondsAtLevel(_ levels: Range<Int>, current: Int) -> [UInt64] {
+            var times = Array(repeating: UInt64(0), count: levels.count)
+            for (index, window) in windows.enumerated() {
+                let closed = window.nanosecondsAtLevel(levels, current: current, now: index == windows.count - 1 ? now : nil)
+                for level in times.indices { times[level] &+= closed[level] }
+            }
+            return times
+        }
         let start = windows[0].start
         let seconds = max(Double(Self.nanoseconds(start.duration(to: now))) / 1e9, 1e-9)
 
-        var allWaits = Self.makeHistogram()
-        var allHolds = Self.makeHistogram()
+        var allWaits = LatencyBuckets.makeHistogram()
+        var allHolds = LatencyBuckets.makeHistogram()
         var allOutcomes = PoolStatistics.Outcomes()
         var laneStatistics: [PoolStatistics.LaneStatistics] = []
         for lane in laneNames.indices {
-            var waits = Self.makeHistogram()
-            var holds = Self.makeHistogram()
+            var waits = LatencyBuckets.makeHistogram()
+            var holds = LatencyBuckets.makeHistogram()
             var outcomes = PoolStatistics.Outcomes()
             var arrivals: UInt64 = 0
             var cancelledLeases: UInt64 = 0
             var longHolds: UInt64 = 0
             var generationHolds: UInt64 = 0
-            var levels = Array(repeating: UInt64(0), count: self.laneLimits[lane] + 1)
             for window in windows {
                 let laneWindow = window.lanes[lane]
-                waits.add(laneWindow.allWaits)
-                holds.add(laneWindow.holds)
+                LatencyBuckets.add(window.counters[self.layout.waitBuckets(ofLane: lane)], to: &waits)
+                LatencyBuckets.add(window.counters[self.layout.holdBuckets(ofLane: lane)], to: &holds)
                 outcomes.add(laneWindow.outcomes)
                 arrivals += laneWindow.arrivals
                 cancelledLeases += laneWindow.cancelledLeases
                 longHolds += laneWindow.longHolds
                 generationHolds += laneWindow.generationHolds
-                for level in levels.indices { levels[level] &+= laneWindow.nanosecondsAtLevel[level] }
             }
             allWaits.add(waits)
             allHolds.add(holds)
@@ -179,29 +265,28 @@ struct StatisticsRecorder {
                 hold: Self.distribution(holds),
                 outcomes: outcomes,
                 arrivalsPerSecond: Double(arrivals) / seconds,
-                inUse: Self.occupancy(levels, now: lanes[lane]),
+                inUse: Self.occupancy(nanosecondsAtLevel(self.layout.levels(ofLane: lane), current: lanes[lane]), now: lanes[lane]),
                 cancelledLeases: cancelledLeases,
                 longHolds: longHolds,
                 generationHolds: generationHolds))
         }
-        var levels = Array(repeating: UInt64(0), count: self.budget + 1)
+        let levels = nanosecondsAtLevel(self.layout.poolLevels, current: total)
         var connections = PoolStatistics.ConnectionCounts()
         for window in windows {
-            for level in levels.indices { levels[level] &+= window.nanosecondsAtLevel[level] }
             connections.add(window.connections)
         }
         let inUse = Self.occupancy(levels, now: total)
         return PoolStatistics(
             windowSeconds: seconds,
-            budget: self.budget,
+            budget: self.layout.budget,
             capacity: capacity,
             lanes: laneStatistics,
             wait: Self.distribution(allWaits),
             hold: Self.distribution(allHolds),
             outcomes: allOutcomes,
             inUse: inUse,
-            utilizationP50: Double(Self.level(atFraction: 0.5, of: levels)) / Double(self.budget),
-            utilizationP99: Double(Self.level(atFraction: 0.99, of: levels)) / Double(self.budget),
+            utilizationP50: Double(Self.level(atFraction: 0.5, of: levels)) / Double(self.layout.budget),
+            utilizationP99: Double(Self.level(atFraction: 0.99, of: levels)) / Double(self.layout.budget),
             connections: connections,
             findings: self.findings,
             incidents: self.incidents)

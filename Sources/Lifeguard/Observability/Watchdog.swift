@@ -185,7 +185,7 @@ struct IncidentTracker {
         var incidents: [Incident] = []
         let window = inputs.recorder.current
         for lane in window.lanes.indices {
-            let waits = window.lanes[lane].allWaits
+            let waits = window.waits(ofLane: lane, layout: inputs.recorder.layout)
             guard waits.totalCount > 0, self.reportedWindow[lane] != window.start else { continue }
             let p99 = Double(waits.valueAtPercentile(99)) / 1_000
             if p99 > SizingAdvice.incidentWaitMilliseconds {

@@ -56,6 +56,9 @@ public struct PoolInstant: InstantProtocol, Hashable, Sendable, CustomStringConv
     }
 
     public var description: String { "\(Double(self.nanoseconds) / 1e9) s" }
+
+    /// The nanoseconds as an unsigned bit pattern, for sums that wrap (statistics' level stamps).
+    var stamp: UInt64 { UInt64(bitPattern: self.nanoseconds) }
 }
 
 extension Duration {

@@ -7,8 +7,7 @@ extension PoolStateMachine {
             self.armedWakeUp = nil
         }
         if self.statistics.isRotationDue(now: now) {
-            self.accountLevels(now: now)
-            self.statistics.rotate(now: now)
+            self.statistics.rotate(total: self.leasedCount, lanes: self.lanes.map(\.leased), now: now)
         }
         for lane in self.lanes.indices {
             while let head = self.lanes[lane].waiters.first, head.deadline <= now {

@@ -314,8 +314,10 @@ struct PoolStateMachine {
 
     /// Moves an idle connection to a lease of `lane`, and records the grant and its wait.
     mutating func hand(slot: Int, to lane: Int, now: Instant, waitingSince: Instant?, callSite: CallSite?) -> Grant {
-        let records = self.configuration.recordsStatistics
-        if records { self.accountLevels(now: now) }
+        if self.configuration.recordsStatistics {
+            self.statistics.leaseBegan(
+                lane: lane, laneLevel: self.lanes[lane].leased, total: self.leasedCount, waitingSince: waitingSince, now: now)
+        }
         self.slots[slot].state = .leased(lane: lane)
         self.slots[slot].leasedAt = now
         self.slots[slot].callSite = callSite
@@ -326,14 +328,6 @@ struct PoolStateMachine {
         self.lanes[lane].leased += 1
         self.leasedCount += 1
         self.statistics.current.lanes[lane].outcomes.granted += 1
-        if records {
-            if let waitingSince {
-                StatisticsRecorder.record(nanoseconds: waitingSince.nanoseconds(to: now), in: &self.statistics.current.lanes[lane].waits)
-            } else {
-                // Folded into the wait histogram at snapshot time: a counter is cheaper than a record.
-                self.statistics.current.lanes[lane].immediateGrants &+= 1
-            }
-        }
         var needsValidation = false
         if let lastActive = self.slots[slot].lastActive {
             needsValidation = lastActive.nanoseconds(to: now) > self.validationThresholdNanoseconds
@@ -344,8 +338,8 @@ struct PoolStateMachine {
     /// Ends a lease in the accounting, and records how long it held its connection.
     mutating func unlease(slot: Int, lane: Int, now: Instant) {
         if self.configuration.recordsStatistics, let leasedAt = self.slots[slot].leasedAt {
-            self.accountLevels(now: now)
-            StatisticsRecorder.record(nanoseconds: leasedAt.nanoseconds(to: now), in: &self.statistics.current.lanes[lane].holds)
+            self.statistics.leaseEnded(
+                lane: lane, laneLevel: self.lanes[lane].leased, total: self.leasedCount, leasedAt: leasedAt, now: now)
         }
         self.lanes[lane].leased -= 1
         if self.lanes[lane].leased >= self.lanes[lane].reserved {
@@ -364,17 +358,6 @@ struct PoolStateMachine {
         self.slots[slot].state = .closing
         self.statistics.recordClose(reason)
         actions.close.append(slot)
-    }
-
-    /// Adds the time since the last change of leased counts to the statistics.
-    mutating func accountLevels(now: Instant) {
-        let elapsed = UInt64(max(0, self.statistics.levelsSince.nanoseconds(to: now)))
-        self.statistics.levelsSince = now
-        guard elapsed > 0 else { return }
-        self.statistics.current.nanosecondsAtLevel[self.leasedCount] &+= elapsed
-        for lane in self.lanes.indices {
-            self.statistics.current.lanes[lane].nanosecondsAtLevel[self.lanes[lane].leased] &+= elapsed
-        }
     }
 
     /// Asks the shell for a wake-up at `instant` unless an earlier one is already armed.
