@@ -7,8 +7,8 @@ public struct LifeguardError: Error, Sendable, CustomStringConvertible {
     /// What kind of failure this is.
     public struct Code: Hashable, Sendable, CustomStringConvertible {
         private enum Base: String, Hashable, Sendable {
-            case waitTimeout, overloaded, databaseUnavailable, shutdown, invalidConfiguration, unknownLane,
-                leaseEnded
+            case waitTimeout, overloaded, shed, deadlineExceeded, databaseUnavailable, shutdown, invalidConfiguration,
+                unknownLane, leaseEnded
         }
         private let base: Base
         private init(_ base: Base) { self.base = base }
@@ -17,6 +17,13 @@ public struct LifeguardError: Error, Sendable, CustomStringConvertible {
         public static let waitTimeout = Code(.waitTimeout)
         /// The lane's queue was full (`maxWaiters`): the request was rejected at once.
         public static let overloaded = Code(.overloaded)
+        /// The lane was overloaded (its queue stood above the shedding target for an interval),
+        /// and the request was not served within the target.
+        public static let shed = Code(.shed)
+        /// The caller's deadline (``RequestDeadline``) could not be met: the request was
+        /// rejected at once because the wait to expect exceeded the time left, or the deadline
+        /// came while it waited.
+        public static let deadlineExceeded = Code(.deadlineExceeded)
         /// The database cannot be reached: the last connection attempt failed and the pool is
         /// backing off. ``LifeguardError/underlying`` holds the last connect error.
         public static let databaseUnavailable = Code(.databaseUnavailable)
@@ -42,6 +49,11 @@ public struct LifeguardError: Error, Sendable, CustomStringConvertible {
     public let queueDepth: Int?
     /// The setting that governs this failure, e.g. `lanes["retrieval"].waitTimeout`.
     public let setting: String?
+    /// For ``Code/deadlineExceeded`` at admission: the wait the request could expect (the
+    /// requests ahead of it, times the lane's recent hold time, over its capacity).
+    public let expectedWait: Duration?
+    /// For ``Code/deadlineExceeded``: the time that was left before the caller's deadline.
+    public let remaining: Duration?
     /// Every problem found in an invalid configuration.
     public let problems: [String]
     /// The error behind this one, e.g. the last connection error while the database is
@@ -54,6 +66,8 @@ public struct LifeguardError: Error, Sendable, CustomStringConvertible {
         waited: Duration? = nil,
         queueDepth: Int? = nil,
         setting: String? = nil,
+        expectedWait: Duration? = nil,
+        remaining: Duration? = nil,
         problems: [String] = [],
         underlying: (any Error & Sendable)? = nil
     ) {
@@ -62,6 +76,8 @@ public struct LifeguardError: Error, Sendable, CustomStringConvertible {
         self.waited = waited
         self.queueDepth = queueDepth
         self.setting = setting
+        self.expectedWait = expectedWait
+        self.remaining = remaining
         self.problems = problems
         self.underlying = underlying
     }
@@ -96,6 +112,19 @@ public struct LifeguardError: Error, Sendable, CustomStringConvertible {
             setting: "lanes[\"\(lane.name)\"].maxWaiters")
     }
 
+    static func shed(lane: Lane, waited: Duration, queueDepth: Int) -> LifeguardError {
+        LifeguardError(
+            code: .shed, lane: lane, waited: waited, queueDepth: queueDepth, setting: "lanes[\"\(lane.name)\"].shedding")
+    }
+
+    static func deadlineExceeded(
+        lane: Lane, waited: Duration, queueDepth: Int, expectedWait: Duration?, remaining: Duration
+    ) -> LifeguardError {
+        LifeguardError(
+            code: .deadlineExceeded, lane: lane, waited: waited, queueDepth: queueDepth, setting: "RequestDeadline",
+            expectedWait: expectedWait, remaining: remaining)
+    }
+
     static func databaseUnavailable(lane: Lane, waited: Duration, lastError: (any Error & Sendable)?) -> LifeguardError {
         LifeguardError(code: .databaseUnavailable, lane: lane, waited: waited, underlying: lastError)
     }
@@ -116,6 +145,19 @@ public struct LifeguardError: Error, Sendable, CustomStringConvertible {
         case .overloaded:
             return "Lifeguard: lane '\(self.laneName)' rejected the request at once: \(self.queueDepth ?? 0) requests "
                 + "are already waiting, the queue's bound. Shed load upstream or raise \(self.setting ?? "maxWaiters")."
+        case .shed:
+            return "Lifeguard: lane '\(self.laneName)' shed the request after \(Self.format(self.waited)) "
+                + "(\(self.queueDepth ?? 0) waiting): the lane is overloaded, its queue has stood above the shedding target, "
+                + "so requests may wait only the target. Retry later or shed upstream; make room in the lane (raise its "
+                + "limit or the budget, shorten what holds connections), or tune \(self.setting ?? "shedding")."
+        case .deadlineExceeded:
+            if let expectedWait = self.expectedWait {
+                return "Lifeguard: lane '\(self.laneName)' rejected the request at once: its deadline leaves "
+                    + "\(Self.format(self.remaining)) but \(self.queueDepth ?? 0) requests are ahead and the wait to expect "
+                    + "is \(Self.format(expectedWait)). Give the request more time, or make room in the lane."
+            }
+            return "Lifeguard: lane '\(self.laneName)' reached the request's deadline after waiting "
+                + "\(Self.format(self.waited)) (\(self.queueDepth ?? 0) waiting). Give the request more time, or make room in the lane."
         case .databaseUnavailable:
             let cause = self.underlying.map { ": \(String(describing: $0))" } ?? ""
             return "Lifeguard: lane '\(self.laneName)' failed fast after \(Self.format(self.waited)): "
@@ -149,7 +191,8 @@ extension LifeguardError: Equatable {
     /// their descriptions.
     public static func == (lhs: LifeguardError, rhs: LifeguardError) -> Bool {
         lhs.code == rhs.code && lhs.lane == rhs.lane && lhs.waited == rhs.waited && lhs.queueDepth == rhs.queueDepth
-            && lhs.setting == rhs.setting && lhs.problems == rhs.problems
+            && lhs.setting == rhs.setting && lhs.expectedWait == rhs.expectedWait && lhs.remaining == rhs.remaining
+            && lhs.problems == rhs.problems
             && lhs.underlying.map { String(describing: $0) } == rhs.underlying.map { String(describing: $0) }
     }
 }

@@ -49,6 +49,12 @@ public struct LaneConfiguration: Sendable, Hashable {
     /// with ``LifeguardError/Code/overloaded``. Default: 1,000.
     public var maxWaiters: Int
 
+    /// Adaptive shedding: when the lane's queue stands (its shortest wait over an interval is
+    /// above a target), new requests may wait only the target and are shed if not served by
+    /// then. `nil` turns it off. Default: ``Shedding/init(target:interval:servesNewestFirst:)``
+    /// with a 50 ms target over 100 ms intervals.
+    public var shedding: Shedding?
+
     /// Creates a lane configuration.
     ///
     /// - Parameters:
@@ -56,15 +62,55 @@ public struct LaneConfiguration: Sendable, Hashable {
     ///   - limit: The most connections the lane may hold at once; `nil` for the whole budget.
     ///   - waitTimeout: How long a request may wait for a connection. Default: 500 ms.
     ///   - maxWaiters: The bound of the lane's queue. Default: 1,000.
+    ///   - shedding: Adaptive shedding, or `nil` for none. Default: a 50 ms target over 100 ms.
     public init(
         reserved: Int = 0,
         limit: Int? = nil,
         waitTimeout: Duration = .milliseconds(500),
-        maxWaiters: Int = 1_000
+        maxWaiters: Int = 1_000,
+        shedding: Shedding? = Shedding()
     ) {
         self.reserved = reserved
         self.limit = limit
         self.waitTimeout = waitTimeout
         self.maxWaiters = maxWaiters
+        self.shedding = shedding
+    }
+}
+
+/// Adaptive shedding for a lane, after CoDel: keep the wait of admitted work short under
+/// overload and fail the excess at once, instead of letting every request wait.
+///
+/// The lane watches the shortest time a request spent in its queue over each `interval`. A
+/// queue that empties now and then is a burst, and is left alone. When even the shortest wait of
+/// an interval is above `target`, the queue stands: the lane enters *overload*, and requests
+/// that arrive then may wait at most `target`; those not served by then fail with
+/// ``LifeguardError/Code/shed``. The lane leaves overload when its queue drains, or after an
+/// interval whose shortest wait is back under the target.
+public struct Shedding: Sendable, Hashable {
+    /// The wait a standing queue may impose, and the wait allowed to requests while the lane is
+    /// overloaded. Default: 50 ms, the line above which a wait is an incident. A target at or
+    /// above the lane's `waitTimeout` never shortens a wait: `waitTimeout` comes first.
+    public var target: Duration
+
+    /// How long the shortest wait must stay above `target` before the lane enters overload.
+    /// Default: 100 ms.
+    public var interval: Duration
+
+    /// While overloaded, serve the newest request first (adaptive LIFO): it still has its whole
+    /// wait ahead, where the oldest are about to be shed anyway. Off by default; see
+    /// BENCHMARKS.md for what it changes.
+    public var servesNewestFirst: Bool
+
+    /// Creates a shedding policy.
+    ///
+    /// - Parameters:
+    ///   - target: The wait allowed under overload. Default: 50 ms.
+    ///   - interval: How long the queue must stand before shedding starts. Default: 100 ms.
+    ///   - servesNewestFirst: Adaptive LIFO while overloaded. Default: `false`.
+    public init(target: Duration = .milliseconds(50), interval: Duration = .milliseconds(100), servesNewestFirst: Bool = false) {
+        self.target = target
+        self.interval = interval
+        self.servesNewestFirst = servesNewestFirst
     }
 }

@@ -136,6 +136,14 @@ public struct PoolConfiguration: Sendable, Hashable {
             if settings.maxWaiters < 0 {
                 problems.append("\(name).maxWaiters is \(settings.maxWaiters); it must be 0 or more")
             }
+            if let shedding = settings.shedding {
+                if shedding.target <= .zero {
+                    problems.append("\(name).shedding.target is \(shedding.target); it must be positive")
+                }
+                if shedding.interval <= .zero {
+                    problems.append("\(name).shedding.interval is \(shedding.interval); it must be positive")
+                }
+            }
         }
         let reservedTotal = self.lanes.values.reduce(0) { $0 + max(0, $1.reserved) }
         if self.budget >= 1 && reservedTotal > self.budget {

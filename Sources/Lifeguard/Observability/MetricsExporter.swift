@@ -16,7 +16,7 @@ final class MetricsExporter: Sendable {
     struct LaneMetrics {
         let wait: Timer
         let hold: Timer
-        let granted, timeout, shed, overloaded, cancelled: Counter
+        let granted, timeout, shed, overloaded, deadlineExceeded, cancelled: Counter
         let generationHolds, longHolds, cancellations: Counter
         let waiters: Gauge
     }
@@ -42,7 +42,8 @@ final class MetricsExporter: Sendable {
                 wait: Timer(label: "lifeguard_pool_wait_seconds", dimensions: lane, factory: factory),
                 hold: Timer(label: "lifeguard_lease_hold_seconds", dimensions: lane, factory: factory),
                 granted: outcome("granted"), timeout: outcome("timeout"), shed: outcome("shed"),
-                overloaded: outcome("overloaded"), cancelled: outcome("cancelled"),
+                overloaded: outcome("overloaded"), deadlineExceeded: outcome("deadline_exceeded"),
+                cancelled: outcome("cancelled"),
                 generationHolds: Counter(label: "lifeguard_generation_holds_total", dimensions: lane, factory: factory),
                 longHolds: Counter(label: "lifeguard_long_holds_total", dimensions: lane, factory: factory),
                 cancellations: Counter(label: "lifeguard_cancellations_total", dimensions: lane, factory: factory),
@@ -89,6 +90,7 @@ final class MetricsExporter: Sendable {
                 Self.increment(metrics.timeout, now.outcomes.timeout, then?.outcomes.timeout)
                 Self.increment(metrics.shed, now.outcomes.shed, then?.outcomes.shed)
                 Self.increment(metrics.overloaded, now.outcomes.overloaded, then?.outcomes.overloaded)
+                Self.increment(metrics.deadlineExceeded, now.outcomes.deadlineExceeded, then?.outcomes.deadlineExceeded)
                 Self.increment(metrics.cancelled, now.outcomes.cancelled, then?.outcomes.cancelled)
                 Self.increment(metrics.generationHolds, now.generationHolds, then?.generationHolds)
                 Self.increment(metrics.longHolds, now.longHolds, then?.longHolds)

@@ -29,8 +29,12 @@ public struct PoolStatistics: Sendable, Hashable, Codable {
         public var timeout: UInt64 = 0
         /// Requests rejected at once because the lane's queue was full.
         public var overloaded: UInt64 = 0
-        /// Requests shed by overload control.
+        /// Requests shed by overload control: they waited the shedding target of an overloaded
+        /// lane.
         public var shed: UInt64 = 0
+        /// Requests whose caller's deadline (``RequestDeadline``) could not be met: rejected at
+        /// once, or reached while waiting.
+        public var deadlineExceeded: UInt64 = 0
         /// Requests whose task was cancelled while they waited.
         public var cancelled: UInt64 = 0
         /// Requests failed fast because the database was unreachable.

@@ -105,6 +105,7 @@ extension PoolStatistics {
                 + "\(SizingAdvice.format(lane.wait.p999)) ms, hold p50/p99/max \(SizingAdvice.format(lane.hold.p50))/"
                 + "\(SizingAdvice.format(lane.hold.p99))/\(SizingAdvice.format(lane.hold.max)) ms, in use p99 \(lane.inUse.p99) (now \(lane.inUse.now)); "
                 + "granted \(outcomes.granted), timeout \(outcomes.timeout), overloaded \(outcomes.overloaded), shed \(outcomes.shed), "
+                + "deadline exceeded \(outcomes.deadlineExceeded), "
                 + "cancelled \(outcomes.cancelled), unavailable \(outcomes.unavailable)")
         }
         let connections = self.connections

@@ -333,6 +333,7 @@ extension PoolStatistics.Outcomes {
         self.timeout += other.timeout
         self.overloaded += other.overloaded
         self.shed += other.shed
+        self.deadlineExceeded += other.deadlineExceeded
         self.cancelled += other.cancelled
         self.unavailable += other.unavailable
         self.shutdown += other.shutdown

@@ -280,9 +280,12 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Service, Sendable
     }
 
     private func acquire(laneIndex: Int, callSite: CallSite?) async throws -> Lease {
+        // Task-locals are read here, on the way to the queue, never on the fast path.
+        let deadline = RequestDeadline.current
+        let group = FanOut.currentGroup
         let now = PoolInstant.now
         let acquired = self.shared.withLock { shared -> Acquired in
-            switch shared.machine.lease(lane: laneIndex, now: now, callSite: callSite) {
+            switch shared.machine.lease(lane: laneIndex, now: now, callSite: callSite, deadline: deadline, group: group) {
             case .granted(let grant):
                 return .granted(Lease(grant: grant, connection: shared.connections[grant.slot]!))
             case .wait(let id, let actions):

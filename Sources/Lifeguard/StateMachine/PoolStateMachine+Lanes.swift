@@ -52,8 +52,7 @@ extension PoolStateMachine {
     mutating func rebalance(now: Instant, into actions: inout PoolActions) {
         guard case .running = self.lifecycle else { return }
         while !self.idle.isEmpty, let lane = self.nextLaneToServe() {
-            let waiter = self.lanes[lane].waiters.removeFirst()
-            self.waiterCount -= 1
+            let waiter = self.takeNextWaiter(lane: lane, now: now)
             let grant = self.hand(
                 slot: self.idle.removeLast(), to: lane, now: now, waitingSince: waiter.enqueuedAt, callSite: waiter.callSite)
             actions.grants.append(WaiterGrant(waiter: waiter.id, grant: grant))
@@ -75,8 +74,7 @@ extension PoolStateMachine {
     /// Fails every waiter that was waiting for a new connection (not for a lane's limit).
     mutating func failWaitersNeedingConnections(now: Instant, with outage: Outage, into actions: inout PoolActions) {
         for lane in self.lanes.indices where self.canAdmit(lane) {
-            while let waiter = self.lanes[lane].waiters.popFirst() {
-                self.waiterCount -= 1
+            for waiter in self.removeAllWaiters(lane: lane) {
                 self.statistics.current.lanes[lane].outcomes.unavailable += 1
                 actions.failures.append(WaiterFailure(
                     waiter: waiter.id,

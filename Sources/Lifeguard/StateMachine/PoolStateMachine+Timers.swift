@@ -9,17 +9,7 @@ extension PoolStateMachine {
         if self.statistics.isRotationDue(now: now) {
             self.statistics.rotate(total: self.leasedCount, lanes: self.lanes.map(\.leased), now: now)
         }
-        for lane in self.lanes.indices {
-            while let head = self.lanes[lane].waiters.first, head.deadline <= now {
-                let depth = self.lanes[lane].waiters.count
-                self.lanes[lane].waiters.removeFirst()
-                self.waiterCount -= 1
-                self.statistics.current.lanes[lane].outcomes.timeout += 1
-                actions.failures.append(WaiterFailure(
-                    waiter: head.id,
-                    error: .waitTimeout(lane: self.lanes[lane].lane, waited: head.enqueuedAt.duration(to: now), queueDepth: depth)))
-            }
-        }
+        self.expireWaiters(now: now, into: &actions)
         switch self.lifecycle {
         case .running:
             self.houseKeepIdleConnections(now: now, into: &actions)
@@ -45,9 +35,7 @@ extension PoolStateMachine {
         func consider(_ instant: Instant) {
             if next == nil || instant < next! { next = instant }
         }
-        for state in self.lanes {
-            if let head = state.waiters.first { consider(head.deadline) }
-        }
+        if let deadline = self.earliestWaiterDeadline { consider(deadline) }
         switch self.lifecycle {
         case .running:
             if let outage = self.outage, self.openingCount == 0,
@@ -74,8 +62,7 @@ extension PoolStateMachine {
         let deadline = now.advanced(by: gracePeriod)
         self.lifecycle = .draining(deadline: deadline)
         for lane in self.lanes.indices {
-            while let waiter = self.lanes[lane].waiters.popFirst() {
-                self.waiterCount -= 1
+            for waiter in self.removeAllWaiters(lane: lane) {
                 self.statistics.current.lanes[lane].outcomes.shutdown += 1
                 actions.failures.append(WaiterFailure(waiter: waiter.id, error: .shutdown(lane: self.lanes[lane].lane)))
             }

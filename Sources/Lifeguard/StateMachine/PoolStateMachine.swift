@@ -99,7 +99,13 @@ struct PoolStateMachine {
         let id: WaiterID
         let enqueuedAt: Instant
         let deadline: Instant
+        /// Which limit `deadline` is, and so the error at that instant.
+        let expiry: Expiry
         let callSite: CallSite?
+        /// The request fanning out that this waiter belongs to, if any.
+        let group: Int?
+        /// The round of fair queueing this waiter is served in.
+        let round: Int
     }
 
     struct LaneState {
@@ -109,7 +115,16 @@ struct PoolStateMachine {
         let waitTimeout: Duration
         let maxWaiters: Int
         var leased = 0
+        /// Ordered by round, then arrival (see ``PoolStateMachine/enqueue``).
         var waiters = Deque<Waiter>()
+        var shedder: Shedder?
+        /// The round of the last waiter served.
+        var servedRound = 0
+        /// Requests fanning out with waiters in the queue, by group.
+        var fanOuts: [Int: FanOutQueue] = [:]
+        /// A moving average of recent hold times (1/8 weight to the newest, the first taken as
+        /// it is), for the wait a request can expect.
+        var recentHoldNanoseconds: Int64 = 0
     }
 
     /// Housekeeping (idle timeout, lifetime, keepalive) runs at least this often while
@@ -160,7 +175,8 @@ struct PoolStateMachine {
                     reserved: settings.reserved,
                     limit: min(settings.limit ?? configuration.budget, configuration.budget),
                     waitTimeout: settings.waitTimeout,
-                    maxWaiters: settings.maxWaiters)
+                    maxWaiters: settings.maxWaiters,
+                    shedder: settings.shedding.map(Shedder.init))
             }
         self.reservedTotal = self.lanes.reduce(0) { $0 + $1.reserved }
         self.slots = []
@@ -207,9 +223,17 @@ struct PoolStateMachine {
     /// A request for a connection in a lane.
     ///
     /// The fast path (an idle connection, room in the lane, nobody queued ahead) touches no
-    /// collection but the idle stack and allocates nothing.
+    /// collection but the idle stack and allocates nothing. A request that must queue may wait
+    /// until the earliest of the lane's `waitTimeout`, the shedding target when the lane is
+    /// overloaded, and `deadline`; it is rejected at once when `deadline` cannot be met.
+    ///
+    /// - Parameters:
+    ///   - deadline: The caller's deadline (``RequestDeadline``), if any.
+    ///   - group: The request fanning out this lease belongs to, for fair queueing.
     @usableFromInline
-    mutating func lease(lane: Int, now: Instant, callSite: CallSite? = nil) -> LeaseDecision {
+    mutating func lease(
+        lane: Int, now: Instant, callSite: CallSite? = nil, deadline callerDeadline: Instant? = nil, group: Int? = nil
+    ) -> LeaseDecision {
         self.statistics.current.lanes[lane].arrivals += 1
         guard case .running = self.lifecycle else {
             self.statistics.current.lanes[lane].outcomes.shutdown += 1
@@ -226,11 +250,19 @@ struct PoolStateMachine {
             self.statistics.current.lanes[lane].outcomes.overloaded += 1
             return .failed(.overloaded(lane: self.lanes[lane].lane, queueDepth: self.lanes[lane].waiters.count))
         }
+        self.observeQueue(lane: lane, now: now)
+        let deadline: Instant
+        let expiry: Expiry
+        switch self.admissionDeadline(lane: lane, callerDeadline: callerDeadline, now: now) {
+        case .success(let admitted):
+            (deadline, expiry) = admitted
+        case .failure(let error):
+            self.statistics.current.lanes[lane].outcomes.deadlineExceeded += 1
+            return .failed(error)
+        }
         let id = WaiterID(value: self.nextWaiterID)
         self.nextWaiterID += 1
-        let deadline = now.advanced(by: self.lanes[lane].waitTimeout)
-        self.lanes[lane].waiters.append(Waiter(id: id, enqueuedAt: now, deadline: deadline, callSite: callSite))
-        self.waiterCount += 1
+        self.enqueue(lane: lane, id: id, now: now, deadline: deadline, expiry: expiry, callSite: callSite, group: group)
         var actions = PoolActions()
         self.rebalance(now: now, into: &actions)
         self.arm(deadline, into: &actions)
@@ -242,8 +274,7 @@ struct PoolStateMachine {
     mutating func cancelWaiter(_ id: WaiterID, lane: Int) -> PoolActions {
         var actions = PoolActions()
         if let index = self.lanes[lane].waiters.firstIndex(where: { $0.id == id }) {
-            self.lanes[lane].waiters.remove(at: index)
-            self.waiterCount -= 1
+            self.removeWaiter(at: index, lane: lane)
             self.statistics.current.lanes[lane].outcomes.cancelled += 1
             actions.cancelled.append(id)
         }
@@ -337,9 +368,14 @@ struct PoolStateMachine {
 
     /// Ends a lease in the accounting, and records how long it held its connection.
     mutating func unlease(slot: Int, lane: Int, now: Instant) {
-        if self.configuration.recordsStatistics, let leasedAt = self.slots[slot].leasedAt {
-            self.statistics.leaseEnded(
-                lane: lane, laneLevel: self.lanes[lane].leased, total: self.leasedCount, leasedAt: leasedAt, now: now)
+        if let leasedAt = self.slots[slot].leasedAt {
+            if self.configuration.recordsStatistics {
+                self.statistics.leaseEnded(
+                    lane: lane, laneLevel: self.lanes[lane].leased, total: self.leasedCount, leasedAt: leasedAt, now: now)
+            }
+            let held = leasedAt.nanoseconds(to: now)
+            let recent = self.lanes[lane].recentHoldNanoseconds
+            self.lanes[lane].recentHoldNanoseconds = recent == 0 ? held : recent &+ (held &- recent) / 8
         }
         self.lanes[lane].leased -= 1
         if self.lanes[lane].leased >= self.lanes[lane].reserved {

@@ -1,0 +1,97 @@
+import Synchronization
+
+/// A request's parallel queries, capped and queued fairly against other requests.
+///
+/// Retrieval often fans out into 5–15 queries at once. Unchecked, one complex request takes a
+/// whole lane and the requests behind it wait for all of its queries. A fan-out runs at most
+/// `maxConcurrent` of its queries at a time, and its leases are queued as one request: when
+/// several requests wait in a lane, each gets one connection per round (round-robin by request,
+/// not by query), so concurrent requests share the lane.
+///
+/// Use it through ``ConnectionPool/fanOut(lane:maxConcurrent:_:fileID:line:function:_:)`` or the
+/// adapters' equivalents; ``run(maxConcurrent:_:_:)`` is the building block for those.
+public enum FanOut {
+    /// The request fanning out that the current task works for: its leases carry it.
+    @TaskLocal static var currentGroup: Int?
+
+    private static let nextGroup = Atomic<Int>(0)
+
+    /// Runs `operation` for each input, at most `maxConcurrent` at a time, with the leases it
+    /// makes queued as one request; returns the outputs in the order of the inputs.
+    ///
+    /// The first error cancels the operations still running and is thrown once they ended.
+    ///
+    /// - Parameters:
+    ///   - maxConcurrent: The most operations running at once, at least 1.
+    ///   - inputs: One operation runs for each.
+    ///   - operation: Leases a connection and uses it, usually through `withConnection`.
+    /// - Returns: The outputs, in the order of `inputs`.
+    /// - Throws: ``LifeguardError/Code/invalidConfiguration`` when `maxConcurrent` is below 1,
+    ///   or the first error an operation threw.
+    public static func run<Input: Sendable, Output: Sendable>(
+        maxConcurrent: Int,
+        _ inputs: [Input],
+        _ operation: @escaping @Sendable (Input) async throws -> Output
+    ) async throws -> [Output] {
+        guard maxConcurrent >= 1 else {
+            throw LifeguardError.invalidConfiguration(["fanOut maxConcurrent is \(maxConcurrent); it must be at least 1"])
+        }
+        let group = self.nextGroup.wrappingAdd(1, ordering: .relaxed).oldValue
+        return try await self.$currentGroup.withValue(group) {
+            try await withThrowingTaskGroup(of: (Int, Output).self) { tasks in
+                var outputs = [Output?](repeating: nil, count: inputs.count)
+                var started = 0
+                while started < inputs.count {
+                    if started >= maxConcurrent, let (index, output) = try await tasks.next() {
+                        outputs[index] = output
+                    }
+                    let index = started
+                    let input = inputs[index]
+                    tasks.addTask { (index, try await operation(input)) }
+                    started += 1
+                }
+                while let (index, output) = try await tasks.next() {
+                    outputs[index] = output
+                }
+                return outputs.map { $0! }
+            }
+        }
+    }
+}
+
+extension ConnectionPool {
+    /// Runs `body` for each input on a connection of `lane`, at most `maxConcurrent` at a time,
+    /// queued fairly against other requests (see ``FanOut``).
+    ///
+    /// ```swift
+    /// let passages = try await pool.fanOut(lane: .retrieval, maxConcurrent: 4, queries) { connection, query in
+    ///     try await search(query, on: connection)
+    /// }
+    /// ```
+    ///
+    /// - Parameters:
+    ///   - lane: The lane of every lease.
+    ///   - maxConcurrent: The most leases this request holds at once, at least 1.
+    ///   - inputs: One lease runs for each.
+    ///   - fileID: The caller's file, for the watchdog's reports. Leave the default.
+    ///   - line: The caller's line, for the watchdog's reports. Leave the default.
+    ///   - function: The caller's function, for the watchdog's reports. Leave the default.
+    ///   - body: Uses the connection for one input.
+    /// - Returns: The outputs, in the order of `inputs`.
+    /// - Throws: The first error: a ``LifeguardError`` when a lease failed, or what `body` threw.
+    public func fanOut<Input: Sendable, Output: Sendable>(
+        lane: Lane,
+        maxConcurrent: Int,
+        _ inputs: [Input],
+        fileID: StaticString = #fileID,
+        line: UInt = #line,
+        function: StaticString = #function,
+        _ body: @escaping @Sendable (Connection, Input) async throws -> Output
+    ) async throws -> [Output] {
+        try await FanOut.run(maxConcurrent: maxConcurrent, inputs) { input in
+            try await self.withConnection(lane: lane, fileID: fileID, line: line, function: function) { connection in
+                try await body(connection, input)
+            }
+        }
+    }
+}

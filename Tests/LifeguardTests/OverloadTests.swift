@@ -1,0 +1,193 @@
+import Testing
+@testable import Lifeguard
+import LifeguardTestUtils
+
+@Suite("State machine: shedding, deadlines and fan-out fairness")
+struct OverloadTests {
+    let retrieval = Lane.retrieval
+
+    /// One connection, leased at 0 ms, so that every later request queues.
+    func busyMachine(budget: Int = 1, _ lane: LaneConfiguration = .init()) -> (Machine, [Grant]) {
+        var machine = Machine(.testing(budget: budget, lanes: [.retrieval: lane]))
+        machine.warmUp(budget, now: at(0))
+        let grants = (0..<budget).map { _ in machine.leaseNow(.retrieval, now: at(0))! }
+        return (machine, grants)
+    }
+
+    func isOverloaded(_ machine: Machine) -> Bool {
+        machine.lanes[machine.lane(.retrieval)].shedder?.isOverloaded ?? false
+    }
+
+    func deadline(of waiter: WaiterID, in machine: Machine) -> PoolInstant? {
+        machine.lanes[machine.lane(.retrieval)].waiters.first { $0.id == waiter }?.deadline
+    }
+
+    @Test("a queue standing above the target for an interval enters overload; new waiters are shed at the target")
+    func entersOverloadAndSheds() {
+        var (machine, grants) = self.busyMachine()
+        let (first, _) = machine.leaseWaiting(.retrieval, now: at(0))!
+        // 60 ms: the head has waited above the 50 ms target, for less than the 100 ms interval.
+        let (second, _) = machine.leaseWaiting(.retrieval, now: at(60))!
+        #expect(!self.isOverloaded(machine))
+        #expect(self.deadline(of: second, in: machine) == at(560))
+        // 170 ms: above the target since 60 ms, for 110 ms: overloaded. The new waiter may wait
+        // only the target; those queued before keep their waitTimeout.
+        let (third, actions) = machine.leaseWaiting(.retrieval, now: at(170))!
+        #expect(self.isOverloaded(machine))
+        #expect(self.deadline(of: third, in: machine) == at(220))
+        #expect(actions.wakeUp == at(220))
+        #expect(self.deadline(of: first, in: machine) == at(500))
+
+        let shed = machine.tick(now: at(220))
+        #expect(shed.failures.map(\.waiter) == [third])
+        let error = shed.failures[0].error
+        #expect(error.code == .shed)
+        #expect(error.waited == .milliseconds(50))
+        #expect(error.queueDepth == 3)
+        #expect(error.setting == "lanes[\"retrieval\"].shedding")
+        #expect(String(describing: error).contains("overloaded"))
+        #expect(machine.statisticsSnapshot(now: at(220))[.retrieval]?.outcomes.shed == 1)
+
+        // Served in order; when the queue drains, the lane leaves overload.
+        let served = machine.release(grants[0], disposition: .reuse, now: at(230))
+        #expect(served.grants.map(\.waiter) == [first])
+        #expect(self.isOverloaded(machine))
+        let last = machine.release(served.grants[0].grant, disposition: .reuse, now: at(240))
+        #expect(last.grants.map(\.waiter) == [second])
+        #expect(!self.isOverloaded(machine))
+        let (fresh, _) = machine.leaseWaiting(.retrieval, now: at(250))!
+        #expect(self.deadline(of: fresh, in: machine) == at(750))
+    }
+
+    @Test("a burst whose queue drains within the interval is not overload, however long its waits")
+    func burstIsNotOverload() {
+        var (machine, grants) = self.busyMachine()
+        for _ in 0..<3 { _ = machine.leaseWaiting(.retrieval, now: at(0))! }
+        var grant = grants[0]
+        for time in [60, 80, 95] {
+            let actions = machine.release(grant, disposition: .reuse, now: at(time))
+            grant = actions.grants[0].grant
+        }
+        #expect(!self.isOverloaded(machine))
+        // A queue that forms again starts a new streak: 60 ms later it is still not overload.
+        let (_, _) = machine.leaseWaiting(.retrieval, now: at(100))!
+        let (late, _) = machine.leaseWaiting(.retrieval, now: at(160))!
+        #expect(!self.isOverloaded(machine))
+        #expect(self.deadline(of: late, in: machine) == at(660))
+    }
+
+    @Test("no shedding when it is off: waiters keep their waitTimeout however long the queue stands")
+    func sheddingOff() {
+        var (machine, _) = self.busyMachine(.init(shedding: nil))
+        for time in stride(from: 0, through: 400, by: 50) { _ = machine.leaseWaiting(.retrieval, now: at(time))! }
+        let (late, _) = machine.leaseWaiting(.retrieval, now: at(450))!
+        #expect(self.deadline(of: late, in: machine) == at(950))
+    }
+
+    @Test("while overloaded and serving newest first, the newest waiter is served first")
+    func adaptiveLIFO() {
+        var (machine, grants) = self.busyMachine(.init(shedding: Shedding(servesNewestFirst: true)))
+        _ = machine.leaseWaiting(.retrieval, now: at(0))!
+        _ = machine.leaseWaiting(.retrieval, now: at(60))!
+        let (newest, _) = machine.leaseWaiting(.retrieval, now: at(170))!
+        #expect(self.isOverloaded(machine))
+        let actions = machine.release(grants[0], disposition: .reuse, now: at(180))
+        #expect(actions.grants.map(\.waiter) == [newest])
+    }
+
+    @Test("a deadline that the expected wait exceeds is rejected at once; one reached while waiting fails with deadlineExceeded")
+    func deadlines() {
+        var machine = Machine(.testing(budget: 2, lanes: [.retrieval: .init()]))
+        machine.warmUp(2, now: at(0))
+        // One 100 ms hold sets the lane's recent hold time.
+        let warm = machine.leaseNow(.retrieval, now: at(0))!
+        _ = machine.release(warm, disposition: .reuse, now: at(100))
+        let lane = machine.lane(.retrieval)
+        _ = machine.leaseNow(.retrieval, now: at(1_000))!
+        _ = machine.leaseNow(.retrieval, now: at(1_000))!
+        for _ in 0..<3 { _ = machine.leaseWaiting(.retrieval, now: at(1_000))! }
+
+        // 3 ahead + itself, × 100 ms, over 2 connections: 200 ms to expect; 100 ms left.
+        let rejected = machine.lease(lane: lane, now: at(1_000), deadline: at(1_100))
+        guard case .failed(let error) = rejected else {
+            Issue.record("expected a rejection, got \(rejected)")
+            return
+        }
+        #expect(error.code == .deadlineExceeded)
+        #expect(error.expectedWait == .milliseconds(200))
+        #expect(error.remaining == .milliseconds(100))
+        #expect(error.queueDepth == 3)
+        #expect(String(describing: error).contains("200.0 ms"))
+
+        // A deadline already passed is rejected at once too.
+        guard case .failed(let passed) = machine.lease(lane: lane, now: at(1_000), deadline: at(999)) else {
+            Issue.record("expected a rejection")
+            return
+        }
+        #expect(passed.code == .deadlineExceeded)
+
+        // 300 ms left: admitted, and its wait ends at the deadline rather than at waitTimeout.
+        guard case .wait(let admitted, let actions) = machine.lease(lane: lane, now: at(1_000), deadline: at(1_300)) else {
+            Issue.record("expected to wait")
+            return
+        }
+        #expect(actions.wakeUp == at(1_300))
+        let expired = machine.tick(now: at(1_300))
+        #expect(expired.failures.map(\.waiter) == [admitted])
+        #expect(expired.failures[0].error.code == .deadlineExceeded)
+        #expect(expired.failures[0].error.waited == .milliseconds(300))
+
+        let outcomes = machine.statisticsSnapshot(now: at(1_300))[.retrieval]!.outcomes
+        #expect(outcomes.deadlineExceeded == 3)
+        #expect(outcomes.timeout == 0)
+    }
+
+    @Test("two requests fanning out 15 queries each are served round-robin, not one after the other")
+    func fanOutRoundRobin() {
+        var (machine, grants) = self.busyMachine(budget: 2)
+        let lane = machine.lane(.retrieval)
+        var groupOf: [WaiterID: String] = [:]
+        for _ in 0..<15 {
+            guard case .wait(let id, _) = machine.lease(lane: lane, now: at(1), group: 1) else { return }
+            groupOf[id] = "A"
+        }
+        for _ in 0..<15 {
+            guard case .wait(let id, _) = machine.lease(lane: lane, now: at(2), group: 2) else { return }
+            groupOf[id] = "B"
+        }
+        // A request that does not fan out joins the current round.
+        guard case .wait(let single, _) = machine.lease(lane: lane, now: at(3)) else { return }
+        groupOf[single] = "C"
+
+        var order: [String] = []
+        var running = grants
+        var time = 10
+        while !running.isEmpty {
+            let grant = running.removeFirst()
+            let actions = machine.release(grant, disposition: .reuse, now: at(time))
+            for granted in actions.grants {
+                order.append(groupOf[granted.waiter]!)
+                running.append(granted.grant)
+            }
+            time += 1
+        }
+        #expect(order.joined() == "ABC" + String(repeating: "AB", count: 14))
+        #expect(machine.lanes[lane].fanOuts.isEmpty)
+        #expect(machine.status.waiters == 0)
+    }
+
+    @Test("a cancelled or timed-out waiter of a fan-out leaves its request's queue accounting clean")
+    func fanOutBookkeeping() {
+        var (machine, _) = self.busyMachine()
+        let lane = machine.lane(.retrieval)
+        guard case .wait(let first, _) = machine.lease(lane: lane, now: at(1), group: 7),
+            case .wait(_, _) = machine.lease(lane: lane, now: at(1), group: 7)
+        else { return }
+        #expect(machine.lanes[lane].fanOuts[7]?.queued == 2)
+        _ = machine.cancelWaiter(first, lane: lane)
+        #expect(machine.lanes[lane].fanOuts[7]?.queued == 1)
+        _ = machine.tick(now: at(501))
+        #expect(machine.lanes[lane].fanOuts.isEmpty)
+        #expect(machine.status.waiters == 0)
+    }
+}
