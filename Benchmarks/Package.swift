@@ -9,11 +9,14 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "lease-benchmark", targets: ["LeaseBenchmark"]),
+        .executable(name: "overload-benchmark", targets: ["OverloadBenchmark"]),
     ],
     dependencies: [
         .package(name: "lifeguard", path: ".."),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
+        .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.2"),
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift.git", from: "0.2.0"),
     ],
     targets: [
         .executableTarget(
@@ -23,6 +26,16 @@ let package = Package(
                 .product(name: "LifeguardTestUtils", package: "lifeguard"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "CoreMetrics", package: "swift-metrics"),
+            ]
+        ),
+        .executableTarget(
+            name: "OverloadBenchmark",
+            dependencies: [
+                .product(name: "Lifeguard", package: "lifeguard"),
+                .product(name: "LifeguardPostgres", package: "lifeguard"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
             ]
         ),
     ],

@@ -155,6 +155,43 @@ public final class PostgresPool: Service, Sendable {
         }
     }
 
+    /// Runs `body` for each input on a lease of `lane`, at most `maxConcurrent` at a time,
+    /// queued fairly against other requests: one complex retrieval cannot take the whole lane
+    /// (see ``Lifeguard/FanOut``).
+    ///
+    /// ```swift
+    /// let passages = try await pool.fanOut(lane: .retrieval, maxConcurrent: 4, embeddings) { lease, embedding in
+    ///     try await lease.query("SELECT id FROM passages ORDER BY embedding <-> \(embedding) LIMIT 5")
+    /// }
+    /// ```
+    ///
+    /// - Parameters:
+    ///   - lane: The lane of every lease.
+    ///   - maxConcurrent: The most leases this request holds at once, at least 1.
+    ///   - inputs: One lease runs for each.
+    ///   - fileID: The caller's file, for the watchdog's reports. Leave the default.
+    ///   - line: The caller's line, for the watchdog's reports. Leave the default.
+    ///   - function: The caller's function, for the watchdog's reports. Leave the default.
+    ///   - body: Runs statements for one input.
+    /// - Returns: The outputs, in the order of `inputs`.
+    /// - Throws: The first error (the other leases are cancelled): ``LifeguardError`` when a
+    ///   lease failed, or what `body` threw.
+    public func fanOut<Input: Sendable, Output: Sendable>(
+        lane: Lane,
+        maxConcurrent: Int,
+        _ inputs: [Input],
+        fileID: StaticString = #fileID,
+        line: UInt = #line,
+        function: StaticString = #function,
+        _ body: @escaping @Sendable (PostgresLease, Input) async throws -> Output
+    ) async throws -> [Output] {
+        try await FanOut.run(maxConcurrent: maxConcurrent, inputs) { input in
+            try await self.withConnection(lane: lane, fileID: fileID, line: line, function: function) { lease in
+                try await body(lease, input)
+            }
+        }
+    }
+
     /// What the pool observed: waits, holds, outcomes by lane, utilization, watchdog findings.
     public func statistics() -> PoolStatistics {
         self.pool.statistics()

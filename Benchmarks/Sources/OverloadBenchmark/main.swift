@@ -1,0 +1,194 @@
+// overload-benchmark: the `retrieval-burst` scenario against a real PostgreSQL, above the
+// retrieval lane's capacity, with adaptive shedding off and on, same budget, one run.
+//
+// Each arrival (open-loop, Poisson) is a request of 8 parallel reads of 15 ms (`pg_sleep`),
+// issued at the same instant through `fanOut`. A request completes when all 8 did; the first
+// failed lease fails it (and cancels the rest). Reported per design: pool wait of the leases
+// that were granted (measured in the client, from asking to entering the body), goodput
+// (completed requests/s, and as a share of the lane's capacity) and rejected requests/s.
+//
+//   DATABASE_URL=postgres://… swift run -c release --package-path Benchmarks overload-benchmark [--quick]
+//   options: --duration SECONDS (30; --quick: 10)  --load FACTOR (1.5)  --connections N (16)
+import Foundation
+import Histogram
+import Lifeguard
+import LifeguardPostgres
+import Logging
+import PostgresNIO
+import Synchronization
+
+struct Options {
+    var databaseURL = ProcessInfo.processInfo.environment["DATABASE_URL"] ?? ""
+    var duration = 30.0
+    var load = 1.5
+    /// Connections of the retrieval lane; the budget is one more (the control connection).
+    var connections = 16
+
+    init(arguments: [String]) {
+        var rest = arguments.dropFirst()
+        while let argument = rest.popFirst() {
+            switch argument {
+            case "--quick": self.duration = 10
+            case "--duration": self.duration = Double(rest.popFirst() ?? "") ?? self.duration
+            case "--load": self.load = Double(rest.popFirst() ?? "") ?? self.load
+            case "--connections": self.connections = Int(rest.popFirst() ?? "") ?? self.connections
+            case "--database-url": self.databaseURL = rest.popFirst() ?? ""
+            default:
+                print("unknown argument \(argument); options: --quick, --duration S, --load F, --connections N, --database-url URL")
+                exit(2)
+            }
+        }
+    }
+}
+
+let fanOut = 8
+let serviceSeconds = 0.015
+
+/// What the clients saw during one design's run.
+struct Tally {
+    var waits = Histogram<UInt64>(highestTrackableValue: 60_000_000, numberOfSignificantValueDigits: .three)
+    var completed = 0
+    var failed: [String: Int] = [:]
+    var arrivals = 0
+
+    var failedTotal: Int { self.failed.values.reduce(0, +) }
+}
+
+struct Design {
+    let name: String
+    let shedding: Shedding?
+}
+
+func makePool(_ options: Options, shedding: Shedding?, logger: Logger) throws -> PostgresPool {
+    var configuration = try PostgresPool.Configuration(url: options.databaseURL)
+    configuration.budget = options.connections + 1
+    configuration.lanes = [.retrieval: LaneConfiguration(shedding: shedding)]
+    configuration.pool.minimumIdle = options.connections
+    configuration.pool.longHoldThreshold = nil
+    configuration.pool.idleInLeaseThreshold = nil
+    return try PostgresPool(configuration: configuration, logger: logger)
+}
+
+/// The hold of one 15 ms read, measured in the body: what a connection is busy for per query.
+func calibrate(_ pool: PostgresPool) async throws -> Double {
+    var total = 0.0
+    let rounds = 100
+    for _ in 0..<rounds {
+        total += try await pool.withConnection(lane: .retrieval) { lease in
+            let start = ContinuousClock.now
+            try await lease.query("SELECT pg_sleep(\(serviceSeconds))")
+            return seconds(start.duration(to: .now))
+        }
+    }
+    return total / Double(rounds)
+}
+
+func seconds(_ duration: Duration) -> Double {
+    Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
+}
+
+/// Open-loop Poisson arrivals at `rate` per second for `duration` seconds; waits for every
+/// request to end.
+func drive(_ pool: PostgresPool, rate: Double, duration: Double, seed: UInt64) async -> Tally {
+    let tally = Mutex(Tally())
+    var random = SeededRandom(seed: seed)
+    let start = ContinuousClock.now
+    await withDiscardingTaskGroup { group in
+        var next = 0.0
+        while true {
+            next += -log(1 - random.nextUnit()) / rate
+            guard next < duration else { break }
+            try? await Task.sleep(until: start.advanced(by: .nanoseconds(Int64(next * 1e9))), clock: .continuous)
+            tally.withLock { $0.arrivals += 1 }
+            group.addTask {
+                let asked = ContinuousClock.now
+                do {
+                    _ = try await pool.fanOut(lane: .retrieval, maxConcurrent: fanOut, Array(0..<fanOut)) { lease, _ in
+                        let waited = asked.duration(to: .now)
+                        tally.withLock { $0.waits.record(UInt64(max(0, seconds(waited) * 1e6))) }
+                        try await lease.query("SELECT pg_sleep(\(serviceSeconds))")
+                    }
+                    tally.withLock { $0.completed += 1 }
+                } catch let error as LifeguardError {
+                    tally.withLock { $0.failed[error.code.description, default: 0] += 1 }
+                } catch {
+                    tally.withLock { $0.failed["\(type(of: error))", default: 0] += 1 }
+                }
+            }
+        }
+    }
+    return tally.withLock { $0 }
+}
+
+struct SeededRandom {
+    var state: UInt64
+    init(seed: UInt64) { self.state = seed }
+    mutating func next() -> UInt64 {
+        self.state &+= 0x9E37_79B9_7F4A_7C15
+        var z = self.state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+    mutating func nextUnit() -> Double { Double(self.next() >> 11) / Double(1 << 53) }
+}
+
+func run() async throws {
+    let options = Options(arguments: CommandLine.arguments)
+    guard !options.databaseURL.isEmpty else {
+        print("set DATABASE_URL or pass --database-url (./scripts/postgres.sh start && ./scripts/postgres.sh url)")
+        exit(2)
+    }
+    var logger = Logger(label: "overload-benchmark")
+    logger.logLevel = .error
+    let designs = [
+        Design(name: "shedding off", shedding: nil),
+        Design(name: "shedding on (50 ms target)", shedding: Shedding()),
+        Design(name: "shedding on, newest first", shedding: Shedding(servesNewestFirst: true)),
+    ]
+    print("retrieval-burst: \(fanOut) parallel reads of \(Int(serviceSeconds * 1000)) ms per request, Poisson arrivals, "
+        + "\(options.connections) connections for the retrieval lane (budget \(options.connections + 1) with the control connection), "
+        + "\(Int(options.duration)) s per design")
+    var rows: [(Design, Tally, Double, Double, PoolStatistics.LaneStatistics?)] = []
+    for (index, design) in designs.enumerated() {
+        let pool = try makePool(options, shedding: design.shedding, logger: logger)
+        let runner = Task { await pool.run() }
+        let hold = try await calibrate(pool)
+        let capacity = Double(options.connections) / (Double(fanOut) * hold)
+        let rate = capacity * options.load
+        print("  \(design.name): hold per read \(format(hold * 1000)) ms → capacity \(format(capacity)) requests/s; "
+            + "offering \(format(rate))/s …")
+        let tally = await drive(pool, rate: rate, duration: options.duration, seed: 42 + UInt64(index))
+        let lane = pool.statistics()[.retrieval]
+        pool.shutdown(gracePeriod: .seconds(5))
+        await runner.value
+        rows.append((design, tally, capacity, rate, lane))
+    }
+
+    print("")
+    print("| design | offered /s | admitted wait p50 / p99 / p99.9 | goodput /s (of capacity) | rejected /s | failures |")
+    print("|---|---|---|---|---|---|")
+    for (design, tally, capacity, rate, _) in rows {
+        let waits = tally.waits
+        func ms(_ percentile: Double) -> String { format(Double(waits.valueAtPercentile(percentile)) / 1000) }
+        let goodput = Double(tally.completed) / options.duration
+        let failures = tally.failed.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
+        print("| \(design.name) | \(format(rate)) | \(ms(50)) / \(ms(99)) / \(ms(99.9)) ms "
+            + "| \(format(goodput)) (\(Int((goodput / capacity * 100).rounded()))%) "
+            + "| \(format(Double(tally.failedTotal) / options.duration)) | \(failures.isEmpty ? "none" : failures) |")
+    }
+    print("")
+    print("The pool's own statistics for the lane (leases, not requests):")
+    for (design, _, _, _, lane) in rows {
+        guard let lane else { continue }
+        let o = lane.outcomes
+        print("  \(design.name): wait p99 \(format(lane.wait.p99)) ms, hold p50 \(format(lane.hold.p50)) ms; "
+            + "granted \(o.granted), shed \(o.shed), timeout \(o.timeout), overloaded \(o.overloaded), cancelled \(o.cancelled)")
+    }
+}
+
+func format(_ value: Double) -> String {
+    value >= 100 ? "\(Int(value.rounded()))" : "\((value * 10).rounded() / 10)"
+}
+
+try await Task.detached { try await run() }.value
