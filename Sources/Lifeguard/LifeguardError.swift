@@ -49,8 +49,9 @@ public struct LifeguardError: Error, Sendable, CustomStringConvertible {
     public let queueDepth: Int?
     /// The setting that governs this failure, e.g. `lanes["retrieval"].waitTimeout`.
     public let setting: String?
-    /// For ``Code/deadlineExceeded`` at admission: the wait the request could expect (the
-    /// requests ahead of it, times the lane's recent hold time, over its capacity).
+    /// For a request rejected at once (``Code/deadlineExceeded`` or ``Code/shed``): the wait it
+    /// could expect (the requests ahead of it and its own, times the lane's recent hold time,
+    /// over the lane's capacity).
     public let expectedWait: Duration?
     /// For ``Code/deadlineExceeded``: the time that was left before the caller's deadline.
     public let remaining: Duration?
@@ -112,9 +113,10 @@ public struct LifeguardError: Error, Sendable, CustomStringConvertible {
             setting: "lanes[\"\(lane.name)\"].maxWaiters")
     }
 
-    static func shed(lane: Lane, waited: Duration, queueDepth: Int) -> LifeguardError {
+    static func shed(lane: Lane, waited: Duration, queueDepth: Int, expectedWait: Duration? = nil) -> LifeguardError {
         LifeguardError(
-            code: .shed, lane: lane, waited: waited, queueDepth: queueDepth, setting: "lanes[\"\(lane.name)\"].shedding")
+            code: .shed, lane: lane, waited: waited, queueDepth: queueDepth, setting: "lanes[\"\(lane.name)\"].shedding",
+            expectedWait: expectedWait)
     }
 
     static func deadlineExceeded(
@@ -146,8 +148,10 @@ public struct LifeguardError: Error, Sendable, CustomStringConvertible {
             return "Lifeguard: lane '\(self.laneName)' rejected the request at once: \(self.queueDepth ?? 0) requests "
                 + "are already waiting, the queue's bound. Shed load upstream or raise \(self.setting ?? "maxWaiters")."
         case .shed:
-            return "Lifeguard: lane '\(self.laneName)' shed the request after \(Self.format(self.waited)) "
-                + "(\(self.queueDepth ?? 0) waiting): the lane is overloaded, its queue has stood above the shedding target, "
+            let what = self.expectedWait.map { "at once: it would have waited about \(Self.format($0))" }
+                ?? "after \(Self.format(self.waited))"
+            return "Lifeguard: lane '\(self.laneName)' shed the request \(what) "
+                + "(\(self.queueDepth ?? 0) waiting). The lane is overloaded: its queue has stood above the shedding target, "
                 + "so requests may wait only the target. Retry later or shed upstream; make room in the lane (raise its "
                 + "limit or the budget, shorten what holds connections), or tune \(self.setting ?? "shedding")."
         case .deadlineExceeded:

@@ -95,10 +95,18 @@ public final class PostgresPool: Service, Sendable {
         _ body: (PostgresLease) async throws -> Value
     ) async throws -> Value {
         try await self.pool.withConnection(lane: lane, fileID: fileID, line: line, function: function) { connection in
-            let lease = PostgresLease(connection: connection, lane: lane, canceller: self.canceller, logger: self.logger)
-            defer { lease.end() }
-            return try await body(lease)
+            try await self.withLease(of: connection, lane: lane, body)
         }
+    }
+
+    /// Runs `body` with a lease over `connection`, and ends the lease when it returns.
+    private func withLease<Value>(
+        of connection: PooledPostgresConnection, lane: Lane, isolation: isolated (any Actor)? = #isolation,
+        _ body: (PostgresLease) async throws -> Value
+    ) async throws -> Value {
+        let lease = PostgresLease(connection: connection, lane: lane, canceller: self.canceller, logger: self.logger)
+        defer { lease.end() }
+        return try await body(lease)
     }
 
     /// Runs `body` in a transaction: `BEGIN`, then `COMMIT` when `body` returns, `ROLLBACK`
@@ -156,8 +164,9 @@ public final class PostgresPool: Service, Sendable {
     }
 
     /// Runs `body` for each input on a lease of `lane`, at most `maxConcurrent` at a time,
-    /// queued fairly against other requests: one complex retrieval cannot take the whole lane
-    /// (see ``Lifeguard/FanOut``).
+    /// queued fairly against other requests: one complex retrieval cannot take the whole lane.
+    /// The request is admitted or rejected whole (see
+    /// ``Lifeguard/ConnectionPool/fanOut(lane:maxConcurrent:_:fileID:line:function:_:)``).
     ///
     /// ```swift
     /// let passages = try await pool.fanOut(lane: .retrieval, maxConcurrent: 4, embeddings) { lease, embedding in
@@ -185,10 +194,10 @@ public final class PostgresPool: Service, Sendable {
         function: StaticString = #function,
         _ body: @escaping @Sendable (PostgresLease, Input) async throws -> Output
     ) async throws -> [Output] {
-        try await FanOut.run(maxConcurrent: maxConcurrent, inputs) { input in
-            try await self.withConnection(lane: lane, fileID: fileID, line: line, function: function) { lease in
-                try await body(lease, input)
-            }
+        try await self.pool.fanOut(
+            lane: lane, maxConcurrent: maxConcurrent, inputs, fileID: fileID, line: line, function: function
+        ) { connection, input in
+            try await self.withLease(of: connection, lane: lane) { lease in try await body(lease, input) }
         }
     }
 

@@ -29,11 +29,17 @@ func withRunningPool<Value>(
 
 struct Boom: Error {}
 
+extension LaneConfiguration {
+    /// For tests through the shell where waiting is not the subject: a 10 s wait timeout, so that
+    /// a busy machine (the tests run in parallel on the cooperative pool) cannot fail them.
+    static var patient: LaneConfiguration { .init(waitTimeout: .seconds(10)) }
+}
+
 @Suite("Connection pool shell (in-memory connections)")
 struct ConnectionPoolTests {
     @Test("a lease runs its body and returns the connection clean, without a reset")
     func cleanLease() async throws {
-        try await withRunningPool(.testing(budget: 2, lanes: [.write: .init()])) { pool, factory in
+        try await withRunningPool(.testing(budget: 2, lanes: [.write: .patient])) { pool, factory in
             let first = try await pool.withConnection(lane: .write) { connection in connection.id }
             let second = try await pool.withConnection(lane: .write) { connection in connection.id }
             #expect(first == second, "the idle connection is reused")
@@ -44,7 +50,7 @@ struct ConnectionPoolTests {
 
     @Test("a body that throws inside a transaction gets its connection reset before reuse")
     func throwingBodyResets() async throws {
-        try await withRunningPool(.testing(budget: 1, lanes: [.write: .init()])) { pool, factory in
+        try await withRunningPool(.testing(budget: 1, lanes: [.write: .patient])) { pool, factory in
             await #expect(throws: Boom.self) {
                 try await pool.withConnection(lane: .write) { connection in
                     connection.setInTransaction(true)
@@ -59,7 +65,7 @@ struct ConnectionPoolTests {
 
     @Test("a connection whose reset fails is closed and replaced, never reused")
     func failedResetReplaces() async throws {
-        try await withRunningPool(.testing(budget: 1, lanes: [.write: .init()])) { pool, factory in
+        try await withRunningPool(.testing(budget: 1, lanes: [.write: .patient])) { pool, factory in
             factory.update { $0.resetFails = true }
             _ = try? await pool.withConnection(lane: .write) { _ in throw Boom() }
             let next = try await pool.withConnection(lane: .write) { $0 }
@@ -89,7 +95,7 @@ struct ConnectionPoolTests {
 
     @Test("an unknown lane is rejected with the configured lanes listed")
     func unknownLane() async throws {
-        try await withRunningPool(.testing(budget: 1, lanes: [.write: .init()])) { pool, _ in
+        try await withRunningPool(.testing(budget: 1, lanes: [.write: .patient])) { pool, _ in
             do {
                 try await pool.withConnection(lane: .retrieval) { _ in }
             } catch let error as LifeguardError {
@@ -101,7 +107,7 @@ struct ConnectionPoolTests {
 
     @Test("a broken idle connection is never handed out: the lease gets a fresh one")
     func brokenIdleConnection() async throws {
-        try await withRunningPool(.testing(budget: 2, lanes: [.write: .init()])) { pool, _ in
+        try await withRunningPool(.testing(budget: 2, lanes: [.write: .patient])) { pool, _ in
             let first = try await pool.withConnection(lane: .write) { $0 }
             first.breakConnection()
             let second = try await pool.withConnection(lane: .write) { $0 }
@@ -139,9 +145,10 @@ struct ConnectionPoolTests {
 
     @Test("cancellation storm: queued, leased and racing cancellations leave nothing leased and nothing leaked")
     func cancellationStorm() async throws {
+        // Long waits on purpose, shedding off: every request that is not cancelled must complete.
         let configuration = PoolConfiguration.testing(budget: 4, lanes: [
-            .write: .init(reserved: 1, waitTimeout: .seconds(10), maxWaiters: 10_000),
-            .retrieval: .init(waitTimeout: .seconds(10), maxWaiters: 10_000),
+            .write: .init(reserved: 1, waitTimeout: .seconds(10), maxWaiters: 10_000, shedding: nil),
+            .retrieval: .init(waitTimeout: .seconds(10), maxWaiters: 10_000, shedding: nil),
         ])
         try await withRunningPool(configuration) { pool, factory in
             let completed = await withTaskGroup(of: Bool.self) { group in
@@ -184,7 +191,7 @@ struct ConnectionPoolTests {
     func gracefulShutdown() async throws {
         let factory = InMemoryConnectionFactory()
         let pool = try ConnectionPool(
-            configuration: .testing(budget: 2, lanes: [.write: .init()]), factory: factory, logger: Logger(label: "test"))
+            configuration: .testing(budget: 2, lanes: [.write: .patient]), factory: factory, logger: Logger(label: "test"))
         let runner = Task { await pool.run() }
         let lease = Task {
             try await pool.withConnection(lane: .write) { _ in
@@ -205,7 +212,7 @@ struct ConnectionPoolTests {
     func serviceGroupGracefulShutdown() async throws {
         let factory = InMemoryConnectionFactory()
         let pool = try ConnectionPool(
-            configuration: .testing(budget: 2, lanes: [.write: .init()]), factory: factory, logger: Logger(label: "test"))
+            configuration: .testing(budget: 2, lanes: [.write: .patient]), factory: factory, logger: Logger(label: "test"))
         let group = ServiceGroup(services: [pool], logger: Logger(label: "test"))
         let running = Task { try await group.run() }
         let lease = Task {
@@ -224,7 +231,7 @@ struct ConnectionPoolTests {
     @Test("cancelling run() closes every connection at once")
     func cancelRun() async throws {
         let factory = InMemoryConnectionFactory()
-        var configuration = PoolConfiguration.testing(budget: 3, lanes: [.write: .init()])
+        var configuration = PoolConfiguration.testing(budget: 3, lanes: [.write: .patient])
         configuration.minimumIdle = 3
         let pool = try ConnectionPool(configuration: configuration, factory: factory, logger: Logger(label: "test"))
         let runner = Task { await pool.run() }

@@ -7,7 +7,7 @@ import LifeguardTestUtils
 struct FanOutTests {
     @Test("fanOut holds at most maxConcurrent leases, returns outputs in input order, and queues as one request")
     func fanOutCapsAndOrders() async throws {
-        try await withRunningPool(.testing(budget: 8, lanes: [.retrieval: .init()])) { pool, _ in
+        try await withRunningPool(.testing(budget: 8, lanes: [.retrieval: .patient])) { pool, _ in
             let running = Mutex((now: 0, peak: 0))
             let inputs = Array(0..<15)
             let outputs = try await pool.fanOut(lane: .retrieval, maxConcurrent: 3, inputs) { _, input in
@@ -25,7 +25,7 @@ struct FanOutTests {
 
     @Test("the first error of a fan-out cancels the rest and is thrown; no connection leaks")
     func fanOutFailure() async throws {
-        try await withRunningPool(.testing(budget: 4, lanes: [.retrieval: .init()])) { pool, _ in
+        try await withRunningPool(.testing(budget: 4, lanes: [.retrieval: .patient])) { pool, _ in
             do {
                 _ = try await pool.fanOut(lane: .retrieval, maxConcurrent: 4, Array(0..<8)) { _, input in
                     if input == 2 { throw Boom() }

@@ -10,7 +10,7 @@ struct MetricsExporterTests {
     func exportsDeltas() async throws {
         let metrics = TestMetrics()
         let pool = try ConnectionPool(
-            configuration: .testing(budget: 2, lanes: [.write: .init(), .retrieval: .init()]),
+            configuration: .testing(budget: 2, lanes: [.write: .patient, .retrieval: .patient]),
             factory: InMemoryConnectionFactory(), logger: Logger(label: "test"), metricsFactory: metrics)
         let runner = Task { await pool.run() }
         for _ in 0..<5 { try await pool.withConnection(lane: .write) { _ in } }
@@ -65,7 +65,7 @@ struct IncidentTests {
     func leakSignal() async throws {
         let factory = InMemoryConnectionFactory()
         factory.update { $0.resetLatency = .seconds(1) }
-        var configuration = PoolConfiguration.testing(budget: 2, lanes: [.write: .init()])
+        var configuration = PoolConfiguration.testing(budget: 2, lanes: [.write: .patient])
         configuration.minimumIdle = 1
         try await withRunningPool(configuration, factory: factory) { pool, _ in
             for _ in 0..<500 where pool.status().idle == 0 { try await Task.sleep(for: .milliseconds(2)) }

@@ -22,18 +22,18 @@ struct OverloadTests {
         machine.lanes[machine.lane(.retrieval)].waiters.first { $0.id == waiter }?.deadline
     }
 
-    @Test("a queue standing above the target for an interval enters overload; new waiters are shed at the target")
+    @Test("a queue standing above the target for an interval enters overload; new waiters are shed at the target; an interval of empty queue leaves it")
     func entersOverloadAndSheds() {
         var (machine, grants) = self.busyMachine()
         let (first, _) = machine.leaseWaiting(.retrieval, now: at(0))!
         // 60 ms: the head has waited above the 50 ms target, for less than the 100 ms interval.
         let (second, _) = machine.leaseWaiting(.retrieval, now: at(60))!
-        #expect(!self.isOverloaded(machine))
+        #expect(self.isOverloaded(machine) == false)
         #expect(self.deadline(of: second, in: machine) == at(560))
         // 170 ms: above the target since 60 ms, for 110 ms: overloaded. The new waiter may wait
         // only the target; those queued before keep their waitTimeout.
         let (third, actions) = machine.leaseWaiting(.retrieval, now: at(170))!
-        #expect(self.isOverloaded(machine))
+        #expect(self.isOverloaded(machine) == true)
         #expect(self.deadline(of: third, in: machine) == at(220))
         #expect(actions.wakeUp == at(220))
         #expect(self.deadline(of: first, in: machine) == at(500))
@@ -48,15 +48,25 @@ struct OverloadTests {
         #expect(String(describing: error).contains("overloaded"))
         #expect(machine.statisticsSnapshot(now: at(220))[.retrieval]?.outcomes.shed == 1)
 
-        // Served in order; when the queue drains, the lane leaves overload.
+        // Those queued before the overload keep their waitTimeout, and are served in order.
         let served = machine.release(grants[0], disposition: .reuse, now: at(230))
         #expect(served.grants.map(\.waiter) == [first])
-        #expect(self.isOverloaded(machine))
         let last = machine.release(served.grants[0].grant, disposition: .reuse, now: at(240))
         #expect(last.grants.map(\.waiter) == [second])
-        #expect(!self.isOverloaded(machine))
-        let (fresh, _) = machine.leaseWaiting(.retrieval, now: at(250))!
-        #expect(self.deadline(of: fresh, in: machine) == at(750))
+        // The queue is empty, but the lane stays overloaded until it has stayed empty for an
+        // interval: at 250 ms, a request that would wait behind a connection held ~200 ms lately
+        // is shed at once.
+        let overloadedAfterDrain = self.isOverloaded(machine)
+        #expect(overloadedAfterDrain)
+        #expect(machine.leaseFailure(.retrieval, now: at(250))?.code == .shed)
+        _ = machine.release(last.grants[0].grant, disposition: .reuse, now: at(255))
+        // Empty from 240 ms to 345 ms: the lane has left overload; a request may wait its whole
+        // waitTimeout again.
+        _ = machine.leaseNow(.retrieval, now: at(345))!
+        let (fresh, _) = machine.leaseWaiting(.retrieval, now: at(345))!
+        let overloadedLater = self.isOverloaded(machine)
+        #expect(!overloadedLater)
+        #expect(self.deadline(of: fresh, in: machine) == at(845))
     }
 
     @Test("a burst whose queue drains within the interval is not overload, however long its waits")
@@ -68,11 +78,11 @@ struct OverloadTests {
             let actions = machine.release(grant, disposition: .reuse, now: at(time))
             grant = actions.grants[0].grant
         }
-        #expect(!self.isOverloaded(machine))
+        #expect(self.isOverloaded(machine) == false)
         // A queue that forms again starts a new streak: 60 ms later it is still not overload.
         let (_, _) = machine.leaseWaiting(.retrieval, now: at(100))!
         let (late, _) = machine.leaseWaiting(.retrieval, now: at(160))!
-        #expect(!self.isOverloaded(machine))
+        #expect(self.isOverloaded(machine) == false)
         #expect(self.deadline(of: late, in: machine) == at(660))
     }
 
@@ -90,7 +100,7 @@ struct OverloadTests {
         _ = machine.leaseWaiting(.retrieval, now: at(0))!
         _ = machine.leaseWaiting(.retrieval, now: at(60))!
         let (newest, _) = machine.leaseWaiting(.retrieval, now: at(170))!
-        #expect(self.isOverloaded(machine))
+        #expect(self.isOverloaded(machine) == true)
         let actions = machine.release(grants[0], disposition: .reuse, now: at(180))
         #expect(actions.grants.map(\.waiter) == [newest])
     }
@@ -184,10 +194,46 @@ struct OverloadTests {
             case .wait(_, _) = machine.lease(lane: lane, now: at(1), group: 7)
         else { return }
         #expect(machine.lanes[lane].fanOuts[7]?.queued == 2)
-        _ = machine.cancelWaiter(first, lane: lane)
+        _ = machine.cancelWaiter(first, lane: lane, now: at(0))
         #expect(machine.lanes[lane].fanOuts[7]?.queued == 1)
         _ = machine.tick(now: at(501))
         #expect(machine.lanes[lane].fanOuts.isEmpty)
         #expect(machine.status.waiters == 0)
+    }
+
+    @Test("an overloaded lane sheds at once what it cannot expect to serve within half its target; a fan-out is admitted or shed whole")
+    func shedsAtOnceWhenTheWaitToExpectExceedsTheTarget() {
+        var machine = Machine(.testing(budget: 2, lanes: [.retrieval: .init()]))
+        machine.warmUp(2, now: at(0))
+        let lane = machine.lane(.retrieval)
+        // Holds of 10 ms: each request ahead adds 5 ms to the wait on 2 connections.
+        let warm = machine.leaseNow(.retrieval, now: at(0))!
+        _ = machine.release(warm, disposition: .reuse, now: at(10))
+        _ = machine.leaseNow(.retrieval, now: at(100))!
+        _ = machine.leaseNow(.retrieval, now: at(100))!
+        _ = machine.leaseWaiting(.retrieval, now: at(100))!
+        _ = machine.leaseWaiting(.retrieval, now: at(160))!
+        _ = machine.leaseWaiting(.retrieval, now: at(260))!
+        #expect(self.isOverloaded(machine) == true)
+
+        // 3 queued + a fan-out of 2 = 5 × 5 ms = 25 ms: within half the 50 ms target, admitted.
+        #expect(machine.admitFanOut(lane: lane, leases: 2, deadline: nil, now: at(261)) == nil)
+        // 3 queued + 3 = 30 ms: shed whole, at once, counted per lease.
+        let rejection = machine.admitFanOut(lane: lane, leases: 3, deadline: nil, now: at(261))
+        #expect(rejection?.code == .shed)
+        #expect(rejection?.expectedWait == .milliseconds(30))
+        #expect(String(describing: rejection!).contains("at once"))
+        // A single lease behind 5 queued would wait 30 ms too: shed at once.
+        for _ in 0..<2 { _ = machine.leaseWaiting(.retrieval, now: at(262))! }
+        let single = machine.leaseFailure(.retrieval, now: at(262))
+        #expect(single?.code == .shed && single?.waited == .zero)
+        #expect(machine.statisticsSnapshot(now: at(262))[.retrieval]?.outcomes.shed == 4)
+
+        // Not overloaded: a fan-out is only held to its caller's deadline.
+        var calm = Machine(.testing(budget: 2, lanes: [.retrieval: .init()]))
+        calm.warmUp(2, now: at(0))
+        #expect(calm.admitFanOut(lane: lane, leases: 8, deadline: nil, now: at(1)) == nil)
+        // Idle connections serve 2 of 8 at once; with no hold time seen yet, nothing to expect.
+        #expect(calm.admitFanOut(lane: lane, leases: 8, deadline: at(2), now: at(1)) == nil)
     }
 }

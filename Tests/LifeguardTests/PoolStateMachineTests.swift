@@ -151,11 +151,11 @@ struct PoolStateMachineTests {
         let grant = machine.leaseNow(.write, now: at(0))!
         let (cancelled, _) = machine.leaseWaiting(.write, now: at(1))!
         let (served, _) = machine.leaseWaiting(.write, now: at(2))!
-        #expect(machine.cancelWaiter(cancelled, lane: machine.lane(.write)).cancelled == [cancelled])
+        #expect(machine.cancelWaiter(cancelled, lane: machine.lane(.write), now: at(0)).cancelled == [cancelled])
         #expect(machine.status.waiters == 1)
         let actions = machine.release(grant, disposition: .reuse, now: at(3))
         #expect(actions.grants.map(\.waiter) == [served])
-        #expect(machine.cancelWaiter(served, lane: machine.lane(.write)) == Actions())
+        #expect(machine.cancelWaiter(served, lane: machine.lane(.write), now: at(0)) == Actions())
     }
 
     @Test("a lease whose body failed is reset before reuse; a failed reset closes and replaces the connection")
@@ -246,7 +246,7 @@ struct PoolStateMachineTests {
             default:
                 if !waiters.isEmpty, random.next() % 2 == 0 {
                     let (id, lane) = waiters[Int(random.next() % UInt64(waiters.count))]
-                    absorb(machine.cancelWaiter(id, lane: lane))
+                    absorb(machine.cancelWaiter(id, lane: lane, now: at(now)))
                 } else {
                     absorb(machine.tick(now: at(now)))
                 }

@@ -67,7 +67,7 @@ struct PoolStatisticsTests {
         let (cancelled, _) = machine.leaseWaiting(.write, now: at(1))!
         _ = machine.leaseWaiting(.write, now: at(1))!
         _ = machine.leaseFailure(.write, now: at(1))          // overloaded
-        _ = machine.cancelWaiter(cancelled, lane: machine.lane(.write))
+        _ = machine.cancelWaiter(cancelled, lane: machine.lane(.write), now: at(0))
         _ = machine.tick(now: at(200))                         // the other waiter times out
         _ = machine.shutdown(gracePeriod: .seconds(1), now: at(300))
         _ = machine.leaseFailure(.write, now: at(301))        // shutdown
@@ -111,7 +111,7 @@ struct PoolStatisticsTests {
 
     @Test("the pool's statistics() reads the same data through the shell")
     func throughTheShell() async throws {
-        try await withRunningPool(.testing(budget: 2, lanes: [.write: .init(), .retrieval: .init()])) { pool, _ in
+        try await withRunningPool(.testing(budget: 2, lanes: [.write: .patient, .retrieval: .patient])) { pool, _ in
             for _ in 0..<5 { try await pool.withConnection(lane: .write) { _ in } }
             try await pool.withConnection(lane: .retrieval) { _ in }
             let statistics = pool.statistics()
@@ -125,7 +125,7 @@ struct PoolStatisticsTests {
 
     @Test("the watchdog reports a lease idle too long (generation hold) and held too long, once each, with the call site")
     func watchdog() async throws {
-        var configuration = PoolConfiguration.testing(budget: 2, lanes: [.generation: .init()])
+        var configuration = PoolConfiguration.testing(budget: 2, lanes: [.generation: .patient])
         configuration.idleInLeaseThreshold = .milliseconds(100)
         configuration.longHoldThreshold = .milliseconds(300)
         try await withRunningPool(configuration) { pool, _ in

@@ -54,6 +54,11 @@ struct Tally {
     var failedTotal: Int { self.failed.values.reduce(0, +) }
 }
 
+/// The tally, shared by the requests of one run.
+final class Recorder: Sendable {
+    let tally = Mutex(Tally())
+}
+
 struct Design {
     let name: String
     let shedding: Shedding?
@@ -90,7 +95,7 @@ func seconds(_ duration: Duration) -> Double {
 /// Open-loop Poisson arrivals at `rate` per second for `duration` seconds; waits for every
 /// request to end.
 func drive(_ pool: PostgresPool, rate: Double, duration: Double, seed: UInt64) async -> Tally {
-    let tally = Mutex(Tally())
+    let recorder = Recorder()
     var random = SeededRandom(seed: seed)
     let start = ContinuousClock.now
     await withDiscardingTaskGroup { group in
@@ -99,25 +104,25 @@ func drive(_ pool: PostgresPool, rate: Double, duration: Double, seed: UInt64) a
             next += -log(1 - random.nextUnit()) / rate
             guard next < duration else { break }
             try? await Task.sleep(until: start.advanced(by: .nanoseconds(Int64(next * 1e9))), clock: .continuous)
-            tally.withLock { $0.arrivals += 1 }
+            recorder.tally.withLock { $0.arrivals += 1 }
             group.addTask {
                 let asked = ContinuousClock.now
                 do {
                     _ = try await pool.fanOut(lane: .retrieval, maxConcurrent: fanOut, Array(0..<fanOut)) { lease, _ in
                         let waited = asked.duration(to: .now)
-                        tally.withLock { $0.waits.record(UInt64(max(0, seconds(waited) * 1e6))) }
+                        recorder.tally.withLock { _ = $0.waits.record(UInt64(max(0, seconds(waited) * 1e6))) }
                         try await lease.query("SELECT pg_sleep(\(serviceSeconds))")
                     }
-                    tally.withLock { $0.completed += 1 }
+                    recorder.tally.withLock { $0.completed += 1 }
                 } catch let error as LifeguardError {
-                    tally.withLock { $0.failed[error.code.description, default: 0] += 1 }
+                    recorder.tally.withLock { $0.failed[error.code.description, default: 0] += 1 }
                 } catch {
-                    tally.withLock { $0.failed["\(type(of: error))", default: 0] += 1 }
+                    recorder.tally.withLock { $0.failed["\(type(of: error))", default: 0] += 1 }
                 }
             }
         }
     }
-    return tally.withLock { $0 }
+    return recorder.tally.withLock { $0 }
 }
 
 struct SeededRandom {

@@ -9,8 +9,8 @@ import Synchronization
 /// not by query), so concurrent requests share the lane.
 ///
 /// Use it through ``ConnectionPool/fanOut(lane:maxConcurrent:_:fileID:line:function:_:)`` or the
-/// adapters' equivalents; ``run(maxConcurrent:_:_:)`` is the building block for those.
-public enum FanOut {
+/// adapters' equivalents.
+enum FanOut {
     /// The request fanning out that the current task works for: its leases carry it.
     @TaskLocal static var currentGroup: Int?
 
@@ -28,7 +28,7 @@ public enum FanOut {
     /// - Returns: The outputs, in the order of `inputs`.
     /// - Throws: ``LifeguardError/Code/invalidConfiguration`` when `maxConcurrent` is below 1,
     ///   or the first error an operation threw.
-    public static func run<Input: Sendable, Output: Sendable>(
+    static func run<Input: Sendable, Output: Sendable>(
         maxConcurrent: Int,
         _ inputs: [Input],
         _ operation: @escaping @Sendable (Input) async throws -> Output
@@ -63,6 +63,13 @@ extension ConnectionPool {
     /// Runs `body` for each input on a connection of `lane`, at most `maxConcurrent` at a time,
     /// queued fairly against other requests (see ``FanOut``).
     ///
+    /// The request is admitted or rejected whole: when the lane is overloaded and its first
+    /// `maxConcurrent` leases would wait longer than the shedding target, or when the
+    /// ``RequestDeadline`` leaves less time than that wait, it fails at once with
+    /// ``LifeguardError/Code/shed`` or ``LifeguardError/Code/deadlineExceeded`` before taking
+    /// any connection: part of a request is worth nothing, and its connections are better
+    /// spent on requests that can complete.
+    ///
     /// ```swift
     /// let passages = try await pool.fanOut(lane: .retrieval, maxConcurrent: 4, queries) { connection, query in
     ///     try await search(query, on: connection)
@@ -88,7 +95,14 @@ extension ConnectionPool {
         function: StaticString = #function,
         _ body: @escaping @Sendable (Connection, Input) async throws -> Output
     ) async throws -> [Output] {
-        try await FanOut.run(maxConcurrent: maxConcurrent, inputs) { input in
+        guard let laneIndex = self.lanes.firstIndex(of: lane) else { throw self.unknownLane(lane) }
+        let now = PoolInstant.now
+        let deadline = RequestDeadline.current
+        let leases = min(max(maxConcurrent, 1), inputs.count)
+        if let rejection = self.shared.withLock({ $0.machine.admitFanOut(lane: laneIndex, leases: leases, deadline: deadline, now: now) }) {
+            throw rejection
+        }
+        return try await FanOut.run(maxConcurrent: maxConcurrent, inputs) { input in
             try await self.withConnection(lane: lane, fileID: fileID, line: line, function: function) { connection in
                 try await body(connection, input)
             }

@@ -324,7 +324,7 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Service, Sendable
                 }
             }
         } onCancel: {
-            self.apply { shared, _ in shared.machine.cancelWaiter(id, lane: lane) }
+            self.apply { shared, now in shared.machine.cancelWaiter(id, lane: lane, now: now) }
         }
     }
 

@@ -74,7 +74,7 @@ extension PoolStateMachine {
     /// Fails every waiter that was waiting for a new connection (not for a lane's limit).
     mutating func failWaitersNeedingConnections(now: Instant, with outage: Outage, into actions: inout PoolActions) {
         for lane in self.lanes.indices where self.canAdmit(lane) {
-            for waiter in self.removeAllWaiters(lane: lane) {
+            for waiter in self.removeAllWaiters(lane: lane, now: now) {
                 self.statistics.current.lanes[lane].outcomes.unavailable += 1
                 actions.failures.append(WaiterFailure(
                     waiter: waiter.id,

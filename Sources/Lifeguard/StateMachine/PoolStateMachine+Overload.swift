@@ -14,14 +14,22 @@ extension PoolStateMachine {
 
     /// A lane's adaptive shedder, after CoDel: it watches how long requests wait in the queue
     /// and says when the lane is overloaded.
+    ///
+    /// CoDel watches the wait of what it dequeues, which under FIFO is the age of the oldest
+    /// entry. The lane's queue is fair between requests, so what it serves next is not always
+    /// its oldest waiter: the shedder watches the oldest waiter's age instead, whenever a
+    /// request joins or leaves the queue. A queue whose oldest waiter stays older than the
+    /// target for a whole interval stands.
     struct Shedder {
         let target: Int64
         let interval: Int64
         let servesNewestFirst: Bool
         /// Requests that arrive now may wait only `target`.
         var isOverloaded = false
-        /// Since when every wait observed has been above `target`.
+        /// Since when the oldest waiter has been older than `target`.
         var aboveTargetSince: Instant?
+        /// While overloaded: since when the queue has been empty.
+        var drainedSince: Instant?
 
         init(_ policy: Shedding) {
             self.target = policy.target.wholeNanoseconds
@@ -29,27 +37,36 @@ extension PoolStateMachine {
             self.servesNewestFirst = policy.servesNewestFirst
         }
 
-        /// A request waited `wait` nanoseconds (or has waited that long so far, when `ongoing`).
+        /// The queue's oldest waiter has waited `oldestWait` nanoseconds at `now` (`nil` when the
+        /// queue is empty).
         ///
-        /// Waits above the target for a whole interval enter overload; a finished wait at or
-        /// under the target ends the streak, unless the lane is already overloaded (its admitted
-        /// requests wait at most the target by construction).
-        mutating func observe(wait: Int64, ongoing: Bool, now: Instant) {
-            if wait > self.target {
+        /// Older than the target for a whole interval enters overload; younger ends the streak.
+        /// An overloaded lane leaves overload once its queue has stayed empty for an interval:
+        /// under overload, shedding keeps the queue short, so it empties in any lull between
+        /// arrivals, and leaving at once would let the next burst queue unchecked again.
+        mutating func observe(oldestWait: Int64?, now: Instant) {
+            guard let oldestWait else {
+                if self.isOverloaded {
+                    let since = self.drainedSince ?? now
+                    self.drainedSince = since
+                    if since.nanoseconds(to: now) >= self.interval {
+                        self.isOverloaded = false
+                        self.drainedSince = nil
+                    }
+                }
+                self.aboveTargetSince = nil
+                return
+            }
+            self.drainedSince = nil
+            if oldestWait > self.target {
                 let since = self.aboveTargetSince ?? now
                 self.aboveTargetSince = since
                 if since.nanoseconds(to: now) >= self.interval {
                     self.isOverloaded = true
                 }
-            } else if !ongoing && !self.isOverloaded {
+            } else {
                 self.aboveTargetSince = nil
             }
-        }
-
-        /// The queue is empty: it was a burst, not a standing queue.
-        mutating func queueDrained() {
-            self.isOverloaded = false
-            self.aboveTargetSince = nil
         }
     }
 
@@ -67,16 +84,46 @@ extension PoolStateMachine {
         return max(1, min(state.limit, self.configuration.budget - (self.reservedTotal - state.reserved)))
     }
 
-    /// The wait a request joining `lane`'s queue now can expect: the requests ahead of it and
-    /// itself, times the lane's recent hold time, over the lane's capacity.
-    func expectedWait(lane: Int) -> Int64 {
+    /// The wait to expect for the last of `leases` requests joining `lane`'s queue now: the
+    /// requests ahead and these, times the lane's recent hold time, over the lane's capacity.
+    func expectedWait(lane: Int, leases: Int) -> Int64 {
         let state = self.lanes[lane]
-        return Int64(state.waiters.count + 1) * state.recentHoldNanoseconds / Int64(self.capacity(ofLane: lane))
+        return Int64(state.waiters.count + leases) * state.recentHoldNanoseconds / Int64(self.capacity(ofLane: lane))
     }
 
-    /// The deadline of a request that must queue in `lane` now, and why; or the error that
-    /// rejects it at once because its caller's deadline cannot be met.
-    func admissionDeadline(lane: Int, callerDeadline: Instant?, now: Instant) -> Result<(Instant, Expiry), LifeguardError> {
+    /// Whether `leases` requests may join `lane`'s queue now, given the lane's overload and the
+    /// caller's deadline: `nil` when they may, or the error that rejects them all at once.
+    ///
+    /// An overloaded lane sheds at once what it could not expect to serve within half its target
+    /// (leaving the other half for the wait's spread), and
+    /// a deadline that the expected wait exceeds is rejected at once: failing now beats failing
+    /// after the wait. The rejection is counted once per lease.
+    mutating func rejectionAtAdmission(lane: Int, leases: Int, callerDeadline: Instant?, now: Instant) -> LifeguardError? {
+        let state = self.lanes[lane]
+        let expected = self.expectedWait(lane: lane, leases: leases)
+        // The expected wait is an average: admitting up to half the target leaves room for its
+        // spread, so that what is admitted is rarely shed later, after part of a request ran.
+        if let shedder = state.shedder, shedder.isOverloaded, expected > shedder.target / 2 {
+            self.statistics.current.lanes[lane].outcomes.shed += UInt64(leases)
+            return .shed(
+                lane: state.lane, waited: .zero, queueDepth: state.waiters.count, expectedWait: .nanoseconds(expected))
+        }
+        if let callerDeadline {
+            let remaining = now.nanoseconds(to: callerDeadline)
+            if remaining <= 0 || remaining < expected {
+                self.statistics.current.lanes[lane].outcomes.deadlineExceeded += UInt64(leases)
+                return .deadlineExceeded(
+                    lane: state.lane, waited: .zero, queueDepth: state.waiters.count,
+                    expectedWait: .nanoseconds(expected), remaining: .nanoseconds(max(0, remaining)))
+            }
+        }
+        return nil
+    }
+
+    /// The deadline of a request admitted to `lane`'s queue now, and why: the earliest of the
+    /// lane's `waitTimeout`, the shedding target while the lane is overloaded, and the caller's
+    /// deadline.
+    func admissionDeadline(lane: Int, callerDeadline: Instant?, now: Instant) -> (Instant, Expiry) {
         let state = self.lanes[lane]
         var deadline = now.advanced(by: state.waitTimeout)
         var expiry = Expiry.waitTimeout
@@ -84,30 +131,53 @@ extension PoolStateMachine {
             let shedAt = PoolInstant(nanoseconds: now.nanoseconds &+ shedder.target)
             if shedAt < deadline { (deadline, expiry) = (shedAt, .shed) }
         }
-        if let callerDeadline {
-            let remaining = now.nanoseconds(to: callerDeadline)
-            let expected = self.expectedWait(lane: lane)
-            if remaining <= 0 || remaining < expected {
-                return .failure(.deadlineExceeded(
-                    lane: state.lane, waited: .zero, queueDepth: state.waiters.count,
-                    expectedWait: .nanoseconds(expected), remaining: .nanoseconds(max(0, remaining))))
-            }
-            if callerDeadline < deadline { (deadline, expiry) = (callerDeadline, .callerDeadline) }
+        if let callerDeadline, callerDeadline < deadline {
+            (deadline, expiry) = (callerDeadline, .callerDeadline)
         }
-        return .success((deadline, expiry))
+        return (deadline, expiry)
+    }
+
+    /// Before a request fans out `leases` leases in `lane`: `nil` when it may start, or the
+    /// error that rejects it whole, at once. Part of a request is worth nothing, so an
+    /// overloaded lane sheds whole requests rather than some of their leases.
+    ///
+    /// The leases an idle connection would serve at once do not count as queued.
+    mutating func admitFanOut(lane: Int, leases: Int, deadline callerDeadline: Instant?, now: Instant) -> LifeguardError? {
+        guard case .running = self.lifecycle else { return nil }
+        self.observeQueue(lane: lane, now: now)
+        let servedAtOnce = self.lanes[lane].waiters.isEmpty
+            ? min(self.idle.count, self.lanes[lane].limit - self.lanes[lane].leased) : 0
+        let queued = leases - max(0, servedAtOnce)
+        guard queued > 0 else { return nil }
+        let rejection = self.rejectionAtAdmission(lane: lane, leases: queued, callerDeadline: callerDeadline, now: now)
+        if rejection != nil {
+            self.statistics.current.lanes[lane].arrivals += UInt64(queued)
+        }
+        return rejection
     }
 
     /// Queues a waiter in `lane`, fairly: each request that fans out (`group`) gets one turn per
     /// round, so two requests of 15 queries alternate instead of one going first. Waiters with no
     /// group are each a request of their own, and join the current round; with no groups at all
     /// the queue is FIFO.
+    ///
+    /// While the lane is overloaded, waiters join the queue's last round, after everyone:
+    /// requests are served in the order they came. Round-robin would spread each request over more rounds, and under
+    /// the shedding target that fails most of them partway, wasting the connections their
+    /// first queries used. (``FanOut``'s `maxConcurrent` still caps what one request takes.)
     mutating func enqueue(
         lane: Int, id: WaiterID, now: Instant, deadline: Instant, expiry: Expiry, callSite: CallSite?, group: Int?
     ) {
+        let overloaded = self.lanes[lane].shedder?.isOverloaded ?? false
         var round = self.lanes[lane].servedRound
+        if overloaded {
+            round = max(round, self.lanes[lane].waiters.last?.round ?? round)
+        }
         if let group {
             var queue = self.lanes[lane].fanOuts[group] ?? FanOutQueue(queued: 0, nextRound: round)
-            round = max(round, queue.nextRound)
+            if !overloaded {
+                round = max(round, queue.nextRound)
+            }
             queue.queued += 1
             queue.nextRound = round + 1
             self.lanes[lane].fanOuts[group] = queue
@@ -126,12 +196,13 @@ extension PoolStateMachine {
         } else {
             self.lanes[lane].waiters.append(waiter)
         }
+        self.lanes[lane].shedder?.drainedSince = nil
         self.waiterCount += 1
     }
 
     /// Takes the waiter at `index` out of `lane`'s queue, with its bookkeeping.
     @discardableResult
-    mutating func removeWaiter(at index: Int, lane: Int) -> Waiter {
+    mutating func removeWaiter(at index: Int, lane: Int, now: Instant) -> Waiter {
         let waiter = self.lanes[lane].waiters.remove(at: index)
         self.waiterCount -= 1
         if let group = waiter.group, var queue = self.lanes[lane].fanOuts[group] {
@@ -139,40 +210,41 @@ extension PoolStateMachine {
             self.lanes[lane].fanOuts[group] = queue.queued > 0 ? queue : nil
         }
         if self.lanes[lane].waiters.isEmpty {
-            self.lanes[lane].shedder?.queueDrained()
+            self.lanes[lane].shedder?.observe(oldestWait: nil, now: now)
         }
         return waiter
     }
 
     /// The next waiter of `lane` to serve, out of the queue: the first in round order, or the
-    /// newest while the lane is overloaded and serves newest first. Its wait is observed.
+    /// newest while the lane is overloaded and serves newest first.
     mutating func takeNextWaiter(lane: Int, now: Instant) -> Waiter {
         let newestFirst = self.lanes[lane].shedder.map { $0.isOverloaded && $0.servesNewestFirst } ?? false
         let index = newestFirst ? self.lanes[lane].waiters.count - 1 : 0
-        let wait = self.lanes[lane].waiters[index].enqueuedAt.nanoseconds(to: now)
-        self.lanes[lane].shedder?.observe(wait: wait, ongoing: false, now: now)
-        let waiter = self.removeWaiter(at: index, lane: lane)
+        let waiter = self.removeWaiter(at: index, lane: lane, now: now)
         self.lanes[lane].servedRound = max(self.lanes[lane].servedRound, waiter.round)
+        self.observeQueue(lane: lane, now: now)
         return waiter
     }
 
     /// Takes every waiter out of `lane`'s queue, in order.
-    mutating func removeAllWaiters(lane: Int) -> [Waiter] {
+    mutating func removeAllWaiters(lane: Int, now: Instant) -> [Waiter] {
         let waiters = Array(self.lanes[lane].waiters)
         self.waiterCount -= waiters.count
         self.lanes[lane].waiters.removeAll()
         self.lanes[lane].fanOuts.removeAll()
-        self.lanes[lane].shedder?.queueDrained()
+        self.lanes[lane].shedder?.observe(oldestWait: nil, now: now)
         return waiters
     }
 
-    /// Before a request joins `lane`'s queue: the age of the waiter at its head tells the
-    /// shedder the queue stands, even when nothing is served.
-    ///
-    /// The first in round order stands in for the oldest: its wait so far is a lower bound.
+    /// Tells `lane`'s shedder how long the oldest waiter has waited: when a request is about
+    /// to join the queue, and when one was served.
     mutating func observeQueue(lane: Int, now: Instant) {
-        guard self.lanes[lane].shedder != nil, let first = self.lanes[lane].waiters.first else { return }
-        self.lanes[lane].shedder?.observe(wait: first.enqueuedAt.nanoseconds(to: now), ongoing: true, now: now)
+        guard self.lanes[lane].shedder != nil else { return }
+        var oldest: Instant?
+        for waiter in self.lanes[lane].waiters where oldest == nil || waiter.enqueuedAt < oldest! {
+            oldest = waiter.enqueuedAt
+        }
+        self.lanes[lane].shedder?.observe(oldestWait: oldest.map { $0.nanoseconds(to: now) }, now: now)
     }
 
     /// Fails the waiters whose deadline has come, each with the error its deadline stands for.
@@ -186,7 +258,7 @@ extension PoolStateMachine {
                     continue
                 }
                 let depth = self.lanes[lane].waiters.count
-                self.removeWaiter(at: index, lane: lane)
+                self.removeWaiter(at: index, lane: lane, now: now)
                 let name = self.lanes[lane].lane
                 let waited = waiter.enqueuedAt.duration(to: now)
                 let error: LifeguardError

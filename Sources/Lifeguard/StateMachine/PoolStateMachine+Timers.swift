@@ -62,7 +62,7 @@ extension PoolStateMachine {
         let deadline = now.advanced(by: gracePeriod)
         self.lifecycle = .draining(deadline: deadline)
         for lane in self.lanes.indices {
-            for waiter in self.removeAllWaiters(lane: lane) {
+            for waiter in self.removeAllWaiters(lane: lane, now: now) {
                 self.statistics.current.lanes[lane].outcomes.shutdown += 1
                 actions.failures.append(WaiterFailure(waiter: waiter.id, error: .shutdown(lane: self.lanes[lane].lane)))
             }

@@ -225,7 +225,8 @@ struct PoolStateMachine {
     /// The fast path (an idle connection, room in the lane, nobody queued ahead) touches no
     /// collection but the idle stack and allocates nothing. A request that must queue may wait
     /// until the earliest of the lane's `waitTimeout`, the shedding target when the lane is
-    /// overloaded, and `deadline`; it is rejected at once when `deadline` cannot be met.
+    /// overloaded, and `deadline`; it is rejected at once when `deadline` cannot be met, or when
+    /// the lane is overloaded and the wait to expect exceeds its target.
     ///
     /// - Parameters:
     ///   - deadline: The caller's deadline (``RequestDeadline``), if any.
@@ -251,15 +252,10 @@ struct PoolStateMachine {
             return .failed(.overloaded(lane: self.lanes[lane].lane, queueDepth: self.lanes[lane].waiters.count))
         }
         self.observeQueue(lane: lane, now: now)
-        let deadline: Instant
-        let expiry: Expiry
-        switch self.admissionDeadline(lane: lane, callerDeadline: callerDeadline, now: now) {
-        case .success(let admitted):
-            (deadline, expiry) = admitted
-        case .failure(let error):
-            self.statistics.current.lanes[lane].outcomes.deadlineExceeded += 1
-            return .failed(error)
+        if let rejection = self.rejectionAtAdmission(lane: lane, leases: 1, callerDeadline: callerDeadline, now: now) {
+            return .failed(rejection)
         }
+        let (deadline, expiry) = self.admissionDeadline(lane: lane, callerDeadline: callerDeadline, now: now)
         let id = WaiterID(value: self.nextWaiterID)
         self.nextWaiterID += 1
         self.enqueue(lane: lane, id: id, now: now, deadline: deadline, expiry: expiry, callSite: callSite, group: group)
@@ -271,10 +267,10 @@ struct PoolStateMachine {
 
     /// A queued request was cancelled: it leaves the queue at once. Nothing happens when it was
     /// already granted or failed (the shell hands back a grant that raced the cancellation).
-    mutating func cancelWaiter(_ id: WaiterID, lane: Int) -> PoolActions {
+    mutating func cancelWaiter(_ id: WaiterID, lane: Int, now: Instant) -> PoolActions {
         var actions = PoolActions()
         if let index = self.lanes[lane].waiters.firstIndex(where: { $0.id == id }) {
-            self.removeWaiter(at: index, lane: lane)
+            self.removeWaiter(at: index, lane: lane, now: now)
             self.statistics.current.lanes[lane].outcomes.cancelled += 1
             actions.cancelled.append(id)
         }
