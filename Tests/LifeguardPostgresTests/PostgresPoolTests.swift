@@ -31,6 +31,20 @@ struct PostgresPoolTests {
         }
     }
 
+    @Test("fanOut runs a request's queries on at most maxConcurrent connections at once and returns them in order")
+    func fanOut() async throws {
+        let configuration = try TestDatabase.configuration(application: "lg-fanout", budget: 6)
+        try await TestDatabase.withPool(configuration) { pool in
+            let rows = try await pool.fanOut(lane: .retrieval, maxConcurrent: 3, Array(1...9)) { lease, number in
+                let row = try await lease.query("SELECT \(number)::int8, pg_backend_pid()::int8 FROM pg_sleep(0.02)")[0]
+                return try row.decode((Int, Int).self)
+            }
+            #expect(rows.map(\.0) == Array(1...9))
+            #expect(Set(rows.map(\.1)).count <= 3)
+            #expect(pool.status().leased == 0)
+        }
+    }
+
     @Test("a body that sleeps 1.5 s between two queries is reported once as a generation hold, with its file and line")
     func generationHold() async throws {
         let configuration = try TestDatabase.configuration(application: "lg-generation-hold", budget: 3)
@@ -219,9 +233,10 @@ struct PostgresPoolTests {
     @Test("cancellation storm: 2,000 leases, 30% cancelled while queued, mid-query or in a transaction; nothing leaks")
     func cancellationStorm() async throws {
         let budget = 10
+        // Long waits on purpose, shedding off: the subject is cancellation, not overload.
         let lanes: [Lane: LaneConfiguration] = [
-            .retrieval: .init(reserved: 3, waitTimeout: .seconds(60), maxWaiters: 5_000),
-            .write: .init(reserved: 3, waitTimeout: .seconds(60), maxWaiters: 5_000),
+            .retrieval: .init(reserved: 3, waitTimeout: .seconds(60), maxWaiters: 5_000, shedding: nil),
+            .write: .init(reserved: 3, waitTimeout: .seconds(60), maxWaiters: 5_000, shedding: nil),
         ]
         let configuration = try TestDatabase.configuration(application: "lg-storm", budget: budget, lanes: lanes)
         try await TestDatabase.withObserver { observer in try await TestDatabase.withPool(configuration) { pool in
