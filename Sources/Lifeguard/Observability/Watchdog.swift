@@ -156,6 +156,8 @@ struct IncidentTracker {
     var reportedWindow: [Int: PoolInstant] = [:]
     var lastCancellations: UInt64?
     var lastCapacity: Int?
+    /// The window in which the leak signal was last reported.
+    var leakReportedWindow: PoolInstant?
 
     /// Adds the time since the last sample to each running lease's call site.
     mutating func sample(_ running: [PoolStateMachine.RunningLease], windowStart: PoolInstant, now: PoolInstant) {
@@ -180,7 +182,8 @@ struct IncidentTracker {
             .map { "\($0.key) (\(SizingAdvice.format($0.value)) s)" }
     }
 
-    /// Slow-wait incidents (once per lane and window) and the leak signal, from a snapshot.
+    /// Slow-wait incidents (once per lane and window) and the leak signal (once per window),
+    /// from a snapshot.
     mutating func check(_ inputs: PoolStateMachine.StatisticsInputs) -> [Incident] {
         var incidents: [Incident] = []
         let window = inputs.recorder.current
@@ -197,8 +200,11 @@ struct IncidentTracker {
         }
         let cancellations = window.lanes.reduce(0) { $0 + $1.outcomes.cancelled + $1.cancelledLeases }
         if let lastCancellations = self.lastCancellations, let lastCapacity = self.lastCapacity,
-            cancellations > lastCancellations, inputs.capacity < lastCapacity
+            cancellations > lastCancellations, inputs.capacity < lastCapacity, self.leakReportedWindow != window.start
         {
+            // Once per window: under cancellation-heavy load, connections being reset after
+            // cancelled leases make capacity dip at many checks, and one report says it.
+            self.leakReportedWindow = window.start
             incidents.append(Incident(
                 kind: .leakSignal, lane: nil, waitP99Milliseconds: nil, topCallSites: [],
                 capacity: inputs.capacity, cancellations: cancellations - lastCancellations))
