@@ -8,7 +8,7 @@ public struct LifeguardError: Error, Sendable, CustomStringConvertible {
     public struct Code: Hashable, Sendable, CustomStringConvertible {
         private enum Base: String, Hashable, Sendable {
             case waitTimeout, overloaded, shed, deadlineExceeded, databaseUnavailable, shutdown, invalidConfiguration,
-                unknownLane, leaseEnded
+                unknownLane, leaseEnded, leaseDuringGeneration
         }
         private let base: Base
         private init(_ base: Base) { self.base = base }
@@ -35,6 +35,9 @@ public struct LifeguardError: Error, Sendable, CustomStringConvertible {
         public static let unknownLane = Code(.unknownLane)
         /// A connection was used after its lease ended (it escaped its `withConnection` closure).
         public static let leaseEnded = Code(.leaseEnded)
+        /// A lease was requested inside a ``GenerationStep`` and the configuration forbids it
+        /// (``PoolConfiguration/leaseDuringGeneration``).
+        public static let leaseDuringGeneration = Code(.leaseDuringGeneration)
 
         public var description: String { self.base.rawValue }
     }
@@ -113,6 +116,12 @@ public struct LifeguardError: Error, Sendable, CustomStringConvertible {
             setting: "lanes[\"\(lane.name)\"].maxWaiters")
     }
 
+    static func leaseDuringGeneration(lane: Lane, callSite: String, step: String) -> LifeguardError {
+        LifeguardError(
+            code: .leaseDuringGeneration, lane: lane, setting: "leaseDuringGeneration",
+            problems: ["a connection was asked for at \(callSite) inside the generation step begun at \(step)"])
+    }
+
     static func shed(lane: Lane, waited: Duration, queueDepth: Int, expectedWait: Duration? = nil) -> LifeguardError {
         LifeguardError(
             code: .shed, lane: lane, waited: waited, queueDepth: queueDepth, setting: "lanes[\"\(lane.name)\"].shedding",
@@ -170,6 +179,9 @@ public struct LifeguardError: Error, Sendable, CustomStringConvertible {
             return "Lifeguard: the pool is shut down or shutting down; no new leases are granted."
         case .unknownLane:
             return "Lifeguard: lane '\(self.laneName)' is not configured. \(self.problems.joined(separator: " "))"
+        case .leaseDuringGeneration:
+            return "Lifeguard: lane '\(self.laneName)' refused a lease: \(self.problems.first ?? "inside a generation step"). "
+                + "No connection may be held across a model call: lease before or after it (three short windows)."
         case .leaseEnded:
             return "Lifeguard: a connection was used after its lease ended; use it only inside withConnection's closure."
         default:

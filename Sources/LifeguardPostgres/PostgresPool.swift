@@ -109,6 +109,50 @@ public final class PostgresPool: Service, Sendable {
         return try await body(lease)
     }
 
+    /// Runs a pipeline in three short windows: `retrieve` on a lease of `retrieval`, released
+    /// when it returns; `generate` with no connection held (a ``Lifeguard/GenerationStep``: a
+    /// lease requested there is reported or refused); `persist` in a transaction on a lease of
+    /// `write`.
+    ///
+    /// ```swift
+    /// let id = try await pool.threeWindows(
+    ///     retrieve: { lease in try await lease.query("SELECT body FROM docs WHERE topic = \(topic) LIMIT 8") },
+    ///     generate: { rows in try await model.answer(question, context: rows) },
+    ///     persist: { lease, answer in try await lease.execute("INSERT INTO answers (body) VALUES (\(answer))") })
+    /// ```
+    ///
+    /// - Parameters:
+    ///   - retrieval: The lane of the first window. Default: ``Lifeguard/Lane/retrieval``.
+    ///   - write: The lane of the last window. Default: ``Lifeguard/Lane/write``.
+    ///   - fileID: The caller's file, for reports. Leave the default.
+    ///   - line: The caller's line, for reports. Leave the default.
+    ///   - function: The caller's function, for reports. Leave the default.
+    ///   - retrieve: Reads what the model needs.
+    ///   - generate: Calls the model, with no connection held.
+    ///   - persist: Writes the result, in a transaction.
+    /// - Returns: What `persist` returns, once committed.
+    public func threeWindows<Context, Answer, Saved>(
+        retrieval: Lane = .retrieval,
+        write: Lane = .write,
+        fileID: StaticString = #fileID,
+        line: UInt = #line,
+        function: StaticString = #function,
+        isolation: isolated (any Actor)? = #isolation,
+        retrieve: (PostgresLease) async throws -> Context,
+        generate: (Context) async throws -> Answer,
+        persist: (PostgresLease, Answer) async throws -> Saved
+    ) async throws -> Saved {
+        let context = try await self.withConnection(lane: retrieval, fileID: fileID, line: line, function: function) {
+            try await retrieve($0)
+        }
+        let answer = try await GenerationStep.run(fileID: fileID, line: line, function: function) {
+            try await generate(context)
+        }
+        return try await self.withTransaction(lane: write, fileID: fileID, line: line, function: function) {
+            try await persist($0, answer)
+        }
+    }
+
     /// Runs `body` in a transaction: `BEGIN`, then `COMMIT` when `body` returns, `ROLLBACK`
     /// when it throws or the task is cancelled.
     ///

@@ -94,14 +94,13 @@ func seconds(_ duration: Duration) -> Double {
 
 /// Open-loop Poisson arrivals at `rate` per second for `duration` seconds; waits for every
 /// request to end.
-func drive(_ pool: PostgresPool, rate: Double, duration: Double, seed: UInt64) async -> Tally {
+func drive(_ pool: PostgresPool, rate: Double, duration: Double) async -> Tally {
     let recorder = Recorder()
-    var random = SeededRandom(seed: seed)
     let start = ContinuousClock.now
     await withDiscardingTaskGroup { group in
         var next = 0.0
         while true {
-            next += -log(1 - random.nextUnit()) / rate
+            next += -log(1 - Double.random(in: 0..<1)) / rate
             guard next < duration else { break }
             try? await Task.sleep(until: start.advanced(by: .nanoseconds(Int64(next * 1e9))), clock: .continuous)
             recorder.tally.withLock { $0.arrivals += 1 }
@@ -125,19 +124,6 @@ func drive(_ pool: PostgresPool, rate: Double, duration: Double, seed: UInt64) a
     return recorder.tally.withLock { $0 }
 }
 
-struct SeededRandom {
-    var state: UInt64
-    init(seed: UInt64) { self.state = seed }
-    mutating func next() -> UInt64 {
-        self.state &+= 0x9E37_79B9_7F4A_7C15
-        var z = self.state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-    mutating func nextUnit() -> Double { Double(self.next() >> 11) / Double(1 << 53) }
-}
-
 func run() async throws {
     let options = Options(arguments: CommandLine.arguments)
     guard !options.databaseURL.isEmpty else {
@@ -155,7 +141,7 @@ func run() async throws {
         + "\(options.connections) connections for the retrieval lane (budget \(options.connections + 1) with the control connection), "
         + "\(Int(options.duration)) s per design")
     var rows: [(Design, Tally, Double, Double, PoolStatistics.LaneStatistics?)] = []
-    for (index, design) in designs.enumerated() {
+    for design in designs {
         let pool = try makePool(options, shedding: design.shedding, logger: logger)
         let runner = Task { await pool.run() }
         let hold = try await calibrate(pool)
@@ -163,7 +149,7 @@ func run() async throws {
         let rate = capacity * options.load
         print("  \(design.name): hold per read \(format(hold * 1000)) ms → capacity \(format(capacity)) requests/s; "
             + "offering \(format(rate))/s …")
-        let tally = await drive(pool, rate: rate, duration: options.duration, seed: 42 + UInt64(index))
+        let tally = await drive(pool, rate: rate, duration: options.duration)
         let lane = pool.statistics()[.retrieval]
         pool.shutdown(gracePeriod: .seconds(5))
         await runner.value

@@ -67,6 +67,10 @@ public struct PoolConfiguration: Sendable, Hashable {
     /// turns the report off. Needs a factory that tracks activity. Default: 1 s.
     public var idleInLeaseThreshold: Duration?
 
+    /// What a lease requested inside a ``GenerationStep`` does: `.warn` grants it and reports
+    /// its call site once, `.forbid` refuses it. Default: `.warn`.
+    public var leaseDuringGeneration: LeaseDuringGeneration
+
     /// Whether the pool records waits, holds and in-use levels (``ConnectionPool/statistics()``,
     /// metrics, sizing advice). Outcome counts are kept either way. Default: true; turning it
     /// off is for measuring what recording costs.
@@ -101,6 +105,7 @@ public struct PoolConfiguration: Sendable, Hashable {
         self.recordsStatistics = true
         self.longHoldThreshold = .seconds(5)
         self.idleInLeaseThreshold = .seconds(1)
+        self.leaseDuringGeneration = .warn
     }
 
     /// Checks every setting and reports all problems at once.

@@ -123,6 +123,8 @@ struct StatisticsRecorder {
     static let findingsKept = 32
     /// The most recent incidents, newest last, at most ``findingsKept``.
     var incidents: [Incident] = []
+    /// The call sites already reported for leasing during a generation step.
+    var generationLeaseSites: Set<String> = []
 
     mutating func record(_ incident: Incident) {
         self.incidents.append(incident)
@@ -184,7 +186,7 @@ struct StatisticsRecorder {
     mutating func record(_ finding: WatchdogFinding, lane: Int) {
         switch finding.kind {
         case .longHold: self.current.lanes[lane].longHolds += 1
-        case .generationHold: self.current.lanes[lane].generationHolds += 1
+        case .generationHold, .leaseDuringGeneration: self.current.lanes[lane].generationHolds += 1
         }
         self.findings.append(finding)
         if self.findings.count > Self.findingsKept {

@@ -37,6 +37,9 @@ public struct WatchdogFinding: Sendable, Hashable, Codable, CustomStringConverti
         /// held across a model call. No pool size fixes it: release the connection before the
         /// call and take another after (three short windows).
         case generationHold
+        /// A lease was requested inside a ``GenerationStep``, where no connection should be
+        /// held: reported once per call site.
+        case leaseDuringGeneration
     }
 
     /// What kind of finding.
@@ -51,6 +54,22 @@ public struct WatchdogFinding: Sendable, Hashable, Codable, CustomStringConverti
     public var heldSeconds: Double
     /// How long no statement had run when found, in seconds (generation holds).
     public var idleSeconds: Double?
+    /// Where the generation step began, `File.swift:line` (leases during generation).
+    public var generationStep: String?
+
+    /// Creates a finding.
+    public init(
+        kind: Kind, lane: String, callSite: String, function: String, heldSeconds: Double, idleSeconds: Double?,
+        generationStep: String? = nil
+    ) {
+        self.kind = kind
+        self.lane = lane
+        self.callSite = callSite
+        self.function = function
+        self.heldSeconds = heldSeconds
+        self.idleSeconds = idleSeconds
+        self.generationStep = generationStep
+    }
 
     public var description: String {
         switch self.kind {
@@ -60,6 +79,10 @@ public struct WatchdogFinding: Sendable, Hashable, Codable, CustomStringConverti
             return "generation hold: lane '\(self.lane)' held a connection with no statement running for "
                 + "\(((self.idleSeconds ?? 0) * 10).rounded() / 10) s at \(self.callSite) (\(self.function)); "
                 + "release it before the model call and lease again after"
+        case .leaseDuringGeneration:
+            return "lease during generation: lane '\(self.lane)' was asked for a connection at \(self.callSite) "
+                + "(\(self.function)) inside the generation step begun at \(self.generationStep ?? "unknown"); "
+                + "lease before or after the model call, not during it"
         }
     }
 }
@@ -70,6 +93,7 @@ extension WatchdogFinding.Kind {
         switch self {
         case .longHold: 1
         case .generationHold: 2
+        case .leaseDuringGeneration: 4
         }
     }
 }
@@ -107,6 +131,16 @@ extension PoolStateMachine {
             idleSeconds: idleSince.map { Double($0.nanoseconds(to: now)) / 1e9 })
         self.statistics.record(finding, lane: lease.lane)
         return finding
+    }
+
+    /// Records a lease requested during a generation step; `true` when its call site had not
+    /// been reported yet.
+    mutating func recordLeaseDuringGeneration(_ finding: WatchdogFinding, lane: Lane) -> Bool {
+        guard let index = self.laneIndex(of: lane),
+            self.statistics.generationLeaseSites.insert(finding.callSite).inserted
+        else { return false }
+        self.statistics.record(finding, lane: index)
+        return true
     }
 }
 

@@ -217,6 +217,9 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Service, Sendable
         guard let laneIndex = self.lanes.firstIndex(of: lane) else {
             throw self.unknownLane(lane)
         }
+        if let step = GenerationStep.current {
+            try self.leaseDuringGeneration(step: step, lane: lane, callSite: callSite)
+        }
         if !Task.isCancelled {
             let now = PoolInstant.now
             let immediate: Lease? = self.shared.withLock { shared in

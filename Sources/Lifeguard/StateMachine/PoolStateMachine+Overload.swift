@@ -95,9 +95,9 @@ extension PoolStateMachine {
     /// caller's deadline: `nil` when they may, or the error that rejects them all at once.
     ///
     /// An overloaded lane sheds at once what it could not expect to serve within half its target
-    /// (leaving the other half for the wait's spread), and
-    /// a deadline that the expected wait exceeds is rejected at once: failing now beats failing
-    /// after the wait. The rejection is counted once per lease.
+    /// (leaving the other half for the wait's spread), and a deadline that the expected wait
+    /// exceeds is rejected at once: failing now beats failing after the wait. The rejection is
+    /// counted once per lease.
     mutating func rejectionAtAdmission(lane: Int, leases: Int, callerDeadline: Instant?, now: Instant) -> LifeguardError? {
         let state = self.lanes[lane]
         let expected = self.expectedWait(lane: lane, leases: leases)
