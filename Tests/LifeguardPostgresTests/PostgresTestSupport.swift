@@ -16,11 +16,19 @@ enum TestDatabase {
 
     /// A configuration for the test server with its own `application_name`, so that each test
     /// can count its own backends in `pg_stat_activity`.
+    ///
+    /// Unless a test gives its lanes, they wait up to 10 s: a first connection (TCP, SCRAM in a
+    /// debug build) on a machine busy with the other tests can take longer than the default
+    /// 500 ms, and waiting is not what those tests are about.
     static func configuration(application: String, budget: Int, lanes: [Lane: LaneConfiguration]? = nil) throws -> PostgresPool.Configuration {
         var configuration = try PostgresPool.Configuration(url: url!)
         configuration.applicationName = application
         configuration.budget = budget
-        if let lanes { configuration.lanes = lanes }
+        configuration.lanes = lanes ?? configuration.lanes.mapValues { lane in
+            var patient = lane
+            patient.waitTimeout = .seconds(10)
+            return patient
+        }
         return configuration
     }
 
