@@ -10,6 +10,7 @@ let package = Package(
     products: [
         .executable(name: "lease-benchmark", targets: ["LeaseBenchmark"]),
         .executable(name: "overload-benchmark", targets: ["OverloadBenchmark"]),
+        .executable(name: "agent-storm-benchmark", targets: ["AgentStormBenchmark"]),
     ],
     dependencies: [
         .package(name: "lifeguard", path: ".."),
@@ -30,6 +31,16 @@ let package = Package(
         ),
         .executableTarget(
             name: "OverloadBenchmark",
+            dependencies: [
+                .product(name: "Lifeguard", package: "lifeguard"),
+                .product(name: "LifeguardPostgres", package: "lifeguard"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
+            ]
+        ),
+        .executableTarget(
+            name: "AgentStormBenchmark",
             dependencies: [
                 .product(name: "Lifeguard", package: "lifeguard"),
                 .product(name: "LifeguardPostgres", package: "lifeguard"),

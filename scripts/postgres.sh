@@ -69,8 +69,12 @@ url() {
 }
 
 start_server() {
+    # Throwaway clusters skip durability for speed; LIFEGUARD_POSTGRES_DURABLE=1 keeps it (for
+    # benchmarks where a commit's flush matters, e.g. group commit).
+    local durability="-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+    [ "${LIFEGUARD_POSTGRES_DURABLE:-0}" = 1 ] && durability=""
     as_owner "$bindir/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
-        -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c max_connections=200 -c fsync=off -c synchronous_commit=off -c full_page_writes=off" \
+        -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c max_connections=200 $durability" \
         start >&2 || { log "server failed to start; its log:"; cat "$dir/server.log" >&2; exit 1; }
 }
 

@@ -140,7 +140,10 @@ public struct LifeguardError: Error, Sendable, CustomStringConvertible {
         LifeguardError(code: .databaseUnavailable, lane: lane, waited: waited, underlying: lastError)
     }
 
-    static func shutdown(lane: Lane?) -> LifeguardError {
+    /// The pool, or a component in front of it, has shut down, for adapters.
+    ///
+    /// - Parameter lane: The lane of the request, if any.
+    public static func shutdown(lane: Lane?) -> LifeguardError {
         LifeguardError(code: .shutdown, lane: lane)
     }
 

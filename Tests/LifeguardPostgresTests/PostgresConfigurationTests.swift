@@ -4,6 +4,19 @@ import Testing
 
 @Suite("PostgreSQL configuration")
 struct PostgresConfigurationTests {
+    @Test("a write coalescer's bad settings are all reported at once")
+    func coalescerConfiguration() throws {
+        let pool = try PostgresPool(
+            configuration: PostgresPool.Configuration(url: "postgres://app@localhost/app"), logger: .init(label: "test"))
+        do {
+            _ = try WriteCoalescer(pool: pool, configuration: .init(maxBatch: 0, maxDelay: .milliseconds(-1), maxQueued: -1, maxConnections: 0))
+            Issue.record("expected invalidConfiguration")
+        } catch {
+            #expect(error.code == .invalidConfiguration)
+            #expect(error.problems.count == 4)
+        }
+    }
+
     @Test("a URL gives host, port, user, database and options; the password never shows")
     func parseURL() throws {
         let configuration = try PostgresPool.Configuration(
