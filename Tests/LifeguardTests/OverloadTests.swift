@@ -34,6 +34,8 @@ struct OverloadTests {
         // only the target; those queued before keep their waitTimeout.
         let (third, actions) = machine.leaseWaiting(.retrieval, now: at(170))!
         #expect(self.isOverloaded(machine) == true)
+        #expect(machine.status.lanes[.retrieval]?.isOverloaded == true)
+        #expect(String(describing: machine.status).contains("overloaded"))
         #expect(self.deadline(of: third, in: machine) == at(220))
         #expect(actions.wakeUp == at(220))
         #expect(self.deadline(of: first, in: machine) == at(500))

@@ -10,6 +10,9 @@ public struct PoolStatus: Sendable, Hashable, CustomStringConvertible {
         public var reserved: Int
         /// The lane's effective limit (capped by the budget).
         public var limit: Int
+        /// Whether the lane is overloaded: its queue stood above the shedding target, and
+        /// requests that cannot be served within it are shed (see ``Shedding``).
+        public var isOverloaded: Bool = false
     }
 
     /// The number of connections the pool may open.
@@ -33,7 +36,10 @@ public struct PoolStatus: Sendable, Hashable, CustomStringConvertible {
 
     public var description: String {
         let lanes = self.lanes.sorted { $0.key.name < $1.key.name }
-            .map { "\($0.key.name) \($0.value.leased)/\($0.value.limit) (+\($0.value.waiters) waiting)" }
+            .map {
+                "\($0.key.name) \($0.value.leased)/\($0.value.limit) (+\($0.value.waiters) waiting"
+                    + "\($0.value.isOverloaded ? ", overloaded" : ""))"
+            }
             .joined(separator: ", ")
         return "connections \(self.connections)/\(self.budget): \(self.leased) leased, \(self.idle) idle, "
             + "\(self.opening) opening; \(self.waiters) waiting; lanes: \(lanes)"
@@ -45,7 +51,9 @@ extension PoolStateMachine {
     var status: PoolStatus {
         var lanes: [Lane: PoolStatus.LaneStatus] = [:]
         for state in self.lanes {
-            lanes[state.lane] = .init(leased: state.leased, waiters: state.waiters.count, reserved: state.reserved, limit: state.limit)
+            lanes[state.lane] = .init(
+                leased: state.leased, waiters: state.waiters.count, reserved: state.reserved, limit: state.limit,
+                isOverloaded: state.shedder?.isOverloaded ?? false)
         }
         let isShuttingDown: Bool
         if case .running = self.lifecycle { isShuttingDown = false } else { isShuttingDown = true }
