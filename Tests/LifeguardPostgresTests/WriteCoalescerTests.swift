@@ -97,4 +97,27 @@ extension PostgresPoolTests {
             await #expect(throws: LifeguardError.self) { try await coalescer.write("SELECT 1") }
         }
     }
+
+    @Test("coalescer: a full queue makes writers wait for room instead of queueing without bound")
+    func coalescerBackPressure() async throws {
+        let configuration = try TestDatabase.configuration(application: "lg-backpressure", budget: 3)
+        try await TestDatabase.withPool(configuration) { pool in
+            let coalescer = try WriteCoalescer(
+                pool: pool, configuration: .init(maxBatch: 1, maxQueued: 1, maxConnections: 1))
+            let flushing = Task { await coalescer.run() }
+            let writers = (0..<4).map { _ in Task { try await coalescer.write("SELECT pg_sleep(0.2)") } }
+            // One statement runs, one is queued, the other two wait for room.
+            var observed = (queued: 0, waiting: 0)
+            for _ in 0..<200 {
+                observed = coalescer.state.withLock { ($0.queue.count, $0.waitingForRoom.count) }
+                if observed.waiting == 2 { break }
+                try await Task.sleep(for: .milliseconds(5))
+            }
+            #expect(observed.queued == 1)
+            #expect(observed.waiting == 2)
+            for writer in writers { try await writer.value }
+            coalescer.shutdown()
+            await flushing.value
+        }
+    }
 }
