@@ -52,11 +52,21 @@ let package = Package(
                 .product(name: "DequeModule", package: "swift-collections"),
             ]
         ),
+        // Scenarios, sizing and the simulator that runs the real state machine on a virtual clock.
+        .target(
+            name: "LifeguardLab",
+            dependencies: [
+                "Lifeguard",
+                .product(name: "HeapModule", package: "swift-collections"),
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
+            ]
+        ),
         // The `lifeguard` command-line tool.
         .executableTarget(
             name: "LifeguardCLI",
             dependencies: [
                 "Lifeguard",
+                "LifeguardLab",
                 "LifeguardPostgres",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "PostgresNIO", package: "postgres-nio"),
@@ -83,6 +93,7 @@ let package = Package(
             ]
         ),
         .testTarget(name: "LifeguardCLITests", dependencies: ["LifeguardCLI"]),
+        .testTarget(name: "LifeguardLabTests", dependencies: ["LifeguardLab", "Lifeguard"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -48,7 +48,7 @@ public struct PoolStatus: Sendable, Hashable, CustomStringConvertible {
 
 extension PoolStateMachine {
     /// The pool's state as users see it.
-    var status: PoolStatus {
+    package var status: PoolStatus {
         var lanes: [Lane: PoolStatus.LaneStatus] = [:]
         for state in self.lanes {
             lanes[state.lane] = .init(
@@ -100,7 +100,7 @@ extension PoolStateMachine {
     }
 
     /// The statistics of the current and previous windows, up to `now`.
-    func statisticsSnapshot(now: Instant) -> PoolStatistics {
+    package func statisticsSnapshot(now: Instant) -> PoolStatistics {
         self.statisticsInputs.snapshot(now: now)
     }
 }

@@ -24,7 +24,7 @@ extension PoolStateMachine {
     }
 
     /// A connection was opened into `slot`.
-    mutating func connectionEstablished(slot: Int, now: Instant) -> PoolActions {
+    package mutating func connectionEstablished(slot: Int, now: Instant) -> PoolActions {
         var actions = PoolActions()
         precondition(self.slots[slot].state == .opening, "connectionEstablished for a slot that is not opening")
         self.openingCount -= 1
@@ -47,7 +47,7 @@ extension PoolStateMachine {
 
     /// Opening a connection into `slot` failed: back off, and fail fast the requests that were
     /// waiting for a new connection.
-    mutating func connectionFailed(slot: Int, error: any Error & Sendable, now: Instant) -> PoolActions {
+    package mutating func connectionFailed(slot: Int, error: any Error & Sendable, now: Instant) -> PoolActions {
         var actions = PoolActions()
         precondition(self.slots[slot].state == .opening, "connectionFailed for a slot that is not opening")
         self.openingCount -= 1
@@ -79,13 +79,13 @@ extension PoolStateMachine {
     }
 
     /// A reset of an abandoned lease's connection finished.
-    mutating func resetCompleted(slot: Int, succeeded: Bool, now: Instant) -> PoolActions {
+    package mutating func resetCompleted(slot: Int, succeeded: Bool, now: Instant) -> PoolActions {
         precondition(self.slots[slot].state == .resetting, "resetCompleted for a slot that is not resetting")
         return self.checkCompleted(slot: slot, succeeded: succeeded, failure: .resetFailed, now: now)
     }
 
     /// A keepalive ping of an idle connection finished.
-    mutating func pingCompleted(slot: Int, succeeded: Bool, now: Instant) -> PoolActions {
+    package mutating func pingCompleted(slot: Int, succeeded: Bool, now: Instant) -> PoolActions {
         precondition(self.slots[slot].state == .pinging, "pingCompleted for a slot that is not pinging")
         return self.checkCompleted(slot: slot, succeeded: succeeded, failure: .broken, now: now)
     }
@@ -112,7 +112,7 @@ extension PoolStateMachine {
     }
 
     /// A connection finished closing: its slot is free, and a replacement may be opened.
-    mutating func connectionClosed(slot: Int, now: Instant) -> PoolActions {
+    package mutating func connectionClosed(slot: Int, now: Instant) -> PoolActions {
         var actions = PoolActions()
         precondition(self.slots[slot].state == .closing, "connectionClosed for a slot that is not closing")
         self.freeSlot(slot)

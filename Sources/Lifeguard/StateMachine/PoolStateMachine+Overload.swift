@@ -142,7 +142,7 @@ extension PoolStateMachine {
     /// overloaded lane sheds whole requests rather than some of their leases.
     ///
     /// The leases an idle connection would serve at once do not count as queued.
-    mutating func admitFanOut(lane: Int, leases: Int, deadline callerDeadline: Instant?, now: Instant) -> LifeguardError? {
+    package mutating func admitFanOut(lane: Int, leases: Int, deadline callerDeadline: Instant?, now: Instant) -> LifeguardError? {
         guard case .running = self.lifecycle else { return nil }
         self.observeQueue(lane: lane, now: now)
         let servedAtOnce = self.lanes[lane].waiters.isEmpty

@@ -1,7 +1,7 @@
 /// Time: wait deadlines, housekeeping, reconnect probes, and shutdown with its grace period.
 extension PoolStateMachine {
     /// A wake-up the shell scheduled has fired (or the shell wants housekeeping now).
-    mutating func tick(now: Instant) -> PoolActions {
+    package mutating func tick(now: Instant) -> PoolActions {
         var actions = PoolActions()
         if let armed = self.armedWakeUp, armed <= now {
             self.armedWakeUp = nil
@@ -56,7 +56,7 @@ extension PoolStateMachine {
 
     /// Stops granting leases: fails every waiter, closes idle connections, and lets leases run
     /// until `gracePeriod` has passed, when their connections are closed.
-    mutating func shutdown(gracePeriod: Duration, now: Instant) -> PoolActions {
+    package mutating func shutdown(gracePeriod: Duration, now: Instant) -> PoolActions {
         var actions = PoolActions()
         guard case .running = self.lifecycle else { return actions }
         let deadline = now.advanced(by: gracePeriod)

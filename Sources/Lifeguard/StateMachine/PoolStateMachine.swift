@@ -2,27 +2,27 @@ import DequeModule
 
 /// Identifies one waiting request.
 @usableFromInline
-struct WaiterID: Hashable, Sendable, CustomStringConvertible {
+package struct WaiterID: Hashable, Sendable, CustomStringConvertible {
     /// Increases with every request, so it also orders requests by arrival.
-    @usableFromInline let value: Int
-    @usableFromInline var description: String { "waiter#\(self.value)" }
+    @usableFromInline package let value: Int
+    @usableFromInline package var description: String { "waiter#\(self.value)" }
 }
 
 /// A connection handed to a lease: the slot it lives in, and whether it must be validated first.
 ///
 /// The machine deals in slots; the shell keeps the connection objects, indexed by slot.
 @usableFromInline
-struct Grant: Sendable, Equatable {
-    @usableFromInline let slot: Int
-    @usableFromInline let connectionID: Int
-    @usableFromInline let lane: Int
+package struct Grant: Sendable, Equatable {
+    @usableFromInline package let slot: Int
+    @usableFromInline package let connectionID: Int
+    @usableFromInline package let lane: Int
     /// The connection was idle longer than `validationThreshold`: ping it before use.
-    @usableFromInline let needsValidation: Bool
+    @usableFromInline package let needsValidation: Bool
 }
 
 /// What the pool does with a connection when its lease ends.
 @usableFromInline
-enum ReleaseDisposition: Sendable, Hashable {
+package enum ReleaseDisposition: Sendable, Hashable {
     /// Clean: back to idle, or straight to the next waiter.
     case reuse
     /// Abandoned or dirty: reset it before anyone else gets it.
@@ -53,10 +53,10 @@ enum ReleaseDisposition: Sendable, Hashable {
 /// The pool moves from `running` to `draining` (on shutdown: no new leases, leased connections
 /// closed when returned or when the grace period ends) to `stopped` (every connection closed).
 @usableFromInline
-struct PoolStateMachine {
+package struct PoolStateMachine {
     /// Integer nanoseconds on the monotonic clock; a ``ManualClock`` produces them too, from
     /// zero, for tests and the simulator.
-    @usableFromInline typealias Instant = PoolInstant
+    @usableFromInline package typealias Instant = PoolInstant
 
     enum Lifecycle {
         case running
@@ -165,7 +165,7 @@ struct PoolStateMachine {
     ///   - configuration: A validated configuration.
     ///   - seed: Seeds the jitter of lifetimes and backoff; fixed in tests for determinism.
     ///   - now: When the pool starts: the start of its first statistics window.
-    init(configuration: PoolConfiguration, seed: UInt64, now: Instant) {
+    package init(configuration: PoolConfiguration, seed: UInt64, now: Instant) {
         self.configuration = configuration
         self.lanes = configuration.lanes
             .sorted { $0.key.name < $1.key.name }
@@ -193,14 +193,14 @@ struct PoolStateMachine {
     }
 
     /// The index of a lane, or `nil` when it is not configured. Lanes are few: a scan beats hashing.
-    func laneIndex(of lane: Lane) -> Int? {
+    package func laneIndex(of lane: Lane) -> Int? {
         self.lanes.firstIndex { $0.lane == lane }
     }
 
     // MARK: - Lease and release
 
     @usableFromInline
-    enum LeaseDecision {
+    package enum LeaseDecision {
         /// A connection was idle and the lane had room: use it now, without suspending.
         case granted(Grant)
         /// The request was queued as `waiter`; carry out the actions, then suspend.
@@ -232,7 +232,7 @@ struct PoolStateMachine {
     ///   - deadline: The caller's deadline (``RequestDeadline``), if any.
     ///   - group: The request fanning out this lease belongs to, for fair queueing.
     @usableFromInline
-    mutating func lease(
+    package mutating func lease(
         lane: Int, now: Instant, callSite: CallSite? = nil, deadline callerDeadline: Instant? = nil, group: Int? = nil
     ) -> LeaseDecision {
         self.statistics.current.lanes[lane].arrivals += 1
@@ -267,7 +267,7 @@ struct PoolStateMachine {
 
     /// A queued request was cancelled: it leaves the queue at once. Nothing happens when it was
     /// already granted or failed (the shell hands back a grant that raced the cancellation).
-    mutating func cancelWaiter(_ id: WaiterID, lane: Int, now: Instant) -> PoolActions {
+    package mutating func cancelWaiter(_ id: WaiterID, lane: Int, now: Instant) -> PoolActions {
         var actions = PoolActions()
         if let index = self.lanes[lane].waiters.firstIndex(where: { $0.id == id }) {
             self.removeWaiter(at: index, lane: lane, now: now)
@@ -299,7 +299,7 @@ struct PoolStateMachine {
     ///
     /// - Parameter cancelled: The lease ended because its task was cancelled (for statistics).
     @usableFromInline
-    mutating func release(_ grant: Grant, disposition: ReleaseDisposition, now: Instant, cancelled: Bool = false) -> PoolActions {
+    package mutating func release(_ grant: Grant, disposition: ReleaseDisposition, now: Instant, cancelled: Bool = false) -> PoolActions {
         var actions = PoolActions()
         guard self.slots[grant.slot].id == grant.connectionID, case .leased(let lane) = self.slots[grant.slot].state else {
             // The connection was closed under the lease (shutdown grace period ended).
@@ -404,50 +404,50 @@ struct PoolStateMachine {
 
 /// A waiter that gets a connection.
 @usableFromInline
-struct WaiterGrant: Sendable, Equatable {
-    @usableFromInline let waiter: WaiterID
-    @usableFromInline let grant: Grant
+package struct WaiterGrant: Sendable, Equatable {
+    @usableFromInline package let waiter: WaiterID
+    @usableFromInline package let grant: Grant
 }
 
 /// A waiter that fails.
 @usableFromInline
-struct WaiterFailure: Sendable, Equatable {
-    @usableFromInline let waiter: WaiterID
-    @usableFromInline let error: LifeguardError
+package struct WaiterFailure: Sendable, Equatable {
+    @usableFromInline package let waiter: WaiterID
+    @usableFromInline package let error: LifeguardError
 }
 
 /// What the shell must do after an event, once it has released its lock. Connections are named
 /// by slot.
 @usableFromInline
-struct PoolActions: Sendable, Equatable {
+package struct PoolActions: Sendable, Equatable {
     /// Resume these waiters with a connection.
-    @usableFromInline var grants: [WaiterGrant] = []
+    @usableFromInline package var grants: [WaiterGrant] = []
     /// Resume these waiters with an error.
-    @usableFromInline var failures: [WaiterFailure] = []
+    @usableFromInline package var failures: [WaiterFailure] = []
     /// Resume these waiters with `CancellationError`: they left the queue.
-    @usableFromInline var cancelled: [WaiterID] = []
+    @usableFromInline package var cancelled: [WaiterID] = []
     /// Open a connection into each of these slots.
-    @usableFromInline var connect: [Int] = []
+    @usableFromInline package var connect: [Int] = []
     /// Reset the connections of these slots (abandoned leases), then report `resetCompleted`.
-    @usableFromInline var reset: [Int] = []
+    @usableFromInline package var reset: [Int] = []
     /// Ping the idle connections of these slots (keepalive), then report `pingCompleted`.
-    @usableFromInline var ping: [Int] = []
+    @usableFromInline package var ping: [Int] = []
     /// Close the connections of these slots, then report `connectionClosed`.
-    @usableFromInline var close: [Int] = []
+    @usableFromInline package var close: [Int] = []
     /// Call `tick` at this instant.
-    @usableFromInline var wakeUp: PoolInstant?
+    @usableFromInline package var wakeUp: PoolInstant?
     /// The pool has drained: every connection is closed.
-    @usableFromInline var finished = false
+    @usableFromInline package var finished = false
 
-    @usableFromInline init() {}
+    @usableFromInline package init() {}
 
     /// Whether any waiter is resolved by these actions.
-    @usableFromInline var resolvesWaiters: Bool {
+    @usableFromInline package var resolvesWaiters: Bool {
         !self.grants.isEmpty || !self.failures.isEmpty || !self.cancelled.isEmpty
     }
 
     /// Whether any background work (connect, reset, ping, close, timer) is asked for.
-    @usableFromInline var hasBackgroundWork: Bool {
+    @usableFromInline package var hasBackgroundWork: Bool {
         !self.connect.isEmpty || !self.reset.isEmpty || !self.ping.isEmpty || !self.close.isEmpty
             || self.wakeUp != nil || self.finished
     }

@@ -1,0 +1,56 @@
+/// What one design did with one scenario, in the JSON schema `simulate --json` and
+/// `bench --json` share.
+public struct SimulationResult: Sendable, Hashable, Codable {
+    /// Three percentiles, in milliseconds.
+    public struct Percentiles: Sendable, Hashable, Codable {
+        public var p50: Double
+        public var p99: Double
+        public var p999: Double?
+    }
+
+    /// How leases ended, over all lanes.
+    public struct Outcomes: Sendable, Hashable, Codable {
+        public var granted: UInt64 = 0
+        public var timeout: UInt64 = 0
+        public var shed: UInt64 = 0
+        public var overloaded: UInt64 = 0
+        public var deadlineExceeded: UInt64 = 0
+        /// Cancelled while waiting or while holding a connection.
+        public var cancelled: UInt64 = 0
+
+        enum CodingKeys: String, CodingKey {
+            case granted, timeout, shed, overloaded, cancelled
+            case deadlineExceeded = "deadline_exceeded"
+        }
+    }
+
+    public var scenario: String
+    public var design: DesignKind
+    /// Requests completed per second of arrivals.
+    public var throughputPerSecond: Double
+    /// Pool wait by lane.
+    public var waitMilliseconds: [String: Percentiles]
+    /// From a request's arrival to its end.
+    public var endToEndMilliseconds: Percentiles
+    /// Time-weighted 99th percentile of leased ÷ budget.
+    public var utilizationP99: Double
+    public var outcomes: Outcomes
+    /// Connections still leased when every request has ended: must be 0.
+    public var leaked: Int
+    /// Requests completed.
+    public var completed: Int
+    /// Requests failed, by the error that failed them.
+    public var failedRequests: [String: Int]
+    /// Requests cancelled.
+    public var cancelledRequests: Int
+
+    enum CodingKeys: String, CodingKey {
+        case scenario, design, outcomes, leaked, completed
+        case throughputPerSecond = "throughput_per_s"
+        case waitMilliseconds = "wait_ms"
+        case endToEndMilliseconds = "e2e_ms"
+        case utilizationP99 = "utilization_p99"
+        case failedRequests = "failed_requests"
+        case cancelledRequests = "cancelled_requests"
+    }
+}
