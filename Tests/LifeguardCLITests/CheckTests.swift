@@ -35,6 +35,13 @@ struct CheckTests {
         (["check", "--budget", "0", "--database-url", "postgres://u@h/d"], "--budget must be between 1 and 10000"),
         (["check", "--instances=-3", "--database-url", "postgres://u@h/d"], "--instances must be between 1 and 10000"),
         (["check", "--budget", "many"], "--budget"),
+        (["simulate", "--scenario", "nope"], "--scenario must be one of retrieval-burst, generation-hold, agent-storm, cancel-storm, seed"),
+        (["simulate", "--scenario", "seed", "--design", "naive,fast"], "--design must be a comma-separated list of naive, windows, lifeguard"),
+        (["simulate", "--scenario", "seed", "--rate", "0"], "--rate must be between 0.01 and 1000"),
+        (["simulate", "--scenario", "seed", "--duration", "0"], "--duration must be between 1 and 86400 seconds"),
+        (["simulate", "--scenario", "seed", "--budget=-1"], "--budget must be between 1 and 10000"),
+        (["size", "--requests-per-second", "0"], "--requests-per-second must be between"),
+        (["size", "--requests-per-second", "10", "--fan-out", "0"], "--fan-out must be between 1 and 1000"),
     ])
     func badFlags(arguments: [String], message: String) {
         do {
@@ -64,5 +71,13 @@ struct CheckTests {
                 #expect(message.contains("cannot read") || message.contains("not a Lifeguard statistics JSON"))
             }
         }
+    }
+
+    @Test("simulate prints the designs side by side; --json one object per design with the documented keys")
+    func simulate() throws {
+        var command = try LifeguardCommand.parseAsRoot(["simulate", "--scenario", "retrieval-burst", "--duration", "5"]) as! Simulate
+        try command.run()
+        let json = try LifeguardCommand.parseAsRoot(["simulate", "--scenario", "retrieval-burst", "--duration", "5", "--design", "lifeguard", "--json"])
+        #expect((json as? Simulate)?.designs == [.lifeguard])
     }
 }

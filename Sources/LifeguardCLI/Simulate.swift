@@ -1,0 +1,128 @@
+import ArgumentParser
+import Foundation
+import LifeguardLab
+
+/// `lifeguard simulate`: the designs side by side on a scenario, without a database.
+struct Simulate: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Simulate a workload on the real pool policy, designs side by side, without a database.",
+        discussion: """
+            Runs DESIGN.md's scenario on Lifeguard's state machine with a virtual clock: the same \
+            decisions as production, deterministic for a seed. Designs: naive (one pool, generation \
+            held in a transaction), windows (one pool, three short windows), lifeguard (lanes, \
+            windows, shedding, fair fan-out).
+            """
+    )
+
+    @Option(help: "The scenario: \(Scenario.names.joined(separator: ", ")).")
+    var scenario: String
+
+    @Option(help: "The designs to compare, comma-separated: naive, windows, lifeguard. Default: all.")
+    var design: String = DesignKind.allCases.map(\.rawValue).joined(separator: ",")
+
+    @Option(help: "Multiply the scenario's arrival rates (3 = three times the traffic); 0.01 to 1000.")
+    var rate: Double = 1
+
+    @Option(help: "Simulated seconds of arrivals, 1 to 86400. Default: the scenario's.")
+    var duration: Double?
+
+    @Option(help: "The pool's budget, 1 to 10000. Default: the scenario's (20).")
+    var budget: Int?
+
+    @Option(help: "Seeds the random draws: the same seed gives the same result.")
+    var seed: UInt64 = 1
+
+    @Flag(help: "Print one JSON object per design (the schema in README.md) instead of the table.")
+    var json = false
+
+    var designs: [DesignKind] {
+        self.design.split(separator: ",").compactMap { DesignKind(rawValue: $0.trimmingCharacters(in: .whitespaces)) }
+    }
+
+    func validate() throws {
+        guard Scenario.named(self.scenario) != nil else {
+            throw ValidationError("--scenario must be one of \(Scenario.names.joined(separator: ", ")), got '\(self.scenario)'")
+        }
+        let names = self.design.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+        guard !names.isEmpty, names.allSatisfy({ DesignKind(rawValue: $0) != nil }) else {
+            throw ValidationError("--design must be a comma-separated list of naive, windows, lifeguard, got '\(self.design)'")
+        }
+        guard (0.01...1_000).contains(self.rate) else {
+            throw ValidationError("--rate must be between 0.01 and 1000, got \(self.rate)")
+        }
+        if let duration, !(1...86_400).contains(duration) {
+            throw ValidationError("--duration must be between 1 and 86400 seconds, got \(duration)")
+        }
+        if let budget, !(1...10_000).contains(budget) {
+            throw ValidationError("--budget must be between 1 and 10000, got \(budget)")
+        }
+    }
+
+    func run() throws {
+        var scenario = Scenario.named(self.scenario)!.scaled(by: self.rate)
+        if let duration { scenario.duration = duration }
+        if let budget { scenario.budget = budget }
+        scenario.seed = self.seed
+        var results: [SimulationResult] = []
+        for design in self.designs {
+            var simulator = Simulator(scenario: scenario, design: design)
+            let started = Date()
+            var shown = started
+            // A progress line once a run has taken a second, refreshed a few times a second.
+            let result = simulator.run { fraction in
+                let now = Date()
+                if now.timeIntervalSince(started) > 1, now.timeIntervalSince(shown) > 0.25 {
+                    shown = now
+                    FileHandle.standardError.write(Data("\rsimulating \(design.rawValue): \(Int(fraction * 100))%".utf8))
+                }
+            }
+            if shown != started { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }
+            results.append(result)
+        }
+        if self.json {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.sortedKeys]
+            for result in results {
+                print(String(decoding: try encoder.encode(result), as: UTF8.self))
+            }
+        } else {
+            print(SimulationTable(scenario: scenario, results: results).text)
+        }
+    }
+}
+
+/// The side-by-side table of `simulate`.
+struct SimulationTable {
+    let scenario: Scenario
+    let results: [SimulationResult]
+
+    var text: String {
+        let kinds = self.scenario.kinds.map { "\($0.name) \(Sizing.format($0.rate))/s" }.joined(separator: " + ")
+        var lines = [
+            "scenario \(self.scenario.name): \(kinds); budget \(self.scenario.budget); \(Sizing.format(self.scenario.duration)) s simulated; "
+                + "\(Int(self.scenario.cancelFraction * 100))% cancelled; seed \(self.scenario.seed)",
+            "",
+            "design     done/s  pool wait p50 / p99 by lane (ms)           e2e p50 / p99 (ms)   util p99  granted  timeout  shed  overl.  cancel  leaked  failed requests",
+        ]
+        for result in self.results {
+            let waits = result.waitMilliseconds.sorted { $0.key < $1.key }
+                .map { "\($0.key) \(Sizing.format($0.value.p50))/\(Sizing.format($0.value.p99))" }.joined(separator: ", ")
+            let failed = result.failedRequests.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
+            let outcomes = result.outcomes
+            lines.append(
+                Self.pad(result.design.rawValue, 10) + " " + Self.pad(Sizing.format(result.throughputPerSecond), 7) + " "
+                    + Self.pad(waits, 42) + " "
+                    + Self.pad("\(Sizing.format(result.endToEndMilliseconds.p50)) / \(Sizing.format(result.endToEndMilliseconds.p99))", 20) + " "
+                    + Self.pad("\(Int((result.utilizationP99 * 100).rounded()))%", 9) + " "
+                    + Self.pad("\(outcomes.granted)", 8) + " " + Self.pad("\(outcomes.timeout)", 8) + " "
+                    + Self.pad("\(outcomes.shed)", 5) + " " + Self.pad("\(outcomes.overloaded)", 7) + " "
+                    + Self.pad("\(outcomes.cancelled)", 7) + " " + Self.pad("\(result.leaked)", 7) + " "
+                    + (failed.isEmpty ? "none" : failed))
+        }
+        return lines.joined(separator: "\n")
+    }
+
+    static func pad(_ text: String, _ width: Int) -> String {
+        text + String(repeating: " ", count: max(0, width - text.count))
+    }
+}
