@@ -35,6 +35,9 @@ struct Simulate: ParsableCommand {
     @Flag(help: "Print one JSON object per design (the schema in README.md) instead of the table.")
     var json = false
 
+    @Option(help: "Also draw pool wait p99 against arrival rate (0.5× to 3× the --rate) for each design, as an SVG file.")
+    var svg: String?
+
     var designs: [DesignKind] {
         self.design.split(separator: ",").compactMap { DesignKind(rawValue: $0.trimmingCharacters(in: .whitespaces)) }
     }
@@ -59,25 +62,14 @@ struct Simulate: ParsableCommand {
     }
 
     func run() throws {
-        var scenario = Scenario.named(self.scenario)!.scaled(by: self.rate)
-        if let duration { scenario.duration = duration }
-        if let budget { scenario.budget = budget }
-        scenario.seed = self.seed
+        var base = Scenario.named(self.scenario)!
+        if let duration { base.duration = duration }
+        if let budget { base.budget = budget }
+        base.seed = self.seed
+        let scenario = base.scaled(by: self.rate)
         var results: [SimulationResult] = []
         for design in self.designs {
-            var simulator = Simulator(scenario: scenario, design: design)
-            let started = Date()
-            var shown = started
-            // A progress line once a run has taken a second, refreshed a few times a second.
-            let result = simulator.run { fraction in
-                let now = Date()
-                if now.timeIntervalSince(started) > 1, now.timeIntervalSince(shown) > 0.25 {
-                    shown = now
-                    FileHandle.standardError.write(Data("\rsimulating \(design.rawValue): \(Int(fraction * 100))%".utf8))
-                }
-            }
-            if shown != started { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }
-            results.append(result)
+            results.append(Self.simulate(scenario, design))
         }
         if self.json {
             let encoder = JSONEncoder()
@@ -88,6 +80,37 @@ struct Simulate: ParsableCommand {
         } else {
             print(SimulationTable(scenario: scenario, results: results).text)
         }
+        if let svg {
+            let factors = [0.5, 1, 1.5, 2, 2.5, 3].map { $0 * self.rate }
+            let series = self.designs.map { design in
+                WaitChart.Series(design: design, points: factors.map { factor in
+                    let result = Self.simulate(base.scaled(by: factor), design)
+                    return (factor, result.waitMilliseconds.values.map(\.p99).max() ?? 0)
+                })
+            }
+            let chart = WaitChart(title: "\(base.name), budget \(base.budget): pool wait p99 (the worst lane) by arrival rate", series: series)
+            guard FileManager.default.createFile(atPath: svg, contents: Data(chart.svg.utf8)) else {
+                throw ValidationError("cannot write --svg '\(svg)'")
+            }
+            print("wrote \(svg)")
+        }
+    }
+
+    /// Runs one design, with a progress line once it has taken a second.
+    static func simulate(_ scenario: Scenario, _ design: DesignKind) -> SimulationResult {
+        var simulator = Simulator(scenario: scenario, design: design)
+        let started = Date()
+        var shown = started
+        // Refreshed a few times a second.
+        let result = simulator.run { fraction in
+            let now = Date()
+            if now.timeIntervalSince(started) > 1, now.timeIntervalSince(shown) > 0.25 {
+                shown = now
+                FileHandle.standardError.write(Data("\rsimulating \(design.rawValue): \(Int(fraction * 100))%".utf8))
+            }
+        }
+        if shown != started { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }
+        return result
     }
 }
 
