@@ -118,6 +118,8 @@ struct Simulate: ParsableCommand {
 struct SimulationTable {
     let scenario: Scenario
     let results: [SimulationResult]
+    /// What the first column names, per result: the design by default, the pool for `bench`.
+    var firstColumn: [String]? = nil
 
     var text: String {
         let kinds = self.scenario.kinds.map { "\($0.name) \(Sizing.format($0.rate))/s" }.joined(separator: " + ")
@@ -127,13 +129,14 @@ struct SimulationTable {
             "",
             "design     done/s  pool wait p50 / p99 by lane (ms)           e2e p50 / p99 (ms)   util p99  granted  timeout  shed  overl.  cancel  leaked  failed requests",
         ]
-        for result in self.results {
+        if self.firstColumn != nil { lines[2] = "pool  " + lines[2].dropFirst(6) }
+        for (index, result) in self.results.enumerated() {
             let waits = result.waitMilliseconds.sorted { $0.key < $1.key }
                 .map { "\($0.key) \(Sizing.format($0.value.p50))/\(Sizing.format($0.value.p99))" }.joined(separator: ", ")
             let failed = result.failedRequests.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
             let outcomes = result.outcomes
             lines.append(
-                Self.pad(result.design.rawValue, 10) + " " + Self.pad(Sizing.format(result.throughputPerSecond), 7) + " "
+                Self.pad(self.firstColumn?[index] ?? result.design.rawValue, 10) + " " + Self.pad(Sizing.format(result.throughputPerSecond), 7) + " "
                     + Self.pad(waits, 42) + " "
                     + Self.pad("\(Sizing.format(result.endToEndMilliseconds.p50)) / \(Sizing.format(result.endToEndMilliseconds.p99))", 20) + " "
                     + Self.pad("\(Int((result.utilizationP99 * 100).rounded()))%", 9) + " "

@@ -10,7 +10,7 @@ public enum Distribution: Sendable, Hashable, CustomStringConvertible {
     /// Lognormal, given by its median and its 99th percentile (model calls: a long right tail).
     case lognormal(median: Double, p99: Double)
 
-    func sample(_ random: inout SplitMix64) -> Double {
+    package func sample(_ random: inout SplitMix64) -> Double {
         switch self {
         case .constant(let value):
             return value

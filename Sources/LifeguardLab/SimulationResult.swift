@@ -6,6 +6,12 @@ public struct SimulationResult: Sendable, Hashable, Codable {
         public var p50: Double
         public var p99: Double
         public var p999: Double?
+
+        public init(p50: Double, p99: Double, p999: Double? = nil) {
+            self.p50 = p50
+            self.p99 = p99
+            self.p999 = p999
+        }
     }
 
     /// How leases ended, over all lanes.
@@ -17,6 +23,8 @@ public struct SimulationResult: Sendable, Hashable, Codable {
         public var deadlineExceeded: UInt64 = 0
         /// Cancelled while waiting or while holding a connection.
         public var cancelled: UInt64 = 0
+
+        public init() {}
 
         enum CodingKeys: String, CodingKey {
             case granted, timeout, shed, overloaded, cancelled
@@ -43,6 +51,24 @@ public struct SimulationResult: Sendable, Hashable, Codable {
     public var failedRequests: [String: Int]
     /// Requests cancelled.
     public var cancelledRequests: Int
+
+    public init(
+        scenario: String, design: DesignKind, throughputPerSecond: Double, waitMilliseconds: [String: Percentiles],
+        endToEndMilliseconds: Percentiles, utilizationP99: Double, outcomes: Outcomes, leaked: Int, completed: Int,
+        failedRequests: [String: Int], cancelledRequests: Int
+    ) {
+        self.scenario = scenario
+        self.design = design
+        self.throughputPerSecond = throughputPerSecond
+        self.waitMilliseconds = waitMilliseconds
+        self.endToEndMilliseconds = endToEndMilliseconds
+        self.utilizationP99 = utilizationP99
+        self.outcomes = outcomes
+        self.leaked = leaked
+        self.completed = completed
+        self.failedRequests = failedRequests
+        self.cancelledRequests = cancelledRequests
+    }
 
     enum CodingKeys: String, CodingKey {
         case scenario, design, outcomes, leaked, completed

@@ -1,0 +1,234 @@
+import Foundation
+import Histogram
+import Lifeguard
+import LifeguardLab
+import PostgresNIO
+import Synchronization
+
+/// One pool's run of a scenario against the server: open-loop arrivals, each request's steps
+/// as `pg_sleep` statements and sleeps, measured from the client.
+struct BenchRun {
+    let scenario: Scenario
+    let design: DesignKind
+    let target: any BenchTarget
+    let label: String
+
+    /// What the requests saw, shared by them.
+    final class Tally: Sendable {
+        struct State {
+            var waits: [String: Histogram<UInt64>] = [:]
+            var endToEnd = Histogram<UInt64>(highestTrackableValue: 3_600_000_000, numberOfSignificantValueDigits: .two)
+            var completed = 0
+            var failed: [String: Int] = [:]
+            var cancelled = 0
+            var granted: UInt64 = 0
+            var inUse = 0
+            var levelSince = ContinuousClock.now
+            var nanosecondsAtLevel: [UInt64] = []
+        }
+        let state = Mutex(State())
+
+        func leaseBegan(lane: String, waited: Duration) {
+            self.state.withLock { state in
+                let microseconds = UInt64(max(0, BenchRun.seconds(waited) * 1e6))
+                state.waits[lane, default: Histogram(highestTrackableValue: 3_600_000_000, numberOfSignificantValueDigits: .two)]
+                    .record(microseconds)
+                state.granted += 1
+                Self.account(&state)
+                state.inUse += 1
+            }
+        }
+
+        func leaseEnded() {
+            self.state.withLock { state in
+                Self.account(&state)
+                state.inUse -= 1
+            }
+        }
+
+        static func account(_ state: inout State) {
+            let now = ContinuousClock.now
+            while state.nanosecondsAtLevel.count <= state.inUse { state.nanosecondsAtLevel.append(0) }
+            state.nanosecondsAtLevel[state.inUse] += UInt64(max(0, BenchRun.seconds(state.levelSince.duration(to: now)) * 1e9))
+            state.levelSince = now
+        }
+    }
+
+    static func seconds(_ duration: Duration) -> Double {
+        Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
+    }
+
+    func run() async -> SimulationResult {
+        let tally = Tally()
+        let target = self.target
+        let design = self.design
+        let started = ContinuousClock.now
+        var random = SystemRandomNumberGenerator()
+        await withTaskGroup(of: Void.self) { requests in
+            for kind in self.scenario.kinds where kind.rate > 0 {
+                let steps = kind.steps[design] ?? []
+                let rate = kind.rate
+                let duration = self.scenario.duration
+                let cancelFraction = self.scenario.cancelFraction
+                requests.addTask {
+                    // One arrival process per kind.
+                    var random = SystemRandomNumberGenerator()
+                    var next = 0.0
+                    await withTaskGroup(of: Void.self) { arrivals in
+                        while true {
+                            next += -log(1 - Double.random(in: 0..<1, using: &random)) / rate
+                            guard next < duration else { break }
+                            try? await Task.sleep(until: started.advanced(by: .nanoseconds(Int64(next * 1e9))), clock: .continuous)
+                            let request = Task { await Self.perform(steps, target: target, tally: tally) }
+                            if Double.random(in: 0..<1, using: &random) < cancelFraction {
+                                let life = Self.nominalLife(steps)
+                                arrivals.addTask {
+                                    try? await Task.sleep(for: .nanoseconds(Int64(Double.random(in: 0..<1) * life * 1e9)))
+                                    request.cancel()
+                                }
+                            }
+                            arrivals.addTask { await request.value }
+                        }
+                    }
+                }
+            }
+            _ = random.next()
+        }
+        let elapsed = Self.seconds(started.duration(to: .now))
+        let statistics = self.target.statistics
+        return tally.state.withLock { state in
+            Tally.account(&state)
+            var waits: [String: SimulationResult.Percentiles] = [:]
+            func milliseconds(_ histogram: Histogram<UInt64>, _ percentile: Double) -> Double {
+                Double(histogram.valueAtPercentile(percentile)) / 1_000
+            }
+            for (lane, histogram) in state.waits {
+                let p50 = milliseconds(histogram, 50)
+                let p99 = milliseconds(histogram, 99)
+                let p999 = milliseconds(histogram, 99.9)
+                waits[lane] = SimulationResult.Percentiles(p50: p50, p99: p99, p999: p999)
+            }
+            var outcomes = SimulationResult.Outcomes()
+            outcomes.granted = state.granted
+            if let statistics {
+                outcomes.timeout = statistics.outcomes.timeout
+                outcomes.shed = statistics.outcomes.shed
+                outcomes.overloaded = statistics.outcomes.overloaded
+                outcomes.deadlineExceeded = statistics.outcomes.deadlineExceeded
+                outcomes.cancelled = statistics.outcomes.cancelled + statistics.lanes.reduce(0) { $0 + $1.cancelledLeases }
+            } else {
+                outcomes.cancelled = UInt64(state.cancelled)
+            }
+            let total = state.nanosecondsAtLevel.reduce(0, +)
+            var cumulative: UInt64 = 0
+            var p99Level = 0
+            for (level, time) in state.nanosecondsAtLevel.enumerated() {
+                cumulative += time
+                if Double(cumulative) >= Double(total) * 0.99 {
+                    p99Level = level
+                    break
+                }
+            }
+            let endToEnd = state.endToEnd
+            func endToEndMilliseconds(_ percentile: Double) -> Double {
+                endToEnd.totalCount == 0 ? 0 : milliseconds(endToEnd, percentile)
+            }
+            return SimulationResult(
+                scenario: self.scenario.name, design: self.design,
+                throughputPerSecond: Double(state.completed) / max(elapsed, self.scenario.duration),
+                waitMilliseconds: waits,
+                endToEndMilliseconds: .init(p50: endToEndMilliseconds(50), p99: endToEndMilliseconds(99)),
+                utilizationP99: Double(p99Level) / Double(self.scenario.budget),
+                outcomes: outcomes, leaked: state.inUse, completed: state.completed, failedRequests: state.failed,
+                cancelledRequests: state.cancelled)
+        }
+    }
+
+    /// The drawn-free length of a request's steps, for the moment of a cancellation.
+    static func nominalLife(_ steps: [Step]) -> Double {
+        steps.reduce(0) { total, step in
+            switch step {
+            case .query(_, _, let hold): total + hold.mean
+            case .think(let time), .onHeld(let time): total + time.mean
+            case .begin, .commit: total
+            }
+        }
+    }
+
+    /// Runs one request; counts it as completed, failed (by error) or cancelled.
+    static func perform(_ steps: [Step], target: any BenchTarget, tally: Tally) async {
+        let arrived = ContinuousClock.now
+        do {
+            try await Self.run(steps[...], target: target, tally: tally, held: nil)
+            tally.state.withLock { state in
+                state.completed += 1
+                _ = state.endToEnd.record(UInt64(Self.seconds(arrived.duration(to: .now)) * 1e6))
+            }
+        } catch {
+            tally.state.withLock { state in
+                if error is CancellationError || Task.isCancelled {
+                    state.cancelled += 1
+                } else {
+                    state.failed[(error as? LifeguardError)?.code.description ?? "\(type(of: error))", default: 0] += 1
+                }
+            }
+        }
+    }
+
+    /// Runs steps in order; `held` runs statements on the open transaction's connection.
+    static func run(
+        _ steps: ArraySlice<Step>, target: any BenchTarget, tally: Tally,
+        held: (@Sendable (PostgresQuery) async throws -> Void)?
+    ) async throws {
+        var steps = steps
+        while let step = steps.popFirst() {
+            try Task.checkCancellation()
+            switch step {
+            case .think(let time):
+                try await Task.sleep(for: .nanoseconds(Int64(time.sample() * 1e9)))
+            case .onHeld(let time):
+                try await held?(Self.sleep(time.sample()))
+            case .query(let lane, let count, let hold):
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    for _ in 0..<count {
+                        let seconds = hold.sample()
+                        group.addTask {
+                            let asked = ContinuousClock.now
+                            try await target.withConnection(lane: lane) { execute in
+                                tally.leaseBegan(lane: lane.name, waited: asked.duration(to: .now))
+                                defer { tally.leaseEnded() }
+                                try await execute(Self.sleep(seconds))
+                            }
+                        }
+                    }
+                    try await group.waitForAll()
+                }
+            case .begin(let lane):
+                let rest = steps.prefix { $0 != .commit }
+                steps = steps.dropFirst(rest.count + 1)
+                let asked = ContinuousClock.now
+                try await target.withConnection(lane: lane) { execute in
+                    tally.leaseBegan(lane: lane.name, waited: asked.duration(to: .now))
+                    defer { tally.leaseEnded() }
+                    try await execute("BEGIN")
+                    try await Self.run(rest, target: target, tally: tally, held: execute)
+                    try await execute("COMMIT")
+                }
+            case .commit:
+                break
+            }
+        }
+    }
+
+    static func sleep(_ seconds: Double) -> PostgresQuery {
+        "SELECT pg_sleep(\(seconds))"
+    }
+}
+
+extension Distribution {
+    /// A draw from the system's generator (the benchmark needs no reproducible draws).
+    func sample() -> Double {
+        var random = SplitMix64(seed: UInt64.random(in: .min ... .max))
+        return self.sample(&random)
+    }
+}
