@@ -3,10 +3,14 @@
 public struct SimulationResult: Sendable, Hashable, Codable {
     /// Three percentiles, in milliseconds.
     public struct Percentiles: Sendable, Hashable, Codable {
+        /// The median.
         public var p50: Double
+        /// The 99th percentile.
         public var p99: Double
+        /// The 99.9th percentile, where reported.
         public var p999: Double?
 
+        /// Creates percentiles.
         public init(p50: Double, p99: Double, p999: Double? = nil) {
             self.p50 = p50
             self.p99 = p99
@@ -16,14 +20,20 @@ public struct SimulationResult: Sendable, Hashable, Codable {
 
     /// How leases ended, over all lanes.
     public struct Outcomes: Sendable, Hashable, Codable {
+        /// Leases granted.
         public var granted: UInt64 = 0
+        /// Waits that ended at the lane's `waitTimeout`.
         public var timeout: UInt64 = 0
+        /// Requests shed by overload control.
         public var shed: UInt64 = 0
+        /// Requests refused because the queue was full.
         public var overloaded: UInt64 = 0
+        /// Requests whose deadline could not be met.
         public var deadlineExceeded: UInt64 = 0
         /// Cancelled while waiting or while holding a connection.
         public var cancelled: UInt64 = 0
 
+        /// No outcomes yet.
         public init() {}
 
         enum CodingKeys: String, CodingKey {
@@ -32,7 +42,9 @@ public struct SimulationResult: Sendable, Hashable, Codable {
         }
     }
 
+    /// The scenario's name.
     public var scenario: String
+    /// The design the requests followed.
     public var design: DesignKind
     /// Requests completed per second of arrivals.
     public var throughputPerSecond: Double
@@ -42,6 +54,7 @@ public struct SimulationResult: Sendable, Hashable, Codable {
     public var endToEndMilliseconds: Percentiles
     /// Time-weighted 99th percentile of leased ÷ budget.
     public var utilizationP99: Double
+    /// How leases ended.
     public var outcomes: Outcomes
     /// Connections still leased when every request has ended: must be 0.
     public var leaked: Int
@@ -52,6 +65,7 @@ public struct SimulationResult: Sendable, Hashable, Codable {
     /// Requests cancelled.
     public var cancelledRequests: Int
 
+    /// Creates a result.
     public init(
         scenario: String, design: DesignKind, throughputPerSecond: Double, waitMilliseconds: [String: Percentiles],
         endToEndMilliseconds: Percentiles, utilizationP99: Double, outcomes: Outcomes, leaked: Int, completed: Int,

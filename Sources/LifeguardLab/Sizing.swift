@@ -53,8 +53,11 @@ public struct Sizing: Sendable, Hashable, Codable {
         public var reasoning: String
     }
 
+    /// The workload sized.
     public var workload: Workload
+    /// Retrieval's connections.
     public var retrieval: Component
+    /// Writes' connections.
     public var write: Component
     /// What holding a connection across the model call would take: the size three short
     /// windows save.

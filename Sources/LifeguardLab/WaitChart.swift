@@ -2,18 +2,24 @@
 public struct WaitChart: Sendable {
     /// One design's points: (rate factor, wait p99 in milliseconds).
     public struct Series: Sendable {
+        /// The design.
         public var design: DesignKind
+        /// Its points, by increasing rate.
         public var points: [(rate: Double, waitP99: Double)]
 
+        /// Creates a series.
         public init(design: DesignKind, points: [(rate: Double, waitP99: Double)]) {
             self.design = design
             self.points = points
         }
     }
 
+    /// The chart's title.
     public var title: String
+    /// One line per design.
     public var series: [Series]
 
+    /// Creates a chart.
     public init(title: String, series: [Series]) {
         self.title = title
         self.series = series
