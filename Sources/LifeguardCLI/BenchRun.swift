@@ -64,6 +64,19 @@ struct BenchRun {
         let design = self.design
         let started = ContinuousClock.now
         var random = SystemRandomNumberGenerator()
+        let label = self.label
+        let duration = self.scenario.duration
+        let progress = Task {
+            // A progress bar on standard error, once a second, until the run ends.
+            while !Task.isCancelled {
+                let done = min(1, Self.seconds(started.duration(to: .now)) / duration)
+                let filled = Int(done * 30)
+                let bar = String(repeating: "#", count: filled) + String(repeating: ".", count: 30 - filled)
+                FileHandle.standardError.write(Data("\rbench \(label): [\(bar)] \(Int(done * 100))%".utf8))
+                try? await Task.sleep(for: .seconds(1))
+            }
+            FileHandle.standardError.write(Data("\r\u{1B}[K".utf8))
+        }
         await withTaskGroup(of: Void.self) { requests in
             for kind in self.scenario.kinds where kind.rate > 0 {
                 let steps = kind.steps[design] ?? []
@@ -94,6 +107,8 @@ struct BenchRun {
             }
             _ = random.next()
         }
+        progress.cancel()
+        await progress.value
         let elapsed = Self.seconds(started.duration(to: .now))
         let statistics = self.target.statistics
         return tally.state.withLock { state in
