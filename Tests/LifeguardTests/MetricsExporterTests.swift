@@ -41,12 +41,18 @@ struct IncidentTests {
         configuration.minimumIdle = 1
         try await withRunningPool(configuration) { pool, _ in
             for _ in 0..<500 where pool.status().idle == 0 { try await Task.sleep(for: .milliseconds(2)) }
+            // The holder keeps its connection until the waiter has queued, then 120 ms more: the
+            // waiter waits at least that long however busy the machine is.
             let holder = Task {
-                try await pool.withConnection(lane: .write) { _ in try await Task.sleep(for: .milliseconds(150)) }
+                try await pool.withConnection(lane: .write) { _ in
+                    for _ in 0..<5_000 where pool.status().waiters == 0 { try await Task.sleep(for: .milliseconds(1)) }
+                    try await Task.sleep(for: .milliseconds(120))
+                }
             }
             for _ in 0..<500 where pool.status().leased == 0 { try await Task.sleep(for: .milliseconds(1)) }
             pool.watch()
             let waiter = Task { try await pool.withConnection(lane: .write) { _ in } }
+            for _ in 0..<5_000 where pool.status().waiters == 0 { try await Task.sleep(for: .milliseconds(1)) }
             try await Task.sleep(for: .milliseconds(60))
             pool.watch()
             try await holder.value
