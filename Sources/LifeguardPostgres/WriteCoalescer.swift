@@ -9,6 +9,11 @@ import Synchronization
 /// on one connection of the write lane, and each caller's `write` returns once its own statement
 /// committed.
 ///
+/// Row inserts given as an ``Insert`` (``insert(_:)``) go further: the inserts of a batch into
+/// the same table and columns are merged into one multi-row `INSERT`, so a batch of them costs
+/// one round trip instead of one per row. Every statement given to ``write(_:)`` is its own
+/// round trip, because PostgresNIO does not pipeline.
+///
 /// A batch is flushed when it reaches ``Configuration/maxBatch`` writes or
 /// ``Configuration/maxDelay`` after its first write, whichever comes first. A statement that
 /// fails fails its own caller only: the transaction is rolled back and the rest of the batch
@@ -18,7 +23,8 @@ import Synchronization
 /// ```swift
 /// let coalescer = try WriteCoalescer(pool: pool)
 /// // Run it beside the pool, e.g. in the same ServiceGroup, or: async let _ = coalescer.run()
-/// try await coalescer.write("INSERT INTO agent_steps (agent, step, state) VALUES (\(agent), \(step), \(state))")
+/// try await coalescer.insert(.init(into: "agent_steps", columns: ["agent", "step", "state"], values: [agent, step, state]))
+/// try await coalescer.write("UPDATE agents SET step = \(step) WHERE id = \(agent)")
 /// ```
 ///
 /// Statements must stand alone: no `BEGIN`/`COMMIT`, and nothing that depends on another
@@ -63,9 +69,57 @@ public final class WriteCoalescer: Service, Sendable {
         }
     }
 
+    /// One row to insert, which the coalescer may merge with other rows for the same table,
+    /// columns and conflict clause into one multi-row `INSERT`.
+    ///
+    /// `table`, `columns` and `onConflict` are SQL text written into the statement as they are:
+    /// they must come from your code, never from user input. The values are sent as bind
+    /// parameters. When a merged statement fails, the batch runs again one statement per row,
+    /// so that only the failing row's caller fails (a unique violation, or `ON CONFLICT DO
+    /// UPDATE` reaching one row twice in one statement, costs that second pass, nothing else).
+    public struct Insert: Sendable {
+        /// The table, e.g. `agent_steps` or `app.agent_steps`.
+        public let table: String
+        /// The columns, in the order of ``values``.
+        public let columns: [String]
+        /// The row's values; `nil` is SQL `NULL`.
+        public let values: [(any PostgresThrowingDynamicTypeEncodable & Sendable)?]
+        /// What follows `ON CONFLICT`, e.g. `(agent, step) DO NOTHING`; `nil` for no clause.
+        public let onConflict: String?
+
+        /// Creates a row insert.
+        ///
+        /// - Parameters:
+        ///   - table: The table (SQL text from your code).
+        ///   - columns: The columns (SQL text from your code), as many as `values`.
+        ///   - values: The row's values, bound as parameters; `nil` is `NULL`.
+        ///   - onConflict: What follows `ON CONFLICT`, if anything.
+        public init(
+            into table: String, columns: [String], values: [(any PostgresThrowingDynamicTypeEncodable & Sendable)?],
+            onConflict: String? = nil
+        ) {
+            self.table = table
+            self.columns = columns
+            self.values = values
+            self.onConflict = onConflict
+        }
+
+        /// The statement's text up to `VALUES`, and after it: rows with equal parts merge.
+        var statementParts: (head: String, tail: String) {
+            ("INSERT INTO \(self.table) (\(self.columns.joined(separator: ", "))) VALUES ",
+             self.onConflict.map { " ON CONFLICT \($0)" } ?? "")
+        }
+    }
+
+    /// What a caller asked to write.
+    enum Write: Sendable {
+        case statement(PostgresQuery)
+        case insert(Insert)
+    }
+
     struct Pending {
         let id: UInt64
-        let statement: PostgresQuery
+        let write: Write
         let enqueuedAt: ContinuousClock.Instant
         let continuation: CheckedContinuation<Void, any Error>
     }
@@ -110,6 +164,24 @@ public final class WriteCoalescer: Service, Sendable {
     ///   ``LifeguardError/Code/shutdown`` once the coalescer stopped, or `CancellationError`
     ///   when the task was cancelled before its statement was sent.
     public func write(_ statement: PostgresQuery) async throws {
+        try await self.enqueue(.statement(statement))
+    }
+
+    /// Queues a row insert, which may share one multi-row `INSERT` with the batch's other rows
+    /// for the same table, and returns once it committed.
+    ///
+    /// - Throws: ``LifeguardError/Code/invalidConfiguration`` at once when `columns` is empty
+    ///   or the number of values differs from it; otherwise as ``write(_:)``.
+    public func insert(_ row: Insert) async throws {
+        guard !row.columns.isEmpty, row.columns.count == row.values.count else {
+            throw LifeguardError.invalidConfiguration([
+                "WriteCoalescer insert into \(row.table) has \(row.columns.count) columns and \(row.values.count) values; give one value per column"
+            ])
+        }
+        try await self.enqueue(.insert(row))
+    }
+
+    private func enqueue(_ write: Write) async throws {
         try Task.checkCancellation()
         try await self.waitForRoom()
         let id = self.state.withLock { state in
@@ -120,7 +192,7 @@ public final class WriteCoalescer: Service, Sendable {
             try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
                 let (accepted, flusher) = self.state.withLock { state -> (Bool, CheckedContinuation<Void, Never>?) in
                     guard !state.isShuttingDown else { return (false, nil) }
-                    state.queue.append(Pending(id: id, statement: statement, enqueuedAt: .now, continuation: continuation))
+                    state.queue.append(Pending(id: id, write: write, enqueuedAt: .now, continuation: continuation))
                     return (true, state.idleFlushers.popLast())
                 }
                 guard accepted else {
@@ -244,18 +316,98 @@ public final class WriteCoalescer: Service, Sendable {
         case statementFailed(Int, any Error)
     }
 
-    /// Runs a batch in one transaction (a batch of one runs alone, in its own implicit
-    /// transaction). A failing statement fails its caller, and the rest run again without it;
-    /// a failed lease or `COMMIT` fails everyone still in the batch.
+    /// One statement of a flush and the batch's writes it carries.
+    struct PlannedStatement {
+        var query: PostgresQuery
+        /// Indexes into the batch.
+        var members: [Int]
+    }
+
+    /// The most bind parameters in one statement (the protocol counts them in 16 bits).
+    static let maxParameters = 65_535
+
+    /// The statements that carry `writes`: each statement alone, and when `merging`, the row
+    /// inserts with equal table, columns and conflict clause merged into multi-row `INSERT`s
+    /// (at the place of their first row). Rows whose values fail to encode are returned apart.
+    static func plan(_ writes: [Write], merging: Bool) -> (statements: [PlannedStatement], unencodable: [(Int, any Error)]) {
+        var statements: [PlannedStatement] = []
+        var unencodable: [(Int, any Error)] = []
+        /// The rows of each merged insert, by statement text; its statement goes where the
+        /// first row was.
+        var groups: [String: [Int]] = [:]
+        for (index, write) in writes.enumerated() {
+            switch write {
+            case .statement(let query):
+                statements.append(PlannedStatement(query: query, members: [index]))
+            case .insert(let row):
+                let parts = row.statementParts
+                let key = parts.head + parts.tail
+                if merging, groups[key] != nil {
+                    groups[key]!.append(index)
+                } else {
+                    if merging { groups[key] = [index] }
+                    statements.append(PlannedStatement(query: "", members: [index]))
+                }
+            }
+        }
+        // Write the insert statements, splitting merged ones at the parameter limit.
+        var written: [PlannedStatement] = []
+        for statement in statements {
+            guard case .insert(let first) = writes[statement.members[0]] else {
+                written.append(statement)
+                continue
+            }
+            let parts = first.statementParts
+            let rows = merging ? groups[parts.head + parts.tail]! : statement.members
+            let rowsPerStatement = max(1, Self.maxParameters / first.columns.count)
+            for chunk in stride(from: 0, to: rows.count, by: rowsPerStatement) {
+                var sql = parts.head
+                var bindings = PostgresBindings(capacity: min(rowsPerStatement, rows.count - chunk) * first.columns.count)
+                var members: [Int] = []
+                for member in rows[chunk..<min(chunk + rowsPerStatement, rows.count)] {
+                    guard case .insert(let row) = writes[member] else { continue }
+                    var withRow = bindings
+                    do {
+                        for value in row.values {
+                            if let value { try withRow.append(value) } else { withRow.appendNull() }
+                        }
+                    } catch {
+                        unencodable.append((member, error))
+                        continue
+                    }
+                    let offset = bindings.count
+                    bindings = withRow
+                    sql += (members.isEmpty ? "(" : ", (") + (1...row.columns.count).map { "$\(offset + $0)" }.joined(separator: ", ") + ")"
+                    members.append(member)
+                }
+                guard !members.isEmpty else { continue }
+                written.append(PlannedStatement(query: PostgresQuery(unsafeSQL: sql + parts.tail, binds: bindings), members: members))
+            }
+        }
+        return (written, unencodable)
+    }
+
+    /// Runs a batch in one transaction (a batch that is one statement runs alone, in its own
+    /// implicit transaction). A failing statement that carries one write fails its caller, and
+    /// the rest run again without it; a failing merged `INSERT` makes the batch run again one
+    /// statement per row, to find the row at fault. A failed lease or `COMMIT` fails everyone
+    /// still in the batch.
     func flush(_ batch: [Pending]) async {
         var remaining = batch
+        var merging = true
         while !remaining.isEmpty {
-            let statements = remaining.map(\.statement)
+            let (statements, unencodable) = Self.plan(remaining.map(\.write), merging: merging)
+            if !unencodable.isEmpty {
+                for (index, error) in unencodable.sorted(by: { $0.0 > $1.0 }) {
+                    remaining.remove(at: index).continuation.resume(throwing: error)
+                }
+                continue
+            }
             do {
                 let outcome = try await self.pool.withConnection(lane: self.configuration.lane) { lease -> BatchOutcome in
                     if statements.count == 1 {
                         do {
-                            try await lease.execute(statements[0])
+                            try await lease.execute(statements[0].query)
                             return .committed
                         } catch let error as PSQLError where error.serverInfo != nil {
                             return .statementFailed(0, error)
@@ -264,9 +416,9 @@ public final class WriteCoalescer: Service, Sendable {
                     try await lease.execute("BEGIN")
                     for (index, statement) in statements.enumerated() {
                         do {
-                            try await lease.execute(statement)
+                            try await lease.execute(statement.query)
                         } catch let error as PSQLError where error.serverInfo != nil {
-                            // The server refused this statement: only its caller fails.
+                            // The server refused this statement: only its writes are at fault.
                             try await lease.execute("ROLLBACK")
                             return .statementFailed(index, error)
                         }
@@ -279,7 +431,12 @@ public final class WriteCoalescer: Service, Sendable {
                     for pending in remaining { pending.continuation.resume() }
                     remaining = []
                 case .statementFailed(let index, let error):
-                    remaining.remove(at: index).continuation.resume(throwing: error)
+                    let members = statements[index].members
+                    if members.count == 1 {
+                        remaining.remove(at: members[0]).continuation.resume(throwing: error)
+                    } else {
+                        merging = false
+                    }
                 }
             } catch {
                 for pending in remaining { pending.continuation.resume(throwing: error) }

@@ -1,5 +1,6 @@
 // agent-storm-benchmark: DESIGN.md's `agent-storm` against a real PostgreSQL, one lease per
-// write vs the WriteCoalescer, same budget, one run.
+// write vs the WriteCoalescer (statements through `write`, rows through `insert`), same budget,
+// one run.
 //
 // 50 agents run for the duration; each step of an agent is a tool call of 200–800 ms (a sleep,
 // no connection held) followed by 2 small writes (an INSERT of the agent's state). Reported
@@ -71,7 +72,8 @@ func makePool(_ options: Options, logger: Logger, burst: Bool) throws -> Postgre
 /// Runs the agents for `duration` seconds (or, in a burst, 25 writes each with no tool calls),
 /// each write through `write`.
 func storm(
-    agents: Int, duration: Double, burst: Bool, write: @escaping @Sendable (PostgresQuery) async throws -> Void
+    agents: Int, duration: Double, burst: Bool,
+    write: @escaping @Sendable (_ agent: Int, _ step: Int, _ part: Int) async throws -> Void
 ) async -> Recorder.Tally {
     let recorder = Recorder()
     let end = ContinuousClock.now.advanced(by: .milliseconds(Int(duration * 1000)))
@@ -84,7 +86,7 @@ func storm(
                     for part in 0..<(burst ? 1 : 2) {
                         let asked = ContinuousClock.now
                         do {
-                            try await write("INSERT INTO lg_agent_state (agent, step, part, state) VALUES (\(agent), \(step), \(part), 'thinking')")
+                            try await write(agent, step, part)
                             let latency = seconds(asked.duration(to: .now))
                             recorder.tally.withLock { _ = $0.latencies.record(UInt64(latency * 1e6)) }
                         } catch {
@@ -113,7 +115,7 @@ func run() async throws {
     print("")
     print("| design | write p50 / p99 | writes/s | pool wait p99 (write lane) | connection-seconds | failures |")
     print("|---|---|---|---|---|---|")
-    for design in ["one lease per write", "WriteCoalescer"] {
+    for design in ["one lease per write", "WriteCoalescer.write", "WriteCoalescer.insert"] {
         let pool = try makePool(options, logger: logger, burst: options.burst)
         let runner = Task { await pool.run() }
         try await pool.query("CREATE TABLE IF NOT EXISTS lg_agent_state (agent int, step int, part int, state text)", lane: .write)
@@ -121,16 +123,26 @@ func run() async throws {
         let before = pool.statistics()[.write]!
         let started = ContinuousClock.now
         let tally: Recorder.Tally
-        if design == "WriteCoalescer" {
+        if design == "one lease per write" {
+            tally = await storm(agents: options.agents, duration: options.duration, burst: options.burst) { agent, step, part in
+                try await pool.query(
+                    "INSERT INTO lg_agent_state (agent, step, part, state) VALUES (\(agent), \(step), \(part), 'thinking')", lane: .write)
+            }
+        } else {
             let coalescer = try WriteCoalescer(pool: pool)
             let flushing = Task { await coalescer.run() }
-            tally = await storm(agents: options.agents, duration: options.duration, burst: options.burst) { try await coalescer.write($0) }
+            let mergesRows = design == "WriteCoalescer.insert"
+            tally = await storm(agents: options.agents, duration: options.duration, burst: options.burst) { agent, step, part in
+                if mergesRows {
+                    try await coalescer.insert(.init(
+                        into: "lg_agent_state", columns: ["agent", "step", "part", "state"], values: [agent, step, part, "thinking"]))
+                } else {
+                    try await coalescer.write(
+                        "INSERT INTO lg_agent_state (agent, step, part, state) VALUES (\(agent), \(step), \(part), 'thinking')")
+                }
+            }
             coalescer.shutdown()
             await flushing.value
-        } else {
-            tally = await storm(agents: options.agents, duration: options.duration, burst: options.burst) {
-                try await pool.query($0, lane: .write)
-            }
         }
         let after = pool.statistics()[.write]!
         let holdSeconds = (Double(after.hold.count) * after.hold.mean - Double(before.hold.count) * before.hold.mean) / 1000
