@@ -18,15 +18,22 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
         .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.2"),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift.git", from: "0.2.0"),
+        .package(url: "https://github.com/apple/swift-collections.git", from: "1.6.0"),
     ],
     targets: [
+        // Allocation counting and callgrind toggles, in C.
+        .target(name: "BenchmarkProbes"),
         .executableTarget(
             name: "LeaseBenchmark",
             dependencies: [
+                "BenchmarkProbes",
                 .product(name: "Lifeguard", package: "lifeguard"),
                 .product(name: "LifeguardTestUtils", package: "lifeguard"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "CoreMetrics", package: "swift-metrics"),
+                .product(name: "DequeModule", package: "swift-collections"),
+                .product(name: "_ConnectionPoolModule", package: "postgres-nio"),
+                .product(name: "_ConnectionPoolTestUtils", package: "postgres-nio"),
             ]
         ),
         .executableTarget(

@@ -136,7 +136,7 @@ public struct LifeguardError: Error, Sendable, CustomStringConvertible {
             expectedWait: expectedWait, remaining: remaining)
     }
 
-    static func databaseUnavailable(lane: Lane, waited: Duration, lastError: (any Error & Sendable)?) -> LifeguardError {
+    @usableFromInline static func databaseUnavailable(lane: Lane, waited: Duration, lastError: (any Error & Sendable)?) -> LifeguardError {
         LifeguardError(code: .databaseUnavailable, lane: lane, waited: waited, underlying: lastError)
     }
 

@@ -1,93 +1,179 @@
-// lease-benchmark: what the uncontended lease path costs, side by side in one run.
+// lease-benchmark: what a pool costs on the lease path, with no database, side by side in one
+// run: the floor (a minimal pool built here), Lifeguard, and PostgresNIO's `_ConnectionPoolModule`
+// (the pool inside `PostgresClient`) with its own mock connections.
 //
-// - floor: a minimal pool with no policy (one Mutex, a stack of idle connections), behind the
-//   same kind of async `withConnection`;
-// - lifeguard, statistics off;
-// - lifeguard, statistics on and metrics exported every second (the default), to a no-op
-//   metrics backend so that the figure is the pool's, not a backend's.
-// Each figure is the median of several rounds of one task leasing and releasing in a loop,
-// with the spread (min…max) of the rounds.
-import Lifeguard
-import LifeguardTestUtils
-import Logging
-import CoreMetrics
-import Synchronization
+//   swift run -c release --package-path Benchmarks lease-benchmark            # about 2 minutes
+//   swift run -c release --package-path Benchmarks lease-benchmark --quick    # about 30 s
+//   valgrind --tool=callgrind --collect-atstart=no --callgrind-out-file=/dev/null \
+//       Benchmarks/.build/release/lease-benchmark --only lifeguard --cycles 100000
+//
+// `--only POOL [--tasks N] [--body nothing|yield] [--cycles N]` runs one loop and nothing else
+// (for callgrind, which counts only that loop, or perf).
+//
+// Every time is the median of several rounds (the spread is min…max), each round tens of
+// milliseconds, the pools interleaved round by round. Ratios compare figures of the same run.
+import BenchmarkProbes
+import Glibc
 
-/// The floor: the least a pool can do.
-final class FloorPool: Sendable {
-    let idle = Mutex<[Int]>(Array(0..<8))
+struct Options {
+    var quick = false
+    var onlyPool: String?
+    var onlyTasks = 1
+    var onlyBody = Body.nothing
+    var onlyCycles = 100_000
 
-    func withConnection<Value>(isolation: isolated (any Actor)? = #isolation, _ body: (Int) async throws -> Value) async rethrows -> Value {
-        let connection = self.idle.withLock { $0.popLast()! }
-        defer { self.idle.withLock { $0.append(connection) } }
-        return try await body(connection)
+    init(arguments: [String]) {
+        var remaining = arguments.dropFirst()[...]
+        while let argument = remaining.popFirst() {
+            switch argument {
+            case "--quick": self.quick = true
+            case "--only": self.onlyPool = remaining.popFirst()
+            case "--tasks": self.onlyTasks = remaining.popFirst().flatMap { Int($0) } ?? self.onlyTasks
+            case "--body": self.onlyBody = remaining.popFirst() == "yield" ? .yield : .nothing
+            case "--cycles": self.onlyCycles = remaining.popFirst().flatMap { Int($0) } ?? self.onlyCycles
+            default:
+                print("usage: lease-benchmark [--quick] [--only floor|lifeguard|lifeguard-nostats|postgresnio [--tasks N] [--body nothing|yield] [--cycles N]]")
+                exit(2)
+            }
+        }
     }
 }
 
-func nanosecondsPerCycle(iterations: Int, _ cycle: () async throws -> Int) async rethrows -> Double {
-    var sink = 0
-    let start = ContinuousClock.now
-    for _ in 0..<iterations { sink &+= try await cycle() }
-    let elapsed = start.duration(to: .now)
-    precondition(sink >= 0)
-    return (Double(elapsed.components.seconds) * 1e9 + Double(elapsed.components.attoseconds) / 1e9) / Double(iterations)
+func makePools(connections: Int) throws -> [any LeasingPool] {
+    [FloorPool(connections: connections), try LifeguardPool(connections: connections), PostgresNIOPool(connections: connections)]
 }
 
-func makePool(statistics: Bool) throws -> ConnectionPool<InMemoryConnectionFactory> {
-    var configuration = PoolConfiguration(budget: 8)
-    configuration.lanes = [.retrieval: .init()]
-    configuration.recordsStatistics = statistics
-    return try ConnectionPool(
-        configuration: configuration, factory: InMemoryConnectionFactory(), logger: Logger(label: "benchmark"),
-        metricsFactory: NOOPMetricsHandler.instance)
+func shutdown(_ pools: [any LeasingPool]) async {
+    for pool in pools { await pool.shutdown() }
 }
 
-struct Row {
-    let name: String
-    var rounds: [Double] = []
-    var median: Double { self.rounds.sorted()[self.rounds.count / 2] }
+/// Prints a case's rows as a Markdown table: ns/cycle, spread, cycles/s, ratio to the floor and
+/// how many times faster Lifeguard is than `_ConnectionPoolModule`.
+func printTable(_ title: String, _ rows: [Row]) {
+    print("\n### \(title)\n")
+    print("| pool | ns/cycle (median) | spread (min…max) | cycles/s | × floor |")
+    print("|---|---|---|---|---|")
+    for row in rows {
+        print("| \(row.name) | \(format(row.median)) | \(row.spread) | \(perSecond(row.median)) | \(ratio(row.median / rows[0].median)) |")
+    }
+    print("\nLifeguard is \(ratio(rows[2].median / rows[1].median)) faster than _ConnectionPoolModule.")
+}
+
+/// One loop of one pool and nothing else, warmed up first; under callgrind
+/// (`--collect-atstart=no`) only the loop's instructions are counted.
+func runOnly(_ options: Options) async throws {
+    let pool: any LeasingPool
+    switch options.onlyPool {
+    case "floor": pool = FloorPool(connections: 8)
+    case "lifeguard": pool = try LifeguardPool(connections: 8)
+    case "lifeguard-nostats": pool = try LifeguardPool(connections: 8, statistics: false)
+    case "postgresnio": pool = PostgresNIOPool(connections: 8)
+    default:
+        print("--only takes floor, lifeguard, lifeguard-nostats or postgresnio")
+        exit(2)
+    }
+    _ = try await pool.timeCycles(tasks: options.onlyTasks, cycles: 10_000, body: options.onlyBody)
+    callgrind_toggle_collect()
+    let nanoseconds = try await pool.timeCycles(tasks: options.onlyTasks, cycles: options.onlyCycles, body: options.onlyBody)
+    callgrind_toggle_collect()
+    print("\(pool.name): \(options.onlyCycles) cycles, \(options.onlyTasks) tasks, \(options.onlyBody.rawValue): \(format(nanoseconds))/cycle")
+    await pool.shutdown()
 }
 
 /// The whole benchmark, nonisolated: closures formed on the main actor would hop to it on
 /// every cycle and measure the hop instead of the pool.
-func runBenchmark(quick: Bool) async throws {
-    // Many short rounds rather than a few long ones: the cost of statistics is the median of
-    // the per-round ratios, each between two rows measured a few milliseconds apart.
-    let iterations = quick ? 100_000 : 200_000
-    let roundCount = quick ? 9 : 31
+func runBenchmark(_ options: Options) async throws {
+    let rounds = options.quick ? 3 : 7
+    let round: Duration = options.quick ? .milliseconds(30) : .milliseconds(100)
+    print("lease-benchmark\(options.quick ? " --quick" : ""): \(rounds) rounds of ~\(round) per row; "
+        + "time per lease+release cycle, all tasks together")
 
-    let floor = FloorPool()
-    let off = try makePool(statistics: false)
-    let on = try makePool(statistics: true)
-    let runners = [Task { await off.run() }, Task { await on.run() }]
-    _ = try await off.withConnection(lane: .retrieval) { $0.id }
-    _ = try await on.withConnection(lane: .retrieval) { $0.id }
+    var findings: [String] = []
+    func target(_ met: Bool, _ text: String) { findings.append("- \(met ? "met" : "NOT MET"): \(text)") }
 
-    var rows = [Row(name: "floor (Mutex + idle stack)"), Row(name: "lifeguard, statistics off"), Row(name: "lifeguard, statistics + metrics on")]
-    for _ in 0..<roundCount {
-        // Interleaved, so that noise on this shared machine falls on every row alike.
-        rows[0].rounds.append(await nanosecondsPerCycle(iterations: iterations) { await floor.withConnection { $0 } })
-        rows[1].rounds.append(try await nanosecondsPerCycle(iterations: iterations) { try await off.withConnection(lane: .retrieval) { $0.id } })
-        rows[2].rounds.append(try await nanosecondsPerCycle(iterations: iterations) { try await on.withConnection(lane: .retrieval) { $0.id } })
+    // Uncontended and contended, on 8 connections.
+    let pools = try makePools(connections: 8)
+    let uncontended = try await measure(pools, tasks: 1, body: .nothing, rounds: rounds, round: round)
+    printTable("Uncontended: 1 task, 8 connections", uncontended)
+    target(uncontended[1].median <= 150 && uncontended[1].median <= 3 * uncontended[0].median,
+        "uncontended ≤ 150 ns and ≤ 3× the floor: \(format(uncontended[1].median)), \(ratio(uncontended[1].median / uncontended[0].median))")
+    var tenfold = uncontended[2].median >= 10 * uncontended[1].median
+    for body in [Body.nothing, .yield] {
+        let rows = try await measure(pools, tasks: 64, body: body, rounds: rounds, round: round)
+        printTable("Contended: 64 tasks on 8 connections, \(body.rawValue)", rows)
+        target(rows[1].median <= 2 * rows[0].median,
+            "contended, \(body.rawValue), ≤ 2× the floor: \(ratio(rows[1].median / rows[0].median))")
+        tenfold = tenfold && rows[2].median >= 10 * rows[1].median
     }
 
-    func format(_ value: Double) -> String { "\(Int(value.rounded()))" }
-    print("uncontended lease+release, 1 task, \(iterations) cycles × \(roundCount) rounds (median, min…max ns/cycle)")
-    for row in rows {
-        let sorted = row.rounds.sorted()
-        let name = row.name + String(repeating: " ", count: max(0, 38 - row.name.count))
-        let ratio = (row.median / rows[0].median * 10).rounded() / 10
-        print("  \(name) \(format(row.median)) ns  (\(format(sorted.first!))…\(format(sorted.last!)))  \(ratio)× floor")
+    // Allocations.
+    print("\n### Allocations per cycle (malloc, calloc, realloc and aligned allocations, whole process)\n")
+    print("| pool | uncontended | 64 tasks on 8, body does nothing | 64 tasks on 8, body suspends once |")
+    print("|---|---|---|---|")
+    for pool in pools {
+        let alone = try await allocationsPerCycle(pool, tasks: 1, cycles: 100_000, body: .nothing)
+        let crowded = try await allocationsPerCycle(pool, tasks: 64, cycles: 64_000, body: .nothing)
+        let suspending = try await allocationsPerCycle(pool, tasks: 64, cycles: 64_000, body: .yield)
+        func figure(_ value: Double) -> String { "\((value * 100).rounded() / 100)" }
+        print("| \(pool.name) | \(figure(alone)) | \(figure(crowded)) | \(figure(suspending)) |")
+        if pool is LifeguardPool { target(alone < 0.01, "zero allocations per uncontended cycle: \(alone)") }
     }
-    let ratios = zip(rows[2].rounds, rows[1].rounds).map { ($0 / $1 - 1) * 100 }.sorted()
+    await shutdown(pools)
+
+    // The curve.
+    print("\n### The curve: tasks × connections, body does nothing (median ns/cycle; × floor)\n")
+    print("| tasks | connections | floor | lifeguard | _ConnectionPoolModule | lifeguard faster by |")
+    print("|---|---|---|---|---|---|")
+    for connections in [8, 64] {
+        let pools = try makePools(connections: connections)
+        for tasks in [1, 2, 8, 64, 1_024] {
+            let rows = try await measure(pools, tasks: tasks, body: .nothing, rounds: rounds, round: round)
+            print("| \(tasks) | \(connections) | \(format(rows[0].median)) | \(format(rows[1].median)) (\(ratio(rows[1].median / rows[0].median))) "
+                + "| \(format(rows[2].median)) (\(ratio(rows[2].median / rows[0].median))) | \(ratio(rows[2].median / rows[1].median)) |")
+            tenfold = tenfold && rows[2].median >= 10 * rows[1].median
+        }
+        await shutdown(pools)
+    }
+    target(tenfold, "every row ≥ 10× faster than _ConnectionPoolModule (see the tables)")
+
+    // Memory per waiter.
+    let waiters = 10_000
+    print("\n### Memory: heap bytes per queued waiter, \(waiters) waiters on 8 busy connections\n")
+    print("| pool | bytes per waiter | beyond a task waiting at a bare continuation |")
+    print("|---|---|---|")
+    let bare = try await bytesPerWaiter(nil, holders: 8, waiters: waiters)
+    print("| (no pool: the task itself, waiting at a continuation) | \(Int(bare.rounded())) | — |")
+    for pool in try makePools(connections: 8) {
+        let bytes = try await bytesPerWaiter(pool, holders: 8, waiters: waiters)
+        print("| \(pool.name) | \(Int(bytes.rounded())) | \(Int((bytes - bare).rounded())) |")
+        await pool.shutdown()
+    }
+
+    // The cost of statistics and metrics on the uncontended path.
+    let off = try LifeguardPool(connections: 8, statistics: false, name: "lifeguard, statistics off")
+    let on = try LifeguardPool(connections: 8, statistics: true, name: "lifeguard, statistics + metrics on")
+    // Many short rounds: the cost is the median of the per-round ratios, each between two rows
+    // measured a few milliseconds apart.
+    let statisticsRows = try await measure([off, on], tasks: 1, body: .nothing, rounds: options.quick ? 9 : 31, round: .milliseconds(20))
+    let ratios = zip(statisticsRows[1].rounds, statisticsRows[0].rounds).map { ($0 / $1 - 1) * 100 }.sorted()
+    let cost = ratios[ratios.count / 2]
     func percent(_ value: Double) -> String { "\((value * 10).rounded() / 10)%" }
-    print(
-        "statistics + metrics cost: \(percent(ratios[ratios.count / 2])) over statistics off "
-            + "(median of per-round ratios; quartiles \(percent(ratios[ratios.count / 4]))…\(percent(ratios[ratios.count * 3 / 4]))); target: at most 10%")
-    print("statistics: \(on.statistics()[.retrieval]!.outcomes.granted) leases recorded, hold p99 \(on.statistics()[.retrieval]!.hold.p99) ms")
-    off.shutdown(gracePeriod: .zero)
-    on.shutdown(gracePeriod: .zero)
-    for runner in runners { await runner.value }
+    print("\n### Statistics and metrics on vs off, uncontended\n")
+    print("off \(format(statisticsRows[0].median)), on \(format(statisticsRows[1].median)): +\(percent(cost)) "
+        + "(median of \(ratios.count) per-round ratios; quartiles \(percent(ratios[ratios.count / 4]))…\(percent(ratios[ratios.count * 3 / 4])))")
+    target(cost <= 10, "statistics and metrics cost ≤ 10%: \(percent(cost))")
+    await off.shutdown()
+    await on.shutdown()
+
+    print("\n### Targets\n")
+    for finding in findings { print(finding) }
 }
 
-try await Task.detached { try await runBenchmark(quick: CommandLine.arguments.contains("--quick")) }.value
+let options = Options(arguments: CommandLine.arguments)
+try await Task.detached {
+    if options.onlyPool != nil {
+        try await runOnly(options)
+    } else {
+        try await runBenchmark(options)
+    }
+}.value

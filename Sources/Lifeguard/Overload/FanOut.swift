@@ -10,9 +10,10 @@ import Synchronization
 ///
 /// Use it through ``ConnectionPool/fanOut(lane:maxConcurrent:_:fileID:line:function:_:)`` or the
 /// adapters' equivalents.
+@usableFromInline
 enum FanOut {
     /// The request fanning out that the current task works for: its leases carry it.
-    @TaskLocal static var currentGroup: Int?
+    @usableFromInline @TaskLocal static var currentGroup: Int?
 
     private static let nextGroup = Atomic<Int>(0)
 

@@ -57,8 +57,10 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Service, Sendable
     /// What the shell does, unlocked, after an event: resume waiters, start background work.
     @usableFromInline
     struct Settlement: Sendable {
-        var resumptions: [Resumption] = []
-        var work: [BackgroundWork] = []
+        @usableFromInline var resumptions: [Resumption] = []
+        @usableFromInline var work: [BackgroundWork] = []
+
+        @usableFromInline init() {}
     }
 
     /// Everything the lock guards.
@@ -68,9 +70,9 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Service, Sendable
         /// The connection of each slot; `nil` while the slot is free or opening.
         @usableFromInline var connections: [Connection?] = []
         /// Waiters suspended on their continuation.
-        var waiting: [WaiterID: CheckedContinuation<Lease, any Error>] = [:]
+        @usableFromInline var waiting: [WaiterID: CheckedContinuation<Lease, any Error>] = [:]
         /// Outcomes that arrived before their waiter attached its continuation.
-        var resolvedEarly: [WaiterID: Outcome] = [:]
+        @usableFromInline var resolvedEarly: [WaiterID: Outcome] = [:]
         var runStarted = false
 
         init(machine: PoolStateMachine) {
@@ -80,7 +82,7 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Service, Sendable
         /// Turns the machine's actions into what the shell does once unlocked: each resolved
         /// waiter paired with its continuation (or its outcome parked until it attaches one),
         /// and background work carrying the connections it concerns.
-        @usableFromInline
+        @inlinable
         mutating func settle(_ actions: PoolActions) -> Settlement {
             var settlement = Settlement()
             func resolve(_ id: WaiterID, _ outcome: Outcome) {
@@ -116,7 +118,7 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Service, Sendable
     @usableFromInline let lanes: [Lane]
     @usableFromInline let shared: Mutex<Shared>
     let work: AsyncStream<BackgroundWork>
-    let workContinuation: AsyncStream<BackgroundWork>.Continuation
+    @usableFromInline let workContinuation: AsyncStream<BackgroundWork>.Continuation
     let metrics: MetricsExporter
     let incidents = Mutex(IncidentTracker())
 
@@ -236,8 +238,10 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Service, Sendable
         return try await self.leaseSlowly(lane: lane, index: laneIndex, callSite: callSite, first: nil)
     }
 
-    /// Everything but the fast path: waiting, broken connections, validation.
-    @usableFromInline
+    /// Everything but the fast path: waiting, broken connections, validation. Inlinable like
+    /// the fast path, so that waiting is specialized for the connection type too: unspecialized,
+    /// its generic metadata lookups ran under the lock and made it contended.
+    @inlinable
     func leaseSlowly(lane: Lane, index laneIndex: Int, callSite: CallSite?, first: Lease?) async throws -> Lease {
         var candidate = first
         var brokenInARow = 0
@@ -276,13 +280,15 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Service, Sendable
     }
 
     /// Asks the machine for a connection, waiting in the lane's queue when none is free.
-    private enum Acquired {
+    @usableFromInline
+    enum Acquired {
         case granted(Lease)
         case wait(WaiterID, Settlement)
         case failed(LifeguardError)
     }
 
-    private func acquire(laneIndex: Int, callSite: CallSite?) async throws -> Lease {
+    @inlinable
+    func acquire(laneIndex: Int, callSite: CallSite?) async throws -> Lease {
         // Task-locals are read here, on the way to the queue, never on the fast path.
         let deadline = RequestDeadline.current
         let group = FanOut.currentGroup
@@ -314,7 +320,8 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Service, Sendable
         }
     }
 
-    private func waitForGrant(_ id: WaiterID, lane: Int) async throws -> Lease {
+    @inlinable
+    func waitForGrant(_ id: WaiterID, lane: Int) async throws -> Lease {
         try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Lease, any Error>) in
                 let early = self.shared.withLock { shared -> Outcome? in
@@ -327,8 +334,13 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Service, Sendable
                 }
             }
         } onCancel: {
-            self.apply { shared, now in shared.machine.cancelWaiter(id, lane: lane, now: now) }
+            self.cancelWaiter(id, lane: lane)
         }
+    }
+
+    @usableFromInline
+    func cancelWaiter(_ id: WaiterID, lane: Int) {
+        self.apply { shared, now in shared.machine.cancelWaiter(id, lane: lane, now: now) }
     }
 
     @usableFromInline
@@ -562,7 +574,7 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Service, Sendable
     }
 
     /// Resumes the waiters an event resolved and hands its background work to ``run()``.
-    @usableFromInline
+    @inlinable
     func carryOut(_ settlement: Settlement) {
         for (continuation, outcome) in settlement.resumptions {
             continuation.resume(with: outcome)

@@ -6,6 +6,7 @@ import Synchronization
 /// The race is unstructured on purpose: an operation stuck on a dead connection (some drivers
 /// never complete a request written to a closed socket) must not hold up the pool, so the caller
 /// resumes at the timeout and the operation is cancelled and left to end on its own.
+@usableFromInline
 func succeeds(
     within timeout: Duration,
     _ operation: @escaping @Sendable () async throws -> Void,
