@@ -11,6 +11,7 @@ let package = Package(
         .executable(name: "lease-benchmark", targets: ["LeaseBenchmark"]),
         .executable(name: "overload-benchmark", targets: ["OverloadBenchmark"]),
         .executable(name: "agent-storm-benchmark", targets: ["AgentStormBenchmark"]),
+        .executable(name: "select-benchmark", targets: ["SelectBenchmark"]),
     ],
     dependencies: [
         .package(name: "lifeguard", path: ".."),
@@ -54,6 +55,15 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
+            ]
+        ),
+        .executableTarget(
+            name: "SelectBenchmark",
+            dependencies: [
+                .product(name: "Lifeguard", package: "lifeguard"),
+                .product(name: "LifeguardPostgres", package: "lifeguard"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "PostgresNIO", package: "postgres-nio"),
             ]
         ),
     ],

@@ -1,0 +1,240 @@
+// select-benchmark: `SELECT 1` through 20 connections against a real PostgreSQL, side by side in
+// one run: Lifeguard's `PostgresPool`, PostgresNIO's `PostgresClient`, and `pgbench` (C and
+// libpq, the practical ceiling), with 20 and with 64 concurrent tasks.
+//
+//   DATABASE_URL=postgres://…?sslmode=disable swift run -c release --package-path Benchmarks select-benchmark [--quick]
+//   options: --duration SECONDS (5; --quick: 2)  --rounds N (3; --quick: 1)  --pgbench PATH
+//
+// Each task runs `SELECT 1` and reads its row, back to back, for the duration. Figures are
+// queries per second, the median of the rounds (min…max), the designs interleaved round by
+// round. Lifeguard runs with serverSideCancellation off, so that all 20 connections run queries
+// (with it on, one of the 20 would be the control connection).
+import Foundation
+import Lifeguard
+import LifeguardPostgres
+import Logging
+import PostgresNIO
+import Synchronization
+
+struct Options {
+    var databaseURL = ProcessInfo.processInfo.environment["DATABASE_URL"] ?? ""
+    var duration = 5.0
+    var rounds = 3
+    var pgbench: String?
+
+    init(arguments: [String]) {
+        var remaining = arguments.dropFirst()[...]
+        if remaining.contains("--quick") {
+            self.duration = 2
+            self.rounds = 1
+        }
+        while let argument = remaining.popFirst() {
+            switch argument {
+            case "--quick": break
+            case "--duration": self.duration = remaining.popFirst().flatMap { Double($0) } ?? self.duration
+            case "--rounds": self.rounds = remaining.popFirst().flatMap { Int($0) } ?? self.rounds
+            case "--pgbench": self.pgbench = remaining.popFirst()
+            case "--database-url": self.databaseURL = remaining.popFirst() ?? ""
+            default:
+                print("usage: select-benchmark [--quick] [--duration SECONDS] [--rounds N] [--pgbench PATH] [--database-url URL]")
+                exit(2)
+            }
+        }
+    }
+}
+
+let connections = 20
+
+/// A design that runs `SELECT 1`.
+protocol SelectTarget: Sendable {
+    var name: String { get }
+    func selectOne() async throws
+}
+
+struct LifeguardTarget: SelectTarget {
+    let name: String
+    let pool: PostgresPool
+
+    func selectOne() async throws {
+        try await self.pool.withConnection(lane: .retrieval) { lease in
+            try await lease.execute("SELECT 1")
+        }
+    }
+}
+
+struct PostgresClientTarget: SelectTarget {
+    let name = "PostgresNIO PostgresClient"
+    let client: PostgresClient
+    let logger: Logger
+
+    func selectOne() async throws {
+        let logger = self.logger
+        try await self.client.withConnection { connection in
+            for try await _ in try await connection.query("SELECT 1", logger: logger) {}
+        }
+    }
+}
+
+/// Queries per second of `tasks` tasks running `SELECT 1` back to back for `duration` seconds.
+func queriesPerSecond(_ target: some SelectTarget, tasks: Int, duration: Double) async throws -> Double {
+    let end = ContinuousClock.now.advanced(by: .milliseconds(Int(duration * 1_000)))
+    let start = ContinuousClock.now
+    let total = try await withThrowingTaskGroup(of: Int.self) { group in
+        for _ in 0..<tasks {
+            group.addTask {
+                var count = 0
+                while ContinuousClock.now < end {
+                    try await target.selectOne()
+                    count += 1
+                }
+                return count
+            }
+        }
+        return try await group.reduce(0, +)
+    }
+    let elapsed = start.duration(to: .now)
+    return Double(total) / (Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)
+}
+
+/// pgbench's transactions per second for `SELECT 1` with 20 clients on 2 threads.
+///
+/// Spawned with `posix_spawn`, its signal mask emptied: pgbench ends a `-T` run on `SIGALRM`,
+/// which this process's threads block (through Foundation's `Process`, pgbench never ended).
+func pgbenchQueriesPerSecond(path: String, configuration: PostgresPool.Configuration, duration: Double) throws -> Double? {
+    let directory = FileManager.default.temporaryDirectory
+    let script = directory.appendingPathComponent("lifeguard-select1-\(getpid()).sql")
+    let output = directory.appendingPathComponent("lifeguard-pgbench-\(getpid()).txt")
+    try "SELECT 1;\n".write(to: script, atomically: true, encoding: .utf8)
+    defer {
+        try? FileManager.default.removeItem(at: script)
+        try? FileManager.default.removeItem(at: output)
+    }
+    let arguments = [
+        path, "-n", "-f", script.path, "-c", "\(connections)", "-j", "2", "-T", "\(max(1, Int(duration.rounded())))",
+        "-h", configuration.host ?? "127.0.0.1", "-p", "\(configuration.port)", "-U", configuration.username,
+        configuration.database ?? configuration.username,
+    ]
+    var environment = ProcessInfo.processInfo.environment
+    environment["PGPASSWORD"] = configuration.password ?? ""
+    environment["PGSSLMODE"] = "disable"
+    var argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
+    var envp: [UnsafeMutablePointer<CChar>?] = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
+    defer { for pointer in argv + envp { free(pointer) } }
+    var actions = posix_spawn_file_actions_t()
+    posix_spawn_file_actions_init(&actions)
+    defer { posix_spawn_file_actions_destroy(&actions) }
+    posix_spawn_file_actions_addopen(&actions, 1, output.path, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+    posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
+    var attributes = posix_spawnattr_t()
+    posix_spawnattr_init(&attributes)
+    defer { posix_spawnattr_destroy(&attributes) }
+    var noSignals = sigset_t()
+    sigemptyset(&noSignals)
+    posix_spawnattr_setsigmask(&attributes, &noSignals)
+    posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK))
+    var pid: pid_t = 0
+    guard posix_spawn(&pid, path, &actions, &attributes, &argv, &envp) == 0 else { return nil }
+    var status: Int32 = 0
+    while waitpid(pid, &status, 0) == -1 && errno == EINTR {}
+    let text = (try? String(contentsOf: output, encoding: .utf8)) ?? ""
+    // "tps = 41234.567890 (without initial connection time)"
+    guard let line = text.split(separator: "\n").first(where: { $0.hasPrefix("tps = ") }) else { return nil }
+    return Double(line.dropFirst("tps = ".count).prefix { $0.isNumber || $0 == "." })
+}
+
+func findPgbench(_ given: String?) -> String? {
+    if let given { return given }
+    let candidates = ["/usr/lib/postgresql/17/bin/pgbench", "/usr/lib/postgresql/16/bin/pgbench", "/usr/lib/postgresql/15/bin/pgbench", "/usr/bin/pgbench"]
+    return candidates.first { FileManager.default.isExecutableFile(atPath: $0) }
+}
+
+struct Row {
+    let name: String
+    var rounds: [Double] = []
+    var median: Double { self.rounds.sorted()[self.rounds.count / 2] }
+}
+
+func format(_ rate: Double) -> String { "\(Int((rate / 100).rounded()) * 100)" }
+func ratio(_ value: Double) -> String { "\((value * 100).rounded() / 100)×" }
+
+func run() async throws {
+    let options = Options(arguments: CommandLine.arguments)
+    guard !options.databaseURL.isEmpty else {
+        print("set DATABASE_URL or pass --database-url (./scripts/postgres.sh start && ./scripts/postgres.sh url)")
+        exit(2)
+    }
+    var logger = Logger(label: "select-benchmark")
+    logger.logLevel = .critical  // 64 tasks on 20 connections wait, on purpose
+
+    var configuration = try PostgresPool.Configuration(url: options.databaseURL)
+    guard configuration.tlsMode == .disable else {
+        print("select-benchmark compares with PostgresClient over plain TCP: add ?sslmode=disable to the URL of a local server")
+        exit(2)
+    }
+    configuration.serverSideCancellation = false
+    configuration.budget = connections
+    configuration.lanes = [.retrieval: LaneConfiguration(waitTimeout: .seconds(30), maxWaiters: 10_000, shedding: nil)]
+    configuration.pool.minimumIdle = connections
+    let pool = try PostgresPool(configuration: configuration, logger: logger)
+
+    var clientConfiguration = PostgresClient.Configuration(
+        host: configuration.host ?? "127.0.0.1", port: configuration.port, username: configuration.username,
+        password: configuration.password, database: configuration.database, tls: .disable)
+    clientConfiguration.options.maximumConnections = connections
+    clientConfiguration.options.minimumConnections = connections
+    let client = PostgresClient(configuration: clientConfiguration, backgroundLogger: logger)
+
+    let lifeguard = LifeguardTarget(name: "Lifeguard", pool: pool)
+
+    let postgresClient = PostgresClientTarget(client: client, logger: logger)
+    let pgbench = findPgbench(options.pgbench)
+
+    print("select-benchmark: SELECT 1 through \(connections) connections, \(options.rounds) round(s) of \(options.duration) s per row, "
+        + "queries per second (median)")
+    try await withThrowingTaskGroup(of: Void.self) { runners in
+        runners.addTask { await pool.run() }
+
+        runners.addTask { await client.run() }
+        // Warm both up: every connection open.
+        _ = try await queriesPerSecond(lifeguard, tasks: 64, duration: 1)
+
+        _ = try await queriesPerSecond(postgresClient, tasks: 64, duration: 1)
+
+        var rows: [Int: (lifeguard: Row, client: Row)] = [:]
+        var pgbenchRow = Row(name: "pgbench")
+        for _ in 0..<options.rounds {
+            for tasks in [20, 64] {
+                var pair = rows[tasks] ?? (Row(name: lifeguard.name), Row(name: postgresClient.name))
+                pair.lifeguard.rounds.append(try await queriesPerSecond(lifeguard, tasks: tasks, duration: options.duration))
+
+                pair.client.rounds.append(try await queriesPerSecond(postgresClient, tasks: tasks, duration: options.duration))
+                rows[tasks] = pair
+            }
+            if let pgbench, let rate = try pgbenchQueriesPerSecond(path: pgbench, configuration: configuration, duration: options.duration) {
+                pgbenchRow.rounds.append(rate)
+            }
+        }
+        let ceiling = pgbenchRow.rounds.isEmpty ? nil : pgbenchRow.median
+        print("")
+        print("| tasks | design | queries/s (median) | min…max | ÷ PostgresClient | ÷ pgbench |")
+        print("|---|---|---|---|---|---|")
+        for tasks in [20, 64] {
+            let pair = rows[tasks]!
+            for row in [pair.lifeguard, pair.client] {
+                let toCeiling = ceiling.map { ratio(row.median / $0) } ?? "—"
+                print("| \(tasks) | \(row.name) | \(format(row.median)) | \(format(row.rounds.min()!))…\(format(row.rounds.max()!)) | "
+                    + "\(ratio(row.median / pair.client.median)) | \(toCeiling) |")
+            }
+        }
+        if let ceiling {
+            print("\npgbench -n -f select1.sql -c \(connections) -j 2: \(format(ceiling)) q/s")
+        } else {
+            print("\npgbench: not found (install postgresql's client tools or pass --pgbench PATH)")
+        }
+        print("\nTargets: Lifeguard ≥ 1.5× PostgresClient at 20 and 64 tasks; ≥ 0.6× pgbench (aim).")
+        pool.shutdown(gracePeriod: .seconds(5))
+        runners.cancelAll()
+    }
+}
+
+try await run()
