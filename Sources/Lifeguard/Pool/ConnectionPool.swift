@@ -338,6 +338,7 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Service, Sendable
         }
     }
 
+    /// Takes a cancelled waiter out of its lane's queue; out of line, since cancellation is rare.
     @usableFromInline
     func cancelWaiter(_ id: WaiterID, lane: Int) {
         self.apply { shared, now in shared.machine.cancelWaiter(id, lane: lane, now: now) }
