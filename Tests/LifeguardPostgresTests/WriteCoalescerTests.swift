@@ -64,35 +64,45 @@ extension PostgresPoolTests {
         }
     }
 
+    /// Ten writers whose writes form one batch (one connection, a long delay); returns the
+    /// writers whose write failed, and the coalescer, shut down.
+    func oneBatchOfTen(
+        _ pool: PostgresPool, _ write: @escaping @Sendable (WriteCoalescer, Int) async throws -> Void
+    ) async throws -> (failed: [Int], coalescer: WriteCoalescer) {
+        let coalescer = try WriteCoalescer(
+            pool: pool, configuration: .init(maxBatch: 64, maxDelay: .milliseconds(200), maxConnections: 1))
+        let flushing = Task { await coalescer.run() }
+        let failed = await withTaskGroup(of: Int?.self) { writers in
+            for id in 0..<10 {
+                writers.addTask {
+                    do {
+                        try await write(coalescer, id)
+                        return nil
+                    } catch {
+                        return id
+                    }
+                }
+            }
+            var failed: [Int] = []
+            for await id in writers { if let id { failed.append(id) } }
+            return failed
+        }
+        coalescer.shutdown()
+        await flushing.value
+        return (failed.sorted(), coalescer)
+    }
+
     @Test("coalescer: a poisoned statement fails only its own caller; the rest of its batch commits")
     func coalescerPoison() async throws {
         let configuration = try TestDatabase.configuration(application: "lg-poison", budget: 4)
         try await TestDatabase.withPool(configuration) { pool in
             try await pool.query("DROP TABLE IF EXISTS lg_poison", lane: .write)
             try await pool.query("CREATE TABLE lg_poison (id int PRIMARY KEY)", lane: .write)
-            // One connection and a long delay: the ten writes form one batch.
-            let coalescer = try WriteCoalescer(
-                pool: pool, configuration: .init(maxBatch: 64, maxDelay: .milliseconds(200), maxConnections: 1))
-            let flushing = Task { await coalescer.run() }
-            let results = await withTaskGroup(of: (Int, Bool).self) { writers in
-                for id in 0..<10 {
-                    writers.addTask {
-                        // Writer 5 divides by zero: its statement fails on the server.
-                        let statement: PostgresQuery = id == 5
-                            ? "INSERT INTO lg_poison VALUES (1 / 0)" : "INSERT INTO lg_poison VALUES (\(id))"
-                        do {
-                            try await coalescer.write(statement)
-                            return (id, true)
-                        } catch {
-                            return (id, false)
-                        }
-                    }
-                }
-                return await writers.reduce(into: [Int: Bool]()) { $0[$1.0] = $1.1 }
+            let (failed, coalescer) = try await self.oneBatchOfTen(pool) { coalescer, id in
+                // Writer 5 divides by zero: its statement fails on the server.
+                try await coalescer.write(id == 5 ? "INSERT INTO lg_poison VALUES (1 / 0)" : "INSERT INTO lg_poison VALUES (\(id))")
             }
-            coalescer.shutdown()
-            await flushing.value
-            #expect(results.filter { !$0.value }.map(\.key) == [5])
+            #expect(failed == [5])
             let ids = try await pool.query("SELECT id FROM lg_poison ORDER BY id", lane: .retrieval).map { try $0.decode(Int.self) }
             #expect(ids == [0, 1, 2, 3, 4, 6, 7, 8, 9])
             // After shutdown, writes are refused.
@@ -130,27 +140,12 @@ extension PostgresPoolTests {
             try await pool.query("DROP TABLE IF EXISTS lg_merged", lane: .write)
             try await pool.query("CREATE TABLE lg_merged (id int PRIMARY KEY, note text)", lane: .write)
             try await pool.query("INSERT INTO lg_merged VALUES (5, 'there first')", lane: .write)
-            let coalescer = try WriteCoalescer(
-                pool: pool, configuration: .init(maxBatch: 64, maxDelay: .milliseconds(200), maxConnections: 1))
-            let flushing = Task { await coalescer.run() }
-            let results = await withTaskGroup(of: (Int, Bool).self) { writers in
-                for id in 0..<10 {
-                    writers.addTask {
-                        // Row 5 exists already; row 7 has a NULL note.
-                        let note: String? = id == 7 ? nil : "row \(id)"
-                        do {
-                            try await coalescer.insert(.init(into: "lg_merged", columns: ["id", "note"], values: [id, note]))
-                            return (id, true)
-                        } catch {
-                            return (id, false)
-                        }
-                    }
-                }
-                return await writers.reduce(into: [Int: Bool]()) { $0[$1.0] = $1.1 }
+            let (failed, coalescer) = try await self.oneBatchOfTen(pool) { coalescer, id in
+                // Row 5 exists already; row 7 has a NULL note.
+                let note: String? = id == 7 ? nil : "row \(id)"
+                try await coalescer.insert(.init(into: "lg_merged", columns: ["id", "note"], values: [id, note]))
             }
-            coalescer.shutdown()
-            await flushing.value
-            #expect(results.filter { !$0.value }.map(\.key) == [5])
+            #expect(failed == [5])
             let rows = try await pool.query("SELECT id, note FROM lg_merged ORDER BY id", lane: .retrieval)
                 .map { try $0.decode((Int, String?).self) }
             #expect(rows.map(\.0) == Array(0..<10))
