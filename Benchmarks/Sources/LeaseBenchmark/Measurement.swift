@@ -151,7 +151,7 @@ final class Gate: Sendable {
 /// Heap bytes per task waiting in `pool`'s queue: `holders` tasks hold every connection while
 /// `waiters` more queue up; `nil` for `pool` measures tasks waiting at a bare gate instead (what
 /// a suspended task costs with no pool at all).
-func bytesPerWaiter(_ pool: (any LeasingPool)?, holders: Int, waiters: Int) async throws -> Double {
+func bytesPerWaiter(_ pool: (any LeasingPool)?, holders: Int, waiters: Int) async throws -> (bytes: Double, allocations: Double) {
     let release = Gate()
     let started = Counter()
     return try await withThrowingTaskGroup(of: Void.self) { group in
@@ -169,6 +169,7 @@ func bytesPerWaiter(_ pool: (any LeasingPool)?, holders: Int, waiters: Int) asyn
         }
         try await Task.sleep(for: .milliseconds(100))
         let before = malloc_bytes_in_use()
+        malloc_counter_start()
         let queued = Counter()
         for _ in 0..<waiters {
             group.addTask {
@@ -184,8 +185,9 @@ func bytesPerWaiter(_ pool: (any LeasingPool)?, holders: Int, waiters: Int) asyn
         // Let every task reach its wait.
         try await Task.sleep(for: .milliseconds(300))
         let after = malloc_bytes_in_use()
+        let allocations = malloc_counter_stop()
         release.open()
         try await group.waitForAll()
-        return Double(Int(after) - Int(before)) / Double(waiters)
+        return (Double(Int(after) - Int(before)) / Double(waiters), Double(allocations) / Double(waiters))
     }
 }

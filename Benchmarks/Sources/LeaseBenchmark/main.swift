@@ -156,13 +156,13 @@ func runBenchmark(_ options: Options) async throws {
     // Memory per waiter.
     let waiters = 10_000
     print("\n### Memory: heap bytes per queued waiter, \(waiters) waiters on 8 busy connections\n")
-    print("| pool | bytes per waiter | beyond a task waiting at a bare continuation |")
-    print("|---|---|---|")
+    print("| pool | bytes per waiter | beyond a task waiting at a bare continuation | allocations per waiter |")
+    print("|---|---|---|---|")
     let bare = try await bytesPerWaiter(nil, holders: 8, waiters: waiters)
-    print("| (no pool: the task itself, waiting at a continuation) | \(Int(bare.rounded())) | — |")
+    print("| (no pool: the task itself, waiting at a continuation) | \(Int(bare.bytes.rounded())) | — | \(bare.allocations) |")
     for pool in try makePools(connections: 8) {
-        let bytes = try await bytesPerWaiter(pool, holders: 8, waiters: waiters)
-        print("| \(pool.name) | \(Int(bytes.rounded())) | \(Int((bytes - bare).rounded())) |")
+        let waiting = try await bytesPerWaiter(pool, holders: 8, waiters: waiters)
+        print("| \(pool.name) | \(Int(waiting.bytes.rounded())) | \(Int((waiting.bytes - bare.bytes).rounded())) | \(waiting.allocations) |")
         await pool.shutdown()
     }
 

@@ -199,7 +199,16 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Service, Sendable
         isolation: isolated (any Actor)? = #isolation,
         _ body: (Connection) async throws -> Value
     ) async throws -> Value {
-        let lease = try await self.lease(lane: lane, callSite: CallSite(fileID: fileID, line: line, function: function))
+        let callSite = CallSite(fileID: fileID, line: line, function: function)
+        // The fast path is synchronous: no async call, so no frame to allocate and no executor
+        // check, before the body runs.
+        let lease: Lease
+        switch try self.leaseIfIdle(lane: lane, callSite: callSite) {
+        case .leased(let idle):
+            lease = idle
+        case .slowly(let laneIndex, let first):
+            lease = try await self.leaseSlowly(lane: lane, index: laneIndex, callSite: callSite, first: first)
+        }
         let value: Value
         do {
             value = try await body(lease.connection)
@@ -212,30 +221,37 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Service, Sendable
         return value
     }
 
-    /// Takes a connection for a lease. The fast path (an idle, healthy connection and room in
-    /// the lane) takes the lock once and does not suspend.
+    /// What the fast path found.
+    @usableFromInline
+    enum FastLease {
+        /// An idle, healthy connection: use it.
+        case leased(Lease)
+        /// Go the slow way, with the lane's index and the connection the fast path took, if
+        /// any (one to validate, or one that looks broken).
+        case slowly(laneIndex: Int, first: Lease?)
+    }
+
+    /// The fast path: takes the lock once and does not suspend. It leases an idle, healthy
+    /// connection when the lane has room; anything else is left to ``leaseSlowly``.
     @inlinable
-    func lease(lane: Lane, callSite: CallSite? = nil, isolation: isolated (any Actor)? = #isolation) async throws -> Lease {
+    func leaseIfIdle(lane: Lane, callSite: CallSite?) throws -> FastLease {
         guard let laneIndex = self.lanes.firstIndex(of: lane) else {
             throw self.unknownLane(lane)
         }
         if let step = GenerationStep.current {
             try self.leaseDuringGeneration(step: step, lane: lane, callSite: callSite)
         }
-        if !Task.isCancelled {
-            let now = PoolInstant.now
-            let immediate: Lease? = self.shared.withLock { shared in
-                guard let grant = shared.machine.leaseIfIdle(lane: laneIndex, now: now, callSite: callSite) else { return nil }
-                return Lease(grant: grant, connection: shared.connections[grant.slot]!)
-            }
-            if let immediate {
-                if !immediate.grant.needsValidation && self.factory.condition(of: immediate.connection) != .broken {
-                    return immediate
-                }
-                return try await self.leaseSlowly(lane: lane, index: laneIndex, callSite: callSite, first: immediate)
-            }
+        guard !Task.isCancelled else { return .slowly(laneIndex: laneIndex, first: nil) }
+        let now = PoolInstant.now
+        let immediate: Lease? = self.shared.withLock { shared in
+            guard let grant = shared.machine.leaseIfIdle(lane: laneIndex, now: now, callSite: callSite) else { return nil }
+            return Lease(grant: grant, connection: shared.connections[grant.slot]!)
         }
-        return try await self.leaseSlowly(lane: lane, index: laneIndex, callSite: callSite, first: nil)
+        guard let immediate else { return .slowly(laneIndex: laneIndex, first: nil) }
+        if !immediate.grant.needsValidation && self.factory.condition(of: immediate.connection) != .broken {
+            return .leased(immediate)
+        }
+        return .slowly(laneIndex: laneIndex, first: immediate)
     }
 
     /// Everything but the fast path: waiting, broken connections, validation. Inlinable like
