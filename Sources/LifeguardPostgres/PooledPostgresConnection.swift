@@ -10,6 +10,7 @@ import Synchronization
 /// The statement that starts or ends a transaction is recognised by its first keyword. Anything
 /// the lease cannot see (the raw `PostgresConnection` was used, a statement failed, a cancel was
 /// sent) makes the connection dirty, and a dirty connection is reset with `ROLLBACK` before reuse.
+@usableFromInline
 final class PooledPostgresConnection: Sendable, CustomStringConvertible {
     struct Tracking {
         var isInTransaction = false
@@ -27,14 +28,17 @@ final class PooledPostgresConnection: Sendable, CustomStringConvertible {
     let postgres: PostgresConnection
     /// The server process serving this connection (`pg_backend_pid()`), the target of cancels.
     let backendPID: Int32
+    /// Runs lease bodies on this connection's event loop, when configured to.
+    @usableFromInline let executor: EventLoopTaskExecutor
     private let tracking = Mutex(Tracking())
 
     init(postgres: PostgresConnection, backendPID: Int32) {
         self.postgres = postgres
         self.backendPID = backendPID
+        self.executor = EventLoopTaskExecutor(eventLoop: postgres.eventLoop)
     }
 
-    var description: String { "connection(pid \(self.backendPID))" }
+    @usableFromInline var description: String { "connection(pid \(self.backendPID))" }
 
     var condition: ConnectionCondition {
         if self.postgres.isClosed { return .broken }

@@ -6,6 +6,7 @@ import PostgresNIO
 import Synchronization
 
 /// Opens, validates, resets and closes PostgresNIO connections for the pool.
+@usableFromInline
 final class PostgresConnectionFactory: ConnectionFactory {
     let configuration: PostgresPool.Configuration
     let logger: Logger
@@ -40,7 +41,7 @@ final class PostgresConnectionFactory: ConnectionFactory {
             on: self.eventLoopGroup.any(), configuration: postgres, id: id, logger: self.logger)
     }
 
-    func connect() async throws -> PooledPostgresConnection {
+    @usableFromInline func connect() async throws -> PooledPostgresConnection {
         let postgres = try await self.openPostgresConnection()
         do {
             var pid: Int32 = 0
@@ -54,12 +55,12 @@ final class PostgresConnectionFactory: ConnectionFactory {
         }
     }
 
-    func validate(_ connection: PooledPostgresConnection) async throws {
+    @usableFromInline func validate(_ connection: PooledPostgresConnection) async throws {
         try connection.checkOpen()
         _ = try await connection.postgres.query("SELECT 1", logger: self.logger).collect()
     }
 
-    func reset(_ connection: PooledPostgresConnection) async throws {
+    @usableFromInline func reset(_ connection: PooledPostgresConnection) async throws {
         // A cancel still on its way must land before our ROLLBACK, not on it or after it.
         while connection.hasOutstandingCancels {
             try await Task.sleep(for: .milliseconds(1))
@@ -69,7 +70,7 @@ final class PostgresConnectionFactory: ConnectionFactory {
         connection.markClean()
     }
 
-    func close(_ connection: PooledPostgresConnection) async {
+    @usableFromInline func close(_ connection: PooledPostgresConnection) async {
         do {
             try await connection.postgres.close()
         } catch {
@@ -77,11 +78,11 @@ final class PostgresConnectionFactory: ConnectionFactory {
         }
     }
 
-    func condition(of connection: PooledPostgresConnection) -> ConnectionCondition {
+    @usableFromInline func condition(of connection: PooledPostgresConnection) -> ConnectionCondition {
         connection.condition
     }
 
-    func activity(of connection: PooledPostgresConnection) -> LeaseActivity {
+    @usableFromInline func activity(of connection: PooledPostgresConnection) -> LeaseActivity {
         connection.activity
     }
 }

@@ -18,6 +18,7 @@ public final class PostgresLease: Sendable {
     public let lane: Lane
     private let hasEnded = Atomic<Bool>(false)
 
+    @usableFromInline
     init(connection: PooledPostgresConnection, lane: Lane, canceller: ServerCanceller?, logger: Logger) {
         self.connection = connection
         self.lane = lane
@@ -124,6 +125,7 @@ public final class PostgresLease: Sendable {
         }
     }
 
+    @usableFromInline
     func end() {
         self.hasEnded.store(true, ordering: .releasing)
     }

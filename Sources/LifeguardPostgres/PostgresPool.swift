@@ -21,9 +21,9 @@ import ServiceLifecycle
 public final class PostgresPool: Service, Sendable {
     /// The pool's configuration.
     public let configuration: Configuration
-    let pool: ConnectionPool<PostgresConnectionFactory>
-    let canceller: ServerCanceller?
-    let logger: Logger
+    @usableFromInline let pool: ConnectionPool<PostgresConnectionFactory>
+    @usableFromInline let canceller: ServerCanceller?
+    @usableFromInline let logger: Logger
 
     /// Creates a pool. It opens no connection until ``run()`` runs.
     ///
@@ -86,6 +86,7 @@ public final class PostgresPool: Service, Sendable {
     /// - Returns: What `body` returns.
     /// - Throws: ``LifeguardError`` when no connection could be leased, `CancellationError`,
     ///   or what `body` throws.
+    @inlinable
     public func withConnection<Value>(
         lane: Lane,
         fileID: StaticString = #fileID,
@@ -100,12 +101,16 @@ public final class PostgresPool: Service, Sendable {
     }
 
     /// Runs `body` with a lease over `connection`, and ends the lease when it returns.
-    private func withLease<Value>(
+    @inlinable
+    func withLease<Value>(
         of connection: PooledPostgresConnection, lane: Lane, isolation: isolated (any Actor)? = #isolation,
         _ body: (PostgresLease) async throws -> Value
     ) async throws -> Value {
         let lease = PostgresLease(connection: connection, lane: lane, canceller: self.canceller, logger: self.logger)
         defer { lease.end() }
+        if self.configuration.runsLeasesOnEventLoop {
+            return try await withTaskExecutorPreference(connection.executor, isolation: isolation) { try await body(lease) }
+        }
         return try await body(lease)
     }
 

@@ -11,6 +11,7 @@ import PostgresNIO
 ///
 /// Behind PgBouncer in transaction mode a backend pid belongs to the server connection of the
 /// moment, not to ours: server-side cancellation should be turned off there.
+@usableFromInline
 actor ServerCanceller {
     struct Request: Sendable {
         let connection: PooledPostgresConnection

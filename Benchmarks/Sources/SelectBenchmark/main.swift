@@ -21,6 +21,8 @@ struct Options {
     var duration = 5.0
     var rounds = 3
     var pgbench: String?
+    /// Runs one design at one concurrency and nothing else (for profiling).
+    var only: (design: String, tasks: Int)?
 
     init(arguments: [String]) {
         var remaining = arguments.dropFirst()[...]
@@ -35,8 +37,11 @@ struct Options {
             case "--rounds": self.rounds = remaining.popFirst().flatMap { Int($0) } ?? self.rounds
             case "--pgbench": self.pgbench = remaining.popFirst()
             case "--database-url": self.databaseURL = remaining.popFirst() ?? ""
+            case "--only":
+                let design = remaining.popFirst() ?? ""
+                self.only = (design, remaining.popFirst().flatMap { Int($0) } ?? 20)
             default:
-                print("usage: select-benchmark [--quick] [--duration SECONDS] [--rounds N] [--pgbench PATH] [--database-url URL]")
+                print("usage: select-benchmark [--quick] [--duration SECONDS] [--rounds N] [--pgbench PATH] [--database-url URL] [--only lifeguard|eventloop|postgresclient TASKS]")
                 exit(2)
             }
         }
@@ -176,6 +181,9 @@ func run() async throws {
     configuration.lanes = [.retrieval: LaneConfiguration(waitTimeout: .seconds(30), maxWaiters: 10_000, shedding: nil)]
     configuration.pool.minimumIdle = connections
     let pool = try PostgresPool(configuration: configuration, logger: logger)
+    var onEventLoop = configuration
+    onEventLoop.runsLeasesOnEventLoop = true
+    let eventLoopPool = try PostgresPool(configuration: onEventLoop, logger: logger)
 
     var clientConfiguration = PostgresClient.Configuration(
         host: configuration.host ?? "127.0.0.1", port: configuration.port, username: configuration.username,
@@ -185,6 +193,7 @@ func run() async throws {
     let client = PostgresClient(configuration: clientConfiguration, backgroundLogger: logger)
 
     let lifeguard = LifeguardTarget(name: "Lifeguard", pool: pool)
+    let lifeguardOnEventLoop = LifeguardTarget(name: "Lifeguard, runsLeasesOnEventLoop", pool: eventLoopPool)
 
     let postgresClient = PostgresClientTarget(client: client, logger: logger)
     let pgbench = findPgbench(options.pgbench)
@@ -193,19 +202,31 @@ func run() async throws {
         + "queries per second (median)")
     try await withThrowingTaskGroup(of: Void.self) { runners in
         runners.addTask { await pool.run() }
+        runners.addTask { await eventLoopPool.run() }
 
         runners.addTask { await client.run() }
         // Warm both up: every connection open.
         _ = try await queriesPerSecond(lifeguard, tasks: 64, duration: 1)
+        _ = try await queriesPerSecond(lifeguardOnEventLoop, tasks: 64, duration: 1)
 
         _ = try await queriesPerSecond(postgresClient, tasks: 64, duration: 1)
 
-        var rows: [Int: (lifeguard: Row, client: Row)] = [:]
+        if let only = options.only {
+            let target: any SelectTarget = only.design == "postgresclient" ? postgresClient : only.design == "eventloop" ? lifeguardOnEventLoop : lifeguard
+            let rate = try await queriesPerSecond(target, tasks: only.tasks, duration: options.duration)
+            print("\(target.name), \(only.tasks) tasks: \(format(rate)) q/s")
+            pool.shutdown(gracePeriod: .seconds(5))
+            eventLoopPool.shutdown(gracePeriod: .seconds(5))
+            runners.cancelAll()
+            return
+        }
+        var rows: [Int: (lifeguard: Row, onEventLoop: Row, client: Row)] = [:]
         var pgbenchRow = Row(name: "pgbench")
         for _ in 0..<options.rounds {
             for tasks in [20, 64] {
-                var pair = rows[tasks] ?? (Row(name: lifeguard.name), Row(name: postgresClient.name))
+                var pair = rows[tasks] ?? (Row(name: lifeguard.name), Row(name: lifeguardOnEventLoop.name), Row(name: postgresClient.name))
                 pair.lifeguard.rounds.append(try await queriesPerSecond(lifeguard, tasks: tasks, duration: options.duration))
+                pair.onEventLoop.rounds.append(try await queriesPerSecond(lifeguardOnEventLoop, tasks: tasks, duration: options.duration))
 
                 pair.client.rounds.append(try await queriesPerSecond(postgresClient, tasks: tasks, duration: options.duration))
                 rows[tasks] = pair
@@ -220,7 +241,7 @@ func run() async throws {
         print("|---|---|---|---|---|---|")
         for tasks in [20, 64] {
             let pair = rows[tasks]!
-            for row in [pair.lifeguard, pair.client] {
+            for row in [pair.lifeguard, pair.onEventLoop, pair.client] {
                 let toCeiling = ceiling.map { ratio(row.median / $0) } ?? "—"
                 print("| \(tasks) | \(row.name) | \(format(row.median)) | \(format(row.rounds.min()!))…\(format(row.rounds.max()!)) | "
                     + "\(ratio(row.median / pair.client.median)) | \(toCeiling) |")
@@ -233,6 +254,7 @@ func run() async throws {
         }
         print("\nTargets: Lifeguard ≥ 1.5× PostgresClient at 20 and 64 tasks; ≥ 0.6× pgbench (aim).")
         pool.shutdown(gracePeriod: .seconds(5))
+        eventLoopPool.shutdown(gracePeriod: .seconds(5))
         runners.cancelAll()
     }
 }
