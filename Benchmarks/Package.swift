@@ -60,6 +60,7 @@ let package = Package(
         .executableTarget(
             name: "SelectBenchmark",
             dependencies: [
+                "BenchmarkProbes",
                 .product(name: "Lifeguard", package: "lifeguard"),
                 .product(name: "LifeguardPostgres", package: "lifeguard"),
                 .product(name: "Logging", package: "swift-log"),

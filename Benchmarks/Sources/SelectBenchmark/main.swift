@@ -9,6 +9,7 @@
 // queries per second, the median of the rounds (min…max), the designs interleaved round by
 // round. Lifeguard runs with serverSideCancellation off, so that all 20 connections run queries
 // (with it on, one of the 20 would be the control connection).
+import BenchmarkProbes
 import Foundation
 import Lifeguard
 import LifeguardPostgres
@@ -99,6 +100,21 @@ func queriesPerSecond(_ target: some SelectTarget, tasks: Int, duration: Double)
     }
     let elapsed = start.duration(to: .now)
     return Double(total) / (Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)
+}
+
+/// Allocations per query (the whole process: pool, driver, NIO, runtime) over `queries`
+/// queries from `tasks` tasks.
+func allocationsPerQuery(_ target: some SelectTarget, tasks: Int, queries: Int) async throws -> Double {
+    malloc_counter_start()
+    try await withThrowingTaskGroup(of: Void.self) { group in
+        for _ in 0..<tasks {
+            group.addTask {
+                for _ in 0..<(queries / tasks) { try await target.selectOne() }
+            }
+        }
+        try await group.waitForAll()
+    }
+    return Double(malloc_counter_stop()) / Double(queries / tasks * tasks)
 }
 
 /// pgbench's transactions per second for `SELECT 1` with 20 clients on 2 threads.
@@ -246,6 +262,11 @@ func run() async throws {
                 print("| \(tasks) | \(row.name) | \(format(row.median)) | \(format(row.rounds.min()!))…\(format(row.rounds.max()!)) | "
                     + "\(ratio(row.median / pair.client.median)) | \(toCeiling) |")
             }
+        }
+        print("\nAllocations per query, 20 tasks (whole process):")
+        for target in [lifeguard, lifeguardOnEventLoop, postgresClient] as [any SelectTarget] {
+            let allocations = try await allocationsPerQuery(target, tasks: 20, queries: 20_000)
+            print("- \(target.name): \((allocations * 10).rounded() / 10)")
         }
         if let ceiling {
             print("\npgbench -n -f select1.sql -c \(connections) -j 2: \(format(ceiling)) q/s")
