@@ -28,14 +28,11 @@ final class PooledPostgresConnection: Sendable, CustomStringConvertible {
     let postgres: PostgresConnection
     /// The server process serving this connection (`pg_backend_pid()`), the target of cancels.
     let backendPID: Int32
-    /// Runs lease bodies on this connection's event loop, when configured to.
-    @usableFromInline let executor: EventLoopTaskExecutor
     private let tracking = Mutex(Tracking())
 
     init(postgres: PostgresConnection, backendPID: Int32) {
         self.postgres = postgres
         self.backendPID = backendPID
-        self.executor = EventLoopTaskExecutor(eventLoop: postgres.eventLoop)
     }
 
     @usableFromInline var description: String { "connection(pid \(self.backendPID))" }

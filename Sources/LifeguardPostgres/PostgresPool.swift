@@ -108,9 +108,6 @@ public final class PostgresPool: Service, Sendable {
     ) async throws -> Value {
         let lease = PostgresLease(connection: connection, lane: lane, canceller: self.canceller, logger: self.logger)
         defer { lease.end() }
-        if self.configuration.runsLeasesOnEventLoop {
-            return try await withTaskExecutorPreference(connection.executor, isolation: isolation) { try await body(lease) }
-        }
         return try await body(lease)
     }
 

@@ -61,11 +61,6 @@ extension PostgresPool {
         /// once instead of when the query ends. The control connection is one connection of
         /// the ``budget``: the lanes share the rest. Default: true.
         public var serverSideCancellation: Bool
-        /// Whether a lease's body runs on its connection's NIO event loop (a task executor
-        /// preference), so that statements and their replies do not hop between threads.
-        /// Keep bodies free of long computation when on: they share the loop with other
-        /// connections' I/O. Default: false.
-        public var runsLeasesOnEventLoop: Bool
         /// Budget, lanes, and connection health settings of the pool.
         public var pool: PoolConfiguration
 
@@ -103,7 +98,6 @@ extension PostgresPool {
             self.applicationName = "lifeguard"
             self.connectTimeout = .seconds(10)
             self.serverSideCancellation = true
-            self.runsLeasesOnEventLoop = false
             self.pool = PoolConfiguration()
         }
 

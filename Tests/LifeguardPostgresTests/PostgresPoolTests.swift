@@ -31,31 +31,6 @@ struct PostgresPoolTests {
         }
     }
 
-    @Test("runsLeasesOnEventLoop: the body runs on its connection's event loop, and queries and transactions work there")
-    func leasesOnEventLoop() async throws {
-        var configuration = try TestDatabase.configuration(application: "lg-eventloop", budget: 4)
-        configuration.runsLeasesOnEventLoop = true
-        try await TestDatabase.withPool(configuration) { pool in
-            let sums = try await withThrowingTaskGroup(of: Int.self) { group in
-                for number in 1...8 {
-                    group.addTask {
-                        try await pool.withConnection(lane: .retrieval) { lease in
-                            #expect(lease.connection.postgres.eventLoop.inEventLoop)
-                            try await lease.execute("BEGIN")
-                            let value = try await lease.query("SELECT \(number)::int8 + 1")[0].decode(Int.self)
-                            try await lease.execute("COMMIT")
-                            #expect(lease.connection.postgres.eventLoop.inEventLoop)
-                            return value
-                        }
-                    }
-                }
-                return try await group.reduce(0, +)
-            }
-            #expect(sums == (2...9).reduce(0, +))
-            #expect(pool.status().leased == 0)
-        }
-    }
-
     @Test("fanOut runs a request's queries on at most maxConcurrent connections at once and returns them in order")
     func fanOut() async throws {
         let configuration = try TestDatabase.configuration(application: "lg-fanout", budget: 6)

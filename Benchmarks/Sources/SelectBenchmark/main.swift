@@ -42,7 +42,7 @@ struct Options {
                 let design = remaining.popFirst() ?? ""
                 self.only = (design, remaining.popFirst().flatMap { Int($0) } ?? 20)
             default:
-                print("usage: select-benchmark [--quick] [--duration SECONDS] [--rounds N] [--pgbench PATH] [--database-url URL] [--only lifeguard|eventloop|postgresclient TASKS]")
+                print("usage: select-benchmark [--quick] [--duration SECONDS] [--rounds N] [--pgbench PATH] [--database-url URL] [--only lifeguard|postgresclient TASKS]")
                 exit(2)
             }
         }
@@ -197,9 +197,6 @@ func run() async throws {
     configuration.lanes = [.retrieval: LaneConfiguration(waitTimeout: .seconds(30), maxWaiters: 10_000, shedding: nil)]
     configuration.pool.minimumIdle = connections
     let pool = try PostgresPool(configuration: configuration, logger: logger)
-    var onEventLoop = configuration
-    onEventLoop.runsLeasesOnEventLoop = true
-    let eventLoopPool = try PostgresPool(configuration: onEventLoop, logger: logger)
 
     var clientConfiguration = PostgresClient.Configuration(
         host: configuration.host ?? "127.0.0.1", port: configuration.port, username: configuration.username,
@@ -209,7 +206,6 @@ func run() async throws {
     let client = PostgresClient(configuration: clientConfiguration, backgroundLogger: logger)
 
     let lifeguard = LifeguardTarget(name: "Lifeguard", pool: pool)
-    let lifeguardOnEventLoop = LifeguardTarget(name: "Lifeguard, runsLeasesOnEventLoop", pool: eventLoopPool)
 
     let postgresClient = PostgresClientTarget(client: client, logger: logger)
     let pgbench = findPgbench(options.pgbench)
@@ -218,31 +214,27 @@ func run() async throws {
         + "queries per second (median)")
     try await withThrowingTaskGroup(of: Void.self) { runners in
         runners.addTask { await pool.run() }
-        runners.addTask { await eventLoopPool.run() }
 
         runners.addTask { await client.run() }
         // Warm both up: every connection open.
         _ = try await queriesPerSecond(lifeguard, tasks: 64, duration: 1)
-        _ = try await queriesPerSecond(lifeguardOnEventLoop, tasks: 64, duration: 1)
 
         _ = try await queriesPerSecond(postgresClient, tasks: 64, duration: 1)
 
         if let only = options.only {
-            let target: any SelectTarget = only.design == "postgresclient" ? postgresClient : only.design == "eventloop" ? lifeguardOnEventLoop : lifeguard
+            let target: any SelectTarget = only.design == "postgresclient" ? postgresClient : lifeguard
             let rate = try await queriesPerSecond(target, tasks: only.tasks, duration: options.duration)
             print("\(target.name), \(only.tasks) tasks: \(format(rate)) q/s")
             pool.shutdown(gracePeriod: .seconds(5))
-            eventLoopPool.shutdown(gracePeriod: .seconds(5))
-            runners.cancelAll()
+                runners.cancelAll()
             return
         }
-        var rows: [Int: (lifeguard: Row, onEventLoop: Row, client: Row)] = [:]
+        var rows: [Int: (lifeguard: Row, client: Row)] = [:]
         var pgbenchRow = Row(name: "pgbench")
         for _ in 0..<options.rounds {
             for tasks in [20, 64] {
-                var pair = rows[tasks] ?? (Row(name: lifeguard.name), Row(name: lifeguardOnEventLoop.name), Row(name: postgresClient.name))
+                var pair = rows[tasks] ?? (Row(name: lifeguard.name), Row(name: postgresClient.name))
                 pair.lifeguard.rounds.append(try await queriesPerSecond(lifeguard, tasks: tasks, duration: options.duration))
-                pair.onEventLoop.rounds.append(try await queriesPerSecond(lifeguardOnEventLoop, tasks: tasks, duration: options.duration))
 
                 pair.client.rounds.append(try await queriesPerSecond(postgresClient, tasks: tasks, duration: options.duration))
                 rows[tasks] = pair
@@ -257,14 +249,14 @@ func run() async throws {
         print("|---|---|---|---|---|---|")
         for tasks in [20, 64] {
             let pair = rows[tasks]!
-            for row in [pair.lifeguard, pair.onEventLoop, pair.client] {
+            for row in [pair.lifeguard, pair.client] {
                 let toCeiling = ceiling.map { ratio(row.median / $0) } ?? "—"
                 print("| \(tasks) | \(row.name) | \(format(row.median)) | \(format(row.rounds.min()!))…\(format(row.rounds.max()!)) | "
                     + "\(ratio(row.median / pair.client.median)) | \(toCeiling) |")
             }
         }
         print("\nAllocations per query, 20 tasks (whole process):")
-        for target in [lifeguard, lifeguardOnEventLoop, postgresClient] as [any SelectTarget] {
+        for target in [lifeguard, postgresClient] as [any SelectTarget] {
             let allocations = try await allocationsPerQuery(target, tasks: 20, queries: 20_000)
             print("- \(target.name): \((allocations * 10).rounded() / 10)")
         }
@@ -275,7 +267,6 @@ func run() async throws {
         }
         print("\nTargets: Lifeguard ≥ 1.5× PostgresClient at 20 and 64 tasks; ≥ 0.6× pgbench (aim).")
         pool.shutdown(gracePeriod: .seconds(5))
-        eventLoopPool.shutdown(gracePeriod: .seconds(5))
         runners.cancelAll()
     }
 }
