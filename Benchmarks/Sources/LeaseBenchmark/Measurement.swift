@@ -151,7 +151,7 @@ final class Gate: Sendable {
 /// Heap bytes per task waiting in `pool`'s queue: `holders` tasks hold every connection while
 /// `waiters` more queue up; `nil` for `pool` measures tasks waiting at a bare gate instead (what
 /// a suspended task costs with no pool at all).
-func bytesPerWaiter(_ pool: (any LeasingPool)?, holders: Int, waiters: Int) async throws -> (bytes: Double, allocations: Double) {
+func bytesPerWaiter<Pool: LeasingPool>(_ pool: Pool?, holders: Int, waiters: Int) async throws -> (bytes: Double, allocations: Double) {
     let release = Gate()
     let started = Counter()
     return try await withThrowingTaskGroup(of: Void.self) { group in

@@ -26,6 +26,8 @@ protocol LeasingPool: Sendable {
     func leaseLoop(cycles: Int, body: Body) async throws
     /// Wall-clock nanoseconds per cycle of `tasks` tasks leasing `cycles` times in all.
     func timeCycles(tasks: Int, cycles: Int, body: Body) async throws -> Double
+    /// Heap bytes and allocations per task queued in this pool.
+    func bytesPerWaiter(holders: Int, waiters: Int) async throws -> (bytes: Double, allocations: Double)
 }
 
 /// The floor: the least a pool can do. One `Mutex` over a stack of idle connections and a FIFO
@@ -77,6 +79,10 @@ final class FloorPool: LeasingPool {
     func timeCycles(tasks: Int, cycles: Int, body: Body) async throws -> Double {
         try await LeaseBenchmark.timeCycles(self, tasks: tasks, cycles: cycles, body: body)
     }
+
+    func bytesPerWaiter(holders: Int, waiters: Int) async throws -> (bytes: Double, allocations: Double) {
+        try await LeaseBenchmark.bytesPerWaiter(self, holders: holders, waiters: waiters)
+    }
 }
 
 /// Lifeguard over in-memory connections: one lane with every connection, waits without limit.
@@ -117,6 +123,10 @@ final class LifeguardPool: LeasingPool {
 
     func timeCycles(tasks: Int, cycles: Int, body: Body) async throws -> Double {
         try await LeaseBenchmark.timeCycles(self, tasks: tasks, cycles: cycles, body: body)
+    }
+
+    func bytesPerWaiter(holders: Int, waiters: Int) async throws -> (bytes: Double, allocations: Double) {
+        try await LeaseBenchmark.bytesPerWaiter(self, holders: holders, waiters: waiters)
     }
 }
 
@@ -167,5 +177,9 @@ final class PostgresNIOPool: LeasingPool {
 
     func timeCycles(tasks: Int, cycles: Int, body: Body) async throws -> Double {
         try await LeaseBenchmark.timeCycles(self, tasks: tasks, cycles: cycles, body: body)
+    }
+
+    func bytesPerWaiter(holders: Int, waiters: Int) async throws -> (bytes: Double, allocations: Double) {
+        try await LeaseBenchmark.bytesPerWaiter(self, holders: holders, waiters: waiters)
     }
 }

@@ -21,18 +21,20 @@ struct Options {
     var onlyTasks = 1
     var onlyBody = Body.nothing
     var onlyCycles = 100_000
+    var memoryOnly = false
 
     init(arguments: [String]) {
         var remaining = arguments.dropFirst()[...]
         while let argument = remaining.popFirst() {
             switch argument {
             case "--quick": self.quick = true
+            case "--memory": self.memoryOnly = true
             case "--only": self.onlyPool = remaining.popFirst()
             case "--tasks": self.onlyTasks = remaining.popFirst().flatMap { Int($0) } ?? self.onlyTasks
             case "--body": self.onlyBody = remaining.popFirst() == "yield" ? .yield : .nothing
             case "--cycles": self.onlyCycles = remaining.popFirst().flatMap { Int($0) } ?? self.onlyCycles
             default:
-                print("usage: lease-benchmark [--quick] [--only floor|lifeguard|lifeguard-nostats|postgresnio [--tasks N] [--body nothing|yield] [--cycles N]]")
+                print("usage: lease-benchmark [--quick] [--memory] [--only floor|lifeguard|lifeguard-nostats|postgresnio [--tasks N] [--body nothing|yield] [--cycles N]]")
                 exit(2)
             }
         }
@@ -78,6 +80,22 @@ func runOnly(_ options: Options) async throws {
     callgrind_toggle_collect()
     print("\(pool.name): \(options.onlyCycles) cycles, \(options.onlyTasks) tasks, \(options.onlyBody.rawValue): \(format(nanoseconds))/cycle")
     await pool.shutdown()
+}
+
+/// Heap bytes and allocations per queued waiter, 10,000 waiters on 8 busy connections.
+func printMemoryPerWaiter() async throws {
+    let waiters = 10_000
+    print("\n### Memory: heap bytes per queued waiter, \(waiters) waiters on 8 busy connections\n")
+    print("| pool | bytes per waiter | beyond a task waiting at a bare continuation | allocations per waiter |")
+    print("|---|---|---|---|")
+    let bare = try await bytesPerWaiter(FloorPool?.none, holders: 8, waiters: waiters)
+    print("| (no pool: the task itself, waiting at a continuation) | \(Int(bare.bytes.rounded())) | — | \(bare.allocations) |")
+    for pool in try makePools(connections: 8) {
+        let waiting = try await pool.bytesPerWaiter(holders: 8, waiters: waiters)
+        print("| \(pool.name) | \(Int(waiting.bytes.rounded())) | \(Int((waiting.bytes - bare.bytes).rounded())) | \(waiting.allocations) |")
+        await pool.shutdown()
+    }
+
 }
 
 /// The whole benchmark, nonisolated: closures formed on the main actor would hop to it on
@@ -153,18 +171,7 @@ func runBenchmark(_ options: Options) async throws {
     }
     target(tenfold, "every row ≥ 10× faster than _ConnectionPoolModule (see the tables)")
 
-    // Memory per waiter.
-    let waiters = 10_000
-    print("\n### Memory: heap bytes per queued waiter, \(waiters) waiters on 8 busy connections\n")
-    print("| pool | bytes per waiter | beyond a task waiting at a bare continuation | allocations per waiter |")
-    print("|---|---|---|---|")
-    let bare = try await bytesPerWaiter(nil, holders: 8, waiters: waiters)
-    print("| (no pool: the task itself, waiting at a continuation) | \(Int(bare.bytes.rounded())) | — | \(bare.allocations) |")
-    for pool in try makePools(connections: 8) {
-        let waiting = try await bytesPerWaiter(pool, holders: 8, waiters: waiters)
-        print("| \(pool.name) | \(Int(waiting.bytes.rounded())) | \(Int((waiting.bytes - bare.bytes).rounded())) | \(waiting.allocations) |")
-        await pool.shutdown()
-    }
+    try await printMemoryPerWaiter()
 
     print("\n### Targets\n")
     for finding in findings { print(finding) }
@@ -172,7 +179,9 @@ func runBenchmark(_ options: Options) async throws {
 
 let options = Options(arguments: CommandLine.arguments)
 try await Task.detached {
-    if options.onlyPool != nil {
+    if options.memoryOnly {
+        try await printMemoryPerWaiter()
+    } else if options.onlyPool != nil {
         try await runOnly(options)
     } else {
         try await runBenchmark(options)

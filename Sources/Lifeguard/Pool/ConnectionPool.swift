@@ -295,37 +295,20 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Service, Sendable
         }
     }
 
-    /// Asks the machine for a connection, waiting in the lane's queue when none is free.
+    /// What the machine decided for a request that did not find an idle connection.
     @usableFromInline
-    enum Acquired {
+    enum Queued {
         case granted(Lease)
-        case wait(WaiterID, Settlement)
-        case failed(LifeguardError)
+        case waiting(WaiterID)
     }
 
+    /// Asks the machine for a connection, waiting in the lane's queue when none is free.
     @inlinable
     func acquire(laneIndex: Int, callSite: CallSite?) async throws -> Lease {
-        // Task-locals are read here, on the way to the queue, never on the fast path.
-        let deadline = RequestDeadline.current
-        let group = FanOut.currentGroup
-        let now = PoolInstant.now
-        let acquired = self.shared.withLock { shared -> Acquired in
-            switch shared.machine.lease(lane: laneIndex, now: now, callSite: callSite, deadline: deadline, group: group) {
-            case .granted(let grant):
-                return .granted(Lease(grant: grant, connection: shared.connections[grant.slot]!))
-            case .wait(let id, let actions):
-                return .wait(id, shared.settle(actions))
-            case .failed(let error):
-                return .failed(error)
-            }
-        }
-        switch acquired {
+        switch try self.queue(laneIndex: laneIndex, callSite: callSite) {
         case .granted(let lease):
             return lease
-        case .failed(let error):
-            throw error
-        case .wait(let id, let settlement):
-            self.carryOut(settlement)
+        case .waiting(let id):
             let lease = try await self.waitForGrant(id, lane: laneIndex)
             if Task.isCancelled {
                 // The grant raced the cancellation: hand the connection straight back.
@@ -334,6 +317,28 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Service, Sendable
             }
             return lease
         }
+    }
+
+    /// The synchronous half of ``acquire``: the machine's decision, and what it settled carried
+    /// out. Apart, so that the waiting task's async frame holds none of it.
+    @inlinable
+    func queue(laneIndex: Int, callSite: CallSite?) throws -> Queued {
+        // Task-locals are read here, on the way to the queue, never on the fast path.
+        let deadline = RequestDeadline.current
+        let group = FanOut.currentGroup
+        let now = PoolInstant.now
+        let (decision, settlement) = self.shared.withLock { shared -> (Result<Queued, LifeguardError>, Settlement?) in
+            switch shared.machine.lease(lane: laneIndex, now: now, callSite: callSite, deadline: deadline, group: group) {
+            case .granted(let grant):
+                return (.success(.granted(Lease(grant: grant, connection: shared.connections[grant.slot]!))), nil)
+            case .wait(let id, let actions):
+                return (.success(.waiting(id)), shared.settle(actions))
+            case .failed(let error):
+                return (.failure(error), nil)
+            }
+        }
+        if let settlement { self.carryOut(settlement) }
+        return try decision.get()
     }
 
     @inlinable
