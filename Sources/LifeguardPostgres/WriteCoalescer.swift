@@ -361,30 +361,51 @@ public final class WriteCoalescer: Service, Sendable {
             let rows = merging ? groups[parts.head + parts.tail]! : statement.members
             let rowsPerStatement = max(1, Self.maxParameters / first.columns.count)
             for chunk in stride(from: 0, to: rows.count, by: rowsPerStatement) {
-                var sql = parts.head
-                var bindings = PostgresBindings(capacity: min(rowsPerStatement, rows.count - chunk) * first.columns.count)
-                var members: [Int] = []
-                for member in rows[chunk..<min(chunk + rowsPerStatement, rows.count)] {
-                    guard case .insert(let row) = writes[member] else { continue }
-                    var withRow = bindings
+                var members = Array(rows[chunk..<min(chunk + rowsPerStatement, rows.count)])
+                // A row whose values fail to encode leaves the statement, which is written again
+                // without it (rare: only throwing encoders, e.g. JSON, fail).
+                while !members.isEmpty {
                     do {
-                        for value in row.values {
-                            if let value { try withRow.append(value) } else { withRow.appendNull() }
-                        }
+                        written.append(try Self.insertStatement(parts, members.map { writes[$0] }, members: members))
+                        break
                     } catch {
-                        unencodable.append((member, error))
-                        continue
+                        unencodable.append((members[error.index], error.error))
+                        members.remove(at: error.index)
                     }
-                    let offset = bindings.count
-                    bindings = withRow
-                    sql += (members.isEmpty ? "(" : ", (") + (1...row.columns.count).map { "$\(offset + $0)" }.joined(separator: ", ") + ")"
-                    members.append(member)
                 }
-                guard !members.isEmpty else { continue }
-                written.append(PlannedStatement(query: PostgresQuery(unsafeSQL: sql + parts.tail, binds: bindings), members: members))
             }
         }
         return (written, unencodable)
+    }
+
+    /// A row of ``insertStatement(_:_:members:)`` whose values failed to encode.
+    struct UnencodableRow: Error {
+        /// The row's position among the statement's rows.
+        let index: Int
+        let error: any Error
+    }
+
+    /// One `INSERT` of `rows`, all with the same statement parts.
+    ///
+    /// - Throws: ``UnencodableRow`` for the first row whose values fail to encode.
+    static func insertStatement(
+        _ parts: (head: String, tail: String), _ rows: [Write], members: [Int]
+    ) throws(UnencodableRow) -> PlannedStatement {
+        var sql = parts.head
+        var bindings = PostgresBindings()
+        for (index, write) in rows.enumerated() {
+            guard case .insert(let row) = write else { continue }
+            let offset = bindings.count
+            do {
+                for value in row.values {
+                    if let value { try bindings.append(value) } else { bindings.appendNull() }
+                }
+            } catch {
+                throw UnencodableRow(index: index, error: error)
+            }
+            sql += (index == 0 ? "(" : ", (") + (1...row.columns.count).map { "$\(offset + $0)" }.joined(separator: ", ") + ")"
+        }
+        return PlannedStatement(query: PostgresQuery(unsafeSQL: sql + parts.tail, binds: bindings), members: members)
     }
 
     /// Runs a batch in one transaction (a batch that is one statement runs alone, in its own

@@ -179,6 +179,31 @@ struct WriteCoalescerPlanTests {
         #expect(oneByOne[2].query.sql == "INSERT INTO a (x, y) VALUES ($1, $2)")
     }
 
+    /// A value that fails to encode, as a JSON value can.
+    struct Unencodable: PostgresThrowingDynamicTypeEncodable, Sendable {
+        struct Refused: Error {}
+        var psqlType: PostgresDataType { .jsonb }
+        var psqlFormat: PostgresFormat { .binary }
+        func encode<JSONEncoder: PostgresJSONEncoder>(into byteBuffer: inout ByteBuffer, context: PostgresEncodingContext<JSONEncoder>) throws {
+            throw Refused()
+        }
+    }
+
+    @Test("a row whose value fails to encode is set apart; the other rows still merge")
+    func unencodable() {
+        let writes: [WriteCoalescer.Write] = [
+            .insert(.init(into: "a", columns: ["x", "y"], values: [1, "one"])),
+            .insert(.init(into: "a", columns: ["x", "y"], values: [2, Unencodable()])),
+            .insert(.init(into: "a", columns: ["x", "y"], values: [3, "three"])),
+        ]
+        let (statements, unencodable) = WriteCoalescer.plan(writes, merging: true)
+        #expect(unencodable.map(\.0) == [1])
+        #expect(unencodable.first?.1 is Unencodable.Refused)
+        #expect(statements.map(\.members) == [[0, 2]])
+        #expect(statements[0].query.sql == "INSERT INTO a (x, y) VALUES ($1, $2), ($3, $4)")
+        #expect(statements[0].query.binds.count == 4)
+    }
+
     @Test("a merged INSERT stops at 65,535 bind parameters")
     func parameterLimit() {
         let columns = (0..<1_000).map { "c\($0)" }
