@@ -4,25 +4,32 @@ import Synchronization
 /// A connection that lives in memory, with the flags a test needs to play a real one.
 public final class InMemoryConnection: Sendable, Hashable, CustomStringConvertible {
     private struct State {
-        var isBroken = false
-        var isInTransaction = false
-        var isClosed = false
         var uses = 0
         var lastUse = PoolInstant.now
+    }
+
+    /// The flags the pool reads on every lease and release, in one atomic word: reading them
+    /// costs a load, as a real connection's state check does, not a lock.
+    private struct Flags: OptionSet {
+        let rawValue: UInt8
+        static let broken = Flags(rawValue: 1 << 0)
+        static let inTransaction = Flags(rawValue: 1 << 1)
+        static let closed = Flags(rawValue: 1 << 2)
     }
 
     /// A number unique within its factory, in opening order from 0.
     public let id: Int
     private let state = Mutex(State())
+    private let flags = Atomic<UInt8>(0)
 
     init(id: Int) {
         self.id = id
     }
 
     /// Marks the connection dead, as if the server had terminated it.
-    public func breakConnection() { self.state.withLock { $0.isBroken = true } }
+    public func breakConnection() { self.set(.broken, true) }
     /// Opens or ends a pretend transaction; a connection in one needs a reset after its lease.
-    public func setInTransaction(_ value: Bool) { self.state.withLock { $0.isInTransaction = value } }
+    public func setInTransaction(_ value: Bool) { self.set(.inTransaction, value) }
     /// Counts a use, e.g. a query, and notes when it happened (for generation-hold detection).
     public func use() {
         let now = PoolInstant.now
@@ -36,21 +43,30 @@ public final class InMemoryConnection: Sendable, Hashable, CustomStringConvertib
     public var activity: LeaseActivity { self.state.withLock { .idle(since: $0.lastUse) } }
 
     /// Whether the connection was marked dead.
-    public var isBroken: Bool { self.state.withLock { $0.isBroken } }
+    public var isBroken: Bool { self.currentFlags.contains(.broken) }
     /// Whether the connection is inside a pretend transaction.
-    public var isInTransaction: Bool { self.state.withLock { $0.isInTransaction } }
+    public var isInTransaction: Bool { self.currentFlags.contains(.inTransaction) }
     /// Whether the factory closed the connection.
-    public var isClosed: Bool { self.state.withLock { $0.isClosed } }
+    public var isClosed: Bool { self.currentFlags.contains(.closed) }
     /// How many times ``use()`` was called.
     public var uses: Int { self.state.withLock { $0.uses } }
 
-    fileprivate func markClosed() { self.state.withLock { $0.isClosed = true } }
+    fileprivate func markClosed() { self.set(.closed, true) }
 
-    /// The connection's condition, read under one lock.
+    /// The connection's condition, from one atomic load.
     fileprivate var condition: ConnectionCondition {
-        self.state.withLock { state in
-            if state.isBroken || state.isClosed { return .broken }
-            return state.isInTransaction ? .needsReset : .reusable
+        let flags = self.currentFlags
+        if !flags.isDisjoint(with: [.broken, .closed]) { return .broken }
+        return flags.contains(.inTransaction) ? .needsReset : .reusable
+    }
+
+    private var currentFlags: Flags { Flags(rawValue: self.flags.load(ordering: .acquiring)) }
+
+    private func set(_ flag: Flags, _ value: Bool) {
+        if value {
+            self.flags.bitwiseOr(flag.rawValue, ordering: .acquiringAndReleasing)
+        } else {
+            self.flags.bitwiseAnd(~flag.rawValue, ordering: .acquiringAndReleasing)
         }
     }
 
