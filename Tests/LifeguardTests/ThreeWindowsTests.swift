@@ -28,6 +28,26 @@ struct ThreeWindowsTests {
         }
     }
 
+    @Test("a generation step running in one task is not seen from another; nested steps keep the outer one counted")
+    func stepIsPerTask() async throws {
+        let (inside, entered) = AsyncStream<Void>.makeStream()
+        let (leave, left) = AsyncStream<Void>.makeStream()
+        let step = Task {
+            await GenerationStep.run {
+                await GenerationStep.run { #expect(GenerationStep.current != nil) }
+                #expect(GenerationStep.current != nil)
+                entered.finish()
+                for await _ in leave {}
+            }
+        }
+        for await _ in inside {}
+        #expect(GenerationStep.running.load(ordering: .relaxed) > 0)
+        #expect(GenerationStep.current == nil)
+        left.finish()
+        await step.value
+        #expect(GenerationStep.current == nil)
+    }
+
     @Test("a lease inside the generation step is granted and reported once per call site, with both call sites")
     func warns() async throws {
         let configuration = PoolConfiguration.testing(budget: 2, lanes: [.write: .patient])

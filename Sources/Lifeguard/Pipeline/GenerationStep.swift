@@ -1,3 +1,5 @@
+import Synchronization
+
 /// The step of a pipeline that calls a model, during which no connection should be held.
 ///
 /// A pipeline that holds a connection across a model call holds it for the seconds the model
@@ -7,7 +9,24 @@
 /// ``PoolConfiguration/leaseDuringGeneration`` says.
 public enum GenerationStep {
     /// Where the generation step the current task is in began, if it is in one.
-    @TaskLocal public static var current: CallSite?
+    ///
+    /// Costs one atomic load while no generation step runs anywhere in the process; a
+    /// task-local lookup otherwise. A task created with `Task { }` inside a step and still
+    /// running after the step ended counts as outside it.
+    @inlinable
+    public static var current: CallSite? {
+        self.running.load(ordering: .relaxed) == 0 ? nil : self.step
+    }
+
+    /// The call site of the step the current task is in. Bound only by ``run(fileID:line:function:isolation:_:)``,
+    /// which keeps ``running`` counted.
+    @usableFromInline
+    @TaskLocal static var step: CallSite?
+
+    /// How many generation steps are running in the process: while none is, the lease fast path
+    /// skips the task-local lookup.
+    @usableFromInline
+    static let running = Atomic<Int>(0)
 
     /// Runs `body` as a generation step.
     ///
@@ -24,7 +43,9 @@ public enum GenerationStep {
         isolation: isolated (any Actor)? = #isolation,
         _ body: () async throws -> Value
     ) async rethrows -> Value {
-        try await self.$current.withValue(CallSite(fileID: fileID, line: line, function: function), operation: body)
+        self.running.add(1, ordering: .relaxed)
+        defer { self.running.subtract(1, ordering: .relaxed) }
+        return try await self.$step.withValue(CallSite(fileID: fileID, line: line, function: function), operation: body)
     }
 }
 
