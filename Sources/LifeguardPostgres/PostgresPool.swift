@@ -86,7 +86,7 @@ public final class PostgresPool: Service, Sendable {
     /// - Returns: What `body` returns.
     /// - Throws: ``LifeguardError`` when no connection could be leased, `CancellationError`,
     ///   or what `body` throws.
-    @inlinable
+    @inlinable @inline(__always)
     public func withConnection<Value>(
         lane: Lane,
         fileID: StaticString = #fileID,

@@ -108,6 +108,9 @@ final class LifeguardPool: LeasingPool {
         self.runner = Task { await pool.run() }
     }
 
+    // Always inlined, so that the loop calls Lifeguard as a user's function does: with the
+    // caller's isolation known where `withConnection` (itself always inlined) runs.
+    @inline(__always)
     func withConnection<Value>(isolation: isolated (any Actor)?, _ body: (Int) async throws -> Value) async throws -> Value {
         try await self.pool.withConnection(lane: .retrieval, isolation: isolation) { try await body($0.id) }
     }

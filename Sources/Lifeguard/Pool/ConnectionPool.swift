@@ -190,7 +190,7 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Service, Sendable
     ///   ``LifeguardError/Code/overloaded``, ``LifeguardError/Code/databaseUnavailable``,
     ///   ``LifeguardError/Code/shutdown``, ``LifeguardError/Code/unknownLane``),
     ///   `CancellationError` when the task was cancelled while waiting, or what `body` throws.
-    @inlinable
+    @inlinable @inline(__always)
     public func withConnection<Value>(
         lane: Lane,
         fileID: StaticString = #fileID,
