@@ -26,6 +26,7 @@ let package = Package(
         .target(
             name: "Lifeguard",
             dependencies: [
+                "CTimestampCounter",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "DequeModule", package: "swift-collections"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -33,6 +34,8 @@ let package = Package(
                 .product(name: "CoreMetrics", package: "swift-metrics"),
             ]
         ),
+        // Reads the processor's timestamp counter, for the pool's clock.
+        .target(name: "CTimestampCounter"),
         // A manual clock and an in-memory connection factory, shared by tests, benchmarks and the simulator.
         .target(
             name: "LifeguardTestUtils",

@@ -25,8 +25,18 @@ public struct PoolInstant: InstantProtocol, Hashable, Sendable, CustomStringConv
     }
 
     /// The current instant of the monotonic clock.
-    @inlinable
+    ///
+    /// Read from the processor's timestamp counter where the kernel keeps time with it (see
+    /// `TimestampCounter`), from `CLOCK_MONOTONIC` elsewhere.
     public static var now: PoolInstant {
+        if let counter = TimestampCounter.calibrated {
+            return PoolInstant(nanoseconds: counter.nanoseconds(at: TimestampCounter.ticks))
+        }
+        return .monotonic
+    }
+
+    /// The current instant of the system's monotonic clock, read through the system.
+    static var monotonic: PoolInstant {
         #if canImport(Darwin)
         return PoolInstant(nanoseconds: Int64(clock_gettime_nsec_np(CLOCK_UPTIME_RAW)))
         #else
