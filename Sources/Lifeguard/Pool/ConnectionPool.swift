@@ -69,10 +69,10 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Service, Sendable
         @usableFromInline var machine: PoolStateMachine
         /// The connection of each slot; `nil` while the slot is free or opening.
         @usableFromInline var connections: [Connection?] = []
-        /// Waiters suspended on their continuation.
+        /// Waiters suspended on their continuation. A waiter is queued in the machine and its
+        /// continuation stored here under the same lock, so every waiter the machine resolves
+        /// has one.
         @usableFromInline var waiting: [WaiterID: CheckedContinuation<Lease, any Error>] = [:]
-        /// Outcomes that arrived before their waiter attached its continuation.
-        @usableFromInline var resolvedEarly: [WaiterID: Outcome] = [:]
         var runStarted = false
 
         init(machine: PoolStateMachine) {
@@ -80,17 +80,16 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Service, Sendable
         }
 
         /// Turns the machine's actions into what the shell does once unlocked: each resolved
-        /// waiter paired with its continuation (or its outcome parked until it attaches one),
-        /// and background work carrying the connections it concerns.
+        /// waiter paired with its continuation, and background work carrying the connections
+        /// it concerns.
         @inlinable
         mutating func settle(_ actions: PoolActions) -> Settlement {
             var settlement = Settlement()
             func resolve(_ id: WaiterID, _ outcome: Outcome) {
-                if let continuation = self.waiting.removeValue(forKey: id) {
-                    settlement.resumptions.append((continuation, outcome))
-                } else {
-                    self.resolvedEarly[id] = outcome
+                guard let continuation = self.waiting.removeValue(forKey: id) else {
+                    preconditionFailure("Lifeguard: \(id) was resolved but never stored its continuation")
                 }
+                settlement.resumptions.append((continuation, outcome))
             }
             for granted in actions.grants {
                 resolve(granted.waiter, .success(Lease(grant: granted.grant, connection: self.connections[granted.grant.slot]!)))
@@ -117,6 +116,8 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Service, Sendable
     /// The lanes in the machine's order, to find a lane's index without taking the lock.
     @usableFromInline let lanes: [Lane]
     @usableFromInline let shared: Mutex<Shared>
+    /// The next waiter's identity, reserved before its request takes the lock.
+    @usableFromInline let waiterIDs = Atomic<Int>(0)
     let work: AsyncStream<BackgroundWork>
     @usableFromInline let workContinuation: AsyncStream<BackgroundWork>.Continuation
     let metrics: MetricsExporter
@@ -268,7 +269,6 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Service, Sendable
                 lease = taken
                 candidate = nil
             } else {
-                try Task.checkCancellation()
                 lease = try await self.acquire(laneIndex: laneIndex, callSite: callSite)
             }
             if self.factory.condition(of: lease.connection) == .broken {
@@ -295,68 +295,59 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Service, Sendable
         }
     }
 
-    /// What the machine decided for a request that did not find an idle connection.
-    @usableFromInline
-    enum Queued {
-        case granted(Lease)
-        case waiting(WaiterID)
-    }
-
     /// Asks the machine for a connection, waiting in the lane's queue when none is free.
+    ///
+    /// The waiter's identity is reserved first, so that the cancellation handler knows it; the
+    /// decision and the continuation are then stored under one lock, so no grant can come
+    /// before the continuation is there to take it.
     @inlinable
     func acquire(laneIndex: Int, callSite: CallSite?) async throws -> Lease {
-        switch try self.queue(laneIndex: laneIndex, callSite: callSite) {
-        case .granted(let lease):
-            return lease
-        case .waiting(let id):
-            let lease = try await self.waitForGrant(id, lane: laneIndex)
-            if Task.isCancelled {
-                // The grant raced the cancellation: hand the connection straight back.
-                self.release(lease, abandoned: false)
-                throw CancellationError()
-            }
-            return lease
-        }
-    }
-
-    /// The synchronous half of ``acquire``: the machine's decision, and what it settled carried
-    /// out. Apart, so that the waiting task's async frame holds none of it.
-    @inlinable
-    func queue(laneIndex: Int, callSite: CallSite?) throws -> Queued {
         // Task-locals are read here, on the way to the queue, never on the fast path.
         let deadline = RequestDeadline.current
         let group = FanOut.currentGroup
+        let id = WaiterID(value: self.waiterIDs.wrappingAdd(1, ordering: .relaxed).oldValue)
+        let lease = try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Lease, any Error>) in
+                self.queue(continuation, id: id, laneIndex: laneIndex, callSite: callSite, deadline: deadline, group: group)
+            }
+        } onCancel: {
+            self.cancelWaiter(id, lane: laneIndex)
+        }
+        if Task.isCancelled {
+            // The grant raced the cancellation: hand the connection straight back.
+            self.release(lease, abandoned: false)
+            throw CancellationError()
+        }
+        return lease
+    }
+
+    /// The synchronous half of ``acquire``: the machine's decision and, when the request must
+    /// wait, its continuation, under one lock; then what the decision settled, carried out.
+    /// Apart, so that the waiting task's async frame holds none of it.
+    @inlinable
+    func queue(
+        _ continuation: CheckedContinuation<Lease, any Error>, id: WaiterID, laneIndex: Int, callSite: CallSite?,
+        deadline: PoolInstant?, group: Int?
+    ) {
         let now = PoolInstant.now
-        let (decision, settlement) = self.shared.withLock { shared -> (Result<Queued, LifeguardError>, Settlement?) in
-            switch shared.machine.lease(lane: laneIndex, now: now, callSite: callSite, deadline: deadline, group: group) {
+        let (immediate, settlement) = self.shared.withLock { shared -> (Outcome?, Settlement?) in
+            // Read under the lock: a cancellation sets the flag and then takes this lock to
+            // remove the waiter, so either it sees the waiter queued or the waiter sees the flag.
+            if Task.isCancelled { return (.failure(CancellationError()), nil) }
+            switch shared.machine.lease(
+                lane: laneIndex, now: now, callSite: callSite, deadline: deadline, group: group, id: id)
+            {
             case .granted(let grant):
-                return (.success(.granted(Lease(grant: grant, connection: shared.connections[grant.slot]!))), nil)
-            case .wait(let id, let actions):
-                return (.success(.waiting(id)), shared.settle(actions))
+                return (.success(Lease(grant: grant, connection: shared.connections[grant.slot]!)), nil)
+            case .wait(_, let actions):
+                shared.waiting[id] = continuation
+                return (nil, shared.settle(actions))
             case .failed(let error):
                 return (.failure(error), nil)
             }
         }
         if let settlement { self.carryOut(settlement) }
-        return try decision.get()
-    }
-
-    @inlinable
-    func waitForGrant(_ id: WaiterID, lane: Int) async throws -> Lease {
-        try await withTaskCancellationHandler {
-            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Lease, any Error>) in
-                let early = self.shared.withLock { shared -> Outcome? in
-                    if let outcome = shared.resolvedEarly.removeValue(forKey: id) { return outcome }
-                    shared.waiting[id] = continuation
-                    return nil
-                }
-                if let early {
-                    continuation.resume(with: early)
-                }
-            }
-        } onCancel: {
-            self.cancelWaiter(id, lane: lane)
-        }
+        if let immediate { continuation.resume(with: immediate) }
     }
 
     /// Takes a cancelled waiter out of its lane's queue; out of line, since cancellation is rare.

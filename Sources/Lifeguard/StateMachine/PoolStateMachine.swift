@@ -3,8 +3,10 @@ import DequeModule
 /// Identifies one waiting request.
 @usableFromInline
 package struct WaiterID: Hashable, Sendable, CustomStringConvertible {
-    /// Increases with every request, so it also orders requests by arrival.
+    /// Increases with every request, so it also orders requests by arrival (up to requests that
+    /// race for the lock).
     @usableFromInline package let value: Int
+    @usableFromInline package init(value: Int) { self.value = value }
     @usableFromInline package var description: String { "waiter#\(self.value)" }
 }
 
@@ -231,9 +233,13 @@ package struct PoolStateMachine {
     /// - Parameters:
     ///   - deadline: The caller's deadline (``RequestDeadline``), if any.
     ///   - group: The request fanning out this lease belongs to, for fair queueing.
+    ///   - id: The waiter's identity if it must queue, reserved by the caller (the shell reserves
+    ///     it before taking the lock, so that its cancellation handler knows it); `nil` lets the
+    ///     machine number it.
     @usableFromInline
     package mutating func lease(
-        lane: Int, now: Instant, callSite: CallSite? = nil, deadline callerDeadline: Instant? = nil, group: Int? = nil
+        lane: Int, now: Instant, callSite: CallSite? = nil, deadline callerDeadline: Instant? = nil, group: Int? = nil,
+        id reserved: WaiterID? = nil
     ) -> LeaseDecision {
         self.statistics.current.lanes[lane].arrivals += 1
         guard case .running = self.lifecycle else {
@@ -256,8 +262,8 @@ package struct PoolStateMachine {
             return .failed(rejection)
         }
         let (deadline, expiry) = self.admissionDeadline(lane: lane, callerDeadline: callerDeadline, now: now)
-        let id = WaiterID(value: self.nextWaiterID)
-        self.nextWaiterID += 1
+        let id = reserved ?? WaiterID(value: self.nextWaiterID)
+        self.nextWaiterID = max(self.nextWaiterID, id.value) &+ 1
         self.enqueue(lane: lane, id: id, now: now, deadline: deadline, expiry: expiry, callSite: callSite, group: group)
         var actions = PoolActions()
         self.rebalance(now: now, into: &actions)
