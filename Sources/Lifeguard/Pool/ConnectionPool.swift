@@ -260,7 +260,25 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Service, Sendable
     /// its generic metadata lookups ran under the lock and made it contended.
     @inlinable
     func leaseSlowly(lane: Lane, index laneIndex: Int, callSite: CallSite?, first: Lease?) async throws -> Lease {
-        var candidate = first
+        let lease: Lease
+        if let first {
+            lease = first
+        } else {
+            lease = try await self.acquire(laneIndex: laneIndex, callSite: callSite)
+        }
+        if !lease.grant.needsValidation && self.factory.condition(of: lease.connection) != .broken {
+            return lease
+        }
+        return try await self.replaceOrValidate(lease, lane: lane, index: laneIndex, callSite: callSite)
+    }
+
+    /// A lease whose connection looks broken, or must be validated before use: closes broken
+    /// and invalid connections and leases again until one is good. Apart and never inlined, so
+    /// that a waiting task's async frame does not carry this rare path (it took a slab of its
+    /// own per waiter).
+    @inlinable @inline(never)
+    func replaceOrValidate(_ first: Lease, lane: Lane, index laneIndex: Int, callSite: CallSite?) async throws -> Lease {
+        var candidate: Lease? = first
         var brokenInARow = 0
         let started = ContinuousClock.now
         while true {
@@ -302,13 +320,10 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Service, Sendable
     /// before the continuation is there to take it.
     @inlinable
     func acquire(laneIndex: Int, callSite: CallSite?) async throws -> Lease {
-        // Task-locals are read here, on the way to the queue, never on the fast path.
-        let deadline = RequestDeadline.current
-        let group = FanOut.currentGroup
         let id = WaiterID(value: self.waiterIDs.wrappingAdd(1, ordering: .relaxed).oldValue)
         let lease = try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Lease, any Error>) in
-                self.queue(continuation, id: id, laneIndex: laneIndex, callSite: callSite, deadline: deadline, group: group)
+                self.queue(continuation, id: id, laneIndex: laneIndex, callSite: callSite)
             }
         } onCancel: {
             self.cancelWaiter(id, lane: laneIndex)
@@ -323,12 +338,14 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Service, Sendable
 
     /// The synchronous half of ``acquire``: the machine's decision and, when the request must
     /// wait, its continuation, under one lock; then what the decision settled, carried out.
-    /// Apart, so that the waiting task's async frame holds none of it.
-    @inlinable
-    func queue(
-        _ continuation: CheckedContinuation<Lease, any Error>, id: WaiterID, laneIndex: Int, callSite: CallSite?,
-        deadline: PoolInstant?, group: Int?
-    ) {
+    /// Apart and never inlined, so that the waiting task's async frames hold none of it:
+    /// inlined into the continuation's closure, its locals took 750 bytes of the waiting
+    /// task's frame, and a slab of its own.
+    @inlinable @inline(never)
+    func queue(_ continuation: CheckedContinuation<Lease, any Error>, id: WaiterID, laneIndex: Int, callSite: CallSite?) {
+        // Task-locals are read here, on the way to the queue, never on the fast path.
+        let deadline = RequestDeadline.current
+        let group = FanOut.currentGroup
         let now = PoolInstant.now
         let (immediate, settlement) = self.shared.withLock { shared -> (Outcome?, Settlement?) in
             // Read under the lock: a cancellation sets the flag and then takes this lock to
