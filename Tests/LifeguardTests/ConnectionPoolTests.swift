@@ -187,6 +187,38 @@ struct ConnectionPoolTests {
         // After shutdown every connection is closed.
     }
 
+    @Test("a cancelled task gets CancellationError at once, idle connection or full pool, and leaves nothing queued")
+    func cancelledBeforeLease() async throws {
+        let configuration = PoolConfiguration.testing(budget: 1, lanes: [.write: .patient])
+        try await withRunningPool(configuration) { pool, _ in
+            for holdsTheOnlyConnection in [false, true] {
+                let (held, holding) = AsyncStream<Void>.makeStream()
+                let (release, releasing) = AsyncStream<Void>.makeStream()
+                let holder = Task {
+                    guard holdsTheOnlyConnection else { return }
+                    try await pool.withConnection(lane: .write) { _ in
+                        holding.finish()
+                        for await _ in release {}
+                    }
+                }
+                if holdsTheOnlyConnection { for await _ in held {} }
+                let cancelled = Task {
+                    withUnsafeCurrentTask { $0?.cancel() }
+                    var ran = false
+                    await #expect(throws: CancellationError.self) {
+                        try await pool.withConnection(lane: .write) { _ in ran = true }
+                    }
+                    #expect(!ran)
+                }
+                await cancelled.value
+                #expect(pool.status().waiters == 0)
+                releasing.finish()
+                try await holder.value
+            }
+            #expect(pool.status().leased == 0)
+        }
+    }
+
     @Test("graceful shutdown lets a running lease finish, then closes everything and run() returns")
     func gracefulShutdown() async throws {
         let factory = InMemoryConnectionFactory()

@@ -233,7 +233,8 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Service, Sendable
     }
 
     /// The fast path: takes the lock once and does not suspend. It leases an idle, healthy
-    /// connection when the lane has room; anything else is left to ``leaseSlowly``.
+    /// connection when the lane has room; anything else is left to ``leaseSlowly``. A cancelled
+    /// task gets `CancellationError` here, before the pool counts it.
     @inlinable
     func leaseIfIdle(lane: Lane, callSite: CallSite?) throws -> FastLease {
         guard let laneIndex = self.lanes.firstIndex(of: lane) else {
@@ -242,7 +243,7 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Service, Sendable
         if let step = GenerationStep.current {
             try self.leaseDuringGeneration(step: step, lane: lane, callSite: callSite)
         }
-        guard !Task.isCancelled else { return .slowly(laneIndex: laneIndex, first: nil) }
+        guard !Task.isCancelled else { throw CancellationError() }
         let now = PoolInstant.now
         let immediate: Lease? = self.shared.withLock { shared in
             guard let grant = shared.machine.leaseIfIdle(lane: laneIndex, now: now, callSite: callSite) else { return nil }
@@ -348,9 +349,6 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Service, Sendable
         let group = FanOut.currentGroup
         let now = PoolInstant.now
         let (immediate, settlement) = self.shared.withLock { shared -> (Outcome?, Settlement?) in
-            // Read under the lock: a cancellation sets the flag and then takes this lock to
-            // remove the waiter, so either it sees the waiter queued or the waiter sees the flag.
-            if Task.isCancelled { return (.failure(CancellationError()), nil) }
             switch shared.machine.lease(
                 lane: laneIndex, now: now, callSite: callSite, deadline: deadline, group: group, id: id)
             {
@@ -364,7 +362,14 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Service, Sendable
             }
         }
         if let settlement { self.carryOut(settlement) }
-        if let immediate { continuation.resume(with: immediate) }
+        if let immediate {
+            continuation.resume(with: immediate)
+        } else if Task.isCancelled {
+            // Cancelled before the waiter was queued, when the cancellation handler found
+            // nothing to remove (a cancellation sets the flag before it runs the handler):
+            // remove it now. After the handler, this finds nothing.
+            self.cancelWaiter(id, lane: laneIndex)
+        }
     }
 
     /// Takes a cancelled waiter out of its lane's queue; out of line, since cancellation is rare.
