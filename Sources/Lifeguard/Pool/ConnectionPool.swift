@@ -83,7 +83,10 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Service, Sendable
         /// waiter paired with its continuation, and background work carrying the connections
         /// it concerns.
         @inlinable
-        mutating func settle(_ actions: PoolActions) -> Settlement {
+        mutating func settle(_ actions: PoolActions, publishingTo queueLengths: [QueueLength]) -> Settlement {
+            for (lane, length) in queueLengths.enumerated() {
+                length.value.store(self.machine.queueLength(ofLane: lane), ordering: .relaxed)
+            }
             var settlement = Settlement()
             func resolve(_ id: WaiterID, _ outcome: Outcome) {
                 guard let continuation = self.waiting.removeValue(forKey: id) else {
@@ -118,6 +121,16 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Service, Sendable
     @usableFromInline let shared: Mutex<Shared>
     /// The next waiter's identity, reserved before its request takes the lock.
     @usableFromInline let waiterIDs = Atomic<Int>(0)
+    /// Each lane's queue length as of the last settlement, read without the lock: while a lane
+    /// has waiters, the fast path (which would refuse) skips the lock and queues at once.
+    @usableFromInline let queueLengths: [QueueLength]
+
+    /// A lane's queue length, published for the fast path.
+    @usableFromInline
+    final class QueueLength: Sendable {
+        @usableFromInline let value = Atomic<Int>(0)
+        init() {}
+    }
     let work: AsyncStream<BackgroundWork>
     @usableFromInline let workContinuation: AsyncStream<BackgroundWork>.Continuation
     let metrics: MetricsExporter
@@ -143,6 +156,7 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Service, Sendable
         let machine = PoolStateMachine(configuration: configuration, seed: UInt64.random(in: .min ... .max), now: PoolInstant.now)
         self.lanes = machine.lanes.map(\.lane)
         self.metrics = MetricsExporter(laneNames: self.lanes.map(\.name), factory: metricsFactory ?? MetricsSystem.factory)
+        self.queueLengths = machine.lanes.map { _ in QueueLength() }
         self.shared = Mutex(Shared(machine: machine))
         (self.work, self.workContinuation) = AsyncStream.makeStream(bufferingPolicy: .unbounded)
     }
@@ -234,7 +248,8 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Service, Sendable
 
     /// The fast path: takes the lock once and does not suspend. It leases an idle, healthy
     /// connection when the lane has room; anything else is left to ``leaseSlowly``. A cancelled
-    /// task gets `CancellationError` here, before the pool counts it.
+    /// task gets `CancellationError` here, before the pool counts it. While the lane has
+    /// waiters (as last published), the machine would refuse: it queues without the lock.
     @inlinable
     func leaseIfIdle(lane: Lane, callSite: CallSite?) throws -> FastLease {
         guard let laneIndex = self.lanes.firstIndex(of: lane) else {
@@ -244,6 +259,9 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Service, Sendable
             try self.leaseDuringGeneration(step: step, lane: lane, callSite: callSite)
         }
         guard !Task.isCancelled else { throw CancellationError() }
+        if self.queueLengths[laneIndex].value.load(ordering: .relaxed) > 0 {
+            return .slowly(laneIndex: laneIndex, first: nil)
+        }
         let now = PoolInstant.now
         let immediate: Lease? = self.shared.withLock { shared in
             guard let grant = shared.machine.leaseIfIdle(lane: laneIndex, now: now, callSite: callSite) else { return nil }
@@ -356,7 +374,7 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Service, Sendable
                 return (.success(Lease(grant: grant, connection: shared.connections[grant.slot]!)), nil)
             case .wait(_, let actions):
                 shared.waiting[id] = continuation
-                return (nil, shared.settle(actions))
+                return (nil, shared.settle(actions, publishingTo: self.queueLengths))
             case .failed(let error):
                 return (.failure(error), nil)
             }
@@ -407,7 +425,7 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Service, Sendable
             }
             let actions = shared.machine.release(lease.grant, disposition: disposition, now: now, cancelled: cancelled)
             guard actions.resolvesWaiters || actions.hasBackgroundWork else { return nil }
-            return shared.settle(actions)
+            return shared.settle(actions, publishingTo: self.queueLengths)
         }
         if let settlement {
             self.carryOut(settlement)
@@ -603,7 +621,7 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Service, Sendable
     private func apply(_ event: (inout Shared, PoolInstant) -> PoolActions) {
         let now = PoolInstant.now
         let settlement = self.shared.withLock { shared in
-            shared.settle(event(&shared, now))
+            shared.settle(event(&shared, now), publishingTo: self.queueLengths)
         }
         self.carryOut(settlement)
     }

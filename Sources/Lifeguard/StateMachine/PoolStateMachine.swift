@@ -271,6 +271,10 @@ package struct PoolStateMachine {
         return .wait(id, actions)
     }
 
+    /// How many requests wait in a lane's queue.
+    @usableFromInline
+    func queueLength(ofLane lane: Int) -> Int { self.lanes[lane].waiters.count }
+
     /// A queued request was cancelled: it leaves the queue at once. Nothing happens when it was
     /// already granted or failed (the shell hands back a grant that raced the cancellation).
     package mutating func cancelWaiter(_ id: WaiterID, lane: Int, now: Instant) -> PoolActions {
