@@ -134,9 +134,9 @@ enum TransactionEffect: Equatable {
     case none
 
     init(of sql: String) {
-        var words = sql.split(whereSeparator: { $0.isWhitespace || $0 == ";" }).prefix(2).makeIterator()
-        let first = words.next()?.uppercased() ?? ""
-        let second = words.next()?.uppercased() ?? ""
+        var rest = sql.utf8[...]
+        let first = Self.nextWord(&rest)
+        let second = Self.nextWord(&rest)
         switch first {
         case "BEGIN", "START":
             self = .begins
@@ -150,5 +150,25 @@ enum TransactionEffect: Equatable {
         default:
             self = .none
         }
+    }
+
+    /// The next word of `text`, upper-cased, or "" at its end; consumes it from `text`.
+    ///
+    /// Words are separated by ASCII whitespace (PostgreSQL's lexer knows no other) and `;`. Runs
+    /// on every statement, so it reads bytes and allocates nothing: a word longer than any
+    /// keyword comes back as "*".
+    private static func nextWord(_ text: inout Substring.UTF8View) -> String {
+        func isSeparator(_ byte: UInt8) -> Bool {
+            byte == UInt8(ascii: " ") || (byte >= 0x09 && byte <= 0x0D) || byte == UInt8(ascii: ";")
+        }
+        text = text.drop(while: isSeparator)
+        let word = text.prefix(while: { !isSeparator($0) })
+        text = text[word.endIndex...]
+        var upper = ""
+        for byte in word {
+            guard upper.utf8.count < 11 else { return "*" }  // "TRANSACTION", the longest keyword
+            upper.unicodeScalars.append(Unicode.Scalar(byte >= UInt8(ascii: "a") && byte <= UInt8(ascii: "z") ? byte - 32 : byte))
+        }
+        return upper
     }
 }
