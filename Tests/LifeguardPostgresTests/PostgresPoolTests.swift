@@ -68,6 +68,46 @@ struct PostgresPoolTests {
         }
     }
 
+    @Test("a prepared statement is parsed once per connection, runs through any lease, and leaves the connection clean")
+    func preparedStatements() async throws {
+        let configuration = try TestDatabase.configuration(application: "lg-prepared", budget: 2)  // one connection
+        try await TestDatabase.withPool(configuration) { pool in
+            for number in 1...3 {
+                let (rows, condition) = try await pool.withConnection(lane: .retrieval) { lease in
+                    (try await lease.query(AddOne(number: number)), lease.connection.condition)
+                }
+                #expect(rows == [number + 1])
+                #expect(condition == .reusable, "a prepared statement is seen by the lease: no reset needed")
+            }
+            try await pool.withConnection(lane: .write) { lease in
+                try await lease.execute(AddOne(number: 0))
+                let prepared = try await lease.query("SELECT count(*)::int8 FROM pg_prepared_statements WHERE statement = \(AddOne.sql)")
+                #expect(try prepared[0].decode(Int.self) == 1, "prepared once on this connection, then reused")
+                await #expect(throws: PSQLError.self) { try await lease.query(AddOne(number: Int.max)) }
+                #expect(lease.connection.condition == .needsReset, "a failed statement makes the connection dirty")
+            }
+            // ROLLBACK, the reset, keeps the statement prepared.
+            #expect(try await pool.withConnection(lane: .retrieval) { lease in try await lease.query(AddOne(number: 41)) } == [42])
+        }
+    }
+
+    /// `SELECT $1 + 1`, prepared.
+    struct AddOne: PostgresPreparedStatement {
+        static let sql = "SELECT $1::int8 + 1 AS sum"
+        typealias Row = Int
+        let number: Int
+
+        func makeBindings() throws -> PostgresBindings {
+            var bindings = PostgresBindings()
+            bindings.append(self.number)
+            return bindings
+        }
+
+        func decodeRow(_ row: PostgresRow) throws -> Row {
+            try row.decode(Int.self)
+        }
+    }
+
     @Test("a lease used after its closure ended throws leaseEnded")
     func escapedLease() async throws {
         let configuration = try TestDatabase.configuration(application: "lg-escape", budget: 2)
