@@ -78,7 +78,7 @@ struct CheckTests {
 
     @Test("simulate prints the designs side by side; --json one object per design with the documented keys")
     func simulate() throws {
-        var command = try LifeguardCommand.parseAsRoot(["simulate", "--scenario", "retrieval-burst", "--duration", "5"]) as! Simulate
+        let command = try LifeguardCommand.parseAsRoot(["simulate", "--scenario", "retrieval-burst", "--duration", "5"]) as! Simulate
         try command.run()
         let json = try LifeguardCommand.parseAsRoot(["simulate", "--scenario", "retrieval-burst", "--duration", "5", "--design", "lifeguard", "--json"])
         #expect((json as? Simulate)?.designs == [.lifeguard])

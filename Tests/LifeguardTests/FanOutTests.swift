@@ -64,8 +64,8 @@ struct FanOutTests {
             }
             // An enclosing, earlier deadline wins.
             let outer = PoolInstant.now.advanced(by: .milliseconds(10))
-            try await RequestDeadline.withDeadline(at: outer) {
-                try await RequestDeadline.withDeadline(in: .seconds(10)) {
+            await RequestDeadline.withDeadline(at: outer) {
+                await RequestDeadline.withDeadline(in: .seconds(10)) {
                     #expect(RequestDeadline.current == outer)
                 }
             }
