@@ -5,9 +5,11 @@
 //   DATABASE_URL=postgres://…?sslmode=disable swift run -c release --package-path Benchmarks select-benchmark [--quick]
 //   options: --duration SECONDS (5; --quick: 2)  --rounds N (3; --quick: 1)  --pgbench PATH
 //
-// Each task runs `SELECT 1` and reads its row, back to back, for the duration. Figures are
+// Each task runs `SELECT 1` and reads its row, back to back, for the duration: as a plain
+// statement (PostgresNIO's unnamed statement: parsed, described and planned every time) and as a
+// prepared statement (`PostgresPreparedStatement`: parsed once per connection). Figures are
 // queries per second, the median of the rounds (min…max), the designs interleaved round by
-// round. Lifeguard runs with serverSideCancellation off, so that all 20 connections run queries
+// round, and the client process's CPU time per query (user + system, all its threads). Lifeguard runs with serverSideCancellation off, so that all 20 connections run queries
 // (with it on, one of the 20 would be the control connection).
 import BenchmarkProbes
 import Foundation
@@ -42,7 +44,7 @@ struct Options {
                 let design = remaining.popFirst() ?? ""
                 self.only = (design, remaining.popFirst().flatMap { Int($0) } ?? 20)
             default:
-                print("usage: select-benchmark [--quick] [--duration SECONDS] [--rounds N] [--pgbench PATH] [--database-url URL] [--only lifeguard|postgresclient TASKS]")
+                print("usage: select-benchmark [--quick] [--duration SECONDS] [--rounds N] [--pgbench PATH] [--database-url URL] [--only lifeguard|postgresclient|lifeguard-prepared|postgresclient-prepared TASKS]")
                 exit(2)
             }
         }
@@ -57,23 +59,41 @@ protocol SelectTarget: Sendable {
     func selectOne() async throws
 }
 
+/// `SELECT 1` as a prepared statement.
+struct SelectOne: PostgresPreparedStatement {
+    static let sql = "SELECT 1"
+    typealias Row = Int32
+    func makeBindings() throws -> PostgresBindings { PostgresBindings() }
+    func decodeRow(_ row: PostgresRow) throws -> Int32 { try row.decode(Int32.self) }
+}
+
 struct LifeguardTarget: SelectTarget {
-    let name: String
     let pool: PostgresPool
+    let prepared: Bool
+    var name: String { self.prepared ? "Lifeguard, prepared" : "Lifeguard" }
 
     func selectOne() async throws {
         try await self.pool.withConnection(lane: .retrieval) { lease in
-            try await lease.execute("SELECT 1")
+            if self.prepared {
+                try await lease.execute(SelectOne())
+            } else {
+                try await lease.execute("SELECT 1")
+            }
         }
     }
 }
 
 struct PostgresClientTarget: SelectTarget {
-    let name = "PostgresNIO PostgresClient"
     let client: PostgresClient
     let logger: Logger
+    let prepared: Bool
+    var name: String { self.prepared ? "PostgresClient, prepared" : "PostgresClient" }
 
     func selectOne() async throws {
+        if self.prepared {
+            for try await _ in try await self.client.execute(SelectOne(), logger: self.logger) {}
+            return
+        }
         let logger = self.logger
         try await self.client.withConnection { connection in
             for try await _ in try await connection.query("SELECT 1", logger: logger) {}
@@ -81,10 +101,24 @@ struct PostgresClientTarget: SelectTarget {
     }
 }
 
-/// Queries per second of `tasks` tasks running `SELECT 1` back to back for `duration` seconds.
-func queriesPerSecond(_ target: some SelectTarget, tasks: Int, duration: Double) async throws -> Double {
+/// This process's CPU time so far, user and system, in microseconds.
+func processCPUMicroseconds() -> Double {
+    var usage = rusage()
+    getrusage(RUSAGE_SELF.rawValue, &usage)
+    return Double(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) * 1e6 + Double(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec)
+}
+
+/// One measurement: queries per second, and the client's CPU time per query.
+struct Measurement {
+    var rate: Double
+    var cpuMicrosecondsPerQuery: Double
+}
+
+/// `tasks` tasks running `SELECT 1` back to back for `duration` seconds.
+func measure(_ target: some SelectTarget, tasks: Int, duration: Double) async throws -> Measurement {
     let end = ContinuousClock.now.advanced(by: .milliseconds(Int(duration * 1_000)))
     let start = ContinuousClock.now
+    let cpuAtStart = processCPUMicroseconds()
     let total = try await withThrowingTaskGroup(of: Int.self) { group in
         for _ in 0..<tasks {
             group.addTask {
@@ -98,8 +132,10 @@ func queriesPerSecond(_ target: some SelectTarget, tasks: Int, duration: Double)
         }
         return try await group.reduce(0, +)
     }
+    let cpu = processCPUMicroseconds() - cpuAtStart
     let elapsed = start.duration(to: .now)
-    return Double(total) / (Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)
+    let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+    return Measurement(rate: Double(total) / seconds, cpuMicrosecondsPerQuery: cpu / Double(max(total, 1)))
 }
 
 /// Allocations per query (the whole process: pool, driver, NIO, runtime) over `queries`
@@ -117,11 +153,12 @@ func allocationsPerQuery(_ target: some SelectTarget, tasks: Int, queries: Int) 
     return Double(malloc_counter_stop()) / Double(queries / tasks * tasks)
 }
 
-/// pgbench's transactions per second for `SELECT 1` with 20 clients on 2 threads.
+/// pgbench's transactions per second for `SELECT 1` with 20 clients on 2 threads, through
+/// `queryMode` (`simple`, pgbench's default, or `prepared`).
 ///
 /// Spawned with `posix_spawn`, its signal mask emptied: pgbench ends a `-T` run on `SIGALRM`,
 /// which this process's threads block (through Foundation's `Process`, pgbench never ended).
-func pgbenchQueriesPerSecond(path: String, configuration: PostgresPool.Configuration, duration: Double) throws -> Double? {
+func pgbenchQueriesPerSecond(path: String, queryMode: String, configuration: PostgresPool.Configuration, duration: Double) throws -> Double? {
     let directory = FileManager.default.temporaryDirectory
     let script = directory.appendingPathComponent("lifeguard-select1-\(getpid()).sql")
     let output = directory.appendingPathComponent("lifeguard-pgbench-\(getpid()).txt")
@@ -131,7 +168,7 @@ func pgbenchQueriesPerSecond(path: String, configuration: PostgresPool.Configura
         try? FileManager.default.removeItem(at: output)
     }
     let arguments = [
-        path, "-n", "-f", script.path, "-c", "\(connections)", "-j", "2", "-T", "\(max(1, Int(duration.rounded())))",
+        path, "-n", "-M", queryMode, "-f", script.path, "-c", "\(connections)", "-j", "2", "-T", "\(max(1, Int(duration.rounded())))",
         "-h", configuration.host ?? "127.0.0.1", "-p", "\(configuration.port)", "-U", configuration.username,
         configuration.database ?? configuration.username,
     ]
@@ -171,8 +208,10 @@ func findPgbench(_ given: String?) -> String? {
 
 struct Row {
     let name: String
-    var rounds: [Double] = []
-    var median: Double { self.rounds.sorted()[self.rounds.count / 2] }
+    var rounds: [Measurement] = []
+    var median: Double { Self.median(self.rounds.map(\.rate)) }
+    var cpuMedian: Double { Self.median(self.rounds.map(\.cpuMicrosecondsPerQuery)) }
+    static func median(_ values: [Double]) -> Double { values.sorted()[values.count / 2] }
 }
 
 func format(_ rate: Double) -> String { "\(Int((rate / 100).rounded()) * 100)" }
@@ -205,63 +244,91 @@ func run() async throws {
     clientConfiguration.options.minimumConnections = connections
     let client = PostgresClient(configuration: clientConfiguration, backgroundLogger: logger)
 
-    let lifeguard = LifeguardTarget(name: "Lifeguard", pool: pool)
-
-    let postgresClient = PostgresClientTarget(client: client, logger: logger)
     let pgbench = findPgbench(options.pgbench)
+    /// Lifeguard and PostgresClient, for plain statements and for prepared ones, with the query
+    /// mode of the pgbench run they are compared to.
+    let pairs: [(lifeguard: LifeguardTarget, client: PostgresClientTarget, pgbenchMode: String)] = [false, true].map { prepared in
+        (LifeguardTarget(pool: pool, prepared: prepared), PostgresClientTarget(client: client, logger: logger, prepared: prepared),
+         prepared ? "prepared" : "simple")
+    }
 
     print("select-benchmark: SELECT 1 through \(connections) connections, \(options.rounds) round(s) of \(options.duration) s per row, "
         + "queries per second (median)")
     try await withThrowingTaskGroup(of: Void.self) { runners in
         runners.addTask { await pool.run() }
-
         runners.addTask { await client.run() }
-        // Warm both up: every connection open.
-        _ = try await queriesPerSecond(lifeguard, tasks: 64, duration: 1)
-
-        _ = try await queriesPerSecond(postgresClient, tasks: 64, duration: 1)
+        // Warm both up: every connection open, every statement prepared on every connection.
+        for pair in pairs {
+            _ = try await measure(pair.lifeguard, tasks: 64, duration: 1)
+            _ = try await measure(pair.client, tasks: 64, duration: 1)
+        }
 
         if let only = options.only {
-            let target: any SelectTarget = only.design == "postgresclient" ? postgresClient : lifeguard
-            let rate = try await queriesPerSecond(target, tasks: only.tasks, duration: options.duration)
-            print("\(target.name), \(only.tasks) tasks: \(format(rate)) q/s")
+            let targets: [String: any SelectTarget] = [
+                "lifeguard": pairs[0].lifeguard, "postgresclient": pairs[0].client,
+                "lifeguard-prepared": pairs[1].lifeguard, "postgresclient-prepared": pairs[1].client,
+            ]
+            guard let target = targets[only.design] else {
+                print("--only: one of \(targets.keys.sorted().joined(separator: ", "))")
+                exit(2)
+            }
+            for _ in 0..<options.rounds {
+                let measured = try await measure(target, tasks: only.tasks, duration: options.duration)
+                print("\(target.name), \(only.tasks) tasks: \(format(measured.rate)) q/s, client CPU \(Int(measured.cpuMicrosecondsPerQuery.rounded())) µs/query")
+            }
             pool.shutdown(gracePeriod: .seconds(5))
-                runners.cancelAll()
+            runners.cancelAll()
             return
         }
-        var rows: [Int: (lifeguard: Row, client: Row)] = [:]
-        var pgbenchRow = Row(name: "pgbench")
+        var rows: [String: Row] = [:]
+        func record(_ target: some SelectTarget, tasks: Int) async throws {
+            rows["\(target.name) \(tasks)", default: Row(name: target.name)].rounds.append(
+                try await measure(target, tasks: tasks, duration: options.duration))
+        }
+        var ceilings: [String: [Double]] = [:]
         for _ in 0..<options.rounds {
-            for tasks in [20, 64] {
-                var pair = rows[tasks] ?? (Row(name: lifeguard.name), Row(name: postgresClient.name))
-                pair.lifeguard.rounds.append(try await queriesPerSecond(lifeguard, tasks: tasks, duration: options.duration))
-
-                pair.client.rounds.append(try await queriesPerSecond(postgresClient, tasks: tasks, duration: options.duration))
-                rows[tasks] = pair
-            }
-            if let pgbench, let rate = try pgbenchQueriesPerSecond(path: pgbench, configuration: configuration, duration: options.duration) {
-                pgbenchRow.rounds.append(rate)
+            for pair in pairs {
+                for tasks in [20, 64] {
+                    try await record(pair.lifeguard, tasks: tasks)
+                    try await record(pair.client, tasks: tasks)
+                }
+                if let pgbench, let rate = try pgbenchQueriesPerSecond(
+                    path: pgbench, queryMode: pair.pgbenchMode, configuration: configuration, duration: options.duration) {
+                    ceilings[pair.pgbenchMode, default: []].append(rate)
+                }
             }
         }
-        let ceiling = pgbenchRow.rounds.isEmpty ? nil : pgbenchRow.median
         print("")
-        print("| tasks | design | queries/s (median) | min…max | ÷ PostgresClient | ÷ pgbench |")
-        print("|---|---|---|---|---|---|")
-        for tasks in [20, 64] {
-            let pair = rows[tasks]!
-            for row in [pair.lifeguard, pair.client] {
-                let toCeiling = ceiling.map { ratio(row.median / $0) } ?? "—"
-                print("| \(tasks) | \(row.name) | \(format(row.median)) | \(format(row.rounds.min()!))…\(format(row.rounds.max()!)) | "
-                    + "\(ratio(row.median / pair.client.median)) | \(toCeiling) |")
+        print("| statement | tasks | design | queries/s (median) | min…max | ÷ PostgresClient | ÷ pgbench | client CPU µs/query |")
+        print("|---|---|---|---|---|---|---|---|")
+        for pair in pairs {
+            let ceiling = ceilings[pair.pgbenchMode].map(Row.median)
+            for tasks in [20, 64] {
+                let client = rows["\(pair.client.name) \(tasks)"]!
+                for row in [rows["\(pair.lifeguard.name) \(tasks)"]!, client] {
+                    let rates = row.rounds.map(\.rate)
+                    let toCeiling = ceiling.map { ratio(row.median / $0) } ?? "—"
+                    print("| \(pair.pgbenchMode == "prepared" ? "prepared" : "plain") | \(tasks) | \(row.name) | \(format(row.median)) | "
+                        + "\(format(rates.min()!))…\(format(rates.max()!)) | \(ratio(row.median / client.median)) | \(toCeiling) | "
+                        + "\(Int(row.cpuMedian.rounded())) |")
+                }
             }
         }
         print("\nAllocations per query, 20 tasks (whole process):")
-        for target in [lifeguard, postgresClient] as [any SelectTarget] {
-            let allocations = try await allocationsPerQuery(target, tasks: 20, queries: 20_000)
-            print("- \(target.name): \((allocations * 10).rounded() / 10)")
+        for pair in pairs {
+            for target in [pair.lifeguard, pair.client] as [any SelectTarget] {
+                let allocations = try await allocationsPerQuery(target, tasks: 20, queries: 20_000)
+                print("- \(target.name): \((allocations * 10).rounded() / 10)")
+            }
         }
-        if let ceiling {
-            print("\npgbench -n -f select1.sql -c \(connections) -j 2: \(format(ceiling)) q/s")
+        if pgbench != nil {
+            for mode in ["simple", "prepared"] {
+                let rates = ceilings[mode] ?? []
+                guard !rates.isEmpty else { continue }
+                print("\npgbench -n -M \(mode) -f select1.sql -c \(connections) -j 2: \(format(Row.median(rates))) q/s "
+                    + "(\(format(rates.min()!))…\(format(rates.max()!)))", terminator: "")
+            }
+            print("")
         } else {
             print("\npgbench: not found (install postgresql's client tools or pass --pgbench PATH)")
         }
