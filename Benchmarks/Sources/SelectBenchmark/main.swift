@@ -8,9 +8,10 @@
 // Each task runs `SELECT 1` and reads its row, back to back, for the duration: as a plain
 // statement (PostgresNIO's unnamed statement: parsed, described and planned every time) and as a
 // prepared statement (`PostgresPreparedStatement`: parsed once per connection). Figures are
-// queries per second, the median of the rounds (min…max), the designs interleaved round by
-// round, and the client process's CPU time per query (user + system, all its threads). Lifeguard runs with serverSideCancellation off, so that all 20 connections run queries
-// (with it on, one of the 20 would be the control connection).
+// queries per second, the median of the rounds (min…max), the designs interleaved round by round
+// (which goes first alternates), and the client process's CPU time per query (user and system,
+// all its threads). Lifeguard runs with serverSideCancellation off, so that all 20 connections
+// run queries (with it on, one of the 20 would be the control connection).
 import BenchmarkProbes
 import Foundation
 import Lifeguard
@@ -286,11 +287,17 @@ func run() async throws {
                 try await measure(target, tasks: tasks, duration: options.duration))
         }
         var ceilings: [String: [Double]] = [:]
-        for _ in 0..<options.rounds {
+        for round in 0..<options.rounds {
             for pair in pairs {
-                for tasks in [20, 64] {
-                    try await record(pair.lifeguard, tasks: tasks)
-                    try await record(pair.client, tasks: tasks)
+                // Which pool goes first alternates, row by row and round by round.
+                for (index, tasks) in [20, 64].enumerated() {
+                    if (round + index).isMultiple(of: 2) {
+                        try await record(pair.lifeguard, tasks: tasks)
+                        try await record(pair.client, tasks: tasks)
+                    } else {
+                        try await record(pair.client, tasks: tasks)
+                        try await record(pair.lifeguard, tasks: tasks)
+                    }
                 }
                 if let pgbench, let rate = try pgbenchQueriesPerSecond(
                     path: pgbench, queryMode: pair.pgbenchMode, configuration: configuration, duration: options.duration) {
