@@ -33,8 +33,8 @@ public final class PostgresLease: Sendable {
     public var isInTransaction: Bool { self.connection.isInTransaction }
 
     /// The underlying PostgresNIO connection, for what the lease does not offer (LISTEN, COPY).
-    /// The pool can no longer tell its state, so the connection is reset
-    /// with `ROLLBACK` when the lease ends.
+    /// The pool can no longer tell its state, so the connection is reset with `ROLLBACK` when
+    /// the lease ends.
     ///
     /// - Throws: ``LifeguardError/Code/leaseEnded`` after the lease ended.
     public func rawConnection() throws -> PostgresConnection {
