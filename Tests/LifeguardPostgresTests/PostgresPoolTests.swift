@@ -91,6 +91,21 @@ struct PostgresPoolTests {
         }
     }
 
+    /// `SELECT pg_sleep($1)`, prepared.
+    struct Sleep: PostgresPreparedStatement {
+        static let sql = "SELECT pg_sleep($1)"
+        typealias Row = ()
+        let seconds: Double
+
+        func makeBindings() throws -> PostgresBindings {
+            var bindings = PostgresBindings()
+            bindings.append(self.seconds)
+            return bindings
+        }
+
+        func decodeRow(_ row: PostgresRow) throws {}
+    }
+
     /// `SELECT $1 + 1`, prepared.
     struct AddOne: PostgresPreparedStatement {
         static let sql = "SELECT $1::int8 + 1 AS sum"
@@ -173,15 +188,20 @@ struct PostgresPoolTests {
         }
     }
 
-    @Test("a task cancelled during pg_sleep(30) frees its connection at once: cancelled on the server, reset, back in the pool")
-    func cancelRunningQuery() async throws {
-        let configuration = try TestDatabase.configuration(application: "lg-cancel", budget: 2)
+    @Test("a task cancelled during pg_sleep(30), plain or prepared, frees its connection at once: cancelled on the server, reset, back in the pool",
+          arguments: ["plain", "prepared"])
+    func cancelRunningQuery(statement: String) async throws {
+        let configuration = try TestDatabase.configuration(application: "lg-cancel-\(statement)", budget: 2)
         try await TestDatabase.withObserver { observer in try await TestDatabase.withPool(configuration) { pool in
             let started = AsyncStream<Int32>.makeStream()
             let task = Task {
                 try await pool.withConnection(lane: .retrieval) { lease in
                     started.continuation.yield(lease.backendPID)
-                    try await lease.execute("SELECT pg_sleep(30)")
+                    if statement == "prepared" {
+                        try await lease.execute(Sleep(seconds: 30))
+                    } else {
+                        try await lease.execute("SELECT pg_sleep(30)")
+                    }
                 }
             }
             var iterator = started.stream.makeAsyncIterator()
