@@ -16,7 +16,8 @@ struct Bench: AsyncParsableCommand {
         discussion: """
             Service times are `pg_sleep`, model and tool calls are sleeps with no connection held, and \
             arrivals are open-loop (Poisson), measured from the client. The output has the columns of \
-            `simulate`; --json the same keys.
+            `simulate`; --json the same keys. `cancel` counts leases cancelled while waiting for or holding \
+            a connection, counted alike for both pools.
             """
     )
 

@@ -21,6 +21,9 @@ struct BenchRun {
             var completed = 0
             var failed: [String: Int] = [:]
             var cancelled = 0
+            /// Leases cancelled while waiting for or holding a connection, counted alike for
+            /// every pool (a request cancelled between leases cancels none).
+            var cancelledLeases: UInt64 = 0
             var granted: UInt64 = 0
             var inUse = 0
             var levelSince = ContinuousClock.now
@@ -37,6 +40,10 @@ struct BenchRun {
                 Self.account(&state)
                 state.inUse += 1
             }
+        }
+
+        func leaseCancelled() {
+            self.state.withLock { $0.cancelledLeases += 1 }
         }
 
         func leaseEnded() {
@@ -109,7 +116,6 @@ struct BenchRun {
         }
         progress.cancel()
         await progress.value
-        let elapsed = Self.seconds(started.duration(to: .now))
         let statistics = self.target.statistics
         return tally.state.withLock { state in
             Tally.account(&state)
@@ -125,14 +131,12 @@ struct BenchRun {
             }
             var outcomes = SimulationResult.Outcomes()
             outcomes.granted = state.granted
+            outcomes.cancelled = state.cancelledLeases
             if let statistics {
                 outcomes.timeout = statistics.outcomes.timeout
                 outcomes.shed = statistics.outcomes.shed
                 outcomes.overloaded = statistics.outcomes.overloaded
                 outcomes.deadlineExceeded = statistics.outcomes.deadlineExceeded
-                outcomes.cancelled = statistics.outcomes.cancelled + statistics.lanes.reduce(0) { $0 + $1.cancelledLeases }
-            } else {
-                outcomes.cancelled = UInt64(state.cancelled)
             }
             let total = state.nanosecondsAtLevel.reduce(0, +)
             var cumulative: UInt64 = 0
@@ -150,7 +154,10 @@ struct BenchRun {
             }
             return SimulationResult(
                 scenario: self.scenario.name, design: self.design,
-                throughputPerSecond: Double(state.completed) / max(elapsed, self.scenario.duration),
+                // As `simulate` counts it: every request that arrived in the run and completed,
+                // per second of arrivals (not of the drain after them, which the slowest
+                // request sets).
+                throughputPerSecond: Double(state.completed) / self.scenario.duration,
                 waitMilliseconds: waits,
                 endToEndMilliseconds: .init(p50: endToEndMilliseconds(50), p99: endToEndMilliseconds(99)),
                 utilizationP99: Double(p99Level) / Double(self.scenario.budget),
@@ -208,10 +215,7 @@ struct BenchRun {
                     for _ in 0..<count {
                         let seconds = hold.sample()
                         group.addTask {
-                            let asked = ContinuousClock.now
-                            try await target.withConnection(lane: lane) { execute in
-                                tally.leaseBegan(lane: lane.name, waited: asked.duration(to: .now))
-                                defer { tally.leaseEnded() }
+                            try await Self.lease(lane, target: target, tally: tally) { execute in
                                 try await execute(Self.sleep(seconds))
                             }
                         }
@@ -221,10 +225,7 @@ struct BenchRun {
             case .begin(let lane):
                 let rest = steps.prefix { $0 != .commit }
                 steps = steps.dropFirst(rest.count + 1)
-                let asked = ContinuousClock.now
-                try await target.withConnection(lane: lane) { execute in
-                    tally.leaseBegan(lane: lane.name, waited: asked.duration(to: .now))
-                    defer { tally.leaseEnded() }
+                try await Self.lease(lane, target: target, tally: tally) { execute in
                     try await execute("BEGIN")
                     try await Self.run(rest, target: target, tally: tally, held: execute)
                     try await execute("COMMIT")
@@ -233,6 +234,27 @@ struct BenchRun {
                 break
             }
         }
+    }
+
+    /// Runs `body` on a lease of `lane`, tallying its wait, its hold and its cancellation: a
+    /// lease counts as cancelled when its task was cancelled by the time it ended, whether the
+    /// pool stopped its statement or let it finish.
+    static func lease(
+        _ lane: Lane, target: any BenchTarget, tally: Tally,
+        _ body: @Sendable (_ execute: @escaping @Sendable (PostgresQuery) async throws -> Void) async throws -> Void
+    ) async throws {
+        let asked = ContinuousClock.now
+        do {
+            try await target.withConnection(lane: lane) { execute in
+                tally.leaseBegan(lane: lane.name, waited: asked.duration(to: .now))
+                defer { tally.leaseEnded() }
+                try await body(execute)
+            }
+        } catch {
+            if error is CancellationError || Task.isCancelled { tally.leaseCancelled() }
+            throw error
+        }
+        if Task.isCancelled { tally.leaseCancelled() }
     }
 
     static func sleep(_ seconds: Double) -> PostgresQuery {
