@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs every benchmark, side by side, against a throwaway PostgreSQL it starts and stops itself.
 #
-#   scripts/bench.sh           # about 8 minutes once built
-#   scripts/bench.sh --quick   # about 2 minutes once built
+#   scripts/bench.sh           # about 9 minutes once built
+#   scripts/bench.sh --quick   # about 2.5 minutes once built
 #
 # It builds what it runs first (release): Benchmarks/ and the `lifeguard` CLI. A first, cold
 # build of both takes about 20 minutes on a 2-core machine; later runs rebuild nothing. The
@@ -41,6 +41,13 @@ echo "PostgreSQL: $(scripts/postgres.sh url | sed 's/:[^:@]*@/:…@/')"
 
 section "Pool overhead, no database: lease-benchmark $quick"
 Benchmarks/.build/release/lease-benchmark $quick
+
+section "Instructions per uncontended cycle: scripts/instructions.sh $quick"
+if command -v qemu-x86_64 >/dev/null || [[ "$(id -u)" == 0 ]]; then
+    scripts/instructions.sh $quick
+else
+    echo "skipped: needs qemu-x86_64 (sudo apt-get install qemu-user)"
+fi
 
 section "SELECT 1 through 20 connections: select-benchmark $quick"
 Benchmarks/.build/release/select-benchmark $quick

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Instructions per uncontended lease+release cycle, counted under qemu-user with a plugin of
+# ours (Benchmarks/Tools/instruction_count.c): the floor, Lifeguard without statistics, and
+# Lifeguard as it ships. Unlike a time, the count does not move with the machine's load.
+#
+#   scripts/instructions.sh           # 2 runs per pool, 1 and 3 million cycles: about 2 minutes
+#   scripts/instructions.sh --quick   # 1 run per pool, 0.2 and 0.6 million cycles: about 20 s
+#
+# Each run counts the whole program twice, with a short and a long loop, and divides the
+# difference by the difference in cycles: start-up, warm-up and exit cancel out. What is left
+# is the loop, with Lifeguard's background work (its run loop, the metrics export once a second)
+# in proportion. It stands in for callgrind, which cannot read Swift 6.3's DWARF 5 in Debian 12's
+# valgrind 3.19. Needs qemu-x86_64 (Debian's qemu-user; installed here when run as root) and gcc.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+runs=2 short=1000000 long=3000000
+case "${1:-}" in
+    "") ;;
+    --quick) runs=1 short=200000 long=600000 ;;
+    *) echo "usage: scripts/instructions.sh [--quick]" >&2; exit 2 ;;
+esac
+
+if ! command -v qemu-x86_64 >/dev/null; then
+    if [[ "$(id -u)" != 0 ]]; then
+        echo "scripts/instructions.sh needs qemu-x86_64: sudo apt-get install qemu-user" >&2
+        exit 1
+    fi
+    echo "installing qemu-user from Debian's packages…" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -qq --no-install-recommends qemu-user >/dev/null 2>&1 \
+        || { apt-get update -qq && apt-get install -y -qq --no-install-recommends qemu-user >/dev/null; }
+fi
+
+mkdir -p .build-instructions
+gcc -shared -fPIC -O2 -Wall -o .build-instructions/libinstruction_count.so Benchmarks/Tools/instruction_count.c
+swift build -c release --package-path Benchmarks --product lease-benchmark 2>&1 | tail -1 >&2
+
+# The instructions the whole program executes for a loop of $2 cycles of pool $1.
+count() {
+    qemu-x86_64 -plugin .build-instructions/libinstruction_count.so \
+        Benchmarks/.build/release/lease-benchmark --only "$1" --cycles "$2" 2>&1 >/dev/null | sed -n 's/^instructions: //p'
+}
+
+echo "### Instructions per uncontended lease+release cycle (qemu-user, $runs run(s), $short and $long cycles)"
+echo
+echo "| pool | instructions per cycle, each run | × floor |"
+echo "|---|---|---|"
+floor=""
+for pool in floor lifeguard-nostats lifeguard; do
+    figures=()
+    for _ in $(seq "$runs"); do
+        a=$(count "$pool" "$short")
+        b=$(count "$pool" "$long")
+        figures+=("$(awk -v a="$a" -v b="$b" -v n=$((long - short)) 'BEGIN { printf "%.1f", (b - a) / n }')")
+    done
+    first=${figures[0]}
+    [[ -z "$floor" ]] && floor=$first
+    ratio=$(awk -v x="$first" -v f="$floor" 'BEGIN { printf "%.2f×", x / f }')
+    echo "| $pool | $(IFS=/; echo "${figures[*]}" | sed 's#/# / #g') | $ratio |"
+done
