@@ -41,7 +41,13 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Service, Sendable
     }
 
     @usableFromInline typealias Outcome = Result<Lease, any Error>
-    @usableFromInline typealias Resumption = (CheckedContinuation<Lease, any Error>, Outcome)
+    /// A waiter's continuation. Unsafe rather than checked: the waiter table holds each one
+    /// exactly once, and ``Shared/settle(_:publishingTo:)`` takes it out as it resolves the
+    /// waiter, so it is resumed once (a second resolution stops at a precondition). A checked
+    /// continuation would allocate a canary per wait, and its opaque layout made every table
+    /// operation go through value witnesses.
+    @usableFromInline typealias Waiting = UnsafeContinuation<Lease, any Error>
+    @usableFromInline typealias Resumption = (Waiting, Outcome)
 
     /// Work for the ``run()`` loop's task group.
     @usableFromInline
@@ -72,7 +78,7 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Service, Sendable
         /// Waiters suspended on their continuation. A waiter is queued in the machine and its
         /// continuation stored here under the same lock, so every waiter the machine resolves
         /// has one.
-        @usableFromInline var waiting: [WaiterID: CheckedContinuation<Lease, any Error>] = [:]
+        @usableFromInline var waiting = WaiterTable<Waiting>()
         var runStarted = false
 
         init(machine: PoolStateMachine) {
@@ -89,7 +95,7 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Service, Sendable
             }
             var settlement = Settlement()
             func resolve(_ id: WaiterID, _ outcome: Outcome) {
-                guard let continuation = self.waiting.removeValue(forKey: id) else {
+                guard let continuation = self.waiting.remove(id) else {
                     preconditionFailure("Lifeguard: \(id) was resolved but never stored its continuation")
                 }
                 settlement.resumptions.append((continuation, outcome))
@@ -341,7 +347,7 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Service, Sendable
     func acquire(laneIndex: Int, callSite: CallSite?) async throws -> Lease {
         let id = WaiterID(value: self.waiterIDs.wrappingAdd(1, ordering: .relaxed).oldValue)
         let lease = try await withTaskCancellationHandler {
-            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Lease, any Error>) in
+            try await withUnsafeThrowingContinuation { (continuation: Waiting) in
                 self.queue(continuation, id: id, laneIndex: laneIndex, callSite: callSite)
             }
         } onCancel: {
@@ -361,7 +367,7 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Service, Sendable
     /// inlined into the continuation's closure, its locals took 750 bytes of the waiting
     /// task's frame, and a slab of its own.
     @inlinable @inline(never)
-    func queue(_ continuation: CheckedContinuation<Lease, any Error>, id: WaiterID, laneIndex: Int, callSite: CallSite?) {
+    func queue(_ continuation: Waiting, id: WaiterID, laneIndex: Int, callSite: CallSite?) {
         // Task-locals are read here, on the way to the queue, never on the fast path.
         let deadline = RequestDeadline.current
         let group = FanOut.currentGroup
@@ -373,7 +379,12 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Service, Sendable
             case .granted(let grant):
                 return (.success(Lease(grant: grant, connection: shared.connections[grant.slot]!)), nil)
             case .wait(_, let actions):
-                shared.waiting[id] = continuation
+                shared.waiting.insert(continuation, for: id)
+                guard actions.resolvesWaiters || actions.hasBackgroundWork else {
+                    // Queued and nothing else: only this lane's queue length changed.
+                    self.queueLengths[laneIndex].value.store(shared.machine.queueLength(ofLane: laneIndex), ordering: .relaxed)
+                    return (nil, nil)
+                }
                 return (nil, shared.settle(actions, publishingTo: self.queueLengths))
             case .failed(let error):
                 return (.failure(error), nil)
@@ -419,17 +430,47 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Service, Sendable
     @inlinable
     func release(_ lease: Lease, disposition: ReleaseDisposition, cancelled: Bool = false) {
         let now = PoolInstant.now
-        let settlement: Settlement? = self.shared.withLock { shared in
-            if disposition == .reuse && shared.machine.releaseIfClean(lease.grant, now: now) {
-                return nil
+        let next: AfterRelease = self.shared.withLock { shared in
+            if disposition == .reuse {
+                if shared.machine.releaseIfClean(lease.grant, now: now) {
+                    return .nothing
+                }
+                switch shared.machine.releaseToWaiter(lease.grant, now: now) {
+                case .idle:
+                    return .nothing
+                case .granted(let handed):
+                    let lane = handed.grant.lane
+                    self.queueLengths[lane].value.store(shared.machine.queueLength(ofLane: lane), ordering: .relaxed)
+                    guard let continuation = shared.waiting.remove(handed.waiter) else {
+                        preconditionFailure("Lifeguard: \(handed.waiter) was granted but never stored its continuation")
+                    }
+                    return .resume(continuation, handed.grant)
+                case .declined:
+                    break
+                }
             }
             let actions = shared.machine.release(lease.grant, disposition: disposition, now: now, cancelled: cancelled)
-            guard actions.resolvesWaiters || actions.hasBackgroundWork else { return nil }
-            return shared.settle(actions, publishingTo: self.queueLengths)
+            guard actions.resolvesWaiters || actions.hasBackgroundWork else { return .nothing }
+            return .settle(shared.settle(actions, publishingTo: self.queueLengths))
         }
-        if let settlement {
+        switch next {
+        case .nothing:
+            break
+        case .resume(let continuation, let grant):
+            // The same slot, so the same connection.
+            continuation.resume(returning: Lease(grant: grant, connection: lease.connection))
+        case .settle(let settlement):
             self.carryOut(settlement)
         }
+    }
+
+    /// What the shell does after a lease's end, unlocked.
+    @usableFromInline
+    enum AfterRelease {
+        case nothing
+        /// The connection went straight to a waiter: resume it (no settlement to build).
+        case resume(Waiting, Grant)
+        case settle(Settlement)
     }
 
     // MARK: - Running

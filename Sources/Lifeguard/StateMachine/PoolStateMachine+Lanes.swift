@@ -5,10 +5,12 @@ extension PoolStateMachine {
     ///
     /// A lane below its reservation is always allowed. Above it, a lease takes shared capacity,
     /// which is the budget less every lane's reservation: reservations are never lent out.
+    @inline(__always)
     func canAdmit(_ lane: Int) -> Bool {
-        let state = self.lanes[lane]
-        guard state.leased < state.limit else { return false }
-        return state.leased < state.reserved || self.reservedTotal + self.sharedInUse < self.configuration.budget
+        // Fields read one by one: a copy of the lane's state would retain its queue and tables.
+        let leased = self.lanes[lane].leased
+        guard leased < self.lanes[lane].limit else { return false }
+        return leased < self.lanes[lane].reserved || self.reservedTotal + self.sharedInUse < self.configuration.budget
     }
 
     /// The lane whose head waiter is served next: lanes below their reservation first, then the
@@ -17,8 +19,9 @@ extension PoolStateMachine {
         var best: Int?
         var bestID = Int.max
         for lane in self.lanes.indices {
-            let state = self.lanes[lane]
-            if let head = state.waiters.first, state.leased < state.reserved, head.id.value < bestID {
+            if let head = self.lanes[lane].waiters.first, self.lanes[lane].leased < self.lanes[lane].reserved,
+                head.id.value < bestID
+            {
                 best = lane
                 bestID = head.id.value
             }
@@ -38,11 +41,12 @@ extension PoolStateMachine {
         let sharedRoom = max(0, self.configuration.budget - self.reservedTotal - self.sharedInUse)
         var guaranteed = 0
         var sharedWanted = 0
-        for state in self.lanes where !state.waiters.isEmpty {
-            let queued = state.waiters.count
-            let fromReservation = min(queued, max(0, state.reserved - state.leased))
+        for lane in self.lanes.indices where !self.lanes[lane].waiters.isEmpty {
+            let queued = self.lanes[lane].waiters.count
+            let (leased, reserved) = (self.lanes[lane].leased, self.lanes[lane].reserved)
+            let fromReservation = min(queued, max(0, reserved - leased))
             guaranteed += fromReservation
-            sharedWanted += min(queued - fromReservation, max(0, state.limit - max(state.leased, state.reserved)))
+            sharedWanted += min(queued - fromReservation, max(0, self.lanes[lane].limit - max(leased, reserved)))
         }
         return guaranteed + min(sharedWanted, sharedRoom)
     }

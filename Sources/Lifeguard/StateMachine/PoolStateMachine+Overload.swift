@@ -80,15 +80,14 @@ extension PoolStateMachine {
     /// How many connections a lane can hold at most: its limit, within what the other lanes'
     /// reservations leave.
     func capacity(ofLane lane: Int) -> Int {
-        let state = self.lanes[lane]
-        return max(1, min(state.limit, self.configuration.budget - (self.reservedTotal - state.reserved)))
+        max(1, min(self.lanes[lane].limit, self.configuration.budget - (self.reservedTotal - self.lanes[lane].reserved)))
     }
 
     /// The wait to expect for the last of `leases` requests joining `lane`'s queue now: the
     /// requests ahead and these, times the lane's recent hold time, over the lane's capacity.
     func expectedWait(lane: Int, leases: Int) -> Int64 {
-        let state = self.lanes[lane]
-        return Int64(state.waiters.count + leases) * state.recentHoldNanoseconds / Int64(self.capacity(ofLane: lane))
+        Int64(self.lanes[lane].waiters.count + leases) * self.lanes[lane].recentHoldNanoseconds
+            / Int64(self.capacity(ofLane: lane))
     }
 
     /// Whether `leases` requests may join `lane`'s queue now, given the lane's overload and the
@@ -99,21 +98,21 @@ extension PoolStateMachine {
     /// exceeds is rejected at once: failing now beats failing after the wait. The rejection is
     /// counted once per lease.
     mutating func rejectionAtAdmission(lane: Int, leases: Int, callerDeadline: Instant?, now: Instant) -> LifeguardError? {
-        let state = self.lanes[lane]
         let expected = self.expectedWait(lane: lane, leases: leases)
         // The expected wait is an average: admitting up to half the target leaves room for its
         // spread, so that what is admitted is rarely shed later, after part of a request ran.
-        if let shedder = state.shedder, shedder.isOverloaded, expected > shedder.target / 2 {
+        if let shedder = self.lanes[lane].shedder, shedder.isOverloaded, expected > shedder.target / 2 {
             self.statistics.current.lanes[lane].outcomes.shed += UInt64(leases)
             return .shed(
-                lane: state.lane, waited: .zero, queueDepth: state.waiters.count, expectedWait: .nanoseconds(expected))
+                lane: self.lanes[lane].lane, waited: .zero, queueDepth: self.lanes[lane].waiters.count,
+                expectedWait: .nanoseconds(expected))
         }
         if let callerDeadline {
             let remaining = now.nanoseconds(to: callerDeadline)
             if remaining <= 0 || remaining < expected {
                 self.statistics.current.lanes[lane].outcomes.deadlineExceeded += UInt64(leases)
                 return .deadlineExceeded(
-                    lane: state.lane, waited: .zero, queueDepth: state.waiters.count,
+                    lane: self.lanes[lane].lane, waited: .zero, queueDepth: self.lanes[lane].waiters.count,
                     expectedWait: .nanoseconds(expected), remaining: .nanoseconds(max(0, remaining)))
             }
         }
@@ -124,10 +123,9 @@ extension PoolStateMachine {
     /// lane's `waitTimeout`, the shedding target while the lane is overloaded, and the caller's
     /// deadline.
     func admissionDeadline(lane: Int, callerDeadline: Instant?, now: Instant) -> (Instant, Expiry) {
-        let state = self.lanes[lane]
-        var deadline = now.advanced(by: state.waitTimeout)
+        var deadline = now.advanced(by: self.lanes[lane].waitTimeout)
         var expiry = Expiry.waitTimeout
-        if let shedder = state.shedder, shedder.isOverloaded {
+        if let shedder = self.lanes[lane].shedder, shedder.isOverloaded {
             let shedAt = PoolInstant(nanoseconds: now.nanoseconds &+ shedder.target)
             if shedAt < deadline { (deadline, expiry) = (shedAt, .shed) }
         }

@@ -290,7 +290,7 @@ package struct PoolStateMachine {
     /// The fast path of a lease's end: a clean connection, a running pool, nobody waiting and
     /// the connection within its lifetime. Then it goes back on the idle stack and the result is
     /// `true`; otherwise nothing changes and the result is `false` (then call
-    /// ``release(_:disposition:now:)``).
+    /// ``releaseToWaiter(_:now:)``).
     @usableFromInline
     mutating func releaseIfClean(_ grant: Grant, now: Instant) -> Bool {
         guard self.waiterCount == 0, case .running = self.lifecycle, self.slots[grant.slot].id == grant.connectionID,
@@ -300,6 +300,40 @@ package struct PoolStateMachine {
         self.slots[grant.slot].lastActive = now
         self.idle.append(grant.slot)
         return true
+    }
+
+    /// What ``releaseToWaiter(_:now:)`` did.
+    @usableFromInline
+    package enum HandOff: Equatable {
+        /// Nothing: take the general path, ``release(_:disposition:now:cancelled:)``.
+        case declined
+        /// No waiter may have the connection: it went back on the idle stack.
+        case idle
+        /// The connection went straight to this waiter.
+        case granted(WaiterGrant)
+    }
+
+    /// The fast path of a clean lease's end while requests wait, in a running pool whose budget
+    /// is all open, the connection within its lifetime: the connection goes straight to the
+    /// next waiter that may have it. With every connection open, nothing else can follow from
+    /// it (no connection to open for the remaining waiters), so no ``PoolActions`` are built;
+    /// otherwise nothing changes and the result is ``HandOff/declined`` (then call
+    /// ``release(_:disposition:now:cancelled:)``).
+    @usableFromInline
+    mutating func releaseToWaiter(_ grant: Grant, now: Instant) -> HandOff {
+        guard self.connectionCount >= self.configuration.budget, case .running = self.lifecycle,
+            self.slots[grant.slot].id == grant.connectionID, case .leased(let lane) = self.slots[grant.slot].state,
+            !self.isExpired(grant.slot, now: now)
+        else { return .declined }
+        self.unlease(slot: grant.slot, lane: lane, now: now)
+        self.slots[grant.slot].lastActive = now
+        guard let next = self.nextLaneToServe() else {
+            self.idle.append(grant.slot)
+            return .idle
+        }
+        let waiter = self.takeNextWaiter(lane: next, now: now)
+        let handed = self.hand(slot: grant.slot, to: next, now: now, waitingSince: waiter.enqueuedAt, callSite: waiter.callSite)
+        return .granted(WaiterGrant(waiter: waiter.id, grant: handed))
     }
 
     /// A lease ended.
