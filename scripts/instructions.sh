@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Instructions per uncontended lease+release cycle, counted under qemu-user with a plugin of
-# ours (Benchmarks/Tools/instruction_count.c): the floor, Lifeguard without statistics, and
-# Lifeguard as it ships. Unlike a time, the count does not move with the machine's load.
+# Instructions per lease+release cycle, counted under qemu-user with a plugin of ours
+# (Benchmarks/Tools/instruction_count.c): the floor, Lifeguard without statistics, and Lifeguard
+# as it ships, uncontended and with 64 tasks on 8 connections whose body suspends once. Unlike a
+# time, the count does not move with the machine's load (the contended count varies by a few
+# tenths of a percent with how the two threads interleave).
 #
-#   scripts/instructions.sh           # 2 runs per pool, 1 and 3 million cycles: about 2 minutes
-#   scripts/instructions.sh --quick   # 1 run per pool, 0.2 and 0.6 million cycles: about 20 s
+#   scripts/instructions.sh           # 2 runs per pool and row: about 2 minutes
+#   scripts/instructions.sh --quick   # 1 run per pool and row, shorter loops: about 30 s
 #
 # Each run counts the whole program twice, with a short and a long loop, and divides the
 # difference by the difference in cycles: start-up, warm-up and exit cancel out. What is left
@@ -14,10 +16,10 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-runs=2 short=1000000 long=3000000
+runs=2 short=1000000 long=3000000 contended_short=100000 contended_long=300000
 case "${1:-}" in
     "") ;;
-    --quick) runs=1 short=200000 long=600000 ;;
+    --quick) runs=1 short=200000 long=600000 contended_short=30000 contended_long=90000 ;;
     *) echo "usage: scripts/instructions.sh [--quick]" >&2; exit 2 ;;
 esac
 
@@ -36,26 +38,38 @@ mkdir -p .build-instructions
 gcc -shared -fPIC -O2 -Wall -o .build-instructions/libinstruction_count.so Benchmarks/Tools/instruction_count.c
 swift build -c release --package-path Benchmarks --product lease-benchmark 2>&1 | tail -1 >&2
 
-# The instructions the whole program executes for a loop of $2 cycles of pool $1.
+# The instructions the whole program executes for a loop of $2 cycles of pool $1, with the
+# lease-benchmark options that follow.
 count() {
+    local pool=$1 cycles=$2
+    shift 2
     qemu-x86_64 -plugin .build-instructions/libinstruction_count.so \
-        Benchmarks/.build/release/lease-benchmark --only "$1" --cycles "$2" 2>&1 >/dev/null | sed -n 's/^instructions: //p'
+        Benchmarks/.build/release/lease-benchmark --only "$pool" "$@" --cycles "$cycles" 2>&1 >/dev/null | sed -n 's/^instructions: //p'
 }
 
-echo "### Instructions per uncontended lease+release cycle (qemu-user, $runs run(s), $short and $long cycles)"
-echo
-echo "| pool | instructions per cycle, each run | × floor |"
-echo "|---|---|---|"
-floor=""
-for pool in floor lifeguard-nostats lifeguard; do
-    figures=()
-    for _ in $(seq "$runs"); do
-        a=$(count "$pool" "$short")
-        b=$(count "$pool" "$long")
-        figures+=("$(awk -v a="$a" -v b="$b" -v n=$((long - short)) 'BEGIN { printf "%.1f", (b - a) / n }')")
+# One table: $1 its title, $2 and $3 the short and long loops, the rest lease-benchmark options.
+table() {
+    local title=$1 short=$2 long=$3
+    shift 3
+    echo "### Instructions per cycle, $title (qemu-user, $runs run(s), $short and $long cycles)"
+    echo
+    echo "| pool | instructions per cycle, each run | × floor |"
+    echo "|---|---|---|"
+    local floor="" pool figures first ratio a b
+    for pool in floor lifeguard-nostats lifeguard; do
+        figures=()
+        for _ in $(seq "$runs"); do
+            a=$(count "$pool" "$short" "$@")
+            b=$(count "$pool" "$long" "$@")
+            figures+=("$(awk -v a="$a" -v b="$b" -v n=$((long - short)) 'BEGIN { printf "%.1f", (b - a) / n }')")
+        done
+        first=${figures[0]}
+        [[ -z "$floor" ]] && floor=$first
+        ratio=$(awk -v x="$first" -v f="$floor" 'BEGIN { printf "%.2f×", x / f }')
+        echo "| $pool | $(IFS=/; echo "${figures[*]}" | sed 's#/# / #g') | $ratio |"
     done
-    first=${figures[0]}
-    [[ -z "$floor" ]] && floor=$first
-    ratio=$(awk -v x="$first" -v f="$floor" 'BEGIN { printf "%.2f×", x / f }')
-    echo "| $pool | $(IFS=/; echo "${figures[*]}" | sed 's#/# / #g') | $ratio |"
-done
+    echo
+}
+
+table "uncontended" "$short" "$long"
+table "64 tasks on 8 connections, body suspends once" "$contended_short" "$contended_long" --tasks 64 --body yield
