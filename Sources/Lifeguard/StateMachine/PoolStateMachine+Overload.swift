@@ -123,7 +123,7 @@ extension PoolStateMachine {
     /// lane's `waitTimeout`, the shedding target while the lane is overloaded, and the caller's
     /// deadline.
     func admissionDeadline(lane: Int, callerDeadline: Instant?, now: Instant) -> (Instant, Expiry) {
-        var deadline = now.advanced(by: self.lanes[lane].waitTimeout)
+        var deadline = PoolInstant(nanoseconds: now.nanoseconds &+ self.lanes[lane].waitTimeoutNanoseconds)
         var expiry = Expiry.waitTimeout
         if let shedder = self.lanes[lane].shedder, shedder.isOverloaded {
             let shedAt = PoolInstant(nanoseconds: now.nanoseconds &+ shedder.target)
@@ -166,42 +166,17 @@ extension PoolStateMachine {
     mutating func enqueue(
         lane: Int, id: WaiterID, now: Instant, deadline: Instant, expiry: Expiry, callSite: CallSite?, group: Int?
     ) {
-        let overloaded = self.lanes[lane].shedder?.isOverloaded ?? false
-        var round = self.lanes[lane].servedRound
-        if overloaded {
-            round = max(round, self.lanes[lane].waiters.last?.round ?? round)
-        }
-        if let group {
-            var queue = self.lanes[lane].fanOuts[group] ?? FanOutQueue(queued: 0, nextRound: round)
-            if !overloaded {
-                round = max(round, queue.nextRound)
-            }
-            queue.queued += 1
-            queue.nextRound = round + 1
-            self.lanes[lane].fanOuts[group] = queue
-        }
-        let waiter = Waiter(
-            id: id, enqueuedAt: now, deadline: deadline, expiry: expiry, callSite: callSite, group: group, round: round)
-        if let last = self.lanes[lane].waiters.last, last.round > round {
-            // Before the first waiter of a later round (the queue is ordered by round, then id).
-            var low = 0
-            var high = self.lanes[lane].waiters.count
-            while low < high {
-                let middle = (low + high) / 2
-                if self.lanes[lane].waiters[middle].round > round { high = middle } else { low = middle + 1 }
-            }
-            self.lanes[lane].waiters.insert(waiter, at: low)
-        } else {
-            self.lanes[lane].waiters.append(waiter)
-        }
-        self.lanes[lane].shedder?.drainedSince = nil
+        // In place: reading the lane's fields through `self.lanes[lane]` one by one copied the
+        // whole lane state (its queue and tables retained and released) on every enqueue.
+        self.lanes[lane].enqueue(id: id, now: now, deadline: deadline, expiry: expiry, callSite: callSite, group: group)
         self.waiterCount += 1
     }
 
     /// Takes the waiter at `index` out of `lane`'s queue, with its bookkeeping.
     @discardableResult
     mutating func removeWaiter(at index: Int, lane: Int, now: Instant) -> Waiter {
-        let waiter = self.lanes[lane].waiters.remove(at: index)
+        // The head, as a queue is served, without the general removal's gap closing.
+        let waiter = index == 0 ? self.lanes[lane].waiters.removeFirst() : self.lanes[lane].waiters.remove(at: index)
         self.waiterCount -= 1
         if let group = waiter.group, var queue = self.lanes[lane].fanOuts[group] {
             queue.queued -= 1
@@ -286,5 +261,43 @@ extension PoolStateMachine {
             }
         }
         return earliest
+    }
+}
+
+extension PoolStateMachine.LaneState {
+    /// Queues a waiter in round order (see ``PoolStateMachine/enqueue(lane:id:now:deadline:expiry:callSite:group:)``).
+    mutating func enqueue(
+        id: WaiterID, now: PoolInstant, deadline: PoolInstant, expiry: PoolStateMachine.Expiry, callSite: CallSite?,
+        group: Int?
+    ) {
+        let overloaded = self.shedder?.isOverloaded ?? false
+        var round = self.servedRound
+        if overloaded {
+            round = max(round, self.waiters.last?.round ?? round)
+        }
+        if let group {
+            var queue = self.fanOuts[group] ?? PoolStateMachine.FanOutQueue(queued: 0, nextRound: round)
+            if !overloaded {
+                round = max(round, queue.nextRound)
+            }
+            queue.queued += 1
+            queue.nextRound = round + 1
+            self.fanOuts[group] = queue
+        }
+        let waiter = PoolStateMachine.Waiter(
+            id: id, enqueuedAt: now, deadline: deadline, expiry: expiry, callSite: callSite, group: group, round: round)
+        if let last = self.waiters.last, last.round > round {
+            // Before the first waiter of a later round (the queue is ordered by round, then id).
+            var low = 0
+            var high = self.waiters.count
+            while low < high {
+                let middle = (low + high) / 2
+                if self.waiters[middle].round > round { high = middle } else { low = middle + 1 }
+            }
+            self.waiters.insert(waiter, at: low)
+        } else {
+            self.waiters.append(waiter)
+        }
+        self.shedder?.drainedSince = nil
     }
 }

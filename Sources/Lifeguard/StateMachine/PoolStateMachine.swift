@@ -114,7 +114,9 @@ package struct PoolStateMachine {
         let lane: Lane
         let reserved: Int
         let limit: Int
-        let waitTimeout: Duration
+        /// The lane's `waitTimeout` in nanoseconds, converted once: `Duration` arithmetic takes
+        /// 128-bit multiplications, on every request that queues.
+        let waitTimeoutNanoseconds: Int64
         let maxWaiters: Int
         var leased = 0
         /// Ordered by round, then arrival (see ``PoolStateMachine/enqueue``).
@@ -176,7 +178,7 @@ package struct PoolStateMachine {
                     lane: lane,
                     reserved: settings.reserved,
                     limit: min(settings.limit ?? configuration.budget, configuration.budget),
-                    waitTimeout: settings.waitTimeout,
+                    waitTimeoutNanoseconds: settings.waitTimeout.wholeNanoseconds,
                     maxWaiters: settings.maxWaiters,
                     shedder: settings.shedding.map(Shedder.init))
             }
