@@ -343,7 +343,7 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Service, Sendable
     /// The waiter's identity is reserved first, so that the cancellation handler knows it; the
     /// decision and the continuation are then stored under one lock, so no grant can come
     /// before the continuation is there to take it.
-    @inlinable
+    @inlinable @inline(__always)
     func acquire(laneIndex: Int, callSite: CallSite?) async throws -> Lease {
         let id = WaiterID(value: self.waiterIDs.wrappingAdd(1, ordering: .relaxed).oldValue)
         let lease = try await withTaskCancellationHandler {

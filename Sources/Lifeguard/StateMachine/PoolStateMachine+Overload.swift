@@ -122,6 +122,7 @@ extension PoolStateMachine {
     /// The deadline of a request admitted to `lane`'s queue now, and why: the earliest of the
     /// lane's `waitTimeout`, the shedding target while the lane is overloaded, and the caller's
     /// deadline.
+    @inline(__always)  // Called from `lease`, which holds the machine inout: a call copied all of it.
     func admissionDeadline(lane: Int, callerDeadline: Instant?, now: Instant) -> (Instant, Expiry) {
         var deadline = PoolInstant(nanoseconds: now.nanoseconds &+ self.lanes[lane].waitTimeoutNanoseconds)
         var expiry = Expiry.waitTimeout

@@ -274,8 +274,12 @@ package struct PoolStateMachine {
     }
 
     /// How many requests wait in a lane's queue.
+    ///
+    /// Mutating though it changes nothing: the shell calls it on the machine it holds `inout`
+    /// under its lock, and a non-mutating call from there copied all of the machine (680 bytes)
+    /// to pass it, on every settlement and hand-off.
     @usableFromInline
-    func queueLength(ofLane lane: Int) -> Int { self.lanes[lane].waiters.count }
+    mutating func queueLength(ofLane lane: Int) -> Int { self.lanes[lane].waiters.count }
 
     /// A queued request was cancelled: it leaves the queue at once. Nothing happens when it was
     /// already granted or failed (the shell hands back a grant that raced the cancellation).
