@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Where a lease-benchmark loop spends its instructions, by function: a callgrind-like profile
-# under qemu-user with our plugin (Benchmarks/Tools/instruction_profile.c). Repeatable whatever
+# under qemu-user with our plugin (Benchmarks/Tools/instruction_count.c, which writes the count
+# of each block's runs when $INSTRUCTION_PROFILE is set) and Benchmarks/Tools/instruction_profile.py. Repeatable whatever
 # the machine's load; it found every waiting-path cost that BENCHMARKS.md lists.
 #
 #   scripts/instruction-profile.sh POOL [CYCLES] [lease-benchmark options]
@@ -20,9 +21,9 @@ shift $(( $# >= 2 ? 2 : 1 ))
 command -v qemu-x86_64 >/dev/null || { echo "needs qemu-x86_64: apt-get install qemu-user" >&2; exit 1; }
 
 mkdir -p .build-instructions
-gcc -shared -fPIC -O2 -Wall -o .build-instructions/libinstruction_profile.so Benchmarks/Tools/instruction_profile.c
+gcc -shared -fPIC -O2 -Wall -o .build-instructions/libinstruction_count.so Benchmarks/Tools/instruction_count.c
 swift build -c release --package-path Benchmarks --product lease-benchmark 2>&1 | tail -1 >&2
 profile=.build-instructions/profile-$pool.txt
-INSTRUCTION_PROFILE=$profile qemu-x86_64 -plugin .build-instructions/libinstruction_profile.so \
+INSTRUCTION_PROFILE=$profile qemu-x86_64 -plugin .build-instructions/libinstruction_count.so \
     Benchmarks/.build/release/lease-benchmark --only "$pool" "$@" --cycles "$cycles" >/dev/null 2>&1
 python3 Benchmarks/Tools/instruction_profile.py "$profile" "$cycles" 40

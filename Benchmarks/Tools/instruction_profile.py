@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Instructions per cycle by function, from a file written by instruction_profile.c.
+"""Instructions per cycle by function, from the file instruction_count.c writes to
+$INSTRUCTION_PROFILE.
 
     python3 instruction_profile.py PROFILE CYCLES [TOP]
 
