@@ -1,11 +1,12 @@
 /// The continuations of waiting requests, by waiter: an open-addressing table for the shell.
 ///
-/// Waiter identities come from one counter, so the identity itself, masked, is a hash that
-/// spreads them evenly: no `Hasher` runs on the waiting path, where a `Dictionary` spent about
-/// 700 instructions per lease hashing and probing. Collisions probe linearly with Robin Hood
-/// insertion, and a removal shifts back the entries after it that are away from home, so the
-/// table holds no tombstones and a removal from a long queue touches one or two entries. It doubles when more
-/// than half full and never shrinks: its size follows the longest queue the pool has seen.
+/// Waiter identities come from one counter and are never negative, so the identity itself,
+/// masked, is a hash that spreads them evenly: no `Hasher` runs on the waiting path, where a
+/// `Dictionary` spent about 700 instructions per wait hashing and probing. Collisions probe
+/// linearly with Robin Hood insertion, and a removal shifts back the entries after it that are
+/// away from home, so the table holds no tombstones and a removal from a long queue touches one
+/// or two entries. It doubles when more than half full and never shrinks: its size follows the
+/// longest queue the pool has seen.
 @usableFromInline
 struct WaiterTable<Value> {
     @usableFromInline
