@@ -209,8 +209,9 @@ package struct PoolStateMachine {
         case granted(Grant)
         /// The request was queued as `waiter`; carry out the actions, then suspend.
         case wait(WaiterID, PoolActions)
-        /// The request is refused at once.
-        case failed(LifeguardError)
+        /// The request is refused at once. Boxed: the error is rare and large, and inline it made
+        /// every decision 144 bytes to move.
+        indirect case failed(LifeguardError)
     }
 
     /// The fast path alone: a connection for `lane` if one is idle, the lane has room and nobody
