@@ -70,7 +70,6 @@ struct BenchRun {
         let target = self.target
         let design = self.design
         let started = ContinuousClock.now
-        var random = SystemRandomNumberGenerator()
         let label = self.label
         let duration = self.scenario.duration
         let progress = Task {
@@ -85,25 +84,29 @@ struct BenchRun {
             FileHandle.standardError.write(Data("\r\u{1B}[K".utf8))
         }
         await withTaskGroup(of: Void.self) { requests in
-            for kind in self.scenario.kinds where kind.rate > 0 {
+            for (index, kind) in self.scenario.kinds.enumerated() where kind.rate > 0 {
                 let steps = kind.steps[design] ?? []
                 let rate = kind.rate
                 let duration = self.scenario.duration
                 let cancelFraction = self.scenario.cancelFraction
+                let seed = Self.seed(self.scenario.seed, kind: index)
                 requests.addTask {
-                    // One arrival process per kind.
-                    var random = SystemRandomNumberGenerator()
+                    // One arrival process per kind, drawn in order from the scenario's seed:
+                    // every pool run with the same seed gets the same requests at the same times.
+                    var random = SplitMix64(seed: seed)
                     var next = 0.0
                     await withTaskGroup(of: Void.self) { arrivals in
                         while true {
-                            next += -log(1 - Double.random(in: 0..<1, using: &random)) / rate
+                            next += -log(1 - random.nextUnitInterval()) / rate
                             guard next < duration else { break }
+                            let drawn = Self.draw(steps, using: &random)
+                            let cancelAfter = random.nextUnitInterval() < cancelFraction
+                                ? random.nextUnitInterval() * Self.nominalLife(steps) : nil
                             try? await Task.sleep(until: started.advanced(by: .nanoseconds(Int64(next * 1e9))), clock: .continuous)
-                            let request = Task { await Self.perform(steps, target: target, tally: tally) }
-                            if Double.random(in: 0..<1, using: &random) < cancelFraction {
-                                let life = Self.nominalLife(steps)
+                            let request = Task { await Self.perform(drawn, target: target, tally: tally) }
+                            if let cancelAfter {
                                 arrivals.addTask {
-                                    try? await Task.sleep(for: .nanoseconds(Int64(Double.random(in: 0..<1) * life * 1e9)))
+                                    try? await Task.sleep(for: .nanoseconds(Int64(cancelAfter * 1e9)))
                                     request.cancel()
                                 }
                             }
@@ -112,7 +115,6 @@ struct BenchRun {
                     }
                 }
             }
-            _ = random.next()
         }
         progress.cancel()
         await progress.value
@@ -166,6 +168,33 @@ struct BenchRun {
         }
     }
 
+    /// The seed of a request kind's arrival process: the scenario's seed, spread per kind.
+    static func seed(_ seed: UInt64, kind: Int) -> UInt64 {
+        seed &+ UInt64(kind + 1) &* 0x9E37_79B9_7F4A_7C15
+    }
+
+    /// A request's steps with every duration drawn.
+    enum DrawnStep: Sendable, Equatable {
+        case query(lane: Lane, seconds: [Double])
+        case think(seconds: Double)
+        case begin(lane: Lane)
+        case onHeld(seconds: Double)
+        case commit
+    }
+
+    /// Draws a request's durations, in step order.
+    static func draw(_ steps: [Step], using random: inout SplitMix64) -> [DrawnStep] {
+        steps.map { step in
+            switch step {
+            case .query(let lane, let count, let hold): .query(lane: lane, seconds: (0..<count).map { _ in hold.sample(&random) })
+            case .think(let time): .think(seconds: time.sample(&random))
+            case .begin(let lane): .begin(lane: lane)
+            case .onHeld(let time): .onHeld(seconds: time.sample(&random))
+            case .commit: .commit
+            }
+        }
+    }
+
     /// The drawn-free length of a request's steps, for the moment of a cancellation.
     static func nominalLife(_ steps: [Step]) -> Double {
         steps.reduce(0) { total, step in
@@ -178,7 +207,7 @@ struct BenchRun {
     }
 
     /// Runs one request; counts it as completed, failed (by error) or cancelled.
-    static func perform(_ steps: [Step], target: any BenchTarget, tally: Tally) async {
+    static func perform(_ steps: [DrawnStep], target: any BenchTarget, tally: Tally) async {
         let arrived = ContinuousClock.now
         do {
             try await Self.run(steps[...], target: target, tally: tally, held: nil)
@@ -199,21 +228,20 @@ struct BenchRun {
 
     /// Runs steps in order; `held` runs statements on the open transaction's connection.
     static func run(
-        _ steps: ArraySlice<Step>, target: any BenchTarget, tally: Tally,
+        _ steps: ArraySlice<DrawnStep>, target: any BenchTarget, tally: Tally,
         held: (@Sendable (PostgresQuery) async throws -> Void)?
     ) async throws {
         var steps = steps
         while let step = steps.popFirst() {
             try Task.checkCancellation()
             switch step {
-            case .think(let time):
-                try await Task.sleep(for: .nanoseconds(Int64(time.sample() * 1e9)))
-            case .onHeld(let time):
-                try await held?(Self.sleep(time.sample()))
-            case .query(let lane, let count, let hold):
+            case .think(let seconds):
+                try await Task.sleep(for: .nanoseconds(Int64(seconds * 1e9)))
+            case .onHeld(let seconds):
+                try await held?(Self.sleep(seconds))
+            case .query(let lane, let holds):
                 try await withThrowingTaskGroup(of: Void.self) { group in
-                    for _ in 0..<count {
-                        let seconds = hold.sample()
+                    for seconds in holds {
                         group.addTask {
                             try await Self.lease(lane, target: target, tally: tally) { execute in
                                 try await execute(Self.sleep(seconds))
@@ -259,13 +287,5 @@ struct BenchRun {
 
     static func sleep(_ seconds: Double) -> PostgresQuery {
         "SELECT pg_sleep(\(seconds))"
-    }
-}
-
-extension Distribution {
-    /// A draw from the system's generator (the benchmark needs no reproducible draws).
-    func sample() -> Double {
-        var random = SplitMix64(seed: UInt64.random(in: .min ... .max))
-        return self.sample(&random)
     }
 }
