@@ -42,7 +42,7 @@ echo "PostgreSQL: $(scripts/postgres.sh url | sed 's/:[^:@]*@/:…@/')"
 section "Pool overhead, no database: lease-benchmark $quick"
 Benchmarks/.build/release/lease-benchmark $quick
 
-section "Instructions per uncontended cycle: scripts/instructions.sh $quick"
+section "Instructions per cycle (uncontended; 64 tasks on 8, body suspends once): scripts/instructions.sh $quick"
 if command -v qemu-x86_64 >/dev/null || [[ "$(id -u)" == 0 ]]; then
     scripts/instructions.sh $quick
 else
