@@ -94,6 +94,8 @@ struct PostgresConfigurationTests {
         ("BEGIN", TransactionEffect.begins), ("  start transaction isolation level serializable", .begins),
         ("COMMIT", .ends), ("end", .ends), ("ROLLBACK", .ends), ("rollback to savepoint a", .none),
         ("abort;", .ends), ("PREPARE TRANSACTION 'x'", .ends), ("SELECT 1", .none), ("", .none),
+        ("\tCommit\n", .ends), ("ROLLBACK;TO x", .none), ("prepare foo AS SELECT 1", .none), ("ENDING", .none),
+        ("BEGINNING", .none), ("STAR", .none), ("   ", .none), ("Ünicode BEGIN", .none), ("begin work", .begins),
     ])
     func transactionEffects(sql: String, effect: TransactionEffect) {
         #expect(TransactionEffect(of: sql) == effect)

@@ -234,6 +234,42 @@ struct PostgresPoolTests {
         } }
     }
 
+    @Test("without server-side cancellation, a cancelled task stops waiting while its statement runs on; the connection comes back once the statement ends")
+    func cancelWithoutServerSideCancellation() async throws {
+        var configuration = try TestDatabase.configuration(application: "lg-cancel-local", budget: 1)
+        configuration.serverSideCancellation = false
+        try await TestDatabase.withObserver { observer in try await TestDatabase.withPool(configuration) { pool in
+            let started = AsyncStream<Int32>.makeStream()
+            let task = Task {
+                try await pool.withConnection(lane: .retrieval) { lease in
+                    started.continuation.yield(lease.backendPID)
+                    try await lease.execute("SELECT pg_sleep(1.5)")
+                }
+            }
+            var iterator = started.stream.makeAsyncIterator()
+            let pid = await iterator.next()!
+            func isActive() async throws -> Bool {
+                try await observer.integer("SELECT count(*)::int FROM pg_stat_activity WHERE pid = \(pid) AND state = 'active'") == 1
+            }
+            for _ in 0..<500 where try await !isActive() {
+                try await Task.sleep(for: .milliseconds(2))
+            }
+            task.cancel()
+            let result = await task.result
+            #expect(throws: CancellationError.self) { try result.get() }
+            // The task is back while the server still sleeps: nothing cancelled it there.
+            #expect(try await isActive())
+            #expect(pool.status().idle == 0)
+            // Reset with ROLLBACK behind the sleep, then idle again, on the same backend.
+            for _ in 0..<5_000 where pool.status().idle != 1 {
+                try await Task.sleep(for: .milliseconds(1))
+            }
+            #expect(pool.status().idle == 1)
+            let samePID = try await pool.withConnection(lane: .retrieval) { lease in lease.backendPID }
+            #expect(samePID == pid)
+        } }
+    }
+
     @Test("pg_terminate_backend on idle and leased connections: replaced, and a dead connection is never handed out twice")
     func terminatedBackends() async throws {
         let configuration = try TestDatabase.configuration(application: "lg-terminate", budget: 4)

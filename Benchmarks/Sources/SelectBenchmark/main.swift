@@ -4,6 +4,7 @@
 //
 //   DATABASE_URL=postgres://…?sslmode=disable swift run -c release --package-path Benchmarks select-benchmark [--quick]
 //   options: --duration SECONDS (5; --quick: 2)  --rounds N (3; --quick: 1)  --pgbench PATH
+//   profiling: --only DESIGN TASKS [--queries N]: one design alone, for a duration or N queries
 //
 // Each task runs `SELECT 1` and reads its row, back to back, for the duration: as a plain
 // statement (PostgresNIO's unnamed statement: parsed, described and planned every time) and as a
@@ -27,6 +28,9 @@ struct Options {
     var pgbench: String?
     /// Runs one design at one concurrency and nothing else (for profiling).
     var only: (design: String, tasks: Int)?
+    /// With `--only`: run exactly this many queries instead of for a duration (for counting
+    /// instructions per query under qemu-user, as `scripts/instructions.sh` does per lease).
+    var queries: Int?
 
     init(arguments: [String]) {
         var remaining = arguments.dropFirst()[...]
@@ -41,11 +45,12 @@ struct Options {
             case "--rounds": self.rounds = remaining.popFirst().flatMap { Int($0) } ?? self.rounds
             case "--pgbench": self.pgbench = remaining.popFirst()
             case "--database-url": self.databaseURL = remaining.popFirst() ?? ""
+            case "--queries": self.queries = remaining.popFirst().flatMap { Int($0) }
             case "--only":
                 let design = remaining.popFirst() ?? ""
                 self.only = (design, remaining.popFirst().flatMap { Int($0) } ?? 20)
             default:
-                print("usage: select-benchmark [--quick] [--duration SECONDS] [--rounds N] [--pgbench PATH] [--database-url URL] [--only lifeguard|postgresclient|lifeguard-prepared|postgresclient-prepared TASKS]")
+                print("usage: select-benchmark [--quick] [--duration SECONDS] [--rounds N] [--pgbench PATH] [--database-url URL] [--only lifeguard|postgresclient|lifeguard-prepared|postgresclient-prepared TASKS [--queries N]]")
                 exit(2)
             }
         }
@@ -139,10 +144,8 @@ func measure(_ target: some SelectTarget, tasks: Int, duration: Double) async th
     return Measurement(rate: Double(total) / seconds, cpuMicrosecondsPerQuery: cpu / Double(max(total, 1)))
 }
 
-/// Allocations per query (the whole process: pool, driver, NIO, runtime) over `queries`
-/// queries from `tasks` tasks.
-func allocationsPerQuery(_ target: some SelectTarget, tasks: Int, queries: Int) async throws -> Double {
-    malloc_counter_start()
+/// `queries` queries (rounded down to a multiple of `tasks`) from `tasks` tasks.
+func runQueries(_ target: some SelectTarget, tasks: Int, queries: Int) async throws {
     try await withThrowingTaskGroup(of: Void.self) { group in
         for _ in 0..<tasks {
             group.addTask {
@@ -151,6 +154,13 @@ func allocationsPerQuery(_ target: some SelectTarget, tasks: Int, queries: Int) 
         }
         try await group.waitForAll()
     }
+}
+
+/// Allocations per query (the whole process: pool, driver, NIO, runtime) over `queries`
+/// queries from `tasks` tasks.
+func allocationsPerQuery(_ target: some SelectTarget, tasks: Int, queries: Int) async throws -> Double {
+    malloc_counter_start()
+    try await runQueries(target, tasks: tasks, queries: queries)
     return Double(malloc_counter_stop()) / Double(queries / tasks * tasks)
 }
 
@@ -272,6 +282,13 @@ func run() async throws {
             guard let target = targets[only.design] else {
                 print("--only: one of \(targets.keys.sorted().joined(separator: ", "))")
                 exit(2)
+            }
+            if let queries = options.queries {
+                try await runQueries(target, tasks: only.tasks, queries: queries)
+                print("\(target.name), \(only.tasks) tasks: \(queries / only.tasks * only.tasks) queries")
+                pool.shutdown(gracePeriod: .seconds(5))
+                runners.cancelAll()
+                return
             }
             for _ in 0..<options.rounds {
                 let measured = try await measure(target, tasks: only.tasks, duration: options.duration)
