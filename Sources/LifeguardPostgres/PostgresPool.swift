@@ -31,6 +31,8 @@ public final class PostgresPool: Service, Sendable {
     ///   - configuration: Server, budget and lanes.
     ///   - eventLoopGroup: Where connections run. Default: NIO's shared group.
     ///   - logger: Receives connection failures and the pool's lifecycle. Never a password.
+    ///     At `.debug` or `.trace` it also gets PostgresNIO's logs of each statement; above,
+    ///     statements do not touch it.
     /// - Throws: ``LifeguardError`` with code ``LifeguardError/Code/invalidConfiguration``
     ///   listing every problem.
     public init(

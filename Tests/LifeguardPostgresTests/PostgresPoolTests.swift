@@ -1,5 +1,6 @@
 import Foundation
 import Lifeguard
+import Logging
 @testable import LifeguardPostgres
 import NIOCore
 import Synchronization
@@ -120,6 +121,33 @@ struct PostgresPoolTests {
 
         func decodeRow(_ row: PostgresRow) throws -> Row {
             try row.decode(Int.self)
+        }
+    }
+
+    @Test("PostgresNIO's statement logs reach a pool logger at .trace; at .info, statements leave the pool's logger alone")
+    func statementLogging() async throws {
+        let configuration = try TestDatabase.configuration(application: "lg-statement-logs", budget: 2)
+        for level in [Logger.Level.trace, .info] {
+            let record = LogRecord()
+            var logger = Logger(label: "lg-statement-logs") { _ in RecordingLogHandler(record: record) }
+            logger.logLevel = level
+            try await TestDatabase.withPool(configuration, logger: logger) { pool in
+                try await pool.withConnection(lane: .retrieval) { lease in
+                    record.reset()  // what opening the connection logged
+                    try await lease.execute("SELECT 1")
+                    _ = try await lease.query("SELECT 1")
+                    try await lease.withRows("SELECT 1") { rows in for try await _ in rows {} }
+                    _ = try await lease.query(AddOne(number: 1))
+                }
+            }
+            let tagged = record.metadataKeysSet.filter { $0 == "psql_connection_id" }.count
+            if level == .trace {
+                #expect(record.messages.filter { $0 == "Row stream received rows" }.count >= 3, "PostgresNIO's trace of each statement's rows")
+                #expect(tagged >= 3, "PostgresNIO tags a plain statement's logger with the connection")
+            } else {
+                #expect(!record.messages.contains("Row stream received rows"))
+                #expect(tagged == 0, "PostgresNIO logs statements at .debug and .trace only: an .info logger is spared them")
+            }
         }
     }
 

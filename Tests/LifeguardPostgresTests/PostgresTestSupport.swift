@@ -4,6 +4,7 @@ import Lifeguard
 import Logging
 import NIOPosix
 import PostgresNIO
+import Synchronization
 
 enum TestDatabase {
     static let url = ProcessInfo.processInfo.environment["DATABASE_URL"]
@@ -55,6 +56,7 @@ enum TestDatabase {
     /// Runs a pool for the duration of `body`, then drains it.
     static func withPool<Value>(
         _ configuration: PostgresPool.Configuration,
+        logger: Logger = TestDatabase.logger,
         _ body: (PostgresPool) async throws -> Value
     ) async throws -> Value {
         let pool = try PostgresPool(configuration: configuration, logger: logger)
@@ -132,5 +134,37 @@ extension PostgresLease {
         try await self.execute("SELECT pg_sleep(0.002)")
         let second = try await self.query("SELECT now()::text")[0].decode(String.self)
         return first == second
+    }
+}
+
+/// What a ``RecordingLogHandler`` saw: the messages logged through it, and the metadata keys
+/// set on it.
+final class LogRecord: Sendable {
+    private let state = Mutex<(messages: [String], metadataKeysSet: [String])>(([], []))
+
+    var messages: [String] { self.state.withLock { $0.messages } }
+    var metadataKeysSet: [String] { self.state.withLock { $0.metadataKeysSet } }
+
+    func log(_ message: String) { self.state.withLock { $0.messages.append(message) } }
+    func setMetadata(_ key: String) { self.state.withLock { $0.metadataKeysSet.append(key) } }
+    func reset() { self.state.withLock { $0 = ([], []) } }
+}
+
+/// A log handler that records into a ``LogRecord`` what a logger made of it.
+struct RecordingLogHandler: LogHandler {
+    let record: LogRecord
+    var logLevel: Logger.Level = .info
+    var metadata: Logger.Metadata = [:]
+
+    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { self.metadata[key] }
+        set {
+            self.record.setMetadata(key)
+            self.metadata[key] = newValue
+        }
+    }
+
+    func log(event: LogEvent) {
+        self.record.log(event.message.description)
     }
 }
