@@ -6,6 +6,9 @@
 #   scripts/postgres.sh stop     stops the cluster and deletes its folder
 #   scripts/postgres.sh pause    stops the server but keeps the cluster (to test outages)
 #   scripts/postgres.sh resume   starts a paused server again on the same port
+#   scripts/postgres.sh crash    kills the server at once (`pg_ctl stop -m immediate`): what a
+#                                power cut leaves, less the operating system's cache; `resume`
+#                                then runs crash recovery
 #
 # Installs Debian's `postgresql` package when initdb is missing. PostgreSQL refuses to run as
 # root, so as root the server runs as the `postgres` user. The cluster's folder is recorded in
@@ -72,7 +75,8 @@ start_server() {
     # Throwaway clusters skip durability for speed; LIFEGUARD_POSTGRES_DURABLE=1 keeps it (for
     # benchmarks where a commit's flush matters, e.g. group commit).
     local durability="-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
-    [ "${LIFEGUARD_POSTGRES_DURABLE:-0}" = 1 ] && durability=""
+    # (recorded with the cluster, so that `resume` keeps it).
+    [ "${durable:-0}" = 1 ] && durability=""
     as_owner "$bindir/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
         -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c max_connections=200 $durability" \
         start >&2 || { log "server failed to start; its log:"; cat "$dir/server.log" >&2; exit 1; }
@@ -94,11 +98,12 @@ start)
         --auth-local=trust --auth-host=scram-sha-256 -E UTF8 --no-instructions >"$dir/initdb.log" 2>&1 \
         || { log "initdb failed:"; cat "$dir/initdb.log" >&2; exit 1; }
     port="$(free_port)"
+    durable="${LIFEGUARD_POSTGRES_DURABLE:-0}"
     start_server
     as_owner "$bindir/psql" -h "$dir" -p "$port" -U "$user" -d postgres -qAt \
         -c "CREATE DATABASE $database" >&2
     mkdir -p "$(dirname "$state_file")"
-    printf 'dir=%q\nport=%q\nbindir=%q\n' "$dir" "$port" "$bindir" > "$state_file"
+    printf 'dir=%q\nport=%q\nbindir=%q\ndurable=%q\n' "$dir" "$port" "$bindir" "$durable" > "$state_file"
     log "PostgreSQL $("$bindir/postgres" --version | awk '{print $3}') on 127.0.0.1:$port ($dir)"
     url
     ;;
@@ -114,6 +119,10 @@ resume)
     read_state
     start_server
     ;;
+crash)
+    read_state
+    as_owner "$bindir/pg_ctl" -D "$dir/data" -m immediate -w stop >&2
+    ;;
 stop)
     if [ ! -f "$state_file" ]; then exit 0; fi
     read_state
@@ -121,7 +130,7 @@ stop)
     rm -rf "$dir" "$state_file"
     ;;
 *)
-    echo "usage: $0 start|url|stop|pause|resume" >&2
+    echo "usage: $0 start|url|stop|pause|resume|crash" >&2
     exit 2
     ;;
 esac

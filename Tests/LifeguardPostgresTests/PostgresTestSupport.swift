@@ -78,24 +78,54 @@ enum TestDatabase {
     ///
     /// Spawned with `posix_spawn` and `waitpid`: Foundation's `Process.waitUntilExit` can wait
     /// forever when the script leaves a daemon (the restarted server) behind.
-    static func server(_ command: String) throws {
+    ///
+    /// - Parameters:
+    ///   - command: The script's command.
+    ///   - environment: Variables set for the script on top of the process's own (e.g. another
+    ///     `LIFEGUARD_POSTGRES_STATE`, to run a second cluster).
+    /// - Returns: What the script printed on its standard output (`start` prints the URL).
+    @discardableResult
+    static func server(_ command: String, environment: [String: String] = [:]) throws -> String {
         guard let script = ProcessInfo.processInfo.environment["LIFEGUARD_POSTGRES_SCRIPT"] else {
             throw ScriptMissing()
         }
+        let output = FileManager.default.temporaryDirectory.appendingPathComponent("lifeguard-script-\(UUID().uuidString)").path
+        defer { unlink(output) }
         let arguments = ["/bin/bash", script, command]
         var argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
         defer { for pointer in argv { free(pointer) } }
+        var merged = ProcessInfo.processInfo.environment
+        merged.merge(environment) { $1 }
+        var envp: [UnsafeMutablePointer<CChar>?] = merged.map { strdup("\($0.key)=\($0.value)") } + [nil]
+        defer { for pointer in envp { free(pointer) } }
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 1, output, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
         posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
         var pid: pid_t = 0
-        let spawned = posix_spawn(&pid, "/bin/bash", &actions, nil, &argv, environ)
+        let spawned = posix_spawn(&pid, "/bin/bash", &actions, nil, &argv, &envp)
         guard spawned == 0 else { throw ScriptFailed(command: command, status: spawned) }
         var status: Int32 = 0
         while waitpid(pid, &status, 0) == -1 && errno == EINTR {}
         guard status == 0 else { throw ScriptFailed(command: command, status: status) }
+        let printed = (try? String(contentsOfFile: output, encoding: .utf8)) ?? ""
+        return printed.trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    /// Runs `body` with a second throwaway cluster of its own, durable (`fsync` and
+    /// `synchronous_commit` on, unlike the shared test server), then removes it.
+    ///
+    /// - Parameter body: Gets the cluster's URL, and a function that runs the script's
+    ///   commands (`crash`, `resume`) on that cluster.
+    static func withDurableServer<Value>(
+        _ body: (_ url: String, _ control: (String) throws -> Void) async throws -> Value
+    ) async throws -> Value {
+        guard let state = ProcessInfo.processInfo.environment["LIFEGUARD_POSTGRES_STATE"] else { throw ScriptMissing() }
+        let environment = ["LIFEGUARD_POSTGRES_STATE": state + "-durable", "LIFEGUARD_POSTGRES_DURABLE": "1"]
+        let url = try self.server("start", environment: environment)
+        defer { _ = try? self.server("stop", environment: environment) }
+        return try await body(url) { command in try self.server(command, environment: environment) }
     }
 
     struct ScriptFailed: Error, CustomStringConvertible {

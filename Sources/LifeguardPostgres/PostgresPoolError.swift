@@ -1,0 +1,80 @@
+/// What went wrong with a statement or a connection, in PostgreSQL's own terms: the SQLSTATE
+/// and the server's message when the server said something, the host, and whether a write's
+/// outcome is known. Never a password.
+///
+/// PostgresNIO's `PSQLError` prints "Generic description to prevent accidental leakage" for
+/// every failure; this error says what happened and what to do.
+public struct PostgresPoolError: Error, Sendable, CustomStringConvertible {
+    /// The kind of failure.
+    public struct Code: Hashable, Sendable, CustomStringConvertible {
+        private enum Base: String, Hashable, Sendable {
+            case commitFailed
+            case commitOutcomeUnknown
+            case connectionLost
+        }
+
+        private let base: Base
+
+        /// The server refused to commit a statement run outside a transaction, after it had
+        /// executed: a deferred constraint, a serialization failure at commit. Nothing of the
+        /// statement was committed; ``PostgresPoolError/sqlState`` says why.
+        public static let commitFailed = Code(base: .commitFailed)
+        /// The connection was lost after the statement (or `COMMIT`) was sent and before the
+        /// server said whether it committed. It may or may not have: check before repeating
+        /// a write that must not happen twice.
+        public static let commitOutcomeUnknown = Code(base: .commitOutcomeUnknown)
+        /// The connection was lost while a statement that writes nothing ran.
+        public static let connectionLost = Code(base: .connectionLost)
+
+        /// The code's name.
+        public var description: String { self.base.rawValue }
+    }
+
+    /// The kind of failure.
+    public let code: Code
+    /// The server's SQLSTATE (e.g. `23503` for a foreign key violation), when it sent one.
+    public let sqlState: String?
+    /// The server's message, when it sent one.
+    public let serverMessage: String?
+    /// The server's detail, when it sent one.
+    public let detail: String?
+    /// The backend process of the connection.
+    public let backendPID: Int32?
+
+    init(code: Code, sqlState: String? = nil, serverMessage: String? = nil, detail: String? = nil, backendPID: Int32? = nil) {
+        self.code = code
+        self.sqlState = sqlState
+        self.serverMessage = serverMessage
+        self.detail = detail
+        self.backendPID = backendPID
+    }
+
+    init(code: Code, serverError: ServerErrorFields, backendPID: Int32?) {
+        self.init(code: code, sqlState: serverError.sqlState, serverMessage: serverError.message, detail: serverError.detail, backendPID: backendPID)
+    }
+
+    /// What happened, the server's words, and what to do.
+    public var description: String {
+        let server = [self.sqlState.map { "SQLSTATE \($0)" }, self.serverMessage, self.detail.map { "detail: \($0)" }]
+            .compactMap { $0 }.joined(separator: ": ")
+        let pid = self.backendPID.map { " (backend pid \($0))" } ?? ""
+        switch self.code {
+        case .commitFailed:
+            return "PostgreSQL refused to commit the statement\(pid): \(server); nothing of it was committed"
+        case .commitOutcomeUnknown:
+            return "the connection\(pid) was lost before PostgreSQL said whether the statement committed"
+                + (server.isEmpty ? "" : " (\(server))")
+                + "; it may or may not have: check before repeating a write that must happen once"
+        default:
+            return "the connection\(pid) was lost while the statement ran" + (server.isEmpty ? "" : ": \(server)")
+        }
+    }
+}
+
+/// The fields of a server's ErrorResponse that an error report needs.
+struct ServerErrorFields: Sendable, Equatable {
+    var severity: String?
+    var sqlState: String?
+    var message: String?
+    var detail: String?
+}

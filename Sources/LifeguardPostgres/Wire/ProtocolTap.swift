@@ -1,0 +1,113 @@
+import NIOCore
+import NIOSSL
+
+/// A channel handler between the socket (or TLS) and PostgresNIO that reads the protocol's
+/// message frames as they pass, in both directions, and changes nothing.
+///
+/// PostgresNIO 1.33.2 keeps to itself what a pool must know: the backend key data that a
+/// CancelRequest needs, the transaction status of each ReadyForQuery, and whether an error came
+/// after a statement's CommandComplete (an implicit transaction commits at Sync, after
+/// CommandComplete, so a deferred constraint fails there; PostgresNIO has already reported the
+/// statement's success by then). The tap records all of it in ``WireState``.
+///
+/// It reads only each message's type byte and length, and the few bodies it needs
+/// (BackendKeyData, ReadyForQuery, ErrorResponse): a DataRow is skipped by its length.
+///
+/// With TLS, PostgresNIO adds the TLS handler in front of its own once the server agrees to
+/// TLS. The tap then moves behind the TLS handler, so that it keeps reading plain messages.
+final class ProtocolTap: ChannelDuplexHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
+    typealias OutboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    /// The frame readers of both directions, and the TLS negotiation between them.
+    struct Framing {
+        var inbound = FrameReader(untypedFrames: false)
+        /// Until the StartupMessage, frontend frames have no type byte.
+        var outbound = FrameReader(untypedFrames: true)
+        /// The next inbound byte answers an SSLRequest ('S' or 'N'), with no frame around it.
+        var awaitingTLSAnswer = false
+    }
+
+    let state: WireState
+    private var framing: Framing
+    private var context: ChannelHandlerContext?
+
+    init(state: WireState, framing: Framing = Framing()) {
+        self.state = state
+        self.framing = framing
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
+    }
+
+    // MARK: Inbound
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        var bytes = self.unwrapInboundIn(data)
+        var movesBehindTLS = false
+        if self.framing.awaitingTLSAnswer, let answer = bytes.getInteger(at: bytes.readerIndex, as: UInt8.self) {
+            self.framing.awaitingTLSAnswer = false
+            movesBehindTLS = answer == UInt8(ascii: "S")
+            bytes.moveReaderIndex(forwardBy: 1)
+        }
+        if !movesBehindTLS {
+            let state = self.state
+            let readable = self.framing.inbound.read(&bytes) { type, body in state.received(type: type, body: &body) }
+            if !readable { state.lostFraming() }
+        }
+        context.fireChannelRead(data)
+        if movesBehindTLS { self.moveBehindTLS(context: context) }
+    }
+
+    /// PostgresNIO has put the TLS handler in front of itself: go behind it, with the framing
+    /// as it is (the server sends nothing until TLS is up).
+    private func moveBehindTLS(context: ChannelHandlerContext) {
+        do {
+            let tls = try context.pipeline.syncOperations.handler(type: NIOSSLClientHandler.self)
+            let successor = ProtocolTap(state: self.state, framing: self.framing)
+            try context.pipeline.syncOperations.addHandler(successor, position: .after(tls))
+            context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
+        } catch {
+            self.state.lostFraming()
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        self.state.channelClosed()
+        context.fireChannelInactive()
+    }
+
+    // MARK: Outbound
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        var bytes = self.unwrapOutboundIn(data)
+        let state = self.state
+        var framing = self.framing
+        let readable = framing.outbound.read(&bytes) { type, body in
+            if type == FrameReader.sslRequest { framing.awaitingTLSAnswer = true }
+            state.sent(type: type)
+        }
+        self.framing = framing
+        if !readable { state.lostFraming() }
+        context.write(data, promise: promise)
+    }
+
+    // MARK: Ending the session
+
+    /// Writes a Terminate message, so that the server ends the backend once it has finished
+    /// what it is doing; the server then closes the socket.
+    func sendTerminate() {
+        guard let context = self.context, context.channel.isActive else { return }
+        var message = context.channel.allocator.buffer(capacity: 5)
+        message.writeInteger(UInt8(ascii: "X"))
+        message.writeInteger(Int32(4))
+        context.writeAndFlush(self.wrapOutboundOut(message), promise: nil)
+    }
+}

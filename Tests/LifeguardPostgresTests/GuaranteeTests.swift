@@ -1,0 +1,215 @@
+import Foundation
+import Lifeguard
+@testable import LifeguardPostgres
+import Logging
+import PostgresNIO
+import Synchronization
+import Testing
+
+/// README's "What Lifeguard guarantees", each judged by the server's own view: rows counted
+/// after a crash, `pg_stat_activity` sampled while the pool runs.
+@Suite("Guarantees, judged by the server", .serialized, .enabled(if: TestDatabase.isAvailable, "needs DATABASE_URL: run ./scripts/test.sh"))
+struct GuaranteeTests {
+    /// The SQLSTATE an error carries, whoever raised it.
+    static func sqlState(of error: any Error) -> String? {
+        if let error = error as? PostgresPoolError { return error.sqlState }
+        if let error = error as? PSQLError { return error.serverInfo?[.sqlState] }
+        return nil
+    }
+
+    @Test("a deferred constraint that fails at a statement's implicit commit reaches its caller as that SQLSTATE, and nothing is committed",
+          arguments: ["pool.query", "lease.execute", "lease.query"])
+    func deferredConstraintOutsideTransaction(path: String) async throws {
+        let configuration = try TestDatabase.configuration(application: "lg-deferred", budget: 3)
+        try await TestDatabase.withPool(configuration) { pool in
+            try await pool.query("DROP TABLE IF EXISTS lg_deferred_child", lane: .write)
+            try await pool.query("CREATE TABLE IF NOT EXISTS lg_deferred_parent (id int PRIMARY KEY)", lane: .write)
+            try await pool.query("""
+                CREATE TABLE lg_deferred_child (parent int REFERENCES lg_deferred_parent (id) DEFERRABLE INITIALLY DEFERRED)
+                """, lane: .write)
+            let insert: PostgresQuery = "INSERT INTO lg_deferred_child VALUES (999)"
+            var caught: (any Error)?
+            do {
+                switch path {
+                case "pool.query": try await pool.query(insert, lane: .write)
+                case "lease.execute": try await pool.withConnection(lane: .write) { try await $0.execute(insert) }
+                default: try await pool.withConnection(lane: .write) { try await $0.query(insert) }
+                }
+            } catch {
+                caught = error
+            }
+            #expect(caught.flatMap(Self.sqlState(of:)) == "23503", "got \(String(describing: caught))")
+            let rows = try await pool.query("SELECT count(*)::int FROM lg_deferred_child", lane: .retrieval)[0].decode(Int.self)
+            #expect(rows == 0)
+            // The pool goes on: the connection was replaced or is clean.
+            let answer = try await pool.query("SELECT 42", lane: .retrieval)[0].decode(Int.self)
+            #expect(answer == 42)
+        }
+    }
+
+    @Test("acknowledged writes survive crashes: 16 writers outside transactions, the server killed with pg_ctl stop -m immediate again and again, durable")
+    func acknowledgedWritesSurviveCrashes() async throws {
+        let rounds = ProcessInfo.processInfo.environment["LIFEGUARD_CRASH_ROUNDS"].flatMap(Int.init) ?? 8
+        try await TestDatabase.withDurableServer { url, control in
+            var configuration = try PostgresPool.Configuration(url: url)
+            configuration.applicationName = "lg-crash"
+            configuration.budget = 17
+            configuration.lanes[.write] = .init(reserved: 0, limit: 17, waitTimeout: .seconds(2))
+            try await TestDatabase.withPool(configuration) { pool in
+                try await pool.query("CREATE TABLE lg_acks (writer int, n int, PRIMARY KEY (writer, n))", lane: .write)
+                let acknowledged = Shared<[(Int, Int)]>([])
+                let stop = Shared(false)
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    for writer in 0..<16 {
+                        group.addTask {
+                            var n = 0
+                            while !stop.value {
+                                n += 1
+                                do {
+                                    let insert: PostgresQuery = "INSERT INTO lg_acks VALUES (\(writer), \(n))"
+                                    if writer % 2 == 0 {
+                                        try await pool.query(insert, lane: .write)
+                                    } else {
+                                        try await pool.withConnection(lane: .write) { try await $0.execute(insert) }
+                                    }
+                                    acknowledged.modify { $0.append((writer, n)) }
+                                } catch {
+                                    try? await Task.sleep(for: .milliseconds(5))
+                                }
+                            }
+                        }
+                    }
+                    for _ in 0..<rounds {
+                        try await Task.sleep(for: .milliseconds(400))
+                        try control("crash")
+                        try await Task.sleep(for: .milliseconds(50))
+                        try control("resume")
+                    }
+                    try await Task.sleep(for: .milliseconds(400))
+                    stop.value = true
+                    try await group.waitForAll()
+                }
+                // The server came back last: wait for the pool to reconnect.
+                var rows: [PostgresRow] = []
+                for attempt in 0..<200 {
+                    do {
+                        rows = try await pool.query("SELECT writer, n FROM lg_acks", lane: .retrieval)
+                        break
+                    } catch where attempt < 199 {
+                        try await Task.sleep(for: .milliseconds(50))
+                    }
+                }
+                var committed = Set<Int>()
+                for row in rows {
+                    let (writer, n) = try row.decode((Int, Int).self)
+                    committed.insert(writer << 32 | n)
+                }
+                let acks = acknowledged.value
+                let missing = acks.filter { !committed.contains($0.0 << 32 | $0.1) }
+                print("crash loop: \(rounds) crashes, \(acks.count) writes acknowledged, \(committed.count) rows on the server, \(missing.count) acknowledged and missing")
+                #expect(acks.count > 100)
+                #expect(missing.isEmpty, "acknowledged, then missing after a crash: \(missing.prefix(10))")
+            }
+        }
+    }
+
+    @Test("returning early from withRows over 3 million rows: the next lease gets a connection the server no longer streams on",
+          arguments: [true, false])
+    func abandonedRowStream(serverSideCancellation: Bool) async throws {
+        var configuration = try TestDatabase.configuration(application: "lg-abandoned-stream-\(serverSideCancellation)", budget: 2)
+        configuration.serverSideCancellation = serverSideCancellation
+        try await TestDatabase.withObserver { observer in try await TestDatabase.withPool(configuration) { pool in
+            let first = try await pool.withConnection(lane: .retrieval) { lease in
+                try await lease.withRows("SELECT g FROM generate_series(1, 3000000) g") { rows in
+                    for try await row in rows { return try row.decode(Int.self) }
+                    return 0
+                }
+            }
+            #expect(first == 1)
+            let (answer, streaming) = try await pool.withConnection(lane: .retrieval) { lease in
+                let streaming = try await observer.integer("""
+                    SELECT count(*)::int FROM pg_stat_activity
+                    WHERE application_name = 'lg-abandoned-stream-\(unescaped: "\(serverSideCancellation)")' AND query LIKE '%generate_series%' AND state = 'active'
+                    """)
+                return (try await lease.query("SELECT 42")[0].decode(Int.self), streaming)
+            }
+            #expect(streaming == 0, "the server still streams the abandoned result on a connection of the pool")
+            #expect(answer == 42)
+        } }
+    }
+
+    @Test("a raw connection kept after its lease ended cannot open a transaction the next leases would run in")
+    func escapedRawConnection() async throws {
+        let configuration = try TestDatabase.configuration(application: "lg-escaped-raw", budget: 2)
+        try await TestDatabase.withObserver { observer in try await TestDatabase.withPool(configuration) { pool in
+            let escaped = try await pool.withConnection(lane: .write) { lease in try lease.rawConnection() }
+            // Once the pool has dealt with the connection (reset it, or closed it), the escaped
+            // handle opens a transaction.
+            for _ in 0..<1_000 where pool.status().idle + pool.status().opening == 0 && pool.status().connections > 0 {
+                try await Task.sleep(for: .milliseconds(2))
+            }
+            try await Task.sleep(for: .milliseconds(20))
+            _ = try? await escaped.query("BEGIN", logger: TestDatabase.logger).collect()
+            for _ in 0..<2 {
+                let inside = try await pool.withConnection(lane: .write) { lease in try await lease.isInsidePreviousTransaction() }
+                #expect(inside == false)
+            }
+            let open = try await observer.integer("""
+                SELECT count(*)::int FROM pg_stat_activity WHERE application_name = 'lg-escaped-raw' AND state LIKE 'idle in transaction%'
+                """)
+            #expect(open == 0)
+        } }
+    }
+
+    @Test("with reset timing out behind cancelled pg_sleep leases and no server-side cancellation, the server never holds more backends than the budget")
+    func budgetHoldsOnTheServer() async throws {
+        var configuration = try TestDatabase.configuration(application: "lg-budget-held", budget: 2)
+        configuration.serverSideCancellation = false
+        configuration.pool.resetTimeout = .milliseconds(200)
+        try await TestDatabase.withObserver { observer in try await TestDatabase.withPool(configuration) { pool in
+            let stop = Shared(false)
+            let samples = try await withThrowingTaskGroup(of: [Int].self) { group in
+                group.addTask {
+                    var samples: [Int] = []
+                    while !stop.value {
+                        samples.append(try await observer.integer(
+                            "SELECT count(*)::int FROM pg_stat_activity WHERE application_name = 'lg-budget-held'"))
+                        try await Task.sleep(for: .milliseconds(100))
+                    }
+                    return samples
+                }
+                for _ in 0..<12 {
+                    let tasks = (0..<2).map { _ in
+                        Task { try await pool.withConnection(lane: .retrieval) { try await $0.execute("SELECT pg_sleep(1.5)") } }
+                    }
+                    try await Task.sleep(for: .milliseconds(60))
+                    for task in tasks { task.cancel() }
+                    for task in tasks { _ = await task.result }
+                    try await Task.sleep(for: .milliseconds(250))
+                }
+                stop.value = true
+                var all: [Int] = []
+                for try await samples in group { all += samples }
+                return all
+            }
+            let over = samples.filter { $0 > 2 }
+            print("budget 2: \(samples.count) samples, \(over.count) over budget, most held \(samples.max() ?? 0)")
+            #expect(samples.count > 20)
+            #expect(over.isEmpty, "the server held \(samples.max() ?? 0) backends for a budget of 2")
+        } }
+    }
+}
+
+/// A value tasks share, behind a lock.
+final class Shared<Value: Sendable>: Sendable {
+    private let storage: Mutex<Value>
+
+    init(_ value: Value) { self.storage = Mutex(value) }
+
+    var value: Value {
+        get { self.storage.withLock { $0 } }
+        set { self.storage.withLock { $0 = newValue } }
+    }
+
+    func modify(_ change: (inout Value) -> Void) { self.storage.withLock { change(&$0) } }
+}
