@@ -1,20 +1,23 @@
 import Lifeguard
 import Logging
 import PostgresNIO
+import NIOCore
 import Synchronization
 
-/// A PostgresNIO connection as the pool keeps it: its backend process id, and what the leases
-/// did with it (an open transaction, a statement in flight, a failure, a server-side cancel), so
-/// that the pool resets it only when it is dirty.
-///
-/// The statement that starts or ends a transaction is recognised by its first keyword. Anything
-/// the lease cannot see (the raw `PostgresConnection` was used, a statement failed, a cancel was
-/// sent) makes the connection dirty, and a dirty connection is reset with `ROLLBACK` before reuse.
+/// A PostgresNIO connection as the pool keeps it: what the server said on the wire (its
+/// transaction status, whether every statement's result has come in), and what the leases did
+/// with it (a statement in flight, a cancel sent, the raw connection handed out), so that the
+/// pool resets it only when it is dirty and closes it only once its backend is gone.
 @usableFromInline
 final class PooledPostgresConnection: Sendable, CustomStringConvertible {
     struct Tracking {
-        var isInTransaction = false
+        /// A cancel was sent, or a statement failed in a way the wire cannot tell.
         var isDirty = false
+        /// A lease stopped reading a result the server was still sending.
+        var isResultAbandoned = false
+        /// The raw connection was handed out, or the connection is being closed: it is never
+        /// reused, and whoever still holds the raw handle finds it closed.
+        var isRetired = false
         /// The statement running now, by number, if any.
         var statementInFlight: Int?
         var nextStatement = 0
@@ -26,26 +29,41 @@ final class PooledPostgresConnection: Sendable, CustomStringConvertible {
     }
 
     let postgres: PostgresConnection
-    /// The server process serving this connection (`pg_backend_pid()`), the target of cancels.
-    let backendPID: Int32
+    /// The channel under `postgres`, ours: the tap on it fills `wire`.
+    let channel: any Channel
+    /// What the server said on the wire.
+    let wire: WireState
+    /// The session's cancel key.
+    let keyData: WireState.KeyData
+    private let cancelRequests: CancelRequestSender
     private let tracking = Mutex(Tracking())
 
-    init(postgres: PostgresConnection, backendPID: Int32) {
+    init(postgres: PostgresConnection, channel: any Channel, wire: WireState, keyData: WireState.KeyData, canceller: CancelRequestSender) {
         self.postgres = postgres
-        self.backendPID = backendPID
+        self.channel = channel
+        self.wire = wire
+        self.keyData = keyData
+        self.cancelRequests = canceller
     }
+
+    /// The server process serving this connection: the process id of its BackendKeyData
+    /// (behind PgBouncer, PgBouncer's own number for this client).
+    var backendPID: Int32 { self.keyData.processID }
 
     @usableFromInline var description: String { "connection(pid \(self.backendPID))" }
 
     var condition: ConnectionCondition {
-        if self.postgres.isClosed { return .broken }
-        return self.tracking.withLock { state in
-            state.isInTransaction || state.isDirty || state.statementInFlight != nil || state.cancelsOutstanding > 0
-                ? .needsReset : .reusable
+        if self.postgres.isClosed || self.wire.isClosed { return .broken }
+        let tracked = self.tracking.withLock { state -> ConnectionCondition? in
+            if state.isRetired { return .broken }
+            return state.isDirty || state.statementInFlight != nil || state.cancelsOutstanding > 0 ? .needsReset : nil
         }
+        if let tracked { return tracked }
+        return self.wire.isIdleOutsideTransaction ? .reusable : .needsReset
     }
 
-    var isInTransaction: Bool { self.tracking.withLock { $0.isInTransaction } }
+    /// Whether a transaction is open on the server, as of its last ReadyForQuery.
+    var isInTransaction: Bool { self.wire.isInTransaction }
 
     /// Busy while a statement runs; otherwise idle since the last one ended.
     var activity: LeaseActivity {
@@ -63,7 +81,7 @@ final class PooledPostgresConnection: Sendable, CustomStringConvertible {
     /// Throws when the connection is closed. PostgresNIO never completes a statement written to
     /// a closed channel, so nothing may be sent on one.
     func checkOpen() throws {
-        if self.postgres.isClosed { throw ConnectionClosed(backendPID: self.backendPID) }
+        if self.postgres.isClosed || self.wire.isClosed { throw ConnectionClosed(backendPID: self.backendPID) }
     }
 
     /// Marks a statement as running; returns its number.
@@ -75,25 +93,19 @@ final class PooledPostgresConnection: Sendable, CustomStringConvertible {
         }
     }
 
-    /// Marks a statement as done and records its effect on the transaction.
-    func endStatement(_ number: Int, sql: String, succeeded: Bool) {
-        let effect = TransactionEffect(of: sql)
+    /// Marks a statement as done.
+    func endStatement(_ number: Int) {
         let now = PoolInstant.now
         self.tracking.withLock { state in
             if state.statementInFlight == number { state.statementInFlight = nil }
             state.lastStatementEnded = now
-            switch (succeeded, effect) {
-            case (true, .begins): state.isInTransaction = true
-            case (true, .ends), (false, .ends): state.isInTransaction = false
-            case (true, .none): break
-            case (false, _): state.isDirty = true
-            }
         }
     }
 
-    /// The lease used the raw connection: the pool can no longer tell its state.
-    func markDirty() {
-        self.tracking.withLock { $0.isDirty = true }
+    /// The lease handed out the raw connection: whoever holds it could use it after the lease,
+    /// under the next lease's feet. The connection is never reused.
+    func retire() {
+        self.tracking.withLock { $0.isRetired = true }
     }
 
     /// Whether statement `number` is still running.
@@ -117,65 +129,72 @@ final class PooledPostgresConnection: Sendable, CustomStringConvertible {
 
     var hasOutstandingCancels: Bool { self.tracking.withLock { $0.cancelsOutstanding > 0 } }
 
+    /// Sends one CancelRequest for this session.
+    func sendCancelRequest() async throws {
+        try await self.cancelRequests.send(self.keyData)
+    }
+
+    /// The lease stopped reading a result the server is still sending. Reading the rest
+    /// through PostgresNIO could take seconds, so the connection is closed instead (which
+    /// cancels the statement on the server and drops the rest unread), and replaced.
+    func abandonResult() {
+        self.tracking.withLock { state in
+            state.isResultAbandoned = true
+            state.isRetired = true
+        }
+    }
+
+    /// Whether a lease stopped reading a result the server was still sending.
+    var isResultAbandoned: Bool { self.tracking.withLock { $0.isResultAbandoned } }
+
     /// Forgets every mark once the connection was reset.
     func markClean() {
         self.tracking.withLock { state in
-            state.isInTransaction = false
             state.isDirty = false
+            state.isResultAbandoned = false
             state.statementInFlight = nil
         }
     }
-}
 
-/// What a statement does to the transaction state, judged by its first keyword.
-enum TransactionEffect: Equatable {
-    case begins
-    case ends
-    case none
-
-    /// Reads the statement's first word, and the second when it decides: ASCII bytes compared
-    /// in place, case-insensitively, against each keyword. Every statement a lease runs goes
-    /// through it, so it builds no string: an earlier version that uppercased each word into a
-    /// `String` cost about 1,200 instructions per `SELECT 1`.
-    init(of sql: String) {
-        var sql = sql
-        self = sql.withUTF8 { Self.classify($0) }
-    }
-
-    private static func classify(_ bytes: UnsafeBufferPointer<UInt8>) -> TransactionEffect {
-        var index = 0
-        func nextWord() -> Range<Int> {
-            while index < bytes.count, isSeparator(bytes[index]) { index += 1 }
-            let start = index
-            while index < bytes.count, !isSeparator(bytes[index]) { index += 1 }
-            return start..<index
-        }
-        func word(_ range: Range<Int>, is keyword: StaticString) -> Bool {
-            guard range.count == keyword.utf8CodeUnitCount else { return false }
-            return keyword.withUTF8Buffer { keyword in
-                // Clearing bit 5 uppercases an ASCII letter; no other byte becomes one.
-                zip(bytes[range], keyword).allSatisfy { $0 & 0xDF == $1 }
+    /// Ends the session so that the server's backend is gone when this returns: a statement
+    /// still running is cancelled, a Terminate is sent, and the server's own close of the
+    /// socket is awaited, at most `timeout`. Closing the socket at once would leave a backend
+    /// that runs on (a `pg_sleep` notices no closed socket) while the pool opens its
+    /// replacement, over the budget.
+    func terminate(within timeout: Duration, logger: Logger) async {
+        self.retire()
+        if !self.wire.isClosed {
+            if !self.wire.isSettled {
+                try? await self.sendCancelRequest()
+            }
+            let channel = self.channel
+            channel.eventLoop.execute {
+                try? channel.pipeline.syncOperations.handler(type: ProtocolTap.self).sendTerminate()
+            }
+            let wire = self.wire
+            let gone = await withTaskGroup(of: Bool.self) { group in
+                group.addTask { await wire.awaitClosed(); return true }
+                group.addTask {
+                    // Closing the channel is what ends the other child's wait.
+                    guard (try? await Task.sleep(for: timeout)) != nil else { return true }
+                    channel.close(promise: nil)
+                    return false
+                }
+                let first = await group.next()!
+                group.cancelAll()
+                return first
+            }
+            if !gone {
+                logger.warning(
+                    "Lifeguard: the server did not end the session within its exit timeout; closing the socket, its backend may still run",
+                    metadata: ["pid": "\(self.backendPID)", "timeout": "\(timeout)"])
             }
         }
-        let first = nextWord()
-        guard let initial = first.first.map({ bytes[$0] & 0xDF }) else { return .none }
-        switch initial {
-        case UInt8(ascii: "B") where word(first, is: "BEGIN"), UInt8(ascii: "S") where word(first, is: "START"):
-            return .begins
-        case UInt8(ascii: "C") where word(first, is: "COMMIT"), UInt8(ascii: "E") where word(first, is: "END"),
-            UInt8(ascii: "A") where word(first, is: "ABORT"):
-            return .ends
-        case UInt8(ascii: "R") where word(first, is: "ROLLBACK"):
-            // ROLLBACK TO SAVEPOINT stays in the transaction.
-            return word(nextWord(), is: "TO") ? .none : .ends
-        case UInt8(ascii: "P") where word(first, is: "PREPARE"):
-            return word(nextWord(), is: "TRANSACTION") ? .ends : .none
-        default:
-            return .none
+        do {
+            try await self.postgres.close()
+        } catch {
+            logger.trace("Lifeguard: the connection was already closed", metadata: ["error": "\(String(describing: error))"])
         }
     }
-
-    private static func isSeparator(_ byte: UInt8) -> Bool {
-        byte == UInt8(ascii: " ") || (byte >= 0x09 && byte <= 0x0D) || byte == UInt8(ascii: ";")
-    }
 }
+

@@ -11,48 +11,68 @@ final class PostgresConnectionFactory: ConnectionFactory {
     let configuration: PostgresPool.Configuration
     let logger: Logger
     let eventLoopGroup: any EventLoopGroup
+    /// Sends the CancelRequests of this factory's connections.
+    let cancelRequests: CancelRequestSender
     private let nextConnectionID = Atomic<Int>(0)
 
     init(configuration: PostgresPool.Configuration, logger: Logger, eventLoopGroup: any EventLoopGroup) {
         self.configuration = configuration
         self.logger = logger
         self.eventLoopGroup = eventLoopGroup
+        self.cancelRequests = CancelRequestSender(configuration: configuration, eventLoopGroup: eventLoopGroup)
     }
 
-    /// Opens a plain PostgresNIO connection with our `application_name` and timeout.
-    func openPostgresConnection() async throws -> PostgresConnection {
-        var postgres: PostgresConnection.Configuration
+    /// Opens a PostgresNIO connection with our `application_name` and timeout, over a channel
+    /// of our own that carries a ``ProtocolTap``: what the server says on the wire that
+    /// PostgresNIO keeps to itself is then ours to read.
+    func openConnection() async throws -> (PostgresConnection, any Channel, WireState) {
+        let wire = WireState()
+        let timeout = self.configuration.connectTimeout.timeAmount
+        let eventLoop = self.eventLoopGroup.any()
+        let bootstrap = ClientBootstrap(group: eventLoop)
+            .connectTimeout(timeout)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(ProtocolTap(state: wire)) }
+            }
+        let channel: any Channel
+        let tls: PostgresConnectionTLS
         if let directory = self.configuration.unixSocketDirectory {
-            postgres = .init(
-                unixSocketPath: "\(directory)/.s.PGSQL.\(self.configuration.port)",
-                username: self.configuration.username, password: self.configuration.password,
-                database: self.configuration.database)
+            channel = try await bootstrap.connect(unixDomainSocketPath: "\(directory)/.s.PGSQL.\(self.configuration.port)").get()
+            tls = .disable
         } else {
-            postgres = .init(
-                host: self.configuration.host ?? "localhost", port: self.configuration.port,
-                username: self.configuration.username, password: self.configuration.password,
-                database: self.configuration.database, tls: try self.configuration.makeTLS())
+            channel = try await bootstrap.connect(host: self.configuration.host ?? "localhost", port: self.configuration.port).get()
+            tls = try self.configuration.makeTLS()
         }
-        postgres.options.connectTimeout = .nanoseconds(Int64(self.configuration.connectTimeout.components.seconds) * 1_000_000_000
-            + self.configuration.connectTimeout.components.attoseconds / 1_000_000_000)
+        var postgres = PostgresConnection.Configuration(
+            establishedChannel: channel, tls: tls,
+            username: self.configuration.username, password: self.configuration.password, database: self.configuration.database)
+        postgres.options.connectTimeout = timeout
+        if let host = self.configuration.host, self.configuration.unixSocketDirectory == nil, !host.isIPAddress {
+            postgres.options.tlsServerName = host
+        }
         postgres.options.additionalStartupParameters = [("application_name", self.configuration.applicationName)]
         let id = self.nextConnectionID.wrappingAdd(1, ordering: .relaxed).newValue
-        return try await PostgresConnection.connect(
-            on: self.eventLoopGroup.any(), configuration: postgres, id: id, logger: self.logger)
+        do {
+            let connection = try await PostgresConnection.connect(on: eventLoop, configuration: postgres, id: id, logger: self.logger)
+            return (connection, channel, wire)
+        } catch {
+            channel.close(promise: nil)
+            throw error
+        }
+    }
+
+    /// Opens a plain PostgresNIO connection, for tests and tools that watch the server.
+    func openPostgresConnection() async throws -> PostgresConnection {
+        try await self.openConnection().0
     }
 
     @usableFromInline func connect() async throws -> PooledPostgresConnection {
-        let postgres = try await self.openPostgresConnection()
-        do {
-            var pid: Int32 = 0
-            for try await value in try await postgres.query("SELECT pg_backend_pid()", logger: self.logger).decode(Int32.self) {
-                pid = value
-            }
-            return PooledPostgresConnection(postgres: postgres, backendPID: pid)
-        } catch {
+        let (postgres, channel, wire) = try await self.openConnection()
+        guard let keyData = wire.keyData else {
             try? await postgres.close()
-            throw error
+            throw PostgresPoolError(code: .connectionLost, serverMessage: "the server sent no BackendKeyData: statements could not be cancelled")
         }
+        return PooledPostgresConnection(postgres: postgres, channel: channel, wire: wire, keyData: keyData, canceller: self.cancelRequests)
     }
 
     @usableFromInline func validate(_ connection: PooledPostgresConnection) async throws {
@@ -65,17 +85,20 @@ final class PostgresConnectionFactory: ConnectionFactory {
         while connection.hasOutstandingCancels {
             try await Task.sleep(for: .milliseconds(1))
         }
+        // The last statement's result must have come in full (an abandoned stream was
+        // cancelled; the pool's reset timeout bounds this wait).
+        if case .lost = await connection.wire.settle() {
+            throw PooledPostgresConnection.ConnectionClosed(backendPID: connection.backendPID)
+        }
         try connection.checkOpen()
-        _ = try await connection.postgres.query("ROLLBACK", logger: self.logger).collect()
+        if connection.wire.isInTransaction {
+            _ = try await connection.postgres.query("ROLLBACK", logger: self.logger).collect()
+        }
         connection.markClean()
     }
 
     @usableFromInline func close(_ connection: PooledPostgresConnection) async {
-        do {
-            try await connection.postgres.close()
-        } catch {
-            self.logger.debug("Lifeguard: closing a connection failed", metadata: ["error": "\(String(describing: error))"])
-        }
+        await connection.terminate(within: self.configuration.backendExitTimeout, logger: self.logger)
     }
 
     @usableFromInline func condition(of connection: PooledPostgresConnection) -> ConnectionCondition {

@@ -46,13 +46,16 @@ public final class PostgresLease: Sendable {
     public var isInTransaction: Bool { self.connection.isInTransaction }
 
     /// The underlying PostgresNIO connection, for what the lease does not offer (LISTEN, COPY).
-    /// The pool can no longer tell its state, so the connection is reset with `ROLLBACK` when
-    /// the lease ends.
+    ///
+    /// A handle kept past the lease could still run statements under the next lease's feet,
+    /// and the pool could not tell, so a connection whose raw handle was taken is never
+    /// reused: when the lease ends it is closed (and replaced), and the handle then fails.
+    /// Statements through the raw handle are not awaited to their commit as the lease's are.
     ///
     /// - Throws: ``LifeguardError/Code/leaseEnded`` after the lease ended.
     public func rawConnection() throws -> PostgresConnection {
         try self.checkActive()
-        self.connection.markDirty()
+        self.connection.retire()
         return self.connection.postgres
     }
 
@@ -69,7 +72,7 @@ public final class PostgresLease: Sendable {
         try Task.checkCancellation()
         // Collected on the connection's event loop and handed over once: no row sequence to
         // iterate from the task (see `execute`).
-        return try await self.run(sql: query.sql) {
+        return try await self.run {
             try await self.result(of: self.connection.postgres.query(query, logger: self.statementLogger, file: file, line: line)).rows
         }
     }
@@ -86,7 +89,7 @@ public final class PostgresLease: Sendable {
         // the server describes the result; reading that sequence resumes the task again, and
         // builds a back-pressure state machine per statement with generic metadata lookups.
         // Measured: 4–12% more `SELECT 1`s per second, 5–8 µs less client CPU for each.
-        try await self.run(sql: query.sql) {
+        try await self.run {
             _ = try await self.result(of: self.connection.postgres.query(query, logger: self.statementLogger, file: file, line: line) { _ in })
         }
     }
@@ -137,7 +140,7 @@ public final class PostgresLease: Sendable {
     ) async throws -> [Statement.Row] {
         try self.checkActive()
         try Task.checkCancellation()
-        return try await self.run(sql: Statement.sql) {
+        return try await self.run {
             var rows: [Statement.Row] = []
             for try await row in try await self.connection.postgres.execute(statement, logger: self.statementLogger, file: file, line: line) {
                 rows.append(row)
@@ -158,7 +161,7 @@ public final class PostgresLease: Sendable {
     ) async throws {
         try self.checkActive()
         try Task.checkCancellation()
-        try await self.run(sql: Statement.sql) {
+        try await self.run {
             for try await _ in try await self.connection.postgres.execute(statement, logger: self.statementLogger, file: file, line: line) {}
         }
     }
@@ -190,36 +193,60 @@ public final class PostgresLease: Sendable {
         line: Int,
         _ consume: (PostgresRowSequence) async throws -> Value
     ) async throws -> Value {
-        try await self.run(sql: query.sql) {
-            try await consume(try await self.connection.postgres.query(query, logger: self.statementLogger, file: file, line: line))
+        try await self.run {
+            let value = try await consume(try await self.connection.postgres.query(query, logger: self.statementLogger, file: file, line: line))
+            // `consume` returned before the server finished sending the result: nobody will
+            // read the rest. Cancel it on the server; the connection is reset after it.
+            if !self.connection.wire.hasFinishedExecuting {
+                self.connection.abandonResult()
+            }
+            return value
         }
     }
 
     /// Runs one statement's `body` as the statement in flight on this connection: cancelling
-    /// the task cancels it on the server, and its end records what it did to the transaction.
+    /// the task cancels it on the server. It reports success only once the server answered the
+    /// statement's Sync: a statement outside a transaction has then committed (PostgresNIO
+    /// reports a statement without rows at its CommandComplete, before the commit), and a
+    /// commit the server refused (a deferred constraint) throws its SQLSTATE.
     private func run<Value>(
-        sql: String,
         isolation: isolated (any Actor)? = #isolation,
         _ body: () async throws -> Value
     ) async throws -> Value {
         try self.connection.checkOpen()
         let statement = self.connection.beginStatement()
+        let value: Value
         do {
-            let value = try await withTaskCancellationHandler {
+            value = try await withTaskCancellationHandler {
                 try await body()
             } onCancel: {
                 self.canceller?.cancel(self.connection, statement: statement)
             }
-            self.connection.endStatement(statement, sql: sql, succeeded: true)
-            return value
         } catch {
-            self.connection.endStatement(statement, sql: sql, succeeded: false)
+            self.connection.endStatement(statement)
             // The server's "canceling statement due to user request" is our own doing: report
             // the cancellation the way Swift code expects it.
             if Task.isCancelled, let postgresError = error as? PSQLError, postgresError.serverInfo?[.sqlState] == "57014" {
                 throw CancellationError()
             }
             throw error
+        }
+        if self.connection.isResultAbandoned {
+            // Nothing to wait for: the reset awaits the rest of the result.
+            self.connection.endStatement(statement)
+            return value
+        }
+        switch await self.connection.wire.settle() {
+        case .ready:
+            self.connection.endStatement(statement)
+            return value
+        case .refused(let error):
+            self.connection.endStatement(statement)
+            throw PostgresPoolError(code: .commitFailed, serverError: error, backendPID: self.backendPID)
+        case .lost(let error):
+            self.connection.endStatement(statement)
+            let code: PostgresPoolError.Code = self.connection.isInTransaction ? .connectionLost : .commitOutcomeUnknown
+            throw PostgresPoolError(code: code, sqlState: error?.sqlState, serverMessage: error?.message, detail: error?.detail, backendPID: self.backendPID)
         }
     }
 

@@ -44,8 +44,8 @@ public final class PostgresPool: Service, Sendable {
         self.configuration = configuration
         self.logger = logger
         let factory = PostgresConnectionFactory(configuration: configuration, logger: logger, eventLoopGroup: eventLoopGroup)
-        self.pool = try ConnectionPool(configuration: configuration.corePool, factory: factory, logger: logger)
-        self.canceller = configuration.serverSideCancellation ? ServerCanceller(factory: factory, logger: logger) : nil
+        self.pool = try ConnectionPool(configuration: configuration.pool, factory: factory, logger: logger)
+        self.canceller = configuration.serverSideCancellation ? ServerCanceller(logger: logger) : nil
     }
 
     /// Runs the pool until it has shut down (graceful shutdown through ServiceLifecycle, or
@@ -68,7 +68,7 @@ public final class PostgresPool: Service, Sendable {
         self.pool.shutdown(gracePeriod: gracePeriod)
     }
 
-    /// A snapshot of connections, leases and queues. Its budget excludes the control connection.
+    /// A snapshot of connections, leases and queues.
     public func status() -> PoolStatus {
         self.pool.status()
     }

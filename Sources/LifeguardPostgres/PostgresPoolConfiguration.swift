@@ -56,16 +56,23 @@ extension PostgresPool {
         public var applicationName: String
         /// How long opening a connection may take. Default: 10 s.
         public var connectTimeout: Duration
-        /// Whether cancelling a task cancels its running query on the server
-        /// (`pg_cancel_backend` from a control connection), so that the connection is free at
-        /// once instead of when the query ends. The control connection is one connection of
-        /// the ``budget``: the lanes share the rest. Default: true.
+        /// Whether cancelling a task cancels its running query on the server, so that the
+        /// connection is free at once instead of when the query ends. Sent as the protocol's
+        /// CancelRequest with the session's key: it takes no connection of the ``budget``, and
+        /// behind PgBouncer it reaches only our own statement. Default: true.
+        ///
+        /// Either way, the pool cancels a statement whose result nobody will read: a result
+        /// stream a lease stopped reading, a connection it closes while a statement runs.
         public var serverSideCancellation: Bool
+        /// How long closing a connection waits for the server to end its backend (the server
+        /// closes the socket once the backend is gone). Until then the connection still counts
+        /// in the budget, so that the server never holds more backends than the budget. Past
+        /// it the socket is closed anyway and a warning logged. Default: 30 s.
+        public var backendExitTimeout: Duration
         /// Budget, lanes, and connection health settings of the pool.
         public var pool: PoolConfiguration
 
-        /// The number of connections this process may open to the server, the control
-        /// connection included. Same as `pool.budget`.
+        /// The number of connections this process may open to the server. Same as `pool.budget`.
         public var budget: Int {
             get { self.pool.budget }
             set { self.pool.budget = newValue }
@@ -98,6 +105,7 @@ extension PostgresPool {
             self.applicationName = "lifeguard"
             self.connectTimeout = .seconds(10)
             self.serverSideCancellation = true
+            self.backendExitTimeout = .seconds(30)
             self.pool = PoolConfiguration()
         }
 
@@ -193,32 +201,21 @@ extension PostgresPool {
                 : "postgres://\(credentials)@/\(database)\(target)"
         }
 
-        /// The pool settings the core pool runs with: the control connection of server-side
-        /// cancellation is taken off the budget.
-        var corePool: PoolConfiguration {
-            var pool = self.pool
-            if self.serverSideCancellation { pool.budget -= 1 }
-            return pool
-        }
-
         /// Checks every setting and reports all problems at once.
         ///
         /// - Throws: ``LifeguardError`` with code ``LifeguardError/Code/invalidConfiguration``.
         public func validate() throws(LifeguardError) {
             var problems: [String] = []
-            if self.serverSideCancellation && self.pool.budget < 2 {
-                problems.append("budget is \(self.pool.budget); with serverSideCancellation it must be at least 2 (one connection is the control connection that cancels queries)")
-            }
             do {
-                try self.corePool.validate()
+                try self.pool.validate()
             } catch {
                 problems += error.problems
-                if self.serverSideCancellation {
-                    problems.append("note: with serverSideCancellation one connection of the budget (\(self.pool.budget)) is the control connection, so the lanes share \(self.pool.budget - 1)")
-                }
             }
             if self.connectTimeout <= .zero {
                 problems.append("connectTimeout is \(self.connectTimeout); it must be positive")
+            }
+            if self.backendExitTimeout <= .zero {
+                problems.append("backendExitTimeout is \(self.backendExitTimeout); it must be positive")
             }
             if self.applicationName.utf8.count >= 64 {
                 problems.append("applicationName has \(self.applicationName.utf8.count) bytes; PostgreSQL keeps at most 63")

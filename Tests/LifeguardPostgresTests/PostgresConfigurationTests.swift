@@ -1,5 +1,6 @@
 import Lifeguard
 @testable import LifeguardPostgres
+import NIOCore
 import Testing
 
 @Suite("PostgreSQL configuration")
@@ -66,18 +67,14 @@ struct PostgresConfigurationTests {
         #expect(throws: LifeguardError.self) { try PostgresPool.Configuration(environment: [:]) }
     }
 
-    @Test("the control connection of server-side cancellation counts in the budget")
-    func controlConnectionInBudget() throws {
+    @Test("server-side cancellation takes no connection of the budget: the lanes share all of it")
+    func cancellationOutsideBudget() throws {
         var configuration = try PostgresPool.Configuration(url: "postgres://u@h/d")
         configuration.budget = 20
         configuration.lanes = [.retrieval: .init(reserved: 12), .write: .init(reserved: 8)]
-        do {
-            try configuration.validate()
-            Issue.record("20 reserved of 19 usable must be rejected")
-        } catch {
-            #expect(String(describing: error).contains("control connection"))
-        }
-        configuration.serverSideCancellation = false
+        try configuration.validate()
+        configuration.budget = 1
+        configuration.lanes = [.retrieval: .init(reserved: 1)]
         try configuration.validate()
     }
 
@@ -90,14 +87,56 @@ struct PostgresConfigurationTests {
         #expect(tls.isEnforced == (mode != .disable && mode != .prefer))
     }
 
-    @Test("statements that open and close transactions are recognised", arguments: [
-        ("BEGIN", TransactionEffect.begins), ("  start transaction isolation level serializable", .begins),
-        ("COMMIT", .ends), ("end", .ends), ("ROLLBACK", .ends), ("rollback to savepoint a", .none),
-        ("abort;", .ends), ("PREPARE TRANSACTION 'x'", .ends), ("SELECT 1", .none), ("", .none),
-        ("\tCommit\n", .ends), ("ROLLBACK;TO x", .none), ("prepare foo AS SELECT 1", .none), ("ENDING", .none),
-        ("BEGINNING", .none), ("STAR", .none), ("   ", .none), ("Ünicode BEGIN", .none), ("begin work", .begins),
-    ])
-    func transactionEffects(sql: String, effect: TransactionEffect) {
-        #expect(TransactionEffect(of: sql) == effect)
+    /// Backend frames: BackendKeyData, a DataRow (skipped), CommandComplete, an ErrorResponse,
+    /// ReadyForQuery; then the same cut at every position, and byte by byte.
+    static let backendStream: [UInt8] = {
+        func frame(_ type: Character, _ body: [UInt8]) -> [UInt8] {
+            let length = UInt32(body.count + 4)
+            return [type.asciiValue!] + withUnsafeBytes(of: length.bigEndian, Array.init) + body
+        }
+        return frame("K", [0, 0, 0x30, 0x39, 0, 0, 0, 7]) + frame("D", Array(repeating: 9, count: 300)) + frame("C", Array("INSERT 0 1\0".utf8))
+            + frame("E", Array("SERROR\0C23503\0Mviolates\0\0".utf8)) + frame("Z", [UInt8(ascii: "I")])
+    }()
+
+    @Test("the protocol tap reads frames however the stream is cut", arguments: [0, 1, 5, 7, 300, 311, 329])
+    func frameReader(cut: Int) {
+        func read(_ chunks: [[UInt8]]) -> WireState {
+            let wire = WireState()
+            var reader = FrameReader(untypedFrames: false)
+            for chunk in chunks {
+                var buffer = ByteBuffer(bytes: chunk)
+                #expect(reader.read(&buffer) { type, body in wire.received(type: type, body: &body) })
+            }
+            return wire
+        }
+        let stream = Self.backendStream
+        for wire in [read([Array(stream[..<cut]), Array(stream[cut...])]), read(stream.map { [$0] })] {
+            #expect(wire.keyData == WireState.KeyData(processID: 12345, secretKey: 7))
+            #expect(wire.isSettled)
+        }
+    }
+
+    @Test("an error after CommandComplete is a refused commit; one before it is the statement's own")
+    func refusedCommit() async {
+        let wire = WireState()
+        func receive(_ type: Character, _ body: String = "") {
+            var buffer = ByteBuffer(string: body)
+            wire.received(type: type.asciiValue!, body: &buffer)
+        }
+        receive("Z", "I")   // the startup's
+        wire.sent(type: UInt8(ascii: "S"))
+        #expect(!wire.isSettled)
+        receive("C")
+        receive("E", "C23503\0Mviolates\0\0")
+        receive("Z", "I")
+        #expect(await wire.settle() == .refused(ServerErrorFields(severity: nil, sqlState: "23503", message: "violates", detail: nil)))
+        wire.sent(type: UInt8(ascii: "S"))
+        receive("E", "C42P01\0Mno such table\0\0")
+        receive("Z", "I")
+        #expect(await wire.settle() == .ready(.idle))
+        wire.sent(type: UInt8(ascii: "S"))
+        receive("C")
+        wire.channelClosed()
+        #expect(await wire.settle() == .lost(nil))
     }
 }

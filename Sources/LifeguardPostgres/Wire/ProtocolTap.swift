@@ -33,6 +33,9 @@ final class ProtocolTap: ChannelDuplexHandler, RemovableChannelHandler {
     let state: WireState
     private var framing: Framing
     private var context: ChannelHandlerContext?
+    /// After Terminate: what the server still sends is read and dropped here, unparsed by
+    /// PostgresNIO (decoding a large abandoned result would take seconds), until it closes.
+    private var discardsInbound = false
 
     init(state: WireState, framing: Framing = Framing()) {
         self.state = state
@@ -62,6 +65,7 @@ final class ProtocolTap: ChannelDuplexHandler, RemovableChannelHandler {
             let readable = self.framing.inbound.read(&bytes) { type, body in state.received(type: type, body: &body) }
             if !readable { state.lostFraming() }
         }
+        if self.discardsInbound { return }
         context.fireChannelRead(data)
         if movesBehindTLS { self.moveBehindTLS(context: context) }
     }
@@ -77,6 +81,15 @@ final class ProtocolTap: ChannelDuplexHandler, RemovableChannelHandler {
         } catch {
             self.state.lostFraming()
         }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        if self.discardsInbound {
+            // PostgresNIO may hold back reads (its back-pressure); the session's end is read here.
+            context.read()
+            return
+        }
+        context.fireChannelReadComplete()
     }
 
     func channelInactive(context: ChannelHandlerContext) {
@@ -102,12 +115,15 @@ final class ProtocolTap: ChannelDuplexHandler, RemovableChannelHandler {
     // MARK: Ending the session
 
     /// Writes a Terminate message, so that the server ends the backend once it has finished
-    /// what it is doing; the server then closes the socket.
+    /// what it is doing; the server then closes the socket. What the server sends until then
+    /// is dropped.
     func sendTerminate() {
         guard let context = self.context, context.channel.isActive else { return }
         var message = context.channel.allocator.buffer(capacity: 5)
         message.writeInteger(UInt8(ascii: "X"))
         message.writeInteger(Int32(4))
         context.writeAndFlush(self.wrapOutboundOut(message), promise: nil)
+        self.discardsInbound = true
+        context.read()
     }
 }
