@@ -223,6 +223,11 @@ public final class PostgresLease: Sendable {
                 self.canceller?.cancel(self.connection, statement: statement)
             }
         } catch {
+            // The server's error comes before its ReadyForQuery, in the same read as a rule:
+            // await it, so that the connection is known clean (or not) when the lease ends.
+            if error is PSQLError, self.connection.wire.isSettled == false, (error as? PSQLError)?.serverInfo != nil {
+                _ = await self.connection.wire.settle()
+            }
             self.connection.endStatement(statement)
             // The server's "canceling statement due to user request" is our own doing: report
             // the cancellation the way Swift code expects it.

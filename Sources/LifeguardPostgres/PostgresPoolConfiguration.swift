@@ -126,57 +126,112 @@ extension PostgresPool {
                 throw LifeguardError.invalidConfiguration(["the database URL cannot be parsed; expected postgres://user:password@host:port/database"])
             }
             if components.scheme != "postgres" && components.scheme != "postgresql" {
-                problems.append("the database URL's scheme is '\(components.scheme ?? "")'; use postgres:// or postgresql://")
+                problems.append("the database URL's scheme is '\(Self.quoted(components.scheme ?? ""))'; use postgres:// or postgresql://")
             }
-            self.init(host: components.host ?? "", username: components.user ?? "", password: components.password, database: nil)
-            if let host = components.host, !host.isEmpty {
+            // URLComponents re-encodes a stray '%' instead of refusing it.
+            let bytes = Array(url.utf8)
+            if bytes.indices.contains(where: { index in
+                bytes[index] == UInt8(ascii: "%")
+                    && !(index + 2 < bytes.count && Self.isHexDigit(bytes[index + 1]) && Self.isHexDigit(bytes[index + 2]))
+            }) {
+                problems.append("the database URL has an invalid percent escape (a % not followed by two hex digits); write %25 for a % in a name or password")
+            }
+            // (URLComponents has re-encoded any stray '%', so decoding cannot fail here.)
+            func decoded(_ encoded: String?) -> String? { encoded.map { $0.removingPercentEncoding ?? $0 } }
+            self.init(host: "", username: decoded(components.percentEncodedUser) ?? "", password: decoded(components.percentEncodedPassword), database: nil)
+            if let host = decoded(components.percentEncodedHost), !host.isEmpty {
                 self.host = host.hasPrefix("[") && host.hasSuffix("]") ? String(host.dropFirst().dropLast()) : host
             } else {
                 self.host = nil
             }
-            self.port = components.port ?? 5432
-            let path = components.path.hasPrefix("/") ? String(components.path.dropFirst()) : components.path
-            self.database = path.isEmpty ? nil : (path.removingPercentEncoding ?? path)
+            // The port as written: URLComponents drops one it cannot read, which must not
+            // quietly become 5432.
+            if let range = components.rangeOfPort {
+                let written = url[range]
+                if let port = Int(written), (1...65_535).contains(port) {
+                    self.port = port
+                } else {
+                    problems.append("the database URL's port '\(Self.quoted(String(written)))' is not a port (1 to 65535)")
+                }
+            } else {
+                self.port = 5432
+            }
+            let path = components.percentEncodedPath.hasPrefix("/") ? String(components.percentEncodedPath.dropFirst()) : components.percentEncodedPath
+            self.database = path.isEmpty ? nil : decoded(path)
             if self.username.isEmpty {
                 problems.append("the database URL has no user name; write postgres://user@host/database")
             }
-            for item in components.queryItems ?? [] {
-                let value = item.value ?? ""
-                switch item.name {
+            var seen: Set<String> = []
+            var unknown: [String] = []
+            for item in components.percentEncodedQueryItems ?? [] {
+                let name = decoded(item.name) ?? item.name
+                let value = decoded(item.value) ?? ""
+                if !seen.insert(name).inserted {
+                    if ["sslmode", "sslrootcert", "application_name", "connect_timeout", "host"].contains(name) {
+                        problems.append("the URL option '\(name)' is given more than once; give it once")
+                    }
+                    continue
+                }
+                switch name {
                 case "sslmode":
                     if value == "allow" {
                         self.tlsMode = .prefer
                     } else if let mode = TLSMode(rawValue: value) {
                         self.tlsMode = mode
                     } else {
-                        problems.append("sslmode '\(value)' is not one of disable, allow, prefer, require, verify-ca, verify-full")
+                        problems.append("sslmode '\(Self.quoted(value))' is not one of disable, allow, prefer, require, verify-ca, verify-full")
                     }
                 case "sslrootcert":
                     self.tlsRootCertificatePath = value
                 case "application_name":
                     self.applicationName = value
                 case "connect_timeout":
-                    if let seconds = Int(value), seconds > 0 {
+                    if let seconds = Int(value), (1...Self.longestConnectTimeoutSeconds).contains(seconds) {
                         self.connectTimeout = .seconds(seconds)
                     } else {
-                        problems.append("connect_timeout '\(value)' must be a positive number of seconds")
+                        problems.append("connect_timeout '\(Self.quoted(value))' must be a whole number of seconds from 1 to \(Self.longestConnectTimeoutSeconds)")
                     }
                 case "host":
-                    if value.hasPrefix("/") {
+                    if value.isEmpty {
+                        problems.append("the URL option 'host' is empty; give a host name or a Unix socket folder (host=/var/run/postgresql)")
+                    } else if value.hasPrefix("/") {
                         self.unixSocketDirectory = value
                     } else if self.host == nil {
                         self.host = value
                     }
                 default:
-                    problems.append("unknown URL option '\(item.name)'; known: sslmode, sslrootcert, application_name, connect_timeout, host")
+                    unknown.append(name)
                 }
+            }
+            if !unknown.isEmpty {
+                let listed = unknown.prefix(5).map { "'\(Self.quoted($0))'" }.joined(separator: ", ")
+                let more = unknown.count > 5 ? " and \(unknown.count - 5) more" : ""
+                problems.append("unknown URL option\(unknown.count == 1 ? "" : "s") \(listed)\(more); known: sslmode, sslrootcert, application_name, connect_timeout, host")
             }
             if self.host == nil && self.unixSocketDirectory == nil {
                 problems.append("the database URL names no host; write postgres://user@host/database or ?host=/socket/folder")
             }
+            // The settings the URL gave, checked with the rest: every problem at once.
+            problems += self.settingProblems().filter { !problems.contains($0) }
             if !problems.isEmpty {
                 throw LifeguardError.invalidConfiguration(problems)
             }
+        }
+
+        private static func isHexDigit(_ byte: UInt8) -> Bool {
+            (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte) || (UInt8(ascii: "a")...UInt8(ascii: "f")).contains(byte | 0x20)
+        }
+
+        /// The longest `connect_timeout` accepted: one day.
+        static let longestConnectTimeoutSeconds = 86_400
+
+        /// A value from the input as it may appear in a problem: at most 40 characters, with
+        /// control characters escaped.
+        static func quoted(_ value: String) -> String {
+            let shown = value.unicodeScalars.prefix(40).map { scalar in
+                scalar.properties.generalCategory == .control ? scalar.escaped(asASCII: true) : String(scalar)
+            }.joined()
+            return value.unicodeScalars.count > 40 ? shown + "…" : shown
         }
 
         /// Creates a configuration from the `DATABASE_URL` environment variable.
@@ -205,24 +260,51 @@ extension PostgresPool {
         ///
         /// - Throws: ``LifeguardError`` with code ``LifeguardError/Code/invalidConfiguration``.
         public func validate() throws(LifeguardError) {
+            let problems = self.settingProblems()
+            if !problems.isEmpty {
+                throw LifeguardError.invalidConfiguration(problems)
+            }
+        }
+
+        /// Every problem of the settings, each with the setting's name and what to do.
+        func settingProblems() -> [String] {
             var problems: [String] = []
             do {
                 try self.pool.validate()
             } catch {
                 problems += error.problems
             }
-            if self.connectTimeout <= .zero {
-                problems.append("connectTimeout is \(self.connectTimeout); it must be positive")
+            if !(1...65_535).contains(self.port) {
+                problems.append("port is \(self.port); it must be from 1 to 65535")
             }
-            if self.backendExitTimeout <= .zero {
-                problems.append("backendExitTimeout is \(self.backendExitTimeout); it must be positive")
+            if self.connectTimeout <= .zero || self.connectTimeout > .seconds(Self.longestConnectTimeoutSeconds) {
+                problems.append("connectTimeout is \(self.connectTimeout); it must be positive and at most one day")
+            }
+            if self.backendExitTimeout <= .zero || self.backendExitTimeout > .seconds(3_600) {
+                problems.append("backendExitTimeout is \(self.backendExitTimeout); it must be positive and at most one hour")
             }
             if self.applicationName.utf8.count >= 64 {
                 problems.append("applicationName has \(self.applicationName.utf8.count) bytes; PostgreSQL keeps at most 63")
             }
-            if !problems.isEmpty {
-                throw LifeguardError.invalidConfiguration(problems)
+            // A NUL ends a startup parameter early, and what follows it would be read as
+            // parameters of its own: no control character reaches the server.
+            let named: [(String, String?)] = [
+                ("applicationName", self.applicationName), ("username", self.username), ("database", self.database),
+                ("host", self.host), ("unixSocketDirectory", self.unixSocketDirectory), ("tlsRootCertificatePath", self.tlsRootCertificatePath),
+            ]
+            for (name, value) in named {
+                if let value, value.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) {
+                    problems.append("\(name) '\(Self.quoted(value))' contains a control character; PostgreSQL's startup parameters cannot carry one")
+                }
             }
+            if let password = self.password, password.utf8.contains(0) {
+                problems.append("the password contains a NUL byte, which the protocol cannot carry (the password itself is not shown)")
+            }
+            if self.tlsMode != .disable, self.unixSocketDirectory == nil, let path = self.tlsRootCertificatePath,
+               !FileManager.default.isReadableFile(atPath: path) {
+                problems.append("sslrootcert '\(Self.quoted(path))' is not a readable file; give the PEM file of the server's certificate authority")
+            }
+            return problems
         }
 
         /// The TLS setting for PostgresNIO.
@@ -251,3 +333,16 @@ extension PostgresPool {
     }
 }
 
+
+extension PostgresPool.Configuration: CustomReflectable {
+    /// What `dump` and debuggers show: every setting, the password as `***`.
+    public var customMirror: Mirror {
+        Mirror(self, children: [
+            "host": self.host as Any, "port": self.port, "unixSocketDirectory": self.unixSocketDirectory as Any,
+            "username": self.username, "password": (self.password == nil ? nil : "***") as Any,
+            "database": self.database as Any, "tlsMode": self.tlsMode, "tlsRootCertificatePath": self.tlsRootCertificatePath as Any,
+            "applicationName": self.applicationName, "connectTimeout": self.connectTimeout,
+            "serverSideCancellation": self.serverSideCancellation, "backendExitTimeout": self.backendExitTimeout, "pool": self.pool,
+        ], displayStyle: .struct)
+    }
+}

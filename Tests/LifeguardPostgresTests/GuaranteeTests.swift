@@ -7,9 +7,9 @@ import Synchronization
 import Testing
 
 /// README's "What Lifeguard guarantees", each judged by the server's own view: rows counted
-/// after a crash, `pg_stat_activity` sampled while the pool runs.
-@Suite("Guarantees, judged by the server", .serialized, .enabled(if: TestDatabase.isAvailable, "needs DATABASE_URL: run ./scripts/test.sh"))
-struct GuaranteeTests {
+/// after a crash, `pg_stat_activity` sampled while the pool runs. Part of the real-server suite,
+/// so that they never run while another test stops the server.
+extension PostgresPoolTests {
     /// The SQLSTATE an error carries, whoever raised it.
     static func sqlState(of error: any Error) -> String? {
         if let error = error as? PostgresPoolError { return error.sqlState }

@@ -139,4 +139,49 @@ struct PostgresConfigurationTests {
         wire.channelClosed()
         #expect(await wire.settle() == .lost(nil))
     }
+
+    /// The problems a URL is refused with, or `[]` when it is accepted.
+    static func problems(of url: String) -> [String] {
+        do {
+            _ = try PostgresPool.Configuration(url: url)
+            return []
+        } catch {
+            return error.problems
+        }
+    }
+
+    @Test("bad input is refused at construction, every problem at once, and never reaches the server", arguments: [
+        ("postgres://u@h:0/d", "port '0'"), ("postgres://u@h:70000/d", "port '70000'"), ("postgres://u@h:-1/d", "port"),
+        ("postgres://u@h:12345678901234567890123/d", "port '12345678901234567890123'"),
+        ("postgres://u@h/d?connect_timeout=10000000000", "connect_timeout"),
+        ("postgres://u@h/d?application_name=a%00statement_timeout%001", "control character"),
+        ("postgres://u%00x@h/d", "control character"), ("postgres://u@h/d%00x", "control character"),
+        ("postgres://u@h/d?sslmode=verify-full&sslmode=disable", "more than once"),
+        ("postgres://u@h/d%zz", "percent escape"), ("postgres://u@/d?host=", "'host' is empty"),
+        ("postgres://u:p%00w@h/d", "NUL"), ("postgres://u@h/d?sslmode=require&sslrootcert=/nonexistent/ca.pem", "sslrootcert"),
+    ])
+    func refusedInput(url: String, problem: String) {
+        let problems = Self.problems(of: url)
+        #expect(problems.contains { $0.contains(problem) }, "\(problems)")
+    }
+
+    @Test("URL problems and setting problems come in one error; 100,000 unknown options make a short message")
+    func problemsAtOnce() {
+        let problems = Self.problems(of: "postgres://h:70000/d?sslmode=bogus&application_name=\(String(repeating: "x", count: 70))")
+        #expect(problems.count == 4, "\(problems)")   // no user, port, sslmode, applicationName
+        let options = (0..<100_000).map { "option\($0)=1" }.joined(separator: "&")
+        let message = String(describing: Self.problems(of: "postgres://u@h/d?\(options)"))
+        #expect(message.utf8.count < 1_000)
+    }
+
+    @Test("dump(configuration) and its description never show the password")
+    func passwordNeverShown() throws {
+        let configuration = try PostgresPool.Configuration(url: "postgres://app:s3cr3t-pw@h/d")
+        var dumped = ""
+        dump(configuration, to: &dumped)
+        #expect(!dumped.contains("s3cr3t-pw"))
+        #expect(dumped.contains("***"))
+        #expect(!String(describing: configuration).contains("s3cr3t-pw"))
+        #expect(!String(reflecting: configuration).contains("s3cr3t-pw"))
+    }
 }

@@ -71,7 +71,7 @@ struct PostgresPoolTests {
 
     @Test("a prepared statement is parsed once per connection, runs through any lease, and leaves the connection clean")
     func preparedStatements() async throws {
-        let configuration = try TestDatabase.configuration(application: "lg-prepared", budget: 2)  // one connection
+        let configuration = try TestDatabase.configuration(application: "lg-prepared", budget: 1)  // one connection
         try await TestDatabase.withPool(configuration) { pool in
             for number in 1...3 {
                 let (rows, condition) = try await pool.withConnection(lane: .retrieval) { lease in
@@ -85,7 +85,7 @@ struct PostgresPoolTests {
                 let prepared = try await lease.query("SELECT count(*)::int8 FROM pg_prepared_statements WHERE statement = \(AddOne.sql)")
                 #expect(try prepared[0].decode(Int.self) == 1, "prepared once on this connection, then reused")
                 await #expect(throws: PSQLError.self) { try await lease.query(AddOne(number: Int.max)) }
-                #expect(lease.connection.condition == .needsReset, "a failed statement makes the connection dirty")
+                #expect(lease.connection.condition == .reusable, "a failed statement outside a transaction leaves the session idle: no reset needed")
             }
             // ROLLBACK, the reset, keeps the statement prepared.
             #expect(try await pool.withConnection(lane: .retrieval) { lease in try await lease.query(AddOne(number: 41)) } == [42])
@@ -180,7 +180,7 @@ struct PostgresPoolTests {
 
     @Test("a body that opens a transaction and throws, or is cancelled, leaves no transaction for the next lease", arguments: ["throw", "cancel"])
     func noTransactionLeaksAfterAbandonedLease(ending: String) async throws {
-        let configuration = try TestDatabase.configuration(application: "lg-abandon-\(ending)", budget: 2)
+        let configuration = try TestDatabase.configuration(application: "lg-abandon-\(ending)", budget: 1)
         try await TestDatabase.withPool(configuration) { pool in
             let pid: Int32 = await {
                 if ending == "throw" {
@@ -207,7 +207,7 @@ struct PostgresPoolTests {
                 _ = await task.result
                 return pid
             }()
-            // The only connection is the one that was abandoned (budget 2 = 1 + the control connection).
+            // The only connection is the one that was abandoned (budget 1).
             let (nextPID, inTransaction) = try await pool.withConnection(lane: .write) { lease in
                 (lease.backendPID, try await lease.isInsidePreviousTransaction())
             }
@@ -219,7 +219,7 @@ struct PostgresPoolTests {
     @Test("a task cancelled during pg_sleep(30), plain or prepared, frees its connection at once: cancelled on the server, reset, back in the pool",
           arguments: ["plain", "prepared"])
     func cancelRunningQuery(statement: String) async throws {
-        let configuration = try TestDatabase.configuration(application: "lg-cancel-\(statement)", budget: 2)
+        let configuration = try TestDatabase.configuration(application: "lg-cancel-\(statement)", budget: 1)
         try await TestDatabase.withObserver { observer in try await TestDatabase.withPool(configuration) { pool in
             let started = AsyncStream<Int32>.makeStream()
             let task = Task {
