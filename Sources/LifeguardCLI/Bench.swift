@@ -124,9 +124,9 @@ struct LifeguardTarget: BenchTarget {
     init(configuration: PostgresPool.Configuration, design: DesignKind, budget: Int, logger: Logger) throws {
         var configuration = configuration
         configuration.budget = budget
-        let core = Simulator.configuration(for: design, budget: budget - 1, duration: 3_600)
+        let core = Simulator.configuration(for: design, budget: budget, duration: 3_600)
         configuration.lanes = core.lanes
-        configuration.pool.minimumIdle = budget - 1  // warm, like the PostgresClient beside it
+        configuration.pool.minimumIdle = budget  // warm, like the PostgresClient beside it
         configuration.pool.longHoldThreshold = nil
         configuration.pool.idleInLeaseThreshold = nil
         self.pool = try PostgresPool(configuration: configuration, logger: logger)

@@ -107,7 +107,7 @@ public struct Sizing: Sendable, Hashable, Codable {
     public var swiftSnippet: String {
         """
         var configuration = try PostgresPool.Configuration(url: databaseURL)
-        configuration.budget = \(self.budget + 1)  // + 1: the control connection of server-side cancellation
+        configuration.budget = \(self.budget)
         configuration.lanes = [
             .retrieval: LaneConfiguration(reserved: \(self.retrieval.peak)),
             .write: LaneConfiguration(reserved: \(self.write.peak)),

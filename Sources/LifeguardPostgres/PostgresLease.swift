@@ -246,6 +246,9 @@ public final class PostgresLease: Sendable {
             self.connection.endStatement(statement)
             return value
         case .refused(let error):
+            // PostgresNIO takes an error after CommandComplete for a broken protocol and closes
+            // the connection; never hand it out meanwhile.
+            self.connection.retire()
             self.connection.endStatement(statement)
             throw PostgresPoolError(code: .commitFailed, serverError: error, backendPID: self.backendPID)
         case .lost(let error):

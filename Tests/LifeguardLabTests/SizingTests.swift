@@ -19,7 +19,7 @@ struct SizingTests {
         #expect(sizing.budget == 14)
         #expect(sizing.budgetHoldingAcrossGeneration == 167)
         #expect(sizing.retrieval.reasoning == "retrieval: 40.0 requests/s × 8 × 15.0 ms = 4.8 busy on average; for the burst, 4.8 + 3 × √4.8 → 12")
-        #expect(sizing.swiftSnippet.contains("configuration.budget = 15"))
+        #expect(sizing.swiftSnippet.contains("configuration.budget = 14"))  // cancellation takes no connection of the budget
     }
 
     @Test("a distribution's mean: lognormal given by median and p99")

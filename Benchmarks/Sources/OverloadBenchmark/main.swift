@@ -21,7 +21,7 @@ struct Options {
     var databaseURL = ProcessInfo.processInfo.environment["DATABASE_URL"] ?? ""
     var duration = 30.0
     var load = 1.5
-    /// Connections of the retrieval lane; the budget is one more (the control connection).
+    /// Connections of the retrieval lane, the whole budget.
     var connections = 16
 
     init(arguments: [String]) {
@@ -66,7 +66,7 @@ struct Design {
 
 func makePool(_ options: Options, shedding: Shedding?, logger: Logger) throws -> PostgresPool {
     var configuration = try PostgresPool.Configuration(url: options.databaseURL)
-    configuration.budget = options.connections + 1
+    configuration.budget = options.connections
     configuration.lanes = [.retrieval: LaneConfiguration(shedding: shedding)]
     configuration.pool.minimumIdle = options.connections
     configuration.pool.longHoldThreshold = nil
@@ -138,7 +138,7 @@ func run() async throws {
         Design(name: "shedding on, newest first", shedding: Shedding(servesNewestFirst: true)),
     ]
     print("retrieval-burst: \(fanOut) parallel reads of \(Int(serviceSeconds * 1000)) ms per request, Poisson arrivals, "
-        + "\(options.connections) connections for the retrieval lane (budget \(options.connections + 1) with the control connection), "
+        + "\(options.connections) connections for the retrieval lane (the whole budget), "
         + "\(Int(options.duration)) s per design")
     var rows: [(Design, Tally, Double, Double, PoolStatistics.LaneStatistics?)] = []
     for design in designs {

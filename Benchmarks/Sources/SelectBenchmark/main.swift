@@ -11,8 +11,7 @@
 // prepared statement (`PostgresPreparedStatement`: parsed once per connection). Figures are
 // queries per second, the median of the rounds (min…max), the designs interleaved round by round
 // (which goes first alternates), and the client process's CPU time per query (user and system,
-// all its threads). Lifeguard runs with serverSideCancellation off, so that all 20 connections
-// run queries (with it on, one of the 20 would be the control connection).
+// all its threads). Lifeguard runs with serverSideCancellation off, as PostgresClient has none.
 import BenchmarkProbes
 import Foundation
 import Lifeguard
