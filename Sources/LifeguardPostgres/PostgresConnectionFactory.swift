@@ -26,6 +26,7 @@ final class PostgresConnectionFactory: ConnectionFactory {
     /// of our own that carries a ``ProtocolTap``: what the server says on the wire that
     /// PostgresNIO keeps to itself is then ours to read.
     func openConnection() async throws -> (PostgresConnection, any Channel, WireState) {
+        let password = try await self.configuration.passwordProvider?() ?? self.configuration.password
         let wire = WireState()
         let timeout = self.configuration.connectTimeout.timeAmount
         let eventLoop = self.eventLoopGroup.any()
@@ -45,7 +46,7 @@ final class PostgresConnectionFactory: ConnectionFactory {
         }
         var postgres = PostgresConnection.Configuration(
             establishedChannel: channel, tls: tls,
-            username: self.configuration.username, password: self.configuration.password, database: self.configuration.database)
+            username: self.configuration.username, password: password, database: self.configuration.database)
         postgres.options.connectTimeout = timeout
         if let host = self.configuration.host, self.configuration.unixSocketDirectory == nil, !host.isIPAddress {
             postgres.options.tlsServerName = host
@@ -66,8 +67,20 @@ final class PostgresConnectionFactory: ConnectionFactory {
         try await self.openConnection().0
     }
 
+    /// The server as configured, for errors.
+    var target: String {
+        if let directory = self.configuration.unixSocketDirectory { return "\(directory)/.s.PGSQL.\(self.configuration.port)" }
+        let host = self.configuration.host ?? "localhost"
+        return host.contains(":") ? "[\(host)]:\(self.configuration.port)" : "\(host):\(self.configuration.port)"
+    }
+
     @usableFromInline func connect() async throws -> PooledPostgresConnection {
-        let (postgres, channel, wire) = try await self.openConnection()
+        let (postgres, channel, wire): (PostgresConnection, any Channel, WireState)
+        do {
+            (postgres, channel, wire) = try await self.openConnection()
+        } catch {
+            throw PostgresPoolError.connectFailed(to: self.target, user: self.configuration.username, error)
+        }
         guard let keyData = wire.keyData else {
             try? await postgres.close()
             throw PostgresPoolError(code: .connectionLost, serverMessage: "the server sent no BackendKeyData: statements could not be cancelled")

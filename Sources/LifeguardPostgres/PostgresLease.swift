@@ -178,6 +178,27 @@ public final class PostgresLease: Sendable {
         return try await CancellableWait.value(of: future)
     }
 
+    /// Runs `COMMIT`. A failure that is not the server's answer (the connection was lost
+    /// while `COMMIT` ran) leaves the transaction's outcome unknown, and says so.
+    ///
+    /// - Throws: The server's refusal (`PSQLError`, e.g. a deferred constraint's 23503: nothing
+    ///   was committed), ``PostgresPoolError/Code/commitOutcomeUnknown``, or
+    ///   `CancellationError` when the task was cancelled before `COMMIT` was sent.
+    func commit() async throws {
+        try Task.checkCancellation()
+        do {
+            try await self.execute("COMMIT")
+        } catch let error as PSQLError where error.serverInfo != nil {
+            throw error
+        } catch let error as PostgresPoolError where error.code == .commitFailed || error.code == .commitOutcomeUnknown {
+            throw error
+        } catch {
+            throw PostgresPoolError(
+                code: .commitOutcomeUnknown, serverMessage: nil,
+                detail: "the COMMIT failed with \(PostgresPoolError.describe(error))", backendPID: self.backendPID)
+        }
+    }
+
     /// Runs a statement even when the task is cancelled: for `ROLLBACK` after a failure.
     func runIgnoringCancellation(_ query: PostgresQuery) async throws {
         try self.checkActive()

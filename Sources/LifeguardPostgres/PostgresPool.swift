@@ -168,7 +168,9 @@ public final class PostgresPool: Service, Sendable {
     ///   - body: Runs statements through the lease, inside the transaction.
     /// - Returns: What `body` returns, once committed.
     /// - Throws: What `body` throws (after the rollback), `CancellationError`, the `COMMIT`'s
-    ///   error, or ``LifeguardError`` when no connection could be leased.
+    ///   error (the server's refusal: nothing committed; or
+    ///   ``PostgresPoolError/Code/commitOutcomeUnknown`` when the connection was lost during
+    ///   `COMMIT`), or ``LifeguardError`` when no connection could be leased.
     public func withTransaction<Value>(
         lane: Lane,
         fileID: StaticString = #fileID,
@@ -190,7 +192,7 @@ public final class PostgresPool: Service, Sendable {
                 try? await lease.runIgnoringCancellation("ROLLBACK")
                 throw CancellationError()
             }
-            try await lease.execute("COMMIT")
+            try await lease.commit()
             return value
         }
     }

@@ -44,6 +44,13 @@ extension PostgresPool {
         public var username: String
         /// The password, if the server asks for one. Never printed.
         public var password: String?
+        /// Supplies the password at each connect, for credentials that change while the pool
+        /// runs (short-lived tokens, rotated secrets): when set, it is called for every new
+        /// connection and ``password`` is not used. Connections already open stay as they are;
+        /// `maxLifetime` bounds how long they live. An error it throws fails that connect (the
+        /// pool reports the database unavailable and retries with backoff); it must not carry
+        /// the password.
+        public var passwordProvider: (@Sendable () async throws -> String)?
         /// The database; `nil` uses the server's default (the user's name).
         public var database: String?
         /// TLS mode. Default: ``TLSMode/prefer``, as libpq.
@@ -99,6 +106,7 @@ extension PostgresPool {
             self.unixSocketDirectory = nil
             self.username = username
             self.password = password
+            self.passwordProvider = nil
             self.database = database
             self.tlsMode = tlsMode
             self.tlsRootCertificatePath = nil
@@ -340,6 +348,7 @@ extension PostgresPool.Configuration: CustomReflectable {
         Mirror(self, children: [
             "host": self.host as Any, "port": self.port, "unixSocketDirectory": self.unixSocketDirectory as Any,
             "username": self.username, "password": (self.password == nil ? nil : "***") as Any,
+            "passwordProvider": self.passwordProvider == nil ? "nil" : "a provider",
             "database": self.database as Any, "tlsMode": self.tlsMode, "tlsRootCertificatePath": self.tlsRootCertificatePath as Any,
             "applicationName": self.applicationName, "connectTimeout": self.connectTimeout,
             "serverSideCancellation": self.serverSideCancellation, "backendExitTimeout": self.backendExitTimeout, "pool": self.pool,

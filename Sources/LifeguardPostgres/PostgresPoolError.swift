@@ -1,3 +1,5 @@
+import PostgresNIO
+
 /// What went wrong with a statement or a connection, in PostgreSQL's own terms: the SQLSTATE
 /// and the server's message when the server said something, the host, and whether a write's
 /// outcome is known. Never a password.
@@ -11,6 +13,7 @@ public struct PostgresPoolError: Error, Sendable, CustomStringConvertible {
             case commitFailed
             case commitOutcomeUnknown
             case connectionLost
+            case connectFailed
         }
 
         private let base: Base
@@ -23,8 +26,14 @@ public struct PostgresPoolError: Error, Sendable, CustomStringConvertible {
         /// server said whether it committed. It may or may not have: check before repeating
         /// a write that must not happen twice.
         public static let commitOutcomeUnknown = Code(base: .commitOutcomeUnknown)
-        /// The connection was lost while a statement that writes nothing ran.
+        /// The connection was lost while a statement ran inside a transaction: the
+        /// transaction is gone, nothing of it committed.
         public static let connectionLost = Code(base: .connectionLost)
+        /// A connection could not be opened: ``PostgresPoolError/sqlState`` and
+        /// ``PostgresPoolError/serverMessage`` give the server's reason (a wrong password is
+        /// 28P01, an unknown database 3D000), ``PostgresPoolError/detail`` the network's or
+        /// TLS's.
+        public static let connectFailed = Code(base: .connectFailed)
 
         /// The code's name.
         public var description: String { self.base.rawValue }
@@ -40,13 +49,33 @@ public struct PostgresPoolError: Error, Sendable, CustomStringConvertible {
     public let detail: String?
     /// The backend process of the connection.
     public let backendPID: Int32?
+    /// The server as configured (`host:port`, or the socket folder), for ``Code/connectFailed``.
+    public let target: String?
 
-    init(code: Code, sqlState: String? = nil, serverMessage: String? = nil, detail: String? = nil, backendPID: Int32? = nil) {
+    init(
+        code: Code, sqlState: String? = nil, serverMessage: String? = nil, detail: String? = nil, backendPID: Int32? = nil,
+        target: String? = nil
+    ) {
         self.code = code
         self.sqlState = sqlState
         self.serverMessage = serverMessage
         self.detail = detail
         self.backendPID = backendPID
+        self.target = target
+    }
+
+    /// A connect to `target` that failed with `error`: the server's words when it sent
+    /// some, else the network's or TLS's.
+    static func connectFailed(to target: String, user: String, _ error: any Error) -> PostgresPoolError {
+        let psql = error as? PSQLError
+        var detail: String?
+        if psql?.serverInfo == nil {
+            let cause = psql?.underlying ?? (psql == nil ? error : nil)
+            detail = cause.map { String(describing: $0) } ?? psql.map { "PostgresNIO \($0.code)" }
+        }
+        return PostgresPoolError(
+            code: .connectFailed, sqlState: psql?.serverInfo?[.sqlState], serverMessage: psql?.serverInfo?[.message],
+            detail: detail.map { "\($0) (user \(user))" } ?? "user \(user)", target: target)
     }
 
     init(code: Code, serverError: ServerErrorFields, backendPID: Int32?) {
@@ -65,9 +94,24 @@ public struct PostgresPoolError: Error, Sendable, CustomStringConvertible {
             return "the connection\(pid) was lost before PostgreSQL said whether the statement committed"
                 + (server.isEmpty ? "" : " (\(server))")
                 + "; it may or may not have: check before repeating a write that must happen once"
+        case .connectFailed:
+            return "could not connect to PostgreSQL at \(self.target ?? "?"): \(server)"
         default:
             return "the connection\(pid) was lost while the statement ran" + (server.isEmpty ? "" : ": \(server)")
         }
+    }
+}
+
+extension PostgresPoolError {
+    /// An error as a person needs it: a `PSQLError` with its code, SQLSTATE and server message
+    /// (its own description is a fixed sentence), anything else as it describes itself.
+    static func describe(_ error: any Error) -> String {
+        guard let error = error as? PSQLError else { return String(describing: error) }
+        var parts = ["PostgresNIO \(error.code)"]
+        if let state = error.serverInfo?[.sqlState] { parts.append("SQLSTATE \(state)") }
+        if let message = error.serverInfo?[.message] { parts.append(message) }
+        if let underlying = error.underlying { parts.append(String(describing: underlying)) }
+        return parts.joined(separator: ": ")
     }
 }
 

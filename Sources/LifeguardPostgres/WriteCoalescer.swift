@@ -159,10 +159,12 @@ public final class WriteCoalescer: Service, Sendable {
 
     /// Queues `statement` and returns once it committed.
     ///
-    /// - Throws: The statement's own error (the rest of its batch is unaffected), the batch's
-    ///   error when its connection or `COMMIT` failed (then the statement did not commit),
-    ///   ``LifeguardError/Code/shutdown`` once the coalescer stopped, or `CancellationError`
-    ///   when the task was cancelled before its statement was sent.
+    /// - Throws: The statement's own error, or its refusal at `COMMIT` (a deferred
+    ///   constraint; the rest of its batch is unaffected); the batch's error when its
+    ///   connection was lost before `COMMIT` was sent (then the statement did not commit);
+    ///   ``PostgresPoolError/Code/commitOutcomeUnknown`` when it was lost during `COMMIT` (it
+    ///   may have committed); ``LifeguardError/Code/shutdown`` once the coalescer stopped, or
+    ///   `CancellationError` when the task was cancelled before its statement was sent.
     public func write(_ statement: PostgresQuery) async throws {
         try await self.enqueue(.statement(statement))
     }
@@ -237,8 +239,10 @@ public final class WriteCoalescer: Service, Sendable {
         }
     }
 
-    /// Flushes batches until the task is cancelled or a graceful shutdown is triggered; then
-    /// flushes what is queued and fails later writes with ``LifeguardError/Code/shutdown``.
+    /// Flushes batches until the task is cancelled or a graceful shutdown is triggered. After a
+    /// graceful shutdown it flushes what is queued and fails later writes with
+    /// ``LifeguardError/Code/shutdown``; cancelled, it returns at once (batches under way end
+    /// first) and fails the writes still queued, never sent, with that error.
     public func run() async {
         await withGracefulShutdownHandler {
             await withDiscardingTaskGroup { group in
@@ -248,6 +252,18 @@ public final class WriteCoalescer: Service, Sendable {
             }
         } onGracefulShutdown: {
             self.shutdown()
+        }
+        // Cancelled: nothing flushes any more. Writes still queued were never sent.
+        let (queued, waiting) = self.state.withLock { state in
+            state.isShuttingDown = true
+            defer {
+                state.queue.removeAll()
+                state.waitingForRoom.removeAll()
+            }
+            return (state.queue.map(\.continuation), state.waitingForRoom.map(\.continuation))
+        }
+        for writer in queued + waiting {
+            writer.resume(throwing: LifeguardError.shutdown(lane: self.configuration.lane))
         }
     }
 
@@ -282,13 +298,24 @@ public final class WriteCoalescer: Service, Sendable {
                 continue
             }
             if shuttingDown || Task.isCancelled { return nil }
-            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-                let ready = self.state.withLock { state -> Bool in
-                    if !state.queue.isEmpty || state.isShuttingDown { return true }
-                    state.idleFlushers.append(continuation)
-                    return false
+            await withTaskCancellationHandler {
+                await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                    let ready = self.state.withLock { state -> Bool in
+                        // Checked under the lock the cancellation handler takes: a cancel
+                        // either finds this flusher waiting, or this finds the task cancelled.
+                        if !state.queue.isEmpty || state.isShuttingDown || Task.isCancelled { return true }
+                        state.idleFlushers.append(continuation)
+                        return false
+                    }
+                    if ready { continuation.resume() }
                 }
-                if ready { continuation.resume() }
+            } onCancel: {
+                // Wakes every idle flusher; those of a task still running wait again.
+                let flushers = self.state.withLock { state in
+                    defer { state.idleFlushers.removeAll() }
+                    return state.idleFlushers
+                }
+                for flusher in flushers { flusher.resume() }
             }
         }
     }
@@ -314,6 +341,16 @@ public final class WriteCoalescer: Service, Sendable {
         case committed
         /// The statement at this index failed with this error; the transaction was rolled back.
         case statementFailed(Int, any Error)
+        /// The server refused the `COMMIT` (a deferred constraint): nothing was committed, and
+        /// which write is at fault is unknown.
+        case commitRefused(any Error)
+    }
+
+    /// Whether `error` is the server's refusal of a statement, as opposed to a lost connection.
+    static func isServerRefusal(_ error: any Error) -> Bool {
+        if let error = error as? PSQLError { return error.serverInfo != nil }
+        if let error = error as? PostgresPoolError { return error.code == .commitFailed }
+        return false
     }
 
     /// One statement of a flush and the batch's writes it carries.
@@ -411,8 +448,12 @@ public final class WriteCoalescer: Service, Sendable {
     /// Runs a batch in one transaction (a batch that is one statement runs alone, in its own
     /// implicit transaction). A failing statement that carries one write fails its caller, and
     /// the rest run again without it; a failing merged `INSERT` makes the batch run again one
-    /// statement per row, to find the row at fault. A failed lease or `COMMIT` fails everyone
-    /// still in the batch.
+    /// statement per row, to find the row at fault; a refused `COMMIT` (a deferred constraint)
+    /// makes each write run alone, so that only the one at fault fails.
+    ///
+    /// A lost connection fails everyone still in the batch: before `COMMIT` was sent, with the
+    /// error (nothing committed); during `COMMIT`, or during a statement running alone, with
+    /// ``PostgresPoolError/Code/commitOutcomeUnknown`` (it may have committed).
     func flush(_ batch: [Pending]) async {
         var remaining = batch
         var merging = true
@@ -430,21 +471,33 @@ public final class WriteCoalescer: Service, Sendable {
                         do {
                             try await lease.execute(statements[0].query)
                             return .committed
-                        } catch let error as PSQLError where error.serverInfo != nil {
+                        } catch where Self.isServerRefusal(error) {
                             return .statementFailed(0, error)
+                        } catch is CancellationError {
+                            throw CancellationError()
+                        } catch let error as PostgresPoolError where error.code == .commitOutcomeUnknown {
+                            throw error
+                        } catch {
+                            throw PostgresPoolError(
+                                code: .commitOutcomeUnknown,
+                                detail: "the statement failed with \(PostgresPoolError.describe(error))", backendPID: lease.backendPID)
                         }
                     }
                     try await lease.execute("BEGIN")
                     for (index, statement) in statements.enumerated() {
                         do {
                             try await lease.execute(statement.query)
-                        } catch let error as PSQLError where error.serverInfo != nil {
+                        } catch where Self.isServerRefusal(error) {
                             // The server refused this statement: only its writes are at fault.
                             try await lease.execute("ROLLBACK")
                             return .statementFailed(index, error)
                         }
                     }
-                    try await lease.execute("COMMIT")
+                    do {
+                        try await lease.commit()
+                    } catch where Self.isServerRefusal(error) {
+                        return .commitRefused(error)
+                    }
                     return .committed
                 }
                 switch outcome {
@@ -457,6 +510,13 @@ public final class WriteCoalescer: Service, Sendable {
                         remaining.remove(at: members[0]).continuation.resume(throwing: error)
                     } else {
                         merging = false
+                    }
+                case .commitRefused(let error):
+                    if remaining.count == 1 {
+                        remaining.removeFirst().continuation.resume(throwing: error)
+                    } else {
+                        for pending in remaining { await self.flush([pending]) }
+                        remaining = []
                     }
                 }
             } catch {

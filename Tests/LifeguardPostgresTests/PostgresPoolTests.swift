@@ -172,9 +172,67 @@ struct PostgresPoolTests {
                 Issue.record("expected a failure")
             } catch let error as LifeguardError {
                 #expect(error.code == .databaseUnavailable)
+                // The server's reason, not PostgresNIO's fixed sentence.
+                #expect(String(describing: error).contains("28P01"), "\(error)")
+                #expect(String(describing: error).contains("password authentication failed"), "\(error)")
                 #expect(!String(describing: error).contains("wrong-password-0451"))
                 #expect(!String(reflecting: error).contains("wrong-password-0451"))
             }
+        }
+    }
+
+    @Test("connect failures say what happened: an unknown database is 3D000, a refused port names the host and the OS error")
+    func connectFailuresExplained() async throws {
+        func failure(_ change: (inout PostgresPool.Configuration) -> Void) async throws -> String {
+            var configuration = try TestDatabase.configuration(application: "lg-connect-errors", budget: 1)
+            change(&configuration)
+            return try await TestDatabase.withPool(configuration) { pool in
+                do {
+                    try await pool.query("SELECT 1", lane: .retrieval)
+                    return "no error"
+                } catch {
+                    return String(describing: error)
+                }
+            }
+        }
+        let unknownDatabase = try await failure { $0.database = "lg_no_such_database" }
+        #expect(unknownDatabase.contains("3D000"), "\(unknownDatabase)")
+        let refused = try await failure { $0.port = 1 }
+        #expect(refused.contains(":1") && refused.lowercased().contains("refused"), "\(refused)")
+    }
+
+    @Test("a password provider is asked at each connect: the role's password changed on the server mid-run, no request fails")
+    func rotatingPassword() async throws {
+        try await TestDatabase.withObserver { observer in
+            _ = try await observer.query("DROP ROLE IF EXISTS lg_rotating", logger: TestDatabase.logger).collect()
+            _ = try await observer.query("CREATE ROLE lg_rotating LOGIN PASSWORD 'first-secret'", logger: TestDatabase.logger).collect()
+            var configuration = try TestDatabase.configuration(application: "lg-rotating", budget: 2)
+            configuration.username = "lg_rotating"
+            configuration.password = nil
+            let current = Shared("first-secret")
+            configuration.passwordProvider = { current.value }
+            configuration.pool.maxLifetime = .milliseconds(200)
+            configuration.pool.maxLifetimeJitter = 0
+            let failures = try await TestDatabase.withPool(configuration) { pool in
+                var failures: [String] = []
+                for round in 0..<60 {
+                    if round == 20 {
+                        _ = try await observer.query("ALTER ROLE lg_rotating PASSWORD 'second-secret'", logger: TestDatabase.logger).collect()
+                        current.value = "second-secret"
+                    }
+                    do {
+                        try await pool.query("SELECT 1", lane: .retrieval)
+                    } catch {
+                        failures.append(String(describing: error))
+                    }
+                    try await Task.sleep(for: .milliseconds(20))
+                }
+                return failures
+            }
+            #expect(failures.isEmpty, "\(failures.prefix(3))")
+            let opened = try await observer.integer("SELECT count(*)::int FROM pg_stat_activity WHERE usename = 'lg_rotating'")
+            #expect(opened == 0)
+            _ = try await observer.query("DROP ROLE lg_rotating", logger: TestDatabase.logger).collect()
         }
     }
 

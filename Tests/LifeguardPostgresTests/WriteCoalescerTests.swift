@@ -213,3 +213,114 @@ struct WriteCoalescerPlanTests {
         #expect(statements.allSatisfy { $0.query.binds.count <= 65_535 })
     }
 }
+
+extension PostgresPoolTests {
+    @Test("coalescer: one deferred foreign-key violation among 30 concurrent writes fails only its caller; the other 29 commit")
+    func coalescerDeferredViolation() async throws {
+        let configuration = try TestDatabase.configuration(application: "lg-coalesce-deferred", budget: 3)
+        try await TestDatabase.withPool(configuration) { pool in
+            try await pool.query("DROP TABLE IF EXISTS lg_coalesce_child", lane: .write)
+            try await pool.query("CREATE TABLE IF NOT EXISTS lg_coalesce_parent (id int PRIMARY KEY)", lane: .write)
+            try await pool.query("INSERT INTO lg_coalesce_parent VALUES (1) ON CONFLICT DO NOTHING", lane: .write)
+            try await pool.query("""
+                CREATE TABLE lg_coalesce_child (id int, parent int REFERENCES lg_coalesce_parent (id) DEFERRABLE INITIALLY DEFERRED)
+                """, lane: .write)
+            let coalescer = try WriteCoalescer(pool: pool, configuration: .init(maxDelay: .milliseconds(200), maxConnections: 1))
+            let flushing = Task { await coalescer.run() }
+            let failures = await withTaskGroup(of: (Int, String?)?.self) { writers in
+                for id in 0..<30 {
+                    writers.addTask {
+                        do {
+                            try await coalescer.write("INSERT INTO lg_coalesce_child VALUES (\(id), \(id == 17 ? 999 : 1))")
+                            return nil
+                        } catch {
+                            return (id, Self.sqlState(of: error))
+                        }
+                    }
+                }
+                var failures: [(Int, String?)] = []
+                for await failure in writers { if let failure { failures.append(failure) } }
+                return failures
+            }
+            coalescer.shutdown()
+            await flushing.value
+            #expect(failures.map(\.0) == [17])
+            #expect(failures.first?.1 == "23503")
+            let committed = try await pool.query("SELECT count(*)::int FROM lg_coalesce_child", lane: .retrieval)[0].decode(Int.self)
+            #expect(committed == 29)
+        }
+    }
+
+    @Test("coalescer: under backend kills, no write is reported failed that committed, and none reported done that did not")
+    func coalescerUnderKills() async throws {
+        let configuration = try TestDatabase.configuration(application: "lg-coalesce-kills", budget: 4)
+        try await TestDatabase.withObserver { observer in try await TestDatabase.withPool(configuration) { pool in
+            try await pool.query("DROP TABLE IF EXISTS lg_coalesce_kills", lane: .write)
+            try await pool.query("CREATE TABLE lg_coalesce_kills (id int PRIMARY KEY)", lane: .write)
+            let coalescer = try WriteCoalescer(pool: pool, configuration: .init(maxConnections: 2))
+            let flushing = Task { await coalescer.run() }
+            let stop = Shared(false)
+            let killer = Task {
+                while !stop.value {
+                    _ = try? await observer.query("""
+                        SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                        WHERE application_name = 'lg-coalesce-kills' AND state IN ('active', 'idle in transaction')
+                        """, logger: TestDatabase.logger).collect()
+                    try? await Task.sleep(for: .milliseconds(10))
+                }
+            }
+            let outcomes = await withTaskGroup(of: [(Int, String)].self) { writers in
+                for writer in 0..<30 {
+                    writers.addTask {
+                        var outcomes: [(Int, String)] = []
+                        for n in 0..<40 {
+                            let id = writer * 1_000 + n
+                            do {
+                                try await coalescer.write("INSERT INTO lg_coalesce_kills VALUES (\(id))")
+                                outcomes.append((id, "done"))
+                            } catch let error as PostgresPoolError where error.code == .commitOutcomeUnknown {
+                                outcomes.append((id, "unknown"))
+                            } catch {
+                                outcomes.append((id, "failed"))
+                            }
+                        }
+                        return outcomes
+                    }
+                }
+                var all: [(Int, String)] = []
+                for await outcomes in writers { all += outcomes }
+                return all
+            }
+            stop.value = true
+            await killer.value
+            coalescer.shutdown()
+            await flushing.value
+            var committed = Set<Int>()
+            for row in try await pool.query("SELECT id FROM lg_coalesce_kills", lane: .retrieval) { committed.insert(try row.decode(Int.self)) }
+            let doneMissing = outcomes.filter { $0.1 == "done" && !committed.contains($0.0) }
+            let failedCommitted = outcomes.filter { $0.1 == "failed" && committed.contains($0.0) }
+            let counts = Dictionary(grouping: outcomes, by: \.1).mapValues(\.count)
+            print("coalescer under kills: \(counts), \(committed.count) committed")
+            #expect(doneMissing.isEmpty, "reported done, not committed: \(doneMissing.prefix(5))")
+            #expect(failedCommitted.isEmpty, "reported failed, yet committed: \(failedCommitted.prefix(5))")
+        } }
+    }
+
+    @Test("coalescer: cancelling run() with idle flushers returns, and a write still queued fails with shutdown")
+    func coalescerCancelledRun() async throws {
+        let configuration = try TestDatabase.configuration(application: "lg-coalesce-cancel", budget: 2)
+        try await TestDatabase.withPool(configuration) { pool in
+            let coalescer = try WriteCoalescer(pool: pool)
+            let flushing = Task { await coalescer.run() }
+            try await Task.sleep(for: .milliseconds(100))   // both flushers idle
+            flushing.cancel()
+            let returned = Shared(false)
+            Task { await flushing.value; returned.value = true }
+            for _ in 0..<1_000 where !returned.value {
+                try await Task.sleep(for: .milliseconds(10))
+            }
+            #expect(returned.value, "run() did not return within 10 s of its cancellation")
+            await #expect(throws: LifeguardError.self) { try await coalescer.write("SELECT 1") }
+        }
+    }
+}
