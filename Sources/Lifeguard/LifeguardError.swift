@@ -8,7 +8,7 @@ public struct LifeguardError: Error, Sendable, CustomStringConvertible {
     public struct Code: Hashable, Sendable, CustomStringConvertible {
         private enum Base: String, Hashable, Sendable {
             case waitTimeout, overloaded, shed, deadlineExceeded, databaseUnavailable, shutdown, invalidConfiguration,
-                unknownLane, leaseEnded, leaseDuringGeneration
+                unknownLane, leaseEnded, leaseDuringGeneration, notRunning
         }
         private let base: Base
         private init(_ base: Base) { self.base = base }
@@ -38,6 +38,10 @@ public struct LifeguardError: Error, Sendable, CustomStringConvertible {
         /// A lease was requested inside a ``GenerationStep`` and the configuration forbids it
         /// (``PoolConfiguration/leaseDuringGeneration``).
         public static let leaseDuringGeneration = Code(.leaseDuringGeneration)
+
+        /// The request waited its lane's `waitTimeout` on a pool whose `run()` had not
+        /// started: nothing opens connections until it runs.
+        public static let notRunning = Code(.notRunning)
 
         public var description: String { self.base.rawValue }
     }
@@ -110,6 +114,10 @@ public struct LifeguardError: Error, Sendable, CustomStringConvertible {
             setting: "lanes[\"\(lane.name)\"].waitTimeout")
     }
 
+    @usableFromInline static func notRunning(lane: Lane, waited: Duration, queueDepth: Int) -> LifeguardError {
+        LifeguardError(code: .notRunning, lane: lane, waited: waited, queueDepth: queueDepth, setting: "run()")
+    }
+
     static func overloaded(lane: Lane, queueDepth: Int) -> LifeguardError {
         LifeguardError(
             code: .overloaded, lane: lane, waited: .zero, queueDepth: queueDepth,
@@ -156,6 +164,10 @@ public struct LifeguardError: Error, Sendable, CustomStringConvertible {
             return "Lifeguard: lane '\(self.laneName)' found no connection within \(Self.format(self.waited)) "
                 + "(\(self.queueDepth ?? 0) waiting). The pool is saturated: shorten what holds connections, "
                 + "raise the lane's limit or the budget, or raise \(self.setting ?? "waitTimeout")."
+        case .notRunning:
+            return "Lifeguard: lane '\(self.laneName)' waited \(Self.format(self.waited)) for a connection, but the pool is "
+                + "not running: nothing opens connections until run() runs. Run the pool (add it to your ServiceGroup, "
+                + "or `async let _ = pool.run()`) before leasing."
         case .overloaded:
             return "Lifeguard: lane '\(self.laneName)' rejected the request at once: \(self.queueDepth ?? 0) requests "
                 + "are already waiting, the queue's bound. Shed load upstream or raise \(self.setting ?? "maxWaiters")."

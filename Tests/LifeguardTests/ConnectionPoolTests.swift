@@ -274,3 +274,19 @@ struct ConnectionPoolTests {
         #expect(factory.openCount == 0)
     }
 }
+
+extension ConnectionPoolTests {
+    @Test("a lease asked for before run() waits its lane's waitTimeout, then says the pool is not running")
+    func leaseBeforeRun() async throws {
+        var configuration = PoolConfiguration()
+        configuration.lanes[.retrieval] = .init(waitTimeout: .milliseconds(50))
+        let pool = try ConnectionPool(configuration: configuration, factory: InMemoryConnectionFactory(), logger: Logger(label: "test"))
+        do {
+            try await pool.withConnection(lane: .retrieval) { _ in }
+            Issue.record("a pool that never ran granted a lease")
+        } catch let error as LifeguardError {
+            #expect(error.code == .notRunning)
+            #expect(String(describing: error).contains("run()"))
+        }
+    }
+}

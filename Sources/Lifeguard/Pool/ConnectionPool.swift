@@ -79,7 +79,7 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Service, Sendable
         /// continuation stored here under the same lock, so every waiter the machine resolves
         /// has one.
         @usableFromInline var waiting = WaiterTable<Waiting>()
-        var runStarted = false
+        @usableFromInline var runStarted = false
 
         init(machine: PoolStateMachine) {
             self.machine = machine
@@ -103,7 +103,14 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Service, Sendable
             for granted in actions.grants {
                 resolve(granted.waiter, .success(Lease(grant: granted.grant, connection: self.connections[granted.grant.slot]!)))
             }
-            for failed in actions.failures { resolve(failed.waiter, .failure(failed.error)) }
+            for failed in actions.failures {
+                var error = failed.error
+                if !self.runStarted, error.code == .waitTimeout, let lane = error.lane {
+                    // Nothing could have served it: say why.
+                    error = .notRunning(lane: lane, waited: error.waited ?? .zero, queueDepth: error.queueDepth ?? 0)
+                }
+                resolve(failed.waiter, .failure(error))
+            }
             for id in actions.cancelled { resolve(id, .failure(CancellationError())) }
             for slot in actions.connect {
                 while self.connections.count <= slot { self.connections.append(nil) }
@@ -380,6 +387,10 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Service, Sendable
                 return (.success(Lease(grant: grant, connection: shared.connections[grant.slot]!)), nil)
             case .wait(_, let actions):
                 shared.waiting.insert(continuation, for: id)
+                if !shared.runStarted {
+                    // The timers run in run(): without it, this wait's timeout is kept here.
+                    self.expireWithoutRun(laneIndex: laneIndex, deadline: deadline)
+                }
                 guard actions.resolvesWaiters || actions.hasBackgroundWork else {
                     // Queued and nothing else: only this lane's queue length changed.
                     self.queueLengths[laneIndex].value.store(shared.machine.queueLength(ofLane: laneIndex), ordering: .relaxed)
@@ -474,6 +485,19 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Service, Sendable
     }
 
     // MARK: - Running
+
+    /// Fires the machine's timers once a waiter queued before ``run()`` started has waited its
+    /// lane's `waitTimeout` (or reached its deadline), so that it fails with
+    /// ``LifeguardError/Code/notRunning`` instead of waiting forever.
+    @usableFromInline
+    func expireWithoutRun(laneIndex: Int, deadline: PoolInstant?) {
+        var wait = self.configuration.lanes[self.lanes[laneIndex]]?.waitTimeout.wholeNanoseconds ?? 1_000_000_000
+        if let deadline { wait = max(0, min(wait, PoolInstant.now.nanoseconds(to: deadline))) }
+        Task {
+            try? await Task.sleep(for: .nanoseconds(wait) + .milliseconds(1))
+            self.apply { shared, now in shared.machine.tick(now: now) }
+        }
+    }
 
     /// Runs the pool's background work until it has shut down: opening, resetting, pinging and
     /// closing connections, and its timers.
