@@ -89,6 +89,17 @@ struct Bench: AsyncParsableCommand {
             // Both pools open their connections before the first arrival: a cold start is not
             // what is compared.
             try await Task.sleep(for: .seconds(2))
+            do {
+                try await target.withConnection(lane: .retrieval) { execute in try await execute("SELECT 1") }
+            } catch {
+                target.shutdown()
+                runner.cancel()
+                await runner.value
+                var standardError = FileHandle.standardError
+                print("lifeguard bench: \(pool) cannot run a statement on \(configuration.description): \(PostgresPoolError.describe(error))",
+                      to: &standardError)
+                throw ExitCode(Check.cannotConnect)
+            }
             let result = await BenchRun(scenario: scenario, design: design, target: target, label: pool).run()
             target.shutdown()
             runner.cancel()

@@ -12,7 +12,8 @@ struct Check: AsyncParsableCommand {
         discussion: """
             Reports the server version, max_connections and the connections reserved for superusers, \
             the backends open now by application_name, and whether `budget × instances` fits in what \
-            is left. Exits with status 1 when it does not fit.
+            is left. Exit status: 0 when it fits, 1 when it does not fit, 2 when the server cannot be \
+            reached or refuses the login (the reason is printed), 64 for bad options.
             """
     )
 
@@ -51,20 +52,39 @@ struct Check: AsyncParsableCommand {
         var logger = Logger(label: "lifeguard-check")
         logger.logLevel = .critical
         let pool = try PostgresPool(configuration: configuration, logger: logger)
-        let report = try await withThrowingTaskGroup(of: CheckReport?.self) { group in
-            group.addTask {
-                await pool.run()
-                return nil
+        let report: CheckReport
+        do {
+            report = try await withThrowingTaskGroup(of: CheckReport?.self) { group in
+                group.addTask {
+                    await pool.run()
+                    return nil
+                }
+                defer { pool.shutdown(gracePeriod: .seconds(1)) }
+                return try await pool.withConnection(lane: .retrieval) { lease in
+                    try await CheckReport.read(from: lease, target: configuration.description, budget: self.budget, instances: self.instances)
+                }
             }
-            defer { pool.shutdown(gracePeriod: .seconds(1)) }
-            return try await pool.withConnection(lane: .retrieval) { lease in
-                try await CheckReport.read(from: lease, target: configuration.description, budget: self.budget, instances: self.instances)
-            }
+        } catch {
+            var standardError = FileHandle.standardError
+            print("lifeguard check: cannot check \(configuration.description): \(PostgresPoolError.describe(error))", to: &standardError)
+            throw ExitCode(Self.cannotConnect)
         }
         print(report.text)
         if !report.fits {
-            throw ExitCode(1)
+            throw ExitCode(Self.doesNotFit)
         }
+    }
+
+    /// The exit status when the budget does not fit.
+    static let doesNotFit: Int32 = 1
+    /// The exit status when the server cannot be reached or refuses the login.
+    static let cannotConnect: Int32 = 2
+}
+
+extension FileHandle: @retroactive TextOutputStream {
+    /// Writes `string` to the file, for `print(_:to:)`.
+    public func write(_ string: String) {
+        self.write(Data(string.utf8))
     }
 }
 
@@ -108,9 +128,12 @@ struct CheckReport: Equatable {
         if self.fits {
             lines.append("verdict:           fits: \(plan) of the \(left) connections left")
         } else {
-            let perInstance = max(0, left / self.instances)
-            lines.append("verdict:           DOES NOT FIT: \(plan), but only \(left) connections are left. "
-                + "Lower the budget to \(perInstance) per instance, raise max_connections, or put PgBouncer in front.")
+            let perInstance = left / self.instances
+            let lower = perInstance >= 1
+                ? "Lower the budget to \(perInstance) per instance, raise max_connections, or put PgBouncer in front."
+                : "Not even one connection per instance is left: raise max_connections, close other applications' "
+                    + "connections, run fewer instances, or put PgBouncer in front."
+            lines.append("verdict:           DOES NOT FIT: \(plan), but only \(max(0, left)) connections are left. " + lower)
         }
         return lines.joined(separator: "\n")
     }

@@ -95,7 +95,8 @@ public struct PostgresPoolError: Error, Sendable, CustomStringConvertible {
                 + (server.isEmpty ? "" : " (\(server))")
                 + "; it may or may not have: check before repeating a write that must happen once"
         case .connectFailed:
-            return "could not connect to PostgreSQL at \(self.target ?? "?"): \(server)"
+            let said = [self.sqlState.map { "SQLSTATE \($0)" }, self.serverMessage].compactMap { $0 }.joined(separator: ": ")
+            return "could not connect to PostgreSQL at \(self.target ?? "?"): " + (said.isEmpty ? self.detail ?? "" : "\(said) (\(self.detail ?? ""))")
         default:
             return "the connection\(pid) was lost while the statement ran" + (server.isEmpty ? "" : ": \(server)")
         }
@@ -103,9 +104,13 @@ public struct PostgresPoolError: Error, Sendable, CustomStringConvertible {
 }
 
 extension PostgresPoolError {
-    /// An error as a person needs it: a `PSQLError` with its code, SQLSTATE and server message
-    /// (its own description is a fixed sentence), anything else as it describes itself.
-    static func describe(_ error: any Error) -> String {
+    /// An error as a person needs it, for logs and tools: a `PSQLError` with its code,
+    /// SQLSTATE and server message (its own description is a fixed sentence), anything else as
+    /// it describes itself. A password is in none of them.
+    ///
+    /// - Parameter error: Any error from the pool or PostgresNIO.
+    /// - Returns: One line.
+    public static func describe(_ error: any Error) -> String {
         guard let error = error as? PSQLError else { return String(describing: error) }
         var parts = ["PostgresNIO \(error.code)"]
         if let state = error.serverInfo?[.sqlState] { parts.append("SQLSTATE \(state)") }

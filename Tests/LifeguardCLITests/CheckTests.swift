@@ -31,6 +31,33 @@ struct CheckTests {
         #expect(report.text.contains("Lower the budget to 16 per instance"))
     }
 
+    @Test("a budget that leaves not one connection per instance never advises a budget of 0")
+    func nothingLeft() {
+        let report = self.report(budget: 20, instances: 100)
+        #expect(!report.fits)
+        #expect(!report.text.contains("budget to 0"))
+        #expect(report.text.contains("Not even one connection per instance is left"))
+    }
+
+    @Test("check and bench exit with 2, not 1 (does not fit), when nothing can connect, and say why", arguments: ["check", "bench"])
+    func cannotConnect(command: String) async throws {
+        // Port 1 on the loopback: nothing listens there.
+        let url = "postgres://nobody:secret-0451@127.0.0.1:1/none?sslmode=disable"
+        let parsed = try LifeguardCommand.parseAsRoot(command == "check"
+            ? ["check", "--database-url", url]
+            : ["bench", "--database-url", url, "--scenario", "retrieval-burst", "--pool", "lifeguard", "--duration", "1"])
+        guard var runnable = parsed as? any AsyncParsableCommand else {
+            Issue.record("\(command) is not async")
+            return
+        }
+        do {
+            try await runnable.run()
+            Issue.record("expected \(command) to fail")
+        } catch let exit as ExitCode {
+            #expect(exit.rawValue == 2)
+        }
+    }
+
     @Test("bad flags name the flag and the accepted range", arguments: [
         (["check", "--budget", "0", "--database-url", "postgres://u@h/d"], "--budget must be between 1 and 10000"),
         (["check", "--instances=-3", "--database-url", "postgres://u@h/d"], "--instances must be between 1 and 10000"),
