@@ -134,7 +134,8 @@ extension PostgresPool {
                 throw LifeguardError.invalidConfiguration(["the database URL cannot be parsed; expected postgres://user:password@host:port/database"])
             }
             if components.scheme != "postgres" && components.scheme != "postgresql" {
-                problems.append("the database URL's scheme is '\(Self.quoted(components.scheme ?? ""))'; use postgres:// or postgresql://")
+                // Not quoted: in a URL that is not what it should be, any part may be the password.
+                problems.append("the database URL's scheme is not postgres:// or postgresql://; write postgres://user:password@host:port/database")
             }
             // URLComponents re-encodes a stray '%' instead of refusing it.
             let bytes = Array(url.utf8)
@@ -233,13 +234,17 @@ extension PostgresPool {
         /// The longest `connect_timeout` accepted: one day.
         static let longestConnectTimeoutSeconds = 86_400
 
-        /// A value from the input as it may appear in a problem: at most 40 characters, with
-        /// control characters escaped.
+        /// A value from the input as it may appear in a problem: as it is when it is a word or a
+        /// path (letters, digits, `_ - . + /`, at most 40 characters), else not at all: in a
+        /// malformed URL any part may hold the password.
         static func quoted(_ value: String) -> String {
-            let shown = value.unicodeScalars.prefix(40).map { scalar in
-                scalar.properties.generalCategory == .control ? scalar.escaped(asASCII: true) : String(scalar)
-            }.joined()
-            return value.unicodeScalars.count > 40 ? shown + "…" : shown
+            Self.isWord(value) ? value : "(a value that is not a word)"
+        }
+
+        static func isWord(_ value: String) -> Bool {
+            value.utf8.count <= 40 && value.utf8.allSatisfy { byte in
+                (0x30...0x39).contains(byte) || (0x61...0x7A).contains(byte | 0x20) || "_-.+/".utf8.contains(byte)
+            }
         }
 
         /// Creates a configuration from the `DATABASE_URL` environment variable.
@@ -301,8 +306,11 @@ extension PostgresPool {
                 ("host", self.host), ("unixSocketDirectory", self.unixSocketDirectory), ("tlsRootCertificatePath", self.tlsRootCertificatePath),
             ]
             for (name, value) in named {
-                if let value, value.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) {
-                    problems.append("\(name) '\(Self.quoted(value))' contains a control character; PostgreSQL's startup parameters cannot carry one")
+                if let value, let index = value.unicodeScalars.firstIndex(where: { $0.properties.generalCategory == .control }) {
+                    // The value is not quoted: from a malformed URL it may hold the password.
+                    let scalar = value.unicodeScalars[index]
+                    let offset = value.unicodeScalars.distance(from: value.unicodeScalars.startIndex, to: index)
+                    problems.append("\(name) contains a control character (\(scalar.escaped(asASCII: true)) at character \(offset + 1)); PostgreSQL's startup parameters cannot carry one")
                 }
             }
             if let password = self.password, password.utf8.contains(0) {

@@ -114,8 +114,8 @@ public struct PoolConfiguration: Sendable, Hashable {
     ///   ``LifeguardError/problems`` lists each problem and the setting to change.
     public func validate() throws(LifeguardError) {
         var problems: [String] = []
-        if self.budget < 1 {
-            problems.append("budget is \(self.budget); it must be at least 1")
+        if self.budget < 1 || self.budget > Self.largestBudget {
+            problems.append("budget is \(self.budget); it must be from 1 to \(Self.largestBudget)")
         }
         if self.lanes.isEmpty {
             problems.append("lanes is empty; configure at least one lane")
@@ -135,22 +135,16 @@ public struct PoolConfiguration: Sendable, Hashable {
                     problems.append("\(name).reserved (\(settings.reserved)) exceeds its limit (\(limit)); lower reserved or raise limit")
                 }
             }
-            if settings.waitTimeout <= .zero {
-                problems.append("\(name).waitTimeout is \(settings.waitTimeout); it must be positive")
-            }
+            Self.requirePositive(settings.waitTimeout, "\(name).waitTimeout", &problems)
             if settings.maxWaiters < 0 {
                 problems.append("\(name).maxWaiters is \(settings.maxWaiters); it must be 0 or more")
             }
             if let shedding = settings.shedding {
-                if shedding.target <= .zero {
-                    problems.append("\(name).shedding.target is \(shedding.target); it must be positive")
-                }
-                if shedding.interval <= .zero {
-                    problems.append("\(name).shedding.interval is \(shedding.interval); it must be positive")
-                }
+                Self.requirePositive(shedding.target, "\(name).shedding.target", &problems)
+                Self.requirePositive(shedding.interval, "\(name).shedding.interval", &problems)
             }
         }
-        let reservedTotal = self.lanes.values.reduce(0) { $0 + max(0, $1.reserved) }
+        let reservedTotal = self.lanes.values.reduce(0) { min($0 + min(max(0, $1.reserved), Self.largestBudget), Int.max / 2) }
         if self.budget >= 1 && reservedTotal > self.budget {
             problems.append("the lanes reserve \(reservedTotal) connections but the budget is \(self.budget); lower the reservations or raise budget")
         }
@@ -173,17 +167,25 @@ public struct PoolConfiguration: Sendable, Hashable {
         if self.reconnectMaximumDelay < self.reconnectInitialDelay {
             problems.append("reconnectMaximumDelay (\(self.reconnectMaximumDelay)) is below reconnectInitialDelay (\(self.reconnectInitialDelay)); raise it")
         }
-        if self.shutdownGracePeriod < .zero {
-            problems.append("shutdownGracePeriod is \(self.shutdownGracePeriod); it must be 0 or more")
+        if self.shutdownGracePeriod < .zero || self.shutdownGracePeriod > Self.longestDuration {
+            problems.append("shutdownGracePeriod is \(self.shutdownGracePeriod); it must be from 0 to a year")
         }
         if !problems.isEmpty {
             throw LifeguardError(invalidConfiguration: problems)
         }
     }
 
+    /// The largest budget accepted: PostgreSQL's `max_connections` stops at 262,143, and no
+    /// process needs more than this.
+    public static let largestBudget = 100_000
+
+    /// The longest duration any setting accepts: a year. Longer ones would overflow the
+    /// pool's clock arithmetic, and mean "never" anyway (use `nil` where a setting allows it).
+    static let longestDuration: Duration = .seconds(365 * 86_400)
+
     private static func requirePositive(_ value: Duration?, _ name: String, _ problems: inout [String]) {
-        if let value, value <= .zero {
-            problems.append("\(name) is \(value); it must be positive (or nil where allowed)")
+        if let value, value <= .zero || value > Self.longestDuration {
+            problems.append("\(name) is \(value); it must be positive and at most a year (or nil where allowed)")
         }
     }
 }

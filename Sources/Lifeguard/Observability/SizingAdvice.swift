@@ -44,18 +44,21 @@ public struct SizingAdvice: Sendable, Hashable, Codable, CustomStringConvertible
     public init(statistics: PoolStatistics) {
         var warnings: [String] = []
         var lanes: [LaneAdvice] = []
+        // Statistics may come from a file (`lifeguard inspect`): every figure is clamped to a
+        // sane range before any arithmetic, so that no input can trap.
         for lane in statistics.lanes {
-            let averageInUse = lane.arrivalsPerSecond * lane.hold.mean / 1_000
-            let reserved = lane.outcomes.granted == 0 ? 0 : lane.inUse.p99 + 1
-            let peak = max(lane.inUse.max, reserved)
+            let averageInUse = Self.clamped(lane.arrivalsPerSecond) * Self.clamped(lane.hold.mean) / 1_000
+            let p99InUse = min(max(0, lane.inUse.p99), Self.largestCount)
+            let reserved = lane.outcomes.granted <= 0 ? 0 : p99InUse + 1
+            let peak = max(min(max(0, lane.inUse.max), Self.largestCount), reserved)
             let limit = max(1, reserved, peak + (peak + 3) / 4)
-            let waitTimeout = Int(min(1_000, max(100, (4 * lane.hold.p99).rounded(.up))))
+            let waitTimeout = Int(min(1_000, max(100, (4 * Self.clamped(lane.hold.p99)).rounded(.up))))
             let reasoning = "\(lane.lane): \(Self.format(lane.arrivalsPerSecond)) arrivals/s × \(Self.format(lane.hold.mean)) ms hold "
-                + "= \(Self.format(averageInUse)) in use on average, p99 in-use \(lane.inUse.p99), peak \(lane.inUse.max): "
+                + "= \(Self.format(averageInUse)) in use on average, p99 in-use \(p99InUse), peak \(peak): "
                 + "reserve \(reserved), limit \(limit), waitTimeout \(waitTimeout) ms"
             lanes.append(LaneAdvice(
                 lane: lane.lane, arrivalsPerSecond: lane.arrivalsPerSecond, meanHoldMilliseconds: lane.hold.mean,
-                averageInUse: averageInUse, p99InUse: lane.inUse.p99, reserved: reserved, limit: limit,
+                averageInUse: averageInUse, p99InUse: p99InUse, reserved: reserved, limit: limit,
                 waitTimeoutMilliseconds: waitTimeout, reasoning: reasoning))
             if lane.generationHolds > 0 {
                 let sites = Set(statistics.findings.filter { $0.kind == .generationHold && $0.lane == lane.lane }.map(\.callSite)).sorted()
@@ -71,9 +74,9 @@ public struct SizingAdvice: Sendable, Hashable, Codable, CustomStringConvertible
                         + "the lane is saturated (p99 in-use \(lane.inUse.p99) of its limit).")
             }
         }
-        let reservedTotal = lanes.reduce(0) { $0 + $1.reserved }
+        let reservedTotal = lanes.reduce(0) { min($0 + $1.reserved, Self.largestCount) }
         self.lanes = lanes
-        self.budget = max(1, reservedTotal, statistics.inUse.p99 + 1)
+        self.budget = max(1, reservedTotal, min(max(0, statistics.inUse.p99), Self.largestCount) + 1)
         self.warnings = warnings
     }
 
@@ -82,11 +85,27 @@ public struct SizingAdvice: Sendable, Hashable, Codable, CustomStringConvertible
         var lines: [String] = []
         lines += self.warnings.map { "! \($0)" }
         lines += self.lanes.map { "- \($0.reasoning)" }
-        lines.append("budget: \(self.budget) (the reservations, \(self.lanes.reduce(0) { $0 + $1.reserved }), or the overall p99 in-use + 1, whichever is larger)")
+        let reservations = self.lanes.reduce(0) { min($0 + $1.reserved, Self.largestCount) }
+        lines.append("budget: \(self.budget) (the reservations, \(reservations), or the overall p99 in-use + 1, whichever is larger)")
         return lines.joined(separator: "\n")
     }
 
+    /// The largest connection count the advice works with: far above any server's limit,
+    /// far below where sums could overflow.
+    static let largestCount = 1_000_000_000
+
+    /// A figure made safe for arithmetic: not negative, not NaN, at most 10^15.
+    static func clamped(_ value: Double) -> Double {
+        value.isNaN ? 0 : min(max(value, 0), 1e15)
+    }
+
+    /// A percentage of `fraction`, safe for any input.
+    static func percent(_ fraction: Double) -> Int {
+        Int((clamped(fraction) * 100).rounded())
+    }
+
     static func format(_ value: Double) -> String {
+        if !value.isFinite || abs(value) >= 1e15 { return "\(value)" }
         if value >= 100 { return "\(Int(value.rounded()))" }
         if value >= 10 { return "\((value * 10).rounded() / 10)" }
         return "\((value * 100).rounded() / 100)"
@@ -98,7 +117,7 @@ extension PoolStatistics {
     public var report: String {
         var lines: [String] = []
         lines.append("Lifeguard pool: budget \(self.budget), capacity \(self.capacity), over the last \(SizingAdvice.format(self.windowSeconds)) s; "
-            + "utilization p50 \(Int((self.utilizationP50 * 100).rounded()))%, p99 \(Int((self.utilizationP99 * 100).rounded()))%")
+            + "utilization p50 \(SizingAdvice.percent(self.utilizationP50))%, p99 \(SizingAdvice.percent(self.utilizationP99))%")
         for lane in self.lanes {
             let outcomes = lane.outcomes
             lines.append("  \(lane.lane): wait p50/p99/p99.9 \(SizingAdvice.format(lane.wait.p50))/\(SizingAdvice.format(lane.wait.p99))/"
