@@ -35,15 +35,21 @@ final class PooledPostgresConnection: Sendable, CustomStringConvertible {
     let wire: WireState
     /// The session's cancel key.
     let keyData: WireState.KeyData
+    /// Whether the pool's server side keeps prepared statements, shared by its connections.
+    let preparedStatements: PreparedStatementSupport
     private let cancelRequests: CancelRequestSender
     private let tracking = Mutex(Tracking())
 
-    init(postgres: PostgresConnection, channel: any Channel, wire: WireState, keyData: WireState.KeyData, canceller: CancelRequestSender) {
+    init(
+        postgres: PostgresConnection, channel: any Channel, wire: WireState, keyData: WireState.KeyData,
+        canceller: CancelRequestSender, preparedStatements: PreparedStatementSupport
+    ) {
         self.postgres = postgres
         self.channel = channel
         self.wire = wire
         self.keyData = keyData
         self.cancelRequests = canceller
+        self.preparedStatements = preparedStatements
     }
 
     /// The server process serving this connection: the process id of its BackendKeyData
@@ -198,3 +204,16 @@ final class PooledPostgresConnection: Sendable, CustomStringConvertible {
     }
 }
 
+
+/// Whether the server side keeps a connection's prepared statements: true until a statement
+/// prepared on a connection is found missing, as behind PgBouncer in transaction mode.
+final class PreparedStatementSupport: Sendable {
+    private let supported = Atomic<Bool>(true)
+
+    var areSupported: Bool { self.supported.load(ordering: .relaxed) }
+
+    /// Records that they are not; `true` for the first caller only.
+    func markUnsupported() -> Bool {
+        self.supported.exchange(false, ordering: .relaxed)
+    }
+}

@@ -13,6 +13,8 @@ final class PostgresConnectionFactory: ConnectionFactory {
     let eventLoopGroup: any EventLoopGroup
     /// Sends the CancelRequests of this factory's connections.
     let cancelRequests: CancelRequestSender
+    /// Whether prepared statements can be used, for every connection of the pool.
+    let preparedStatements = PreparedStatementSupport()
     private let nextConnectionID = Atomic<Int>(0)
 
     init(configuration: PostgresPool.Configuration, logger: Logger, eventLoopGroup: any EventLoopGroup) {
@@ -81,11 +83,29 @@ final class PostgresConnectionFactory: ConnectionFactory {
         } catch {
             throw PostgresPoolError.connectFailed(to: self.target, user: self.configuration.username, error)
         }
+        // The login may come from a proxy that has no server behind it now (PgBouncer accepts
+        // logins during an outage and holds queries up to its query_wait_timeout): a connection
+        // counts as open once the server answered a statement, within the connect timeout.
+        let timeout = channel.eventLoop.scheduleTask(in: self.configuration.connectTimeout.timeAmount) { channel.close(promise: nil) }
+        do {
+            _ = try await postgres.query("SELECT 1", logger: self.logger, file: #fileID, line: #line) { _ in }.get()
+            timeout.cancel()
+        } catch {
+            timeout.cancel()
+            try? await postgres.close()
+            throw PostgresPoolError(
+                code: .connectFailed,
+                detail: "the login succeeded but the server did not answer SELECT 1 within connect_timeout (\(self.configuration.connectTimeout)): "
+                    + "behind PgBouncer, the server behind it may be down (\(PostgresPoolError.describe(error)))",
+                target: self.target)
+        }
         guard let keyData = wire.keyData else {
             try? await postgres.close()
             throw PostgresPoolError(code: .connectionLost, serverMessage: "the server sent no BackendKeyData: statements could not be cancelled")
         }
-        return PooledPostgresConnection(postgres: postgres, channel: channel, wire: wire, keyData: keyData, canceller: self.cancelRequests)
+        return PooledPostgresConnection(
+            postgres: postgres, channel: channel, wire: wire, keyData: keyData, canceller: self.cancelRequests,
+            preparedStatements: self.preparedStatements)
     }
 
     @usableFromInline func validate(_ connection: PooledPostgresConnection) async throws {

@@ -125,8 +125,10 @@ public final class PostgresLease: Sendable {
     /// The lease sees the statement as it sees a plain one, so the connection stays clean (no
     /// reset when the lease ends), and cancelling the task cancels the statement on the server.
     ///
-    /// Through PgBouncer in transaction mode, prepared statements need its
-    /// `max_prepared_statements` setting (PgBouncer 1.21 or later).
+    /// Behind PgBouncer in transaction mode, prepared statements need its
+    /// `max_prepared_statements` setting (PgBouncer 1.21 or later). Without it, the first
+    /// statement found missing (SQLSTATE 26000 or 42P05) switches the pool to running its
+    /// prepared statements unnamed, with a warning logged once.
     ///
     /// - Parameter statement: The statement and its bindings.
     /// - Returns: The rows, decoded by the statement's `decodeRow(_:)`.
@@ -140,13 +142,7 @@ public final class PostgresLease: Sendable {
     ) async throws -> [Statement.Row] {
         try self.checkActive()
         try Task.checkCancellation()
-        return try await self.run {
-            var rows: [Statement.Row] = []
-            for try await row in try await self.connection.postgres.execute(statement, logger: self.statementLogger, file: file, line: line) {
-                rows.append(row)
-            }
-            return rows
-        }
+        return try await self.runPrepared(statement, file: file, line: line)
     }
 
     /// Runs a prepared statement and discards its rows.
@@ -161,8 +157,46 @@ public final class PostgresLease: Sendable {
     ) async throws {
         try self.checkActive()
         try Task.checkCancellation()
-        try await self.run {
-            for try await _ in try await self.connection.postgres.execute(statement, logger: self.statementLogger, file: file, line: line) {}
+        _ = try await self.runPrepared(statement, file: file, line: line)
+    }
+
+    /// Runs a prepared statement, or, where the server side cannot keep prepared statements
+    /// (PgBouncer in transaction mode before 1.21 moves a client between server connections,
+    /// so a statement prepared on one is missing on the next: SQLSTATE 26000, or 42P05 when a
+    /// name is prepared twice), the same statement unnamed, parsed each time. The first such
+    /// error switches the whole pool to unnamed statements, logged once; the statement that
+    /// met it runs again unnamed when no transaction is open (neither error ran it).
+    private func runPrepared<Statement: PostgresPreparedStatement>(
+        _ statement: Statement, isolation: isolated (any Actor)? = #isolation, file: String, line: Int
+    ) async throws -> [Statement.Row] {
+        let unnamed = {
+            try await self.run {
+                let query = PostgresQuery(unsafeSQL: Statement.sql, binds: try statement.makeBindings())
+                return try await self.result(of: self.connection.postgres.query(query, logger: self.statementLogger, file: file, line: line))
+                    .rows.map { try statement.decodeRow($0) }
+            }
+        }
+        if !self.connection.preparedStatements.areSupported {
+            return try await unnamed()
+        }
+        do {
+            return try await self.run {
+                var rows: [Statement.Row] = []
+                for try await row in try await self.connection.postgres.execute(statement, logger: self.statementLogger, file: file, line: line) {
+                    rows.append(row)
+                }
+                return rows
+            }
+        } catch let error as PSQLError where ["26000", "42P05"].contains(error.serverInfo?[.sqlState] ?? "") {
+            if self.connection.preparedStatements.markUnsupported() {
+                self.logger.warning(
+                    "Lifeguard: the server side does not keep prepared statements (PgBouncer in transaction mode before 1.21?); running them unnamed from now on",
+                    metadata: ["sqlstate": "\(error.serverInfo?[.sqlState] ?? "")"])
+            }
+            // PostgresNIO now holds a broken prepared state for this name on this connection.
+            self.connection.retire()
+            if self.connection.isInTransaction { throw error }
+            return try await unnamed()
         }
     }
 

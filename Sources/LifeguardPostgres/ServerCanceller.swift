@@ -6,8 +6,10 @@ import PostgresNIO
 /// It sends the protocol's CancelRequest with the session's key (``CancelRequestSender``):
 /// no connection of the budget is used, and behind PgBouncer the request reaches our own
 /// statement, never another client's. A cancel that arrives before the statement started
-/// executing is ignored by the server, so the request is repeated every ``retryInterval``
-/// while the same statement is still running, at most ``maximumAttempts`` times.
+/// executing is ignored by the server (and PgBouncer ignores one for a client still waiting
+/// for a server connection), so the request is repeated while the same statement is still
+/// running: after ``retryInterval``, then at doubling intervals up to ``longestRetryInterval``.
+/// Since a CancelRequest can only reach this session's own statement, repeating it is safe.
 @usableFromInline
 actor ServerCanceller {
     struct Request: Sendable {
@@ -16,7 +18,7 @@ actor ServerCanceller {
     }
 
     static let retryInterval: Duration = .milliseconds(50)
-    static let maximumAttempts = 10
+    static let longestRetryInterval: Duration = .seconds(1)
 
     private let logger: Logger
     nonisolated let requests: AsyncStream<Request>
@@ -52,9 +54,8 @@ actor ServerCanceller {
 
     private nonisolated func carryOut(_ request: Request) async {
         defer { request.connection.endCancel() }
-        var attempt = 0
-        while attempt < Self.maximumAttempts, request.connection.isRunning(request.statement) {
-            attempt += 1
+        var interval = Self.retryInterval
+        while request.connection.isRunning(request.statement), !request.connection.wire.isClosed {
             do {
                 try await request.connection.sendCancelRequest()
             } catch {
@@ -63,7 +64,8 @@ actor ServerCanceller {
                     metadata: ["pid": "\(request.connection.backendPID)", "error": "\(String(describing: error))"])
                 return
             }
-            try? await Task.sleep(for: Self.retryInterval)
+            try? await Task.sleep(for: interval)
+            interval = min(interval * 2, Self.longestRetryInterval)
         }
     }
 }

@@ -1,0 +1,112 @@
+import Foundation
+import Lifeguard
+@testable import LifeguardPostgres
+import NIOPosix
+import PostgresNIO
+import Testing
+
+extension TestDatabase {
+    /// PgBouncer in transaction mode in front of the test server, two server connections
+    /// (`scripts/pgbouncer.sh`, started by `scripts/test.sh`).
+    static let bouncerURL = ProcessInfo.processInfo.environment["PGBOUNCER_URL"]
+
+    /// A configuration through PgBouncer with its own `application_name`.
+    static func bouncerConfiguration(application: String, budget: Int) throws -> PostgresPool.Configuration {
+        var configuration = try PostgresPool.Configuration(url: bouncerURL!)
+        configuration.applicationName = application
+        configuration.budget = budget
+        configuration.lanes = configuration.lanes.mapValues { lane in
+            var patient = lane
+            patient.waitTimeout = .seconds(10)
+            return patient
+        }
+        return configuration
+    }
+
+    /// A plain connection through PgBouncer: another client of it.
+    static func bouncerClient() async throws -> PostgresConnection {
+        let configuration = try self.bouncerConfiguration(application: "lg-other-client", budget: 1)
+        return try await PostgresConnectionFactory(configuration: configuration, logger: logger, eventLoopGroup: MultiThreadedEventLoopGroup.singleton)
+            .openPostgresConnection()
+    }
+}
+
+/// The same promises behind PgBouncer in transaction mode (PgBouncer 1.18, Debian's).
+extension PostgresPoolTests {
+    @Test("behind PgBouncer, cancelling a task cancels its own statement and never another client's",
+          .enabled(if: TestDatabase.bouncerURL != nil, "needs PGBOUNCER_URL: run ./scripts/test.sh"))
+    func bouncerCancelsOnlyItsOwn() async throws {
+        let configuration = try TestDatabase.bouncerConfiguration(application: "lg-bouncer-cancel", budget: 2)
+        let others = [try await TestDatabase.bouncerClient(), try await TestDatabase.bouncerClient()]
+        func closeOthers() async { for other in others { try? await other.close() } }
+        do { try await TestDatabase.withPool(configuration) { pool in
+            // Warm: our connection to PgBouncer is open before the others take both server connections.
+            try await pool.query("SELECT 1", lane: .retrieval)
+            let othersSleep = others.map { other in
+                Task { try await other.query("SELECT pg_sleep(1.5)", logger: TestDatabase.logger).collect().count }
+            }
+            try await Task.sleep(for: .milliseconds(200))
+            let started = ContinuousClock.now
+            let ours = Task { try await pool.query("SELECT pg_sleep(30)", lane: .retrieval) }
+            try await Task.sleep(for: .milliseconds(300))
+            ours.cancel()
+            let ourResult = await ours.result
+            let ended = started.duration(to: .now)
+            for other in othersSleep {
+                let rows = try await other.value   // throws if PgBouncer's backend got our cancel
+                #expect(rows == 1)
+            }
+            #expect(throws: CancellationError.self) { try ourResult.get() }
+            print("behind PgBouncer: our cancelled pg_sleep(30) ended after \(ended)")
+            #expect(ended < .seconds(15), "our statement was not cancelled: it ran \(ended)")
+        } } catch {
+            await closeOthers()
+            throw error
+        }
+        await closeOthers()
+    }
+
+    @Test("behind PgBouncer 1.18 in transaction mode, prepared statements fall back to unnamed ones: every run succeeds",
+          .enabled(if: TestDatabase.bouncerURL != nil, "needs PGBOUNCER_URL: run ./scripts/test.sh"))
+    func bouncerPreparedStatements() async throws {
+        let configuration = try TestDatabase.bouncerConfiguration(application: "lg-bouncer-prepared", budget: 3)
+        try await TestDatabase.withPool(configuration) { pool in
+            let results = try await withThrowingTaskGroup(of: [Int].self) { group in
+                for task in 0..<6 {
+                    group.addTask {
+                        var sums: [Int] = []
+                        for number in 0..<20 {
+                            let sum = try await pool.withConnection(lane: .retrieval) { lease in
+                                try await lease.query(AddOne(number: task * 100 + number))
+                            }
+                            sums += sum
+                        }
+                        return sums
+                    }
+                }
+                var all: [Int] = []
+                for try await sums in group { all += sums }
+                return all
+            }
+            var expected: [Int] = []
+            for task in 0..<6 { for number in 0..<20 { expected.append(task * 100 + number + 1) } }
+            #expect(results.sorted() == expected)
+        }
+    }
+
+    @Test("behind PgBouncer with its server down, a new connection fails within connect_timeout instead of waiting query_wait_timeout (120 s)",
+          .enabled(if: TestDatabase.bouncerURL != nil, "needs PGBOUNCER_URL: run ./scripts/test.sh"))
+    func bouncerOutageFailsFast() async throws {
+        var configuration = try TestDatabase.bouncerConfiguration(application: "lg-bouncer-outage", budget: 2)
+        configuration.connectTimeout = .seconds(2)
+        try TestDatabase.server("pause")
+        defer { _ = try? TestDatabase.server("resume") }
+        try await TestDatabase.withPool(configuration) { pool in
+            let started = ContinuousClock.now
+            await #expect(throws: LifeguardError.self) { try await pool.query("SELECT 1", lane: .retrieval) }
+            let waited = started.duration(to: .now)
+            print("behind PgBouncer, server down: the request failed after \(waited)")
+            #expect(waited < .seconds(20))
+        }
+    }
+}
