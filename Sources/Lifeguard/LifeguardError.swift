@@ -64,6 +64,10 @@ public struct LifeguardError: Error, Sendable, CustomStringConvertible {
     public let remaining: Duration?
     /// Every problem found in an invalid configuration.
     public let problems: [String]
+    /// For ``Code/waitTimeout`` when no connection was open: how many were still opening.
+    /// The database was slow to accept them or unreachable (its connect timeout decides), not
+    /// the pool saturated.
+    public let connectionsOpening: Int?
     /// The error behind this one, e.g. the last connection error while the database is
     /// unavailable. Its description is included in ``description``.
     public let underlying: (any Error & Sendable)?
@@ -77,7 +81,8 @@ public struct LifeguardError: Error, Sendable, CustomStringConvertible {
         expectedWait: Duration? = nil,
         remaining: Duration? = nil,
         problems: [String] = [],
-        underlying: (any Error & Sendable)? = nil
+        underlying: (any Error & Sendable)? = nil,
+        connectionsOpening: Int? = nil
     ) {
         self.code = code
         self.lane = lane
@@ -88,6 +93,7 @@ public struct LifeguardError: Error, Sendable, CustomStringConvertible {
         self.remaining = remaining
         self.problems = problems
         self.underlying = underlying
+        self.connectionsOpening = connectionsOpening
     }
 
     init(invalidConfiguration problems: [String]) {
@@ -108,10 +114,12 @@ public struct LifeguardError: Error, Sendable, CustomStringConvertible {
         LifeguardError(code: .leaseEnded, lane: lane)
     }
 
-    static func waitTimeout(lane: Lane, waited: Duration, queueDepth: Int) -> LifeguardError {
+    static func waitTimeout(
+        lane: Lane, waited: Duration, queueDepth: Int, connectionsOpening: Int? = nil, lastConnectError: (any Error & Sendable)? = nil
+    ) -> LifeguardError {
         LifeguardError(
             code: .waitTimeout, lane: lane, waited: waited, queueDepth: queueDepth,
-            setting: "lanes[\"\(lane.name)\"].waitTimeout")
+            setting: "lanes[\"\(lane.name)\"].waitTimeout", underlying: lastConnectError, connectionsOpening: connectionsOpening)
     }
 
     @usableFromInline static func notRunning(lane: Lane, waited: Duration, queueDepth: Int) -> LifeguardError {
@@ -160,6 +168,11 @@ public struct LifeguardError: Error, Sendable, CustomStringConvertible {
         case .invalidConfiguration:
             return "Lifeguard: invalid configuration (\(self.problems.count) problem\(self.problems.count == 1 ? "" : "s")):\n"
                 + self.problems.map { "  - \($0)" }.joined(separator: "\n")
+        case .waitTimeout where self.connectionsOpening != nil:
+            return "Lifeguard: lane '\(self.laneName)' found no connection within \(Self.format(self.waited)): no connection is "
+                + "open yet and \(self.connectionsOpening ?? 0) still opening. The database is slow to accept connections or "
+                + "unreachable (a host that never answers fails at its connect timeout), the pool's size is not the cause"
+                + (self.underlying.map { "; the last attempt failed: \(String(describing: $0))" } ?? ".")
         case .waitTimeout:
             return "Lifeguard: lane '\(self.laneName)' found no connection within \(Self.format(self.waited)) "
                 + "(\(self.queueDepth ?? 0) waiting). The pool is saturated: shorten what holds connections, "
@@ -223,7 +236,7 @@ extension LifeguardError: Equatable {
     public static func == (lhs: LifeguardError, rhs: LifeguardError) -> Bool {
         lhs.code == rhs.code && lhs.lane == rhs.lane && lhs.waited == rhs.waited && lhs.queueDepth == rhs.queueDepth
             && lhs.setting == rhs.setting && lhs.expectedWait == rhs.expectedWait && lhs.remaining == rhs.remaining
-            && lhs.problems == rhs.problems
+            && lhs.problems == rhs.problems && lhs.connectionsOpening == rhs.connectionsOpening
             && lhs.underlying.map { String(describing: $0) } == rhs.underlying.map { String(describing: $0) }
     }
 }

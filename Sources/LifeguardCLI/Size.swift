@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Lifeguard
 import LifeguardLab
 
 /// `lifeguard size`: a budget and lane settings from the workload, by Little's law.
@@ -48,6 +49,13 @@ struct Size: ParsableCommand {
         try check(self.writeMs, 0.01...600_000, "write-ms")
         try check(self.agentWritesPerSecond, 0...1_000_000, "agent-writes-per-second")
         try check(self.generationS, 0...3_600, "generation-s")
+        let budget = self.sizing.budget
+        guard budget <= PoolConfiguration.largestBudget else {
+            throw ValidationError(
+                "this workload keeps \(budget) connections busy at its burst, more than any PostgreSQL server serves "
+                    + "(a pool's budget stops at \(PoolConfiguration.largestBudget)): shorten the queries, lower the fan-out, "
+                    + "or spread the load over replicas")
+        }
     }
 
     var sizing: Sizing {

@@ -69,6 +69,7 @@ struct CheckTests {
         (["simulate", "--scenario", "seed", "--budget=-1"], "--budget must be between 1 and 10000"),
         (["size", "--requests-per-second", "0"], "--requests-per-second must be between"),
         (["size", "--requests-per-second", "10", "--fan-out", "0"], "--fan-out must be between 1 and 1000"),
+        (["size", "--requests-per-second", "100000", "--fan-out", "1000", "--read-ms", "600000"], "more than any PostgreSQL server serves"),
         (["bench", "--scenario", "seed", "--pool", "hikari", "--database-url", "postgres://u@h/d"], "--pool must be a comma-separated list of lifeguard, postgresclient"),
         (["bench", "--scenario", "seed", "--duration", "0", "--database-url", "postgres://u@h/d"], "--duration must be between 1 and 3600 seconds"),
         (["bench", "--scenario", "seed", "--budget", "1", "--database-url", "postgres://u@h/d"], "--budget must be between 2 and 1000"),

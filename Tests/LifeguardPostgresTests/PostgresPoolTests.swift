@@ -1,4 +1,7 @@
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 import Lifeguard
 import Logging
 @testable import LifeguardPostgres
@@ -199,6 +202,48 @@ struct PostgresPoolTests {
         #expect(unknownDatabase.contains("3D000"), "\(unknownDatabase)")
         let refused = try await failure { $0.port = 1 }
         #expect(refused.contains(":1") && refused.lowercased().contains("refused"), "\(refused)")
+    }
+
+    @Test("a peer that accepts TCP and never answers is reported as such, naming the host, never as a saturated pool")
+    func silentPeer() async throws {
+        // A socket that listens and never accepts: the kernel completes the handshake, nothing answers.
+        let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(listener) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(listener, $0, length) } }
+        #expect(listen(listener, 16) == 0)
+        _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(listener, $0, &length) } }
+        let port = Int(UInt16(bigEndian: address.sin_port))
+        var configuration = try TestDatabase.configuration(application: "lg-silent-peer", budget: 1)
+        configuration.port = port
+        configuration.connectTimeout = .seconds(1)
+        // The wait ends first: no connection open yet, one opening.
+        configuration.lanes[.retrieval] = .init(waitTimeout: .milliseconds(300))
+        try await TestDatabase.withPool(configuration) { pool in
+            do {
+                try await pool.query("SELECT 1", lane: .retrieval)
+                Issue.record("a silent peer served a query")
+            } catch let error as LifeguardError {
+                #expect(error.code == .waitTimeout)
+                #expect(error.connectionsOpening == 1)
+                #expect(!String(describing: error).contains("saturated"))
+            }
+            // Then the connect times out: the next request fails fast with that reason and the host.
+            try await Task.sleep(for: .milliseconds(1_500))
+            do {
+                try await pool.query("SELECT 1", lane: .retrieval)
+                Issue.record("a silent peer served a query")
+            } catch let error as LifeguardError {
+                // Failed fast during the backoff, or timed out behind the next attempt: either
+                // way with the last attempt's reason and the host.
+                #expect(error.code == .databaseUnavailable || error.connectionsOpening != nil, "\(error)")
+                #expect(String(describing: error).contains("127.0.0.1:\(port)"), "\(error)")
+                #expect(String(describing: error).contains("did not answer") || String(describing: error).contains("timeout"), "\(error)")
+            }
+        }
     }
 
     @Test("a password provider is asked at each connect: the role's password changed on the server mid-run, no request fails")

@@ -239,7 +239,15 @@ extension PoolStateMachine {
                 switch waiter.expiry {
                 case .waitTimeout:
                     self.statistics.current.lanes[lane].outcomes.timeout += 1
-                    error = .waitTimeout(lane: name, waited: waited, queueDepth: depth)
+                    // No connection open, some opening: the database is slow or unreachable,
+                    // not the pool saturated; the error says so.
+                    let opening = self.slots.reduce(0) { $0 + ($1.state == .opening ? 1 : 0) }
+                    let open = self.slots.contains { $0.state != .free && $0.state != .opening && $0.state != .closing }
+                    error = open
+                        ? .waitTimeout(lane: name, waited: waited, queueDepth: depth)
+                        : .waitTimeout(
+                            lane: name, waited: waited, queueDepth: depth, connectionsOpening: opening,
+                            lastConnectError: self.outage?.lastError)
                 case .shed:
                     self.statistics.current.lanes[lane].outcomes.shed += 1
                     error = .shed(lane: name, waited: waited, queueDepth: depth)
