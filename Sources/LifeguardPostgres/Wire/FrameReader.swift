@@ -60,33 +60,42 @@ struct FrameReader {
                 continue
             }
             let headerLength = self.untypedFrames ? 8 : 5
-            var slice = bytes.readSlice(length: min(headerLength - self.header.readableBytes, bytes.readableBytes))!
-            self.header.writeBuffer(&slice)
-            guard self.header.readableBytes == headerLength else { continue }
             let type: UInt8
             let bodyLength: Int
+            // A whole header in `bytes` is read where it is; a cut one is gathered first.
+            let whole = self.header.readableBytes == 0 && bytes.readableBytes >= headerLength
+            if !whole {
+                var slice = bytes.readSlice(length: min(headerLength - self.header.readableBytes, bytes.readableBytes))!
+                self.header.writeBuffer(&slice)
+                guard self.header.readableBytes == headerLength else { continue }
+            }
             if self.untypedFrames {
-                let (length, code) = self.header.readMultipleIntegers(as: (Int32, Int32).self)!
+                let (length, code) = whole
+                    ? bytes.readMultipleIntegers(as: (Int32, Int32).self)! : self.header.readMultipleIntegers(as: (Int32, Int32).self)!
                 guard length >= 8 else { self.broken = true; break }
                 type = code == 80_877_103 ? Self.sslRequest : Self.startup
                 if type == Self.startup { self.untypedFrames = false }
                 bodyLength = Int(length) - 8
             } else {
-                let (frameType, length) = self.header.readMultipleIntegers(as: (UInt8, Int32).self)!
+                let (frameType, length) = whole
+                    ? bytes.readMultipleIntegers(as: (UInt8, Int32).self)! : self.header.readMultipleIntegers(as: (UInt8, Int32).self)!
                 guard length >= 4 else { self.broken = true; break }
                 type = frameType
                 bodyLength = Int(length) - 4
             }
-            self.header.clear()
+            if !whole { self.header.clear() }
             if Self.keepsBody(type), bodyLength <= Self.largestKeptBody, type != Self.startup {
                 if bodyLength == 0 {
                     frame(type, &self.body)
+                } else if bytes.readableBytes >= bodyLength {
+                    var whole = bytes.readSlice(length: bodyLength)!
+                    frame(type, &whole)
                 } else {
                     self.keeping = (type, bodyLength)
                 }
             } else {
-                var empty = ByteBuffer()
-                frame(type, &empty)
+                // `body` is empty here: no buffer made per frame.
+                frame(type, &self.body)
                 self.skipping = bodyLength
             }
         }

@@ -102,12 +102,13 @@ final class ProtocolTap: ChannelDuplexHandler, RemovableChannelHandler {
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         var bytes = self.unwrapOutboundIn(data)
         let state = self.state
-        var framing = self.framing
-        let readable = framing.outbound.read(&bytes) { type, body in
-            if type == FrameReader.sslRequest { framing.awaitingTLSAnswer = true }
+        var sentSSLRequest = false
+        // In place: a copy of the framing would make its buffers copy themselves on write.
+        let readable = self.framing.outbound.read(&bytes) { type, _ in
+            if type == FrameReader.sslRequest { sentSSLRequest = true }
             state.sent(type: type)
         }
-        self.framing = framing
+        if sentSSLRequest { self.framing.awaitingTLSAnswer = true }
         if !readable { state.lostFraming() }
         context.write(data, promise: promise)
     }

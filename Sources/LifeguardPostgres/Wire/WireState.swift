@@ -162,6 +162,7 @@ final class WireState: Sendable {
                 state.completed = false
                 state.error = nil
                 state.errorAfterCompletion = false
+                if state.settleWaiters.isEmpty { return [] }
                 let (due, waiting) = state.settleWaiters.partitioned { $0.target <= state.readies }
                 state.settleWaiters = waiting
                 return due.map(\.continuation)
