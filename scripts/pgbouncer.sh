@@ -57,6 +57,7 @@ pool_mode = transaction
 default_pool_size = ${PGBOUNCER_POOL_SIZE:-2}
 max_client_conn = 200
 query_wait_timeout = 120
+server_login_retry = 1
 ignore_startup_parameters = extra_float_digits
 logfile = $dir/pgbouncer.log
 pidfile = $dir/pgbouncer.pid

@@ -39,7 +39,15 @@ struct Inspect: ParsableCommand {
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
             print(String(decoding: try encoder.encode(SizingAdvice(statistics: statistics)), as: UTF8.self))
         } else {
-            print(statistics.report)
+            print(Self.printable(statistics.report))
         }
+    }
+
+    /// `text` with control characters other than newlines escaped: lane names and call sites
+    /// come from the file, and must not drive the terminal.
+    static func printable(_ text: String) -> String {
+        String(String.UnicodeScalarView(text.unicodeScalars.flatMap { scalar -> [Unicode.Scalar] in
+            scalar == "\n" || scalar.properties.generalCategory != .control ? [scalar] : Array(scalar.escaped(asASCII: true).unicodeScalars)
+        }))
     }
 }

@@ -1,17 +1,29 @@
 import NIOCore
 import Synchronization
 
-/// Awaits an `EventLoopFuture` the way a Swift task expects: cancelling the task ends the wait
-/// at once with `CancellationError`. What the future stands for goes on; for a statement, the
-/// lease's tracking and server-side cancellation decide what becomes of the connection.
+/// Awaits a plain statement's `EventLoopFuture` the way a pool needs it: it ends when the future
+/// does, when the connection closes, and (without server-side cancellation) when the task is
+/// cancelled, whichever comes first, and resumes the task once.
 ///
-/// The lease runs plain statements through PostgresNIO's future-based query, which reads the
-/// result to its end on the connection's event loop and resumes the task once; `get()` on that
-/// future would not hear of cancellation. Only without server-side cancellation: with it, the
-/// canceller must see the statement running until the server has cancelled it.
+/// The connection's close matters because PostgresNIO 1.33.2 never completes a statement
+/// written to a channel that closed under it: without it, the task would wait forever. A
+/// cancelled task without server-side cancellation stops waiting at once; what the future
+/// stands for goes on, and the lease's tracking decides what becomes of the connection. With
+/// server-side cancellation the task waits for the statement's end, which the server's cancel
+/// brings, so that the canceller sees it running until then.
 enum CancellableWait {
-    static func value<Value: Sendable>(of future: EventLoopFuture<Value>) async throws -> Value {
+    static func value<Value: Sendable>(
+        of future: EventLoopFuture<Value>, on connection: PooledPostgresConnection, endsOnCancellation: Bool
+    ) async throws -> Value {
         let wait = Wait<Value>()
+        connection.watchClose { error in wait.finish(.failure(error)) }
+        defer { connection.unwatchClose() }
+        if !endsOnCancellation {
+            return try await withUnsafeThrowingContinuation { continuation in
+                wait.start(continuation)
+                future.whenComplete { wait.finish($0) }
+            }
+        }
         return try await withTaskCancellationHandler {
             try await withUnsafeThrowingContinuation { continuation in
                 wait.start(continuation)
@@ -22,28 +34,30 @@ enum CancellableWait {
         }
     }
 
-    /// Whichever comes first, the future's result or the cancellation, resumes the task, once.
+    /// Whichever comes first resumes the task, once; an outcome that comes before the
+    /// continuation is kept for it.
     final class Wait<Value: Sendable>: Sendable {
         enum State {
             case idle
             case waiting(UnsafeContinuation<Value, any Error>)
-            /// Cancelled before the continuation was there.
-            case cancelled
+            /// Finished before the continuation was there.
+            case finished(Result<Value, any Error>)
             case done
         }
 
         private let state = Mutex(State.idle)
 
         func start(_ continuation: UnsafeContinuation<Value, any Error>) {
-            let cancelled = self.state.withLock { state in
-                if case .cancelled = state {
+            let early = self.state.withLock { state -> Result<Value, any Error>? in
+                if case .finished(let result) = state {
                     state = .done
-                    return true
+                    return result
                 }
                 state = .waiting(continuation)
-                return false
+                return nil
             }
-            if cancelled { continuation.resume(throwing: CancellationError()) }
+            // The table of states resumes each continuation once: here, or in `finish`.
+            if let early { continuation.resume(with: early) }
         }
 
         func finish(_ result: Result<Value, any Error>) {
@@ -53,10 +67,9 @@ enum CancellableWait {
                     state = .done
                     return continuation
                 case .idle:
-                    // Only a cancellation comes before the continuation is stored.
-                    state = .cancelled
+                    state = .finished(result)
                     return nil
-                case .cancelled, .done:
+                case .finished, .done:
                     return nil
                 }
             }

@@ -26,6 +26,9 @@ final class PooledPostgresConnection: Sendable, CustomStringConvertible {
         var cancelsOutstanding = 0
         /// When the last statement ended (or the connection opened).
         var lastStatementEnded = PoolInstant.now
+        /// Ends the wait of the statement in flight, if the connection closes under it.
+        var onClose: (@Sendable (any Error) -> Void)?
+        var isClosed = false
     }
 
     let postgres: PostgresConnection
@@ -50,6 +53,28 @@ final class PooledPostgresConnection: Sendable, CustomStringConvertible {
         self.keyData = keyData
         self.cancelRequests = canceller
         self.preparedStatements = preparedStatements
+        let pid = keyData.processID
+        channel.closeFuture.whenComplete { _ in
+            let waiting = self.tracking.withLock { state in
+                state.isClosed = true
+                defer { state.onClose = nil }
+                return state.onClose
+            }
+            waiting?(ConnectionClosed(backendPID: pid))
+        }
+    }
+
+    /// Calls `ended` if the connection closes before ``unwatchClose()``; at once if it is closed.
+    func watchClose(_ ended: @escaping @Sendable (any Error) -> Void) {
+        let closed = self.tracking.withLock { state in
+            if !state.isClosed { state.onClose = ended }
+            return state.isClosed
+        }
+        if closed { ended(ConnectionClosed(backendPID: self.backendPID)) }
+    }
+
+    func unwatchClose() {
+        self.tracking.withLock { $0.onClose = nil }
     }
 
     /// The server process serving this connection: the process id of its BackendKeyData

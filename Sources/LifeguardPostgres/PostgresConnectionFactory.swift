@@ -28,7 +28,7 @@ final class PostgresConnectionFactory: ConnectionFactory {
     /// of our own that carries a ``ProtocolTap``: what the server says on the wire that
     /// PostgresNIO keeps to itself is then ours to read.
     func openConnection() async throws -> (PostgresConnection, any Channel, WireState) {
-        let password = try await self.configuration.passwordProvider?() ?? self.configuration.password
+        let password = try await self.password()
         let wire = WireState()
         let timeout = self.configuration.connectTimeout.timeAmount
         let eventLoop = self.eventLoopGroup.any()
@@ -61,6 +61,37 @@ final class PostgresConnectionFactory: ConnectionFactory {
         } catch {
             channel.close(promise: nil)
             throw error
+        }
+    }
+
+    /// The password for the next connect: the provider's, within the connect timeout (a
+    /// provider that never answers must not hold a slot of the budget), or the configured one.
+    func password() async throws -> String? {
+        guard let provider = self.configuration.passwordProvider else { return self.configuration.password }
+        let timeout = self.configuration.connectTimeout
+        let answer = Mutex<CheckedContinuation<String, any Error>?>(nil)
+        let settle: @Sendable (Result<String, any Error>) -> Void = { result in
+            answer.withLock { continuation in
+                continuation?.resume(with: result)
+                continuation = nil
+            }
+        }
+        // Unstructured, so that a provider that ignores cancellation cannot hold this connect.
+        var tasks: [Task<Void, Never>] = []
+        defer { for task in tasks { task.cancel() } }
+        return try await withCheckedThrowingContinuation { continuation in
+            answer.withLock { $0 = continuation }
+            tasks = [
+                Task {
+                    do { settle(.success(try await provider())) } catch { settle(.failure(error)) }
+                },
+                Task {
+                    guard (try? await Task.sleep(for: timeout)) != nil else { return }
+                    settle(.failure(PostgresPoolError(
+                        code: .connectFailed, detail: "the password provider did not answer within connect_timeout (\(timeout))",
+                        target: self.target)))
+                },
+            ]
         }
     }
 

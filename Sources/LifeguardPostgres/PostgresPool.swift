@@ -45,7 +45,8 @@ public final class PostgresPool: Service, Sendable {
         self.logger = logger
         let factory = PostgresConnectionFactory(configuration: configuration, logger: logger, eventLoopGroup: eventLoopGroup)
         self.pool = try ConnectionPool(configuration: configuration.pool, factory: factory, logger: logger)
-        self.canceller = configuration.serverSideCancellation ? ServerCanceller(logger: logger) : nil
+        self.canceller = configuration.serverSideCancellation
+            ? ServerCanceller(logger: logger, backendExitTimeout: configuration.backendExitTimeout) : nil
     }
 
     /// Runs the pool until it has shut down (graceful shutdown through ServiceLifecycle, or

@@ -19,13 +19,19 @@ actor ServerCanceller {
 
     static let retryInterval: Duration = .milliseconds(50)
     static let longestRetryInterval: Duration = .seconds(1)
+    /// How long cancels are repeated before the connection is closed instead: a statement that
+    /// waits behind PgBouncer for a server (during an outage) cannot be cancelled, only
+    /// abandoned, and it must not run once the server is back.
+    static let giveUpAfter: Duration = .seconds(2)
 
     private let logger: Logger
+    private let backendExitTimeout: Duration
     nonisolated let requests: AsyncStream<Request>
     nonisolated let requestContinuation: AsyncStream<Request>.Continuation
 
-    init(logger: Logger) {
+    init(logger: Logger, backendExitTimeout: Duration) {
         self.logger = logger
+        self.backendExitTimeout = backendExitTimeout
         (self.requests, self.requestContinuation) = AsyncStream.makeStream(bufferingPolicy: .unbounded)
     }
 
@@ -55,7 +61,17 @@ actor ServerCanceller {
     private nonisolated func carryOut(_ request: Request) async {
         defer { request.connection.endCancel() }
         var interval = Self.retryInterval
+        let started = ContinuousClock.now
         while request.connection.isRunning(request.statement), !request.connection.wire.isClosed {
+            if started.duration(to: .now) > Self.giveUpAfter {
+                self.logger.warning(
+                    "Lifeguard: a cancelled statement did not stop; closing its connection",
+                    metadata: ["pid": "\(request.connection.backendPID)", "after": "\(Self.giveUpAfter)"])
+                // A short wait for the session's end: behind PgBouncer a client still waiting
+                // for a server is not read until it gets one, so its Terminate goes unread.
+                await request.connection.terminate(within: min(self.backendExitTimeout, Self.giveUpAfter / 2), logger: self.logger)
+                return
+            }
             do {
                 try await request.connection.sendCancelRequest()
             } catch {

@@ -163,9 +163,17 @@ public final class WriteCoalescer: Service, Sendable {
     ///   constraint; the rest of its batch is unaffected); the batch's error when its
     ///   connection was lost before `COMMIT` was sent (then the statement did not commit);
     ///   ``PostgresPoolError/Code/commitOutcomeUnknown`` when it was lost during `COMMIT` (it
-    ///   may have committed); ``LifeguardError/Code/shutdown`` once the coalescer stopped, or
+    ///   may have committed); ``LifeguardError/Code/invalidConfiguration`` at once for a
+    ///   transaction-control statement (`BEGIN`, `COMMIT`, `ROLLBACK`, `SAVEPOINT`, …);
+    ///   ``LifeguardError/Code/shutdown`` once the coalescer stopped, or
     ///   `CancellationError` when the task was cancelled before its statement was sent.
     public func write(_ statement: PostgresQuery) async throws {
+        if StatementKind(of: statement.sql) == .transactionControl {
+            // Inside a batch's transaction it would commit or undo its batch-mates' writes.
+            throw LifeguardError.invalidConfiguration([
+                "WriteCoalescer.write got a transaction-control statement; statements must stand alone (the coalescer runs them in its own transactions)"
+            ])
+        }
         try await self.enqueue(.statement(statement))
     }
 

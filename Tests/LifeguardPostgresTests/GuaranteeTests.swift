@@ -217,3 +217,105 @@ final class Shared<Value: Sendable>: Sendable {
 
     func modify(_ change: (inout Value) -> Void) { self.storage.withLock { change(&$0) } }
 }
+
+/// Findings of the review of issue 18, each judged by the server.
+extension PostgresPoolTests {
+    @Test("returning early from withRows over an INSERT … RETURNING outside a transaction: its rows are committed when the lease reports success")
+    func earlyReturnFromWrite() async throws {
+        let configuration = try TestDatabase.configuration(application: "lg-early-write", budget: 2)
+        try await TestDatabase.withPool(configuration) { pool in
+            try await pool.query("DROP TABLE IF EXISTS lg_early_write", lane: .write)
+            try await pool.query("CREATE TABLE lg_early_write (g int)", lane: .write)
+            let first = try await pool.withConnection(lane: .write) { lease in
+                try await lease.withRows("INSERT INTO lg_early_write SELECT generate_series(1, 300000) RETURNING g") { rows in
+                    for try await row in rows { return try row.decode(Int.self) }
+                    return 0
+                }
+            }
+            #expect(first == 1)
+            let committed = try await pool.query("SELECT count(*)::int FROM lg_early_write", lane: .retrieval)[0].decode(Int.self)
+            #expect(committed == 300_000)
+        }
+    }
+
+    @Test("session state set by a lease (SET, temp tables, advisory locks, LISTEN, PREPARE) never reaches the next lease")
+    func sessionStateNeverLeaks() async throws {
+        let configuration = try TestDatabase.configuration(application: "lg-session-state", budget: 1)
+        try await TestDatabase.withObserver { observer in try await TestDatabase.withPool(configuration) { pool in
+            try await pool.withConnection(lane: .write) { lease in
+                try await lease.execute("SET statement_timeout = '1234ms'")
+                try await lease.execute("SET search_path = lg_nowhere")
+                try await lease.execute("CREATE TEMP TABLE lg_temp (x int)")
+                try await lease.execute("SELECT pg_advisory_lock(4242)")
+                try await lease.execute("LISTEN lg_channel")
+                try await lease.execute("PREPARE lg_prepared AS SELECT 1")
+                try await lease.execute("SELECT set_config('application_name', 'lg-changed', false)")
+            }
+            let seen = try await pool.withConnection(lane: .write) { lease in
+                try await lease.query("""
+                    SELECT current_setting('statement_timeout'), current_setting('search_path'),
+                           (SELECT count(*)::int FROM pg_class WHERE relname = 'lg_temp' AND relpersistence = 't'),
+                           (SELECT count(*)::int FROM pg_listening_channels()),
+                           (SELECT count(*)::int FROM pg_prepared_statements WHERE name = 'lg_prepared')
+                    """)[0].decode((String, String, Int, Int, Int).self)
+            }
+            #expect(seen.0 == "0")
+            #expect(seen.1 != "lg_nowhere")
+            #expect(seen.2 == 0)
+            #expect(seen.3 == 0)
+            #expect(seen.4 == 0)
+            let locks = try await observer.integer("SELECT count(*)::int FROM pg_locks WHERE locktype = 'advisory'")
+            #expect(locks == 0, "an advisory lock taken by a finished lease is still held on the server")
+        } }
+    }
+
+    @Test("a withRows consumer that throws mid-stream over 3 million rows: the next lease is served within its default wait")
+    func consumerThrowsMidStream() async throws {
+        var configuration = try TestDatabase.configuration(application: "lg-consumer-throws", budget: 1)
+        configuration.lanes[.retrieval] = .init(waitTimeout: .milliseconds(2_000))
+        try await TestDatabase.withPool(configuration) { pool in
+            try await pool.query("SELECT 1", lane: .retrieval)   // the connection is open
+            await #expect(throws: Boom.self) {
+                try await pool.withConnection(lane: .retrieval) { lease in
+                    try await lease.withRows("SELECT g FROM generate_series(1, 3000000) g") { rows in
+                        for try await _ in rows { throw Boom() }
+                    }
+                }
+            }
+            let answer = try await pool.query("SELECT 42", lane: .retrieval)[0].decode(Int.self)
+            #expect(answer == 42)
+        }
+    }
+
+    struct Boom: Error {}
+
+    @Test("a password provider that never answers fails the connect at connect_timeout, saying so, and frees the slot")
+    func hangingPasswordProvider() async throws {
+        var configuration = try TestDatabase.configuration(application: "lg-hanging-provider", budget: 1)
+        configuration.connectTimeout = .seconds(1)
+        configuration.lanes[.retrieval] = .init(waitTimeout: .seconds(3))
+        let calls = Shared(0)
+        let password = configuration.password
+        configuration.passwordProvider = {
+            calls.modify { $0 += 1 }
+            if calls.value == 1 { try await Task.sleep(for: .seconds(40)) }
+            return password ?? ""
+        }
+        let started = ContinuousClock.now
+        try await TestDatabase.withPool(configuration) { pool in
+            do {
+                try await pool.query("SELECT 1", lane: .retrieval)
+                Issue.record("expected the first connect to fail")
+            } catch {
+                #expect(String(describing: error).contains("password provider"), "\(error)")
+            }
+            // The slot came back: a second connect asks the provider again and succeeds.
+            for _ in 0..<100 {
+                if (try? await pool.query("SELECT 1", lane: .retrieval)) != nil { break }
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            #expect(calls.value >= 2)
+        }
+        #expect(started.duration(to: .now) < .seconds(30), "shutdown waited for the hanging provider")
+    }
+}

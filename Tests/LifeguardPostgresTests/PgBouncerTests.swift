@@ -110,3 +110,43 @@ extension PostgresPoolTests {
         }
     }
 }
+
+extension PostgresPoolTests {
+    @Test("behind PgBouncer with its server down, a cancelled task's statement stops waiting and never runs later",
+          .enabled(if: TestDatabase.bouncerURL != nil, "needs PGBOUNCER_URL: run ./scripts/test.sh"))
+    func bouncerOutageCancel() async throws {
+        let configuration = try TestDatabase.bouncerConfiguration(application: "lg-bouncer-outage-cancel", budget: 2)
+        try await TestDatabase.withPool(configuration) { pool in
+            // A test before may have left PgBouncer reconnecting to a server it saw down.
+            for attempt in 0..<100 {
+                do {
+                    try await pool.query("CREATE TABLE IF NOT EXISTS lg_bouncer_late (x int)", lane: .write)
+                    break
+                } catch where attempt < 99 {
+                    try await Task.sleep(for: .milliseconds(100))
+                }
+            }
+            try await pool.query("TRUNCATE lg_bouncer_late", lane: .write)
+            try TestDatabase.server("pause")
+            let started = ContinuousClock.now
+            let write = Task { try await pool.query("INSERT INTO lg_bouncer_late VALUES (1)", lane: .write) }
+            try await Task.sleep(for: .milliseconds(500))
+            write.cancel()
+            let result = await write.result
+            let ended = started.duration(to: .now)
+            try TestDatabase.server("resume")
+            #expect(throws: (any Error).self) { try result.get() }
+            #expect(ended < .seconds(15), "the cancelled task waited \(ended)")
+            try await Task.sleep(for: .seconds(1))
+            var rows = -1
+            for _ in 0..<100 {
+                if let count = try? await pool.query("SELECT count(*)::int FROM lg_bouncer_late", lane: .retrieval)[0].decode(Int.self) {
+                    rows = count
+                    break
+                }
+                try await Task.sleep(for: .milliseconds(100))
+            }
+            #expect(rows == 0, "the cancelled INSERT ran once the server came back")
+        }
+    }
+}

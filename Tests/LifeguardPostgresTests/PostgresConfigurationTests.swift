@@ -184,4 +184,20 @@ struct PostgresConfigurationTests {
         #expect(!String(describing: configuration).contains("s3cr3t-pw"))
         #expect(!String(reflecting: configuration).contains("s3cr3t-pw"))
     }
+
+    @Test("statements are told apart by their first keywords and the functions that change a session", arguments: [
+        ("BEGIN", StatementKind.transactionControl), ("  start transaction", .transactionControl), ("commit", .transactionControl),
+        ("ROLLBACK TO SAVEPOINT a", .transactionControl), ("PREPARE TRANSACTION 'x'", .transactionControl), ("end;", .transactionControl),
+        ("SET search_path = x", .changesSession), ("set local statement_timeout = 1", .other), ("SET TRANSACTION READ ONLY", .other),
+        ("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY", .changesSession), ("RESET ALL", .changesSession),
+        ("CREATE TEMP TABLE t (x int)", .changesSession), ("create local temporary table t (x int)", .changesSession),
+        ("CREATE TABLE t (x int)", .other), ("LISTEN c", .changesSession), ("PREPARE p AS SELECT 1", .changesSession),
+        ("SELECT pg_advisory_lock(1)", .changesSession), ("select PG_TRY_ADVISORY_LOCK(1)", .changesSession),
+        ("SELECT pg_advisory_xact_lock(1)", .read), ("SELECT set_config('a', 'b', false)", .changesSession),
+        ("SELECT 1", .read), ("(SELECT 1)", .read), ("VALUES (1)", .read), ("INSERT INTO t VALUES (1) RETURNING x", .other),
+        ("WITH d AS (DELETE FROM t RETURNING x) SELECT * FROM d", .other), ("", .other), ("BEGINNING", .other),
+    ])
+    func statementKinds(sql: String, kind: StatementKind) {
+        #expect(StatementKind(of: sql) == kind)
+    }
 }

@@ -324,3 +324,23 @@ extension PostgresPoolTests {
         }
     }
 }
+
+extension PostgresPoolTests {
+    @Test("coalescer: a transaction-control statement is refused at once; it would undo its batch-mates' acknowledged writes",
+          arguments: ["ROLLBACK", "commit", " begin", "END", "ABORT", "SAVEPOINT s", "RELEASE s", "START TRANSACTION", "PREPARE TRANSACTION 'x'"])
+    func coalescerRefusesTransactionControl(statement: String) async throws {
+        let configuration = try TestDatabase.configuration(application: "lg-coalesce-control", budget: 2)
+        try await TestDatabase.withPool(configuration) { pool in
+            let coalescer = try WriteCoalescer(pool: pool)
+            let flushing = Task { await coalescer.run() }
+            do {
+                try await coalescer.write(PostgresQuery(unsafeSQL: statement))
+                Issue.record("\(statement) was accepted")
+            } catch let error as LifeguardError {
+                #expect(error.code == .invalidConfiguration)
+            }
+            coalescer.shutdown()
+            await flushing.value
+        }
+    }
+}

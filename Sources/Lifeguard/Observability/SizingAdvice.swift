@@ -90,9 +90,8 @@ public struct SizingAdvice: Sendable, Hashable, Codable, CustomStringConvertible
         return lines.joined(separator: "\n")
     }
 
-    /// The largest connection count the advice works with: far above any server's limit,
-    /// far below where sums could overflow.
-    static let largestCount = 1_000_000_000
+    /// The largest connection count the advice works with: the largest budget a pool accepts.
+    static let largestCount = PoolConfiguration.largestBudget
 
     /// A figure made safe for arithmetic: not negative, not NaN, at most 10^15.
     static func clamped(_ value: Double) -> Double {

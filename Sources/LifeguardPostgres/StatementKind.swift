@@ -1,0 +1,84 @@
+/// What a statement may do beyond its result, judged from its text: its first keywords, and the
+/// few functions that change a session. The lease reads it for every statement, so it builds no
+/// string: ASCII bytes compared in place, case-insensitively.
+enum StatementKind: Equatable {
+    /// Starts, ends or marks a transaction: `BEGIN`, `COMMIT`, `ROLLBACK`, `SAVEPOINT`, …
+    case transactionControl
+    /// Changes the session beyond the transaction, for whoever uses the connection next: `SET`
+    /// (not `SET LOCAL`), `RESET`, `CREATE TEMP`, `LISTEN`, `PREPARE`, `DECLARE`, `LOAD`, session
+    /// advisory locks, `set_config(…, false)`.
+    case changesSession
+    /// Starts with `SELECT`, `VALUES`, `TABLE` or `SHOW`: a read, unless a function it calls
+    /// writes (which the text cannot tell).
+    case read
+    /// Anything else, writes among them.
+    case other
+
+    init(of sql: String) {
+        var sql = sql
+        self = sql.withUTF8 { Self.classify($0) }
+    }
+
+    private static func classify(_ bytes: UnsafeBufferPointer<UInt8>) -> StatementKind {
+        var index = 0
+        func nextWord() -> Range<Int> {
+            while index < bytes.count, isSeparator(bytes[index]) { index += 1 }
+            let start = index
+            while index < bytes.count, !isSeparator(bytes[index]) { index += 1 }
+            return start..<index
+        }
+        func word(_ range: Range<Int>, is keyword: StaticString) -> Bool {
+            guard range.count == keyword.utf8CodeUnitCount else { return false }
+            return keyword.withUTF8Buffer { keyword in
+                // Clearing bit 5 uppercases an ASCII letter; no other byte becomes one.
+                zip(bytes[range], keyword).allSatisfy { $0 & 0xDF == $1 }
+            }
+        }
+        let first = nextWord()
+        switch true {
+        case word(first, is: "BEGIN"), word(first, is: "START"), word(first, is: "COMMIT"), word(first, is: "END"),
+            word(first, is: "ROLLBACK"), word(first, is: "ABORT"), word(first, is: "SAVEPOINT"), word(first, is: "RELEASE"):
+            return .transactionControl
+        case word(first, is: "PREPARE"):
+            return word(nextWord(), is: "TRANSACTION") ? .transactionControl : .changesSession
+        case word(first, is: "SET"):
+            let second = nextWord()
+            return word(second, is: "LOCAL") || word(second, is: "TRANSACTION") || word(second, is: "CONSTRAINTS") ? .other : .changesSession
+        case word(first, is: "RESET"), word(first, is: "LISTEN"), word(first, is: "DECLARE"), word(first, is: "LOAD"):
+            return .changesSession
+        case word(first, is: "CREATE"):
+            let second = nextWord()
+            let temporary = word(second, is: "TEMP") || word(second, is: "TEMPORARY")
+                || ((word(second, is: "LOCAL") || word(second, is: "GLOBAL")) && { let third = nextWord(); return word(third, is: "TEMP") || word(third, is: "TEMPORARY") }())
+            return temporary ? .changesSession : .other
+        default:
+            break
+        }
+        if contains(bytes, "advisory_lock") || contains(bytes, "set_config") {
+            return .changesSession
+        }
+        if word(first, is: "SELECT") || word(first, is: "VALUES") || word(first, is: "TABLE") || word(first, is: "SHOW") {
+            return .read
+        }
+        return .other
+    }
+
+    /// Whether `needle` (lowercase ASCII) occurs in `bytes`, case-insensitively.
+    private static func contains(_ bytes: UnsafeBufferPointer<UInt8>, _ needle: StaticString) -> Bool {
+        needle.withUTF8Buffer { needle in
+            guard bytes.count >= needle.count, let head = needle.first else { return false }
+            var start = 0
+            while start + needle.count <= bytes.count {
+                if bytes[start] | 0x20 == head, zip(bytes[start..<start + needle.count], needle).allSatisfy({ $0 | 0x20 == $1 | 0x20 }) {
+                    return true
+                }
+                start += 1
+            }
+            return false
+        }
+    }
+
+    private static func isSeparator(_ byte: UInt8) -> Bool {
+        byte == UInt8(ascii: " ") || (byte >= 0x09 && byte <= 0x0D) || byte == UInt8(ascii: ";") || byte == UInt8(ascii: "(")
+    }
+}
