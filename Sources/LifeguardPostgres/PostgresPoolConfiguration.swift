@@ -145,8 +145,18 @@ extension PostgresPool {
             }) {
                 problems.append("the database URL has an invalid percent escape (a % not followed by two hex digits); write %25 for a % in a name or password")
             }
-            // (URLComponents has re-encoded any stray '%', so decoding cannot fail here.)
-            func decoded(_ encoded: String?) -> String? { encoded.map { $0.removingPercentEncoding ?? $0 } }
+            // URLComponents has re-encoded any stray '%'; decoding fails only on bytes that are
+            // not UTF-8.
+            var undecodable = false
+            func decoded(_ encoded: String?) -> String? {
+                encoded.map { encoded in
+                    guard let value = encoded.removingPercentEncoding else {
+                        undecodable = true
+                        return encoded
+                    }
+                    return value
+                }
+            }
             self.init(host: "", username: decoded(components.percentEncodedUser) ?? "", password: decoded(components.percentEncodedPassword), database: nil)
             if let host = decoded(components.percentEncodedHost), !host.isEmpty {
                 self.host = host.hasPrefix("[") && host.hasSuffix("]") ? String(host.dropFirst().dropLast()) : host
@@ -217,11 +227,15 @@ extension PostgresPool {
                 let more = unknown.count > 5 ? " and \(unknown.count - 5) more" : ""
                 problems.append("unknown URL option\(unknown.count == 1 ? "" : "s") \(listed)\(more); known: sslmode, sslrootcert, application_name, connect_timeout, host")
             }
+            if undecodable {
+                problems.append("the database URL has percent escapes that are not UTF-8 (e.g. %ff); names and passwords must be UTF-8")
+            }
             if self.host == nil && self.unixSocketDirectory == nil {
                 problems.append("the database URL names no host; write postgres://user@host/database or ?host=/socket/folder")
             }
             // The settings the URL gave, checked with the rest: every problem at once.
-            problems += self.settingProblems().filter { !problems.contains($0) }
+            // (An empty user name is already said in the URL's terms.)
+            problems += self.settingProblems().filter { !problems.contains($0) && !$0.hasPrefix("username is empty") }
             if !problems.isEmpty {
                 throw LifeguardError.invalidConfiguration(problems)
             }
@@ -289,6 +303,22 @@ extension PostgresPool {
             }
             if !(1...65_535).contains(self.port) {
                 problems.append("port is \(self.port); it must be from 1 to 65535")
+            }
+            if self.username.isEmpty {
+                problems.append("username is empty; give the user to log in as")
+            }
+            if let host = self.host, host.isEmpty {
+                problems.append("host is empty; give a host name or address, or set unixSocketDirectory")
+            }
+            if let database = self.database, database.isEmpty {
+                problems.append("database is empty; give a database name, or nil for the user's default")
+            }
+            // PostgreSQL cuts identifiers at 63 bytes: a longer name would reach another role or database.
+            for (name, value) in [("username", self.username), ("database", self.database ?? "")] where value.utf8.count > 63 {
+                problems.append("\(name) has \(value.utf8.count) bytes; PostgreSQL keeps at most 63 of a name")
+            }
+            if let directory = self.unixSocketDirectory, "\(directory)/.s.PGSQL.\(self.port)".utf8.count > 107 {
+                problems.append("unixSocketDirectory is too long: a Unix socket path holds at most 107 bytes")
             }
             if self.connectTimeout <= .zero || self.connectTimeout > .seconds(Self.longestConnectTimeoutSeconds) {
                 problems.append("connectTimeout is \(self.connectTimeout); it must be positive and at most one day")

@@ -159,6 +159,7 @@ struct PostgresConfigurationTests {
         ("postgres://u@h/d?sslmode=verify-full&sslmode=disable", "more than once"),
         ("postgres://u@h/d%zz", "percent escape"), ("postgres://u@/d?host=", "'host' is empty"),
         ("postgres://u:p%00w@h/d", "NUL"), ("postgres://u@h/d?sslmode=require&sslrootcert=/nonexistent/ca.pem", "sslrootcert"),
+        ("postgres://u@h/d?application_name=%ff%fe", "not UTF-8"), ("postgres://\(String(repeating: "u", count: 64))@h/d", "at most 63"),
     ])
     func refusedInput(url: String, problem: String) {
         let problems = Self.problems(of: url)
@@ -199,5 +200,20 @@ struct PostgresConfigurationTests {
     ])
     func statementKinds(sql: String, kind: StatementKind) {
         #expect(StatementKind(of: sql) == kind)
+    }
+
+    @Test("settings from code are checked like a URL's: empty names, names PostgreSQL would cut, a socket path too long")
+    func settingsFromCode() {
+        var configuration = PostgresPool.Configuration(host: "", username: "", password: nil, database: "")
+        configuration.unixSocketDirectory = "/" + String(repeating: "d", count: 120)
+        do {
+            try configuration.validate()
+            Issue.record("accepted")
+        } catch {
+            let text = String(describing: error)
+            for problem in ["username is empty", "host is empty", "database is empty", "unixSocketDirectory is too long"] {
+                #expect(text.contains(problem), "\(problem)")
+            }
+        }
     }
 }
