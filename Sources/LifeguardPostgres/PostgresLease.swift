@@ -100,6 +100,13 @@ public final class PostgresLease: Sendable {
     /// sequence before the server has executed the statement): cancelling the task while it
     /// runs cancels the statement on the server.
     ///
+    /// When `consume` returns before the result's end: a read (`SELECT`, `VALUES`, `TABLE`,
+    /// `SHOW`), or any statement inside a transaction, is cancelled on the server and its
+    /// connection replaced; any other statement outside a transaction (`INSERT … RETURNING`)
+    /// runs to its end first, so that what it wrote is committed when this returns. A `SELECT`
+    /// of a function that writes counts as a read: read its result to the end, or run it in
+    /// a transaction. When `consume` throws, the rest is cancelled.
+    ///
     /// - Parameters:
     ///   - query: The statement.
     ///   - consume: Reads the rows; they are not available after it returns.
