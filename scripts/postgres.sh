@@ -77,8 +77,12 @@ start_server() {
     local durability="-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
     # (recorded with the cluster, so that `resume` keeps it).
     [ "${durable:-0}" = 1 ] && durability=""
+    # TLS with a throwaway self-signed certificate, when openssl is there: clients choose with
+    # sslmode (the URL printed says disable; tests of the TLS path ask for require).
+    local tls=""
+    [ -f "$dir/data/server.crt" ] && tls="-c ssl=on -c ssl_cert_file=$dir/data/server.crt -c ssl_key_file=$dir/data/server.key"
     as_owner "$bindir/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
-        -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c max_connections=200 $durability" \
+        -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c max_connections=200 $durability $tls" \
         start >&2 || { log "server failed to start; its log:"; cat "$dir/server.log" >&2; exit 1; }
 }
 
@@ -97,6 +101,12 @@ start)
     as_owner "$bindir/initdb" -D "$dir/data" -U "$user" --pwfile="$dir/password" \
         --auth-local=trust --auth-host=scram-sha-256 -E UTF8 --no-instructions >"$dir/initdb.log" 2>&1 \
         || { log "initdb failed:"; cat "$dir/initdb.log" >&2; exit 1; }
+    if command -v openssl >/dev/null 2>&1; then
+        openssl req -new -x509 -days 7 -nodes -subj "/CN=localhost" \
+            -keyout "$dir/data/server.key" -out "$dir/data/server.crt" >/dev/null 2>&1 || true
+        if [ "$(id -u)" -eq 0 ]; then chown postgres: "$dir/data/server.key" "$dir/data/server.crt" 2>/dev/null || true; fi
+        chmod 600 "$dir/data/server.key" 2>/dev/null || true
+    fi
     port="$(free_port)"
     durable="${LIFEGUARD_POSTGRES_DURABLE:-0}"
     start_server

@@ -319,3 +319,42 @@ extension PostgresPoolTests {
         #expect(started.duration(to: .now) < .seconds(30), "shutdown waited for the hanging provider")
     }
 }
+
+extension PostgresPoolTests {
+    /// Whether the test server speaks TLS (scripts/postgres.sh gives it a certificate when
+    /// openssl is installed).
+    static let serverHasTLS: Bool = {
+        guard let state = ProcessInfo.processInfo.environment["LIFEGUARD_POSTGRES_STATE"],
+              let recorded = try? String(contentsOfFile: state, encoding: .utf8),
+              let line = recorded.split(separator: "\n").first(where: { $0.hasPrefix("dir=") })
+        else { return false }
+        return FileManager.default.fileExists(atPath: "\(line.dropFirst(4))/data/server.crt")
+    }()
+
+    @Test("over TLS the tap reads behind the TLS handler: statements settle, a refused commit gives its SQLSTATE, the session is TLS",
+          .enabled(if: serverHasTLS, "the test server has no certificate (openssl missing)"))
+    func overTLS() async throws {
+        var configuration = try TestDatabase.configuration(application: "lg-tls", budget: 2)
+        configuration.tlsMode = .require
+        try await TestDatabase.withPool(configuration) { pool in
+            let ssl = try await pool.query("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()", lane: .retrieval)[0].decode(Bool.self)
+            #expect(ssl)
+            try await pool.query("DROP TABLE IF EXISTS lg_tls_child", lane: .write)
+            try await pool.query("CREATE TABLE IF NOT EXISTS lg_tls_parent (id int PRIMARY KEY)", lane: .write)
+            try await pool.query("CREATE TABLE lg_tls_child (parent int REFERENCES lg_tls_parent (id) DEFERRABLE INITIALLY DEFERRED)", lane: .write)
+            var state: String?
+            do {
+                try await pool.query("INSERT INTO lg_tls_child VALUES (7)", lane: .write)
+            } catch {
+                state = Self.sqlState(of: error)
+            }
+            #expect(state == "23503")
+            let started = ContinuousClock.now
+            let sleeper = Task { try await pool.query("SELECT pg_sleep(30)", lane: .retrieval) }
+            try await Task.sleep(for: .milliseconds(300))
+            sleeper.cancel()
+            _ = await sleeper.result
+            #expect(started.duration(to: .now) < .seconds(15), "the cancel did not reach the statement")
+        }
+    }
+}

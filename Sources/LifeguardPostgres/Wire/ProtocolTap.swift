@@ -36,6 +36,9 @@ final class ProtocolTap: ChannelDuplexHandler, RemovableChannelHandler {
     /// After Terminate: what the server still sends is read and dropped here, unparsed by
     /// PostgresNIO (decoding a large abandoned result would take seconds), until it closes.
     private var discardsInbound = false
+    /// Between the server's yes to TLS and the move behind the TLS handler: what passes now is
+    /// TLS (the handshake the TLS handler starts as it is added), not the protocol.
+    private var isMovingBehindTLS = false
 
     init(state: WireState, framing: Framing = Framing()) {
         self.state = state
@@ -66,6 +69,7 @@ final class ProtocolTap: ChannelDuplexHandler, RemovableChannelHandler {
             if !readable { state.lostFraming() }
         }
         if self.discardsInbound { return }
+        if movesBehindTLS { self.isMovingBehindTLS = true }
         context.fireChannelRead(data)
         if movesBehindTLS { self.moveBehindTLS(context: context) }
     }
@@ -100,6 +104,10 @@ final class ProtocolTap: ChannelDuplexHandler, RemovableChannelHandler {
     // MARK: Outbound
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        if self.isMovingBehindTLS {
+            context.write(data, promise: promise)
+            return
+        }
         var bytes = self.unwrapOutboundIn(data)
         let state = self.state
         var sentSSLRequest = false
