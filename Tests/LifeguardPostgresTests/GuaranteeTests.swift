@@ -33,7 +33,7 @@ extension PostgresPoolTests {
                 switch path {
                 case "pool.query": try await pool.query(insert, lane: .write)
                 case "lease.execute": try await pool.withConnection(lane: .write) { try await $0.execute(insert) }
-                default: try await pool.withConnection(lane: .write) { try await $0.query(insert) }
+                default: _ = try await pool.withConnection(lane: .write) { try await $0.query(insert) }
                 }
             } catch {
                 caught = error
