@@ -165,8 +165,11 @@ extension PostgresPool {
             }
             // The port as written: URLComponents drops one it cannot read, which must not
             // quietly become 5432.
-            if let range = components.rangeOfPort {
-                let written = url[range]
+            // (The range is into URLComponents' own string, which may differ from the input:
+            // indexing the input with it trapped, found by the URL fuzz target.)
+            if let range = components.rangeOfPort, let string = components.string,
+               range.lowerBound >= string.startIndex, range.upperBound <= string.endIndex {
+                let written = string[range]
                 if let port = Int(written), (1...65_535).contains(port) {
                     self.port = port
                 } else {

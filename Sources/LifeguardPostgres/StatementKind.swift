@@ -1,6 +1,10 @@
-/// What a statement may do beyond its result, judged from its text: its first keywords, and the
-/// few functions that change a session. The lease reads it for every statement, so it builds no
-/// string: ASCII bytes compared in place, case-insensitively.
+/// What a statement may do beyond its result, judged from its text: its first keywords (after
+/// comments), and the few functions and names that change a session. The lease reads it for
+/// every statement, so it builds no string: ASCII bytes compared in place, case-insensitively.
+///
+/// Text cannot be a proof: a function that runs `SET` inside, or dynamic SQL built in a way
+/// not listed here, goes unseen. It errs on the side of `changesSession`, which only costs a
+/// reconnect.
 enum StatementKind: Equatable {
     /// Starts, ends or marks a transaction: `BEGIN`, `COMMIT`, `ROLLBACK`, `SAVEPOINT`, …
     case transactionControl
@@ -21,8 +25,24 @@ enum StatementKind: Equatable {
 
     private static func classify(_ bytes: UnsafeBufferPointer<UInt8>) -> StatementKind {
         var index = 0
+        /// Skips separators and comments (`-- …` to the line's end, `/* … */`).
+        func skipSpace() {
+            while index < bytes.count {
+                if isSeparator(bytes[index]) {
+                    index += 1
+                } else if bytes[index] == UInt8(ascii: "-"), index + 1 < bytes.count, bytes[index + 1] == UInt8(ascii: "-") {
+                    while index < bytes.count, bytes[index] != 0x0A { index += 1 }
+                } else if bytes[index] == UInt8(ascii: "/"), index + 1 < bytes.count, bytes[index + 1] == UInt8(ascii: "*") {
+                    index += 2
+                    while index + 1 < bytes.count, !(bytes[index] == UInt8(ascii: "*") && bytes[index + 1] == UInt8(ascii: "/")) { index += 1 }
+                    index = min(index + 2, bytes.count)
+                } else {
+                    return
+                }
+            }
+        }
         func nextWord() -> Range<Int> {
-            while index < bytes.count, isSeparator(bytes[index]) { index += 1 }
+            skipSpace()
             let start = index
             while index < bytes.count, !isSeparator(bytes[index]) { index += 1 }
             return start..<index
@@ -44,17 +64,24 @@ enum StatementKind: Equatable {
         case word(first, is: "SET"):
             let second = nextWord()
             return word(second, is: "LOCAL") || word(second, is: "TRANSACTION") || word(second, is: "CONSTRAINTS") ? .other : .changesSession
-        case word(first, is: "RESET"), word(first, is: "LISTEN"), word(first, is: "DECLARE"), word(first, is: "LOAD"):
+        case word(first, is: "RESET"), word(first, is: "LISTEN"), word(first, is: "DECLARE"), word(first, is: "LOAD"),
+            word(first, is: "DO"), word(first, is: "CALL"):
+            // DO and CALL run code that may do anything, SET included.
             return .changesSession
         case word(first, is: "CREATE"):
-            let second = nextWord()
+            var second = nextWord()
+            if word(second, is: "OR") {
+                _ = nextWord()   // REPLACE
+                second = nextWord()
+            }
             let temporary = word(second, is: "TEMP") || word(second, is: "TEMPORARY")
                 || ((word(second, is: "LOCAL") || word(second, is: "GLOBAL")) && { let third = nextWord(); return word(third, is: "TEMP") || word(third, is: "TEMPORARY") }())
-            return temporary ? .changesSession : .other
+            if temporary { return .changesSession }
         default:
             break
         }
-        if contains(bytes, "advisory_lock") || contains(bytes, "set_config") {
+        if contains(bytes, "advisory_lock") || contains(bytes, "set_config") || contains(bytes, "pg_temp")
+            || contains(bytes, "into temp") || contains(bytes, "pg_settings") || contains(bytes, "u&") {
             return .changesSession
         }
         if word(first, is: "SELECT") || word(first, is: "VALUES") || word(first, is: "TABLE") || word(first, is: "SHOW") {

@@ -127,9 +127,11 @@ extension PostgresPoolTests {
             }
             #expect(first == 1)
             let (answer, streaming) = try await pool.withConnection(lane: .retrieval) { lease in
+                // The connection this lease got (the abandoned one may still be closing: it
+                // counts in the budget until its backend is gone).
                 let streaming = try await observer.integer("""
                     SELECT count(*)::int FROM pg_stat_activity
-                    WHERE application_name = 'lg-abandoned-stream-\(unescaped: "\(serverSideCancellation)")' AND query LIKE '%generate_series%' AND state = 'active'
+                    WHERE pid = \(lease.backendPID) AND query LIKE '%generate_series%' AND state = 'active'
                     """)
                 return (try await lease.query("SELECT 42")[0].decode(Int.self), streaming)
             }
@@ -250,6 +252,8 @@ extension PostgresPoolTests {
                 try await lease.execute("LISTEN lg_channel")
                 try await lease.execute("PREPARE lg_prepared AS SELECT 1")
                 try await lease.execute("SELECT set_config('application_name', 'lg-changed', false)")
+                try await lease.execute("/* a comment first */ SET work_mem = '7MB'")
+                try await lease.execute(#"DO $$BEGIN EXECUTE 'SET lock_timeout = ''4321ms'''; END$$"#)
             }
             let seen = try await pool.withConnection(lane: .write) { lease in
                 try await lease.query("""
@@ -259,6 +263,11 @@ extension PostgresPoolTests {
                            (SELECT count(*)::int FROM pg_prepared_statements WHERE name = 'lg_prepared')
                     """)[0].decode((String, String, Int, Int, Int).self)
             }
+            let (workMemory, lockTimeout) = try await pool.withConnection(lane: .write) { lease in
+                try await lease.query("SELECT current_setting('work_mem'), current_setting('lock_timeout')")[0].decode((String, String).self)
+            }
+            #expect(workMemory != "7MB")
+            #expect(lockTimeout == "0")
             #expect(seen.0 == "0")
             #expect(seen.1 != "lg_nowhere")
             #expect(seen.2 == 0)
