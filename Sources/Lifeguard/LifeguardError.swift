@@ -152,7 +152,14 @@ public struct LifeguardError: Error, Sendable, CustomStringConvertible {
             expectedWait: expectedWait, remaining: remaining)
     }
 
-    @usableFromInline static func databaseUnavailable(lane: Lane, waited: Duration, lastError: (any Error & Sendable)?) -> LifeguardError {
+    /// The database cannot be reached, for adapters: no connection opens, or (behind a
+    /// pooler) no server takes a statement.
+    ///
+    /// - Parameters:
+    ///   - lane: The lane of the request.
+    ///   - waited: How long the request waited before this was known.
+    ///   - lastError: What the connect, or the statement, met last.
+    public static func databaseUnavailable(lane: Lane, waited: Duration, lastError: (any Error & Sendable)?) -> LifeguardError {
         LifeguardError(code: .databaseUnavailable, lane: lane, waited: waited, underlying: lastError)
     }
 

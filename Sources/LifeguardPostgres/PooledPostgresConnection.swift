@@ -38,19 +38,24 @@ final class PooledPostgresConnection: Sendable, CustomStringConvertible {
     let wire: WireState
     /// The session's cancel key.
     let keyData: WireState.KeyData
+    /// Whether a pooler (PgBouncer) stands between us and the server: the server's backend
+    /// pid differs from the key data's, and statements outside a transaction may wait in the
+    /// pooler for a server.
+    let isBehindPooler: Bool
     /// Whether the pool's server side keeps prepared statements, shared by its connections.
     let preparedStatements: PreparedStatementSupport
     private let cancelRequests: CancelRequestSender
     private let tracking = Mutex(Tracking())
 
     init(
-        postgres: PostgresConnection, channel: any Channel, wire: WireState, keyData: WireState.KeyData,
+        postgres: PostgresConnection, channel: any Channel, wire: WireState, keyData: WireState.KeyData, isBehindPooler: Bool,
         canceller: CancelRequestSender, preparedStatements: PreparedStatementSupport
     ) {
         self.postgres = postgres
         self.channel = channel
         self.wire = wire
         self.keyData = keyData
+        self.isBehindPooler = isBehindPooler
         self.cancelRequests = canceller
         self.preparedStatements = preparedStatements
         let pid = keyData.processID

@@ -118,15 +118,22 @@ final class PostgresConnectionFactory: ConnectionFactory {
         // logins during an outage and holds queries up to its query_wait_timeout): a connection
         // counts as open once the server answered a statement, within the connect timeout.
         let timeout = channel.eventLoop.scheduleTask(in: self.configuration.connectTimeout.timeAmount) { channel.close(promise: nil) }
+        let serverPID: Int32?
         do {
-            _ = try await postgres.query("SELECT 1", logger: self.logger, file: #fileID, line: #line) { _ in }.get()
+            serverPID = try await postgres.query("SELECT pg_backend_pid()", logger: self.logger, file: #fileID, line: #line).get()
+                .rows.first?.decode(Int32.self)
             timeout.cancel()
         } catch {
             timeout.cancel()
             try? await postgres.close()
+            if let psql = error as? PSQLError, let serverInfo = psql.serverInfo {
+                throw PostgresPoolError(
+                    code: .connectFailed, sqlState: serverInfo[.sqlState], serverMessage: serverInfo[.message],
+                    detail: "the login succeeded, the first statement failed", target: self.target)
+            }
             throw PostgresPoolError(
                 code: .connectFailed,
-                detail: "the login succeeded but the server did not answer SELECT 1 within connect_timeout (\(self.configuration.connectTimeout)): "
+                detail: "the login succeeded but the server did not answer a first statement within connect_timeout (\(self.configuration.connectTimeout)): "
                     + "behind PgBouncer, the server behind it may be down (\(PostgresPoolError.describe(error)))",
                 target: self.target)
         }
@@ -134,9 +141,19 @@ final class PostgresConnectionFactory: ConnectionFactory {
             try? await postgres.close()
             throw PostgresPoolError(code: .connectionLost, serverMessage: "the server sent no BackendKeyData: statements could not be cancelled")
         }
+        // A pooler answers the login with its own key data, so the backend that answers the
+        // first statement has another pid; a statement outside a transaction may then wait in
+        // the pooler for a server.
+        let isBehindPooler = serverPID != keyData.processID
+        if isBehindPooler {
+            let answerTimeout = self.configuration.connectTimeout.timeAmount
+            try? await channel.eventLoop.submit {
+                try channel.pipeline.syncOperations.handler(type: ProtocolTap.self).watchAnswers(within: answerTimeout)
+            }.get()
+        }
         return PooledPostgresConnection(
-            postgres: postgres, channel: channel, wire: wire, keyData: keyData, canceller: self.cancelRequests,
-            preparedStatements: self.preparedStatements)
+            postgres: postgres, channel: channel, wire: wire, keyData: keyData, isBehindPooler: isBehindPooler,
+            canceller: self.cancelRequests, preparedStatements: self.preparedStatements)
     }
 
     @usableFromInline func validate(_ connection: PooledPostgresConnection) async throws {

@@ -285,7 +285,8 @@ public final class PostgresLease: Sendable {
         _ body: () async throws -> Value
     ) async throws -> Value {
         try self.connection.checkOpen()
-        if StatementKind(of: sql) == .changesSession {
+        let kind = StatementKind(of: sql)
+        if kind == .changesSession {
             // SET, temporary tables, session advisory locks, LISTEN, PREPARE: whoever leases
             // the connection next would inherit them. It is closed when this lease ends.
             self.connection.retire()
@@ -305,6 +306,7 @@ public final class PostgresLease: Sendable {
                 _ = await self.connection.wire.settle()
             }
             self.connection.endStatement(statement)
+            if self.connection.wire.wasUnanswered { throw self.noServerAnswered(kind) }
             // The server's "canceling statement due to user request", or a connection the
             // canceller closed because the cancel could not reach the statement, is our own
             // doing: report the cancellation the way Swift code expects it.
@@ -334,8 +336,29 @@ public final class PostgresLease: Sendable {
             throw PostgresPoolError(code: .commitFailed, serverError: error, backendPID: self.backendPID)
         case .lost(let error):
             self.connection.endStatement(statement)
-            let code: PostgresPoolError.Code = self.connection.isInTransaction ? .connectionLost : .commitOutcomeUnknown
+            if self.connection.wire.wasUnanswered { throw self.noServerAnswered(kind) }
+            let code: PostgresPoolError.Code = self.connection.isInTransaction && kind != .commit ? .connectionLost : .commitOutcomeUnknown
             throw PostgresPoolError(code: code, sqlState: error?.sqlState, serverMessage: error?.message, detail: error?.detail, backendPID: self.backendPID)
+        }
+    }
+
+    /// The error for a statement that no server took within the connect timeout (behind a
+    /// pooler during an outage; the connection was closed while the statement waited): the
+    /// database is unavailable. The pooler drops a statement whose client is gone unsent, but
+    /// a server that came in that same instant may have run it, so a statement that may write
+    /// has an unknown outcome.
+    private func noServerAnswered(_ kind: StatementKind) -> any Error {
+        let timeout = self.connection.wire.unansweredWithin ?? .zero
+        let cause = PostgresPoolError(
+            code: .connectionLost,
+            detail: "no server answered the statement within connect_timeout (\(timeout)): the pooler in front of PostgreSQL "
+                + "(PgBouncer?) has no server for it; the database behind it may be down",
+            backendPID: self.backendPID)
+        switch kind {
+        case .read, .transactionControl:
+            return LifeguardError.databaseUnavailable(lane: self.lane, waited: timeout, lastError: cause)
+        case .changesSession, .commit, .other:
+            return PostgresPoolError(code: .commitOutcomeUnknown, detail: cause.detail, backendPID: self.backendPID)
         }
     }
 

@@ -6,8 +6,12 @@
 /// not listed here, goes unseen. It errs on the side of `changesSession`, which only costs a
 /// reconnect.
 enum StatementKind: Equatable {
-    /// Starts, ends or marks a transaction: `BEGIN`, `COMMIT`, `ROLLBACK`, `SAVEPOINT`, …
+    /// Starts, rolls back or marks a transaction: `BEGIN`, `ROLLBACK`, `SAVEPOINT`, …
     case transactionControl
+    /// Commits the open transaction: `COMMIT`, `END`. Its CommandComplete comes once the
+    /// transaction has committed, so a connection lost after it was sent leaves the outcome
+    /// unknown, never "nothing committed".
+    case commit
     /// Changes the session beyond the transaction, for whoever uses the connection next: `SET`
     /// (not `SET LOCAL`), `RESET`, `CREATE TEMP`, `LISTEN`, `PREPARE`, `DECLARE`, `LOAD`, session
     /// advisory locks, `set_config(…, false)`.
@@ -56,7 +60,9 @@ enum StatementKind: Equatable {
         }
         let first = nextWord()
         switch true {
-        case word(first, is: "BEGIN"), word(first, is: "START"), word(first, is: "COMMIT"), word(first, is: "END"),
+        case word(first, is: "COMMIT"), word(first, is: "END"):
+            return .commit
+        case word(first, is: "BEGIN"), word(first, is: "START"),
             word(first, is: "ROLLBACK"), word(first, is: "ABORT"), word(first, is: "SAVEPOINT"), word(first, is: "RELEASE"):
             return .transactionControl
         case word(first, is: "PREPARE"):

@@ -168,7 +168,7 @@ public final class WriteCoalescer: Service, Sendable {
     ///   ``LifeguardError/Code/shutdown`` once the coalescer stopped, or
     ///   `CancellationError` when the task was cancelled before its statement was sent.
     public func write(_ statement: PostgresQuery) async throws {
-        if StatementKind(of: statement.sql) == .transactionControl {
+        if [.transactionControl, .commit].contains(StatementKind(of: statement.sql)) {
             // Inside a batch's transaction it would commit or undo its batch-mates' writes.
             throw LifeguardError.invalidConfiguration([
                 "WriteCoalescer.write got a transaction-control statement; statements must stand alone (the coalescer runs them in its own transactions)"

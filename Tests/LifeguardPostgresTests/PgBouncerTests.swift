@@ -112,20 +112,92 @@ extension PostgresPoolTests {
 }
 
 extension PostgresPoolTests {
+    @Test("behind PgBouncer with its server down, a statement on a connection already open fails within connect_timeout and never runs later",
+          .enabled(if: TestDatabase.bouncerURL != nil, "needs PGBOUNCER_URL: run ./scripts/test.sh"))
+    func bouncerOutageOpenConnection() async throws {
+        var configuration = try TestDatabase.bouncerConfiguration(application: "lg-bouncer-outage-open", budget: 2)
+        configuration.connectTimeout = .seconds(2)
+        try await TestDatabase.withPool(configuration) { pool in
+            try await TestDatabase.untilServes(pool)
+            try await pool.query("CREATE TABLE IF NOT EXISTS lg_bouncer_open (x int)", lane: .write)
+            try await pool.query("TRUNCATE lg_bouncer_open", lane: .write)
+            // Both connections open and idle: the next statements take them, no connect.
+            async let first: Void = pool.withConnection(lane: .retrieval) { lease in try await lease.execute("SELECT pg_sleep(0.2)") }
+            async let second: Void = pool.withConnection(lane: .retrieval) { lease in try await lease.execute("SELECT pg_sleep(0.2)") }
+            _ = try await (first, second)
+            try TestDatabase.server("pause")
+            let started = ContinuousClock.now
+            async let read = outcome { try await pool.query("SELECT 1", lane: .retrieval) }
+            async let write = outcome { try await pool.query("INSERT INTO lg_bouncer_open VALUES (1)", lane: .write) }
+            let (readResult, writeResult) = await (read, write)
+            let waited = started.duration(to: .now)
+            try TestDatabase.server("resume")
+            print("behind PgBouncer, server down, connections open: the requests failed after \(waited)")
+            #expect(waited < .seconds(8), "the statements waited \(waited) for a server")
+            #expect((try? readResult.get()) == nil)
+            // Either no server answered in time, or PgBouncer refused at once (it had just failed
+            // to log in to the server: "server login has been failing", 08P01).
+            func refusedByBouncer(_ error: (any Error)?) -> Bool { (error as? PSQLError)?.serverInfo?[.sqlState] == "08P01" }
+            #expect((readResult.failure as? LifeguardError)?.code == .databaseUnavailable || refusedByBouncer(readResult.failure),
+                    "\(String(describing: readResult.failure))")
+            #expect((writeResult.failure as? PostgresPoolError)?.code == .commitOutcomeUnknown || refusedByBouncer(writeResult.failure),
+                    "\(String(describing: writeResult.failure))")
+            try await TestDatabase.untilServes(pool)
+            try await Task.sleep(for: .seconds(1))
+            let rows = try await pool.query("SELECT count(*)::int FROM lg_bouncer_open", lane: .retrieval)[0].decode(Int.self)
+            #expect(rows == 0, "the INSERT that waited for a server ran once the server came back")
+        }
+    }
+
+    @Test("a connection knows whether a pooler stands between it and the server",
+          .enabled(if: TestDatabase.bouncerURL != nil, "needs PGBOUNCER_URL: run ./scripts/test.sh"))
+    func poolerDetection() async throws {
+        let group = MultiThreadedEventLoopGroup.singleton
+        let direct = try await PostgresConnectionFactory(
+            configuration: TestDatabase.configuration(application: "lg-pooler-detect", budget: 1), logger: TestDatabase.logger, eventLoopGroup: group
+        ).connect()
+        let bounced = try await PostgresConnectionFactory(
+            configuration: TestDatabase.bouncerConfiguration(application: "lg-pooler-detect", budget: 1), logger: TestDatabase.logger, eventLoopGroup: group
+        ).connect()
+        #expect(!direct.isBehindPooler)
+        #expect(bounced.isBehindPooler)
+        await direct.terminate(within: .seconds(5), logger: TestDatabase.logger)
+        await bounced.terminate(within: .seconds(5), logger: TestDatabase.logger)
+    }
+
+    @Test("behind PgBouncer, a statement that runs longer than connect_timeout is not taken for an outage",
+          .enabled(if: TestDatabase.bouncerURL != nil, "needs PGBOUNCER_URL: run ./scripts/test.sh"))
+    func bouncerLongStatement() async throws {
+        var configuration = try TestDatabase.bouncerConfiguration(application: "lg-bouncer-long", budget: 2)
+        configuration.connectTimeout = .seconds(1)
+        try await TestDatabase.withPool(configuration) { pool in
+            try await TestDatabase.untilServes(pool)
+            try await pool.query("SELECT pg_sleep(2.5)", lane: .retrieval)
+            try await pool.withTransaction(lane: .write) { lease in
+                try await lease.execute("SELECT pg_sleep(1.5)")
+                try await lease.execute("SELECT pg_sleep(1.5)")
+            }
+            // A statement that waits for a lock as it is parsed (behind a migration's ALTER
+            // TABLE) has a server: it waits for the lock, not for an outage.
+            try await pool.query("CREATE TABLE IF NOT EXISTS lg_bouncer_locked (x int)", lane: .write)
+            try await TestDatabase.withObserver { other in
+                _ = try await other.query("BEGIN", logger: TestDatabase.logger)
+                _ = try await other.query("LOCK TABLE lg_bouncer_locked IN ACCESS EXCLUSIVE MODE", logger: TestDatabase.logger)
+                let read = Task { try await pool.query("SELECT count(*) FROM lg_bouncer_locked", lane: .retrieval) }
+                try await Task.sleep(for: .seconds(2.5))
+                _ = try await other.query("COMMIT", logger: TestDatabase.logger)
+                _ = try await read.value
+            }
+        }
+    }
+
     @Test("behind PgBouncer with its server down, a cancelled task's statement stops waiting and never runs later",
           .enabled(if: TestDatabase.bouncerURL != nil, "needs PGBOUNCER_URL: run ./scripts/test.sh"))
     func bouncerOutageCancel() async throws {
         let configuration = try TestDatabase.bouncerConfiguration(application: "lg-bouncer-outage-cancel", budget: 2)
         try await TestDatabase.withPool(configuration) { pool in
-            // A test before may have left PgBouncer reconnecting to a server it saw down.
-            for attempt in 0..<100 {
-                do {
-                    try await pool.query("CREATE TABLE IF NOT EXISTS lg_bouncer_late (x int)", lane: .write)
-                    break
-                } catch where attempt < 99 {
-                    try await Task.sleep(for: .milliseconds(100))
-                }
-            }
+            try await TestDatabase.untilServes(pool)
+            try await pool.query("CREATE TABLE IF NOT EXISTS lg_bouncer_late (x int)", lane: .write)
             try await pool.query("TRUNCATE lg_bouncer_late", lane: .write)
             try TestDatabase.server("pause")
             let started = ContinuousClock.now

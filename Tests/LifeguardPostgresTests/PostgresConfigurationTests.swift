@@ -134,8 +134,24 @@ struct PostgresConfigurationTests {
         receive("E", "C42P01\0Mno such table\0\0")
         receive("Z", "I")
         #expect(await wire.settle() == .ready(.idle))
+        // A FATAL after CommandComplete is the session's end, not a refusal: after a COMMIT
+        // statement's CommandComplete the transaction has committed.
         wire.sent(type: UInt8(ascii: "S"))
         receive("C")
+        receive("E", "SFATAL\0VFATAL\0C57P01\0Mterminating connection due to administrator command\0\0")
+        wire.channelClosed()
+        #expect(await wire.settle() == .lost(ServerErrorFields(
+            severity: "FATAL", sqlState: "57P01", message: "terminating connection due to administrator command", detail: nil)))
+    }
+
+    @Test("a connection closed after CommandComplete leaves the outcome unknown")
+    func lostAfterCompletion() async {
+        let wire = WireState()
+        var ready = ByteBuffer(string: "I")
+        wire.received(type: UInt8(ascii: "Z"), body: &ready)
+        wire.sent(type: UInt8(ascii: "S"))
+        var empty = ByteBuffer()
+        wire.received(type: UInt8(ascii: "C"), body: &empty)
         wire.channelClosed()
         #expect(await wire.settle() == .lost(nil))
     }
@@ -187,8 +203,8 @@ struct PostgresConfigurationTests {
     }
 
     @Test("statements are told apart by their first keywords and the functions that change a session", arguments: [
-        ("BEGIN", StatementKind.transactionControl), ("  start transaction", .transactionControl), ("commit", .transactionControl),
-        ("ROLLBACK TO SAVEPOINT a", .transactionControl), ("PREPARE TRANSACTION 'x'", .transactionControl), ("end;", .transactionControl),
+        ("BEGIN", StatementKind.transactionControl), ("  start transaction", .transactionControl), ("commit", .commit),
+        ("ROLLBACK TO SAVEPOINT a", .transactionControl), ("PREPARE TRANSACTION 'x'", .transactionControl), ("end;", .commit),
         ("SET search_path = x", .changesSession), ("set local statement_timeout = 1", .other), ("SET TRANSACTION READ ONLY", .other),
         ("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY", .changesSession), ("RESET ALL", .changesSession),
         ("CREATE TEMP TABLE t (x int)", .changesSession), ("create local temporary table t (x int)", .changesSession),

@@ -198,3 +198,31 @@ struct RecordingLogHandler: LogHandler {
         self.record.log(event.message.description)
     }
 }
+
+/// What `body` returned or threw.
+func outcome<Value>(isolation: isolated (any Actor)? = #isolation, _ body: () async throws -> Value) async -> Result<Value, any Error> {
+    do { return .success(try await body()) } catch { return .failure(error) }
+}
+
+extension Result {
+    /// The error, if it is a failure.
+    var failure: Failure? {
+        if case .failure(let error) = self { return error }
+        return nil
+    }
+}
+
+extension TestDatabase {
+    /// Waits until the pool serves statements again: after an outage it reconnects with
+    /// backoff, and PgBouncer retries its login to the server.
+    static func untilServes(_ pool: PostgresPool) async throws {
+        for attempt in 0..<150 {
+            do {
+                try await pool.query("SELECT 1", lane: .retrieval)
+                return
+            } catch where attempt < 149 {
+                try await Task.sleep(for: .milliseconds(100))
+            }
+        }
+    }
+}

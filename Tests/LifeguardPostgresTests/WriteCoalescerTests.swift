@@ -281,7 +281,7 @@ extension PostgresPoolTests {
                             } catch let error as PostgresPoolError where error.code == .commitOutcomeUnknown {
                                 outcomes.append((id, "unknown"))
                             } catch {
-                                outcomes.append((id, "failed"))
+                                outcomes.append((id, "failed: \(PostgresPoolError.describe(error))"))
                             }
                         }
                         return outcomes
@@ -296,10 +296,11 @@ extension PostgresPoolTests {
             coalescer.shutdown()
             await flushing.value
             var committed = Set<Int>()
+            try await TestDatabase.untilServes(pool)
             for row in try await pool.query("SELECT id FROM lg_coalesce_kills", lane: .retrieval) { committed.insert(try row.decode(Int.self)) }
             let doneMissing = outcomes.filter { $0.1 == "done" && !committed.contains($0.0) }
-            let failedCommitted = outcomes.filter { $0.1 == "failed" && committed.contains($0.0) }
-            let counts = Dictionary(grouping: outcomes, by: \.1).mapValues(\.count)
+            let failedCommitted = outcomes.filter { $0.1.hasPrefix("failed") && committed.contains($0.0) }
+            let counts = Dictionary(grouping: outcomes, by: { $0.1.hasPrefix("failed") ? "failed" : $0.1 }).mapValues(\.count)
             print("coalescer under kills: \(counts), \(committed.count) committed")
             #expect(doneMissing.isEmpty, "reported done, not committed: \(doneMissing.prefix(5))")
             #expect(failedCommitted.isEmpty, "reported failed, yet committed: \(failedCommitted.prefix(5))")

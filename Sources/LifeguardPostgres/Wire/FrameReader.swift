@@ -28,6 +28,11 @@ struct FrameReader {
         self.untypedFrames = untypedFrames
     }
 
+    /// Whether the reader stands between two frames: nothing of a frame read in part.
+    var isBetweenFrames: Bool {
+        !self.broken && self.header.readableBytes == 0 && self.keeping == nil && self.skipping == 0
+    }
+
     /// Whether `type` is a frame whose body the pool reads: BackendKeyData, ReadyForQuery,
     /// ErrorResponse, ParameterStatus, and the untyped frames (their first four bytes are a code).
     private static func keepsBody(_ type: UInt8) -> Bool {

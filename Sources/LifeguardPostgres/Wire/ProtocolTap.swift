@@ -40,6 +40,14 @@ final class ProtocolTap: ChannelDuplexHandler, RemovableChannelHandler {
     /// TLS (the handshake the TLS handler starts as it is added), not the protocol.
     private var isMovingBehindTLS = false
 
+    /// Behind a pooler: how long a statement outside a transaction may go without a first
+    /// answer before the pooler is taken to have no server for it (see ``watchAnswers(within:)``).
+    private var answerTimeout: TimeAmount?
+    /// While a ping is unanswered: what the server sent since, held back from PostgresNIO
+    /// until the ping's ParseComplete is found and taken out.
+    private var heldInbound: ByteBuffer?
+    private var answerTimer: Scheduled<Void>?
+
     init(state: WireState, framing: Framing = Framing()) {
         self.state = state
         self.framing = framing
@@ -56,6 +64,20 @@ final class ProtocolTap: ChannelDuplexHandler, RemovableChannelHandler {
     // MARK: Inbound
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        var data = data
+        if var held = self.heldInbound {
+            var bytes = self.unwrapInboundIn(data)
+            held.writeBuffer(&bytes)
+            guard let released = self.takingOutPingAnswer(from: held, allocator: context.channel.allocator) else {
+                self.heldInbound = held
+                return
+            }
+            self.heldInbound = nil
+            self.answerTimer?.cancel()
+            self.answerTimer = nil
+            if released.readableBytes == 0 { return }
+            data = self.wrapInboundOut(released)
+        }
         var bytes = self.unwrapInboundIn(data)
         var movesBehindTLS = false
         if self.framing.awaitingTLSAnswer, let answer = bytes.getInteger(at: bytes.readerIndex, as: UInt8.self) {
@@ -109,6 +131,7 @@ final class ProtocolTap: ChannelDuplexHandler, RemovableChannelHandler {
             return
         }
         var bytes = self.unwrapOutboundIn(data)
+        if self.answerTimeout != nil { self.pingIfStatementStarts(bytes, context: context) }
         let state = self.state
         var sentSSLRequest = false
         // In place: a copy of the framing would make its buffers copy themselves on write.
@@ -119,6 +142,74 @@ final class ProtocolTap: ChannelDuplexHandler, RemovableChannelHandler {
         if sentSSLRequest { self.framing.awaitingTLSAnswer = true }
         if !readable { state.lostFraming() }
         context.write(data, promise: promise)
+    }
+
+    // MARK: Behind a pooler
+
+    /// Makes every statement outside a transaction prove, within `timeout`, that a server
+    /// took it.
+    ///
+    /// Behind a pooler in transaction mode (PgBouncer), a statement outside a transaction
+    /// waits inside the pooler for a server; during an outage the pooler holds it up to its own
+    /// timeout (PgBouncer's `query_wait_timeout`, 120 s), and nothing on the wire tells that
+    /// wait from a long statement. So the tap sends an empty Parse and a Flush before the
+    /// statement's first message: any server answers them at once with a ParseComplete (parsing
+    /// nothing takes no lock), which the tap takes out of the stream before PostgresNIO reads
+    /// it. No answer within `timeout` means no server took the statement: the connection is
+    /// closed (the pooler then drops the statement unsent) and ``WireState/wasUnanswered`` says
+    /// why.
+    func watchAnswers(within timeout: TimeAmount) {
+        self.answerTimeout = timeout
+    }
+
+    /// The ping: an empty Parse into the unnamed statement (which the statement's own Parse
+    /// replaces, and which no prepared statement uses), and a Flush.
+    private static func ping(allocator: ByteBufferAllocator) -> ByteBuffer {
+        var ping = allocator.buffer(capacity: 14)
+        ping.writeInteger(UInt8(ascii: "P"))
+        ping.writeInteger(Int32(8))
+        ping.writeInteger(UInt16(0))  // the name and the query: two empty strings
+        ping.writeInteger(Int16(0))   // no parameter types
+        ping.writeInteger(UInt8(ascii: "H"))
+        ping.writeInteger(Int32(4))
+        return ping
+    }
+
+    /// Sends the ping before `bytes` when they start a statement (a Parse or a Bind) on a
+    /// session that is idle outside a transaction, with both directions between frames.
+    private func pingIfStatementStarts(_ bytes: ByteBuffer, context: ChannelHandlerContext) {
+        guard let timeout = self.answerTimeout, self.heldInbound == nil, !self.discardsInbound,
+              let first = bytes.getInteger(at: bytes.readerIndex, as: UInt8.self),
+              first == UInt8(ascii: "P") || first == UInt8(ascii: "B"),
+              self.framing.outbound.isBetweenFrames, self.framing.inbound.isBetweenFrames,
+              self.state.isIdleOutsideTransaction
+        else { return }
+        context.write(self.wrapOutboundOut(Self.ping(allocator: context.channel.allocator)), promise: nil)
+        self.heldInbound = context.channel.allocator.buffer(capacity: 0)
+        self.answerTimer = context.eventLoop.assumeIsolated().scheduleTask(in: timeout) {
+            guard self.heldInbound != nil else { return }
+            self.heldInbound = nil
+            self.state.noServerAnswered(within: timeout)
+            context.close(promise: nil)
+        }
+    }
+
+    /// `held` without the ping's ParseComplete, once it is there; `nil` while it is not. Frames
+    /// before it (a notice, a parameter's new value) pass. An error instead (the pooler's
+    /// own, or a FATAL) passes whole: PostgresNIO takes it for its statement's.
+    private func takingOutPingAnswer(from held: ByteBuffer, allocator: ByteBufferAllocator) -> ByteBuffer? {
+        var offset = held.readerIndex
+        while let type = held.getInteger(at: offset, as: UInt8.self), let length = held.getInteger(at: offset + 1, as: Int32.self) {
+            if type == UInt8(ascii: "E") || length < 4 { return held }
+            if type == UInt8(ascii: "1") {
+                var released = allocator.buffer(capacity: held.readableBytes - 5)
+                released.writeImmutableBuffer(held.getSlice(at: held.readerIndex, length: offset - held.readerIndex)!)
+                released.writeImmutableBuffer(held.getSlice(at: offset + 5, length: held.writerIndex - offset - 5)!)
+                return released
+            }
+            offset += 1 + Int(length)
+        }
+        return nil
     }
 
     // MARK: Ending the session

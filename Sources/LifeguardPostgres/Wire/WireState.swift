@@ -44,13 +44,17 @@ final class WireState: Sendable {
         var startupDone = false
         var transactionStatus = TransactionStatus.idle
         /// Since the last ReadyForQuery: a CommandComplete or EmptyQueryResponse arrived (the
-        /// server finished executing the statement), and the first ErrorResponse, if any.
+        /// server finished executing the statement), the first ErrorResponse, if any, and
+        /// whether it was an ERROR after the CommandComplete (a refused commit).
         var completed = false
         var error: ServerErrorFields?
         var errorAfterCompletion = false
         /// The last cycle whose error came after its CommandComplete: its commit failed.
         var refusedCycle: (number: Int, error: ServerErrorFields)?
         var closed = false
+        /// Behind a pooler, no server answered a statement within this time: the tap closed
+        /// the connection.
+        var unansweredWithin: Duration?
         /// The tap met bytes that are not the protocol; nothing it says can be trusted.
         var framingLost = false
         var settleWaiters: [(target: Int, continuation: CheckedContinuation<Void, Never>)] = []
@@ -85,6 +89,13 @@ final class WireState: Sendable {
     var hasFinishedExecuting: Bool { self.state.withLock { $0.isSettled || $0.completed || $0.error != nil } }
 
     var isClosed: Bool { self.state.withLock { $0.closed } }
+
+    /// Whether the tap closed the connection because no server answered a statement within
+    /// the connect timeout (behind a pooler with no server for it).
+    var wasUnanswered: Bool { self.unansweredWithin != nil }
+
+    /// How long the statement the tap gave up on waited for an answer.
+    var unansweredWithin: Duration? { self.state.withLock { $0.unansweredWithin } }
 
     /// Waits until the server has answered every Sync sent so far, or the connection closed.
     ///
@@ -144,7 +155,11 @@ final class WireState: Sendable {
             self.state.withLock { state in
                 if state.error == nil {
                     state.error = fields
-                    state.errorAfterCompletion = state.completed
+                    // An ERROR after CommandComplete is the commit's refusal. A FATAL there is
+                    // the session's end (a terminated backend, a shutdown): it may have come
+                    // after the commit (a COMMIT statement completes once committed), so the
+                    // outcome is not known.
+                    state.errorAfterCompletion = state.completed && fields.severity != "FATAL" && fields.severity != "PANIC"
                 }
             }
         case UInt8(ascii: "Z"):
@@ -175,6 +190,10 @@ final class WireState: Sendable {
         default:
             break
         }
+    }
+
+    func noServerAnswered(within timeout: TimeAmount) {
+        self.state.withLock { $0.unansweredWithin = .nanoseconds(timeout.nanoseconds) }
     }
 
     func lostFraming() {
