@@ -21,6 +21,8 @@ final class PooledPostgresConnection: Sendable, CustomStringConvertible {
         /// The statement running now, by number, if any.
         var statementInFlight: Int?
         var nextStatement = 0
+        /// The last statement before the last reset (or the connect).
+        var lastStatementBeforeReset = 0
         /// Cancel requests sent or about to be sent for this connection; a reset waits for them
         /// so that a late cancel cannot hit the next user's statement.
         var cancelsOutstanding = 0
@@ -42,6 +44,9 @@ final class PooledPostgresConnection: Sendable, CustomStringConvertible {
     /// pid differs from the key data's, and statements outside a transaction may wait in the
     /// pooler for a server.
     let isBehindPooler: Bool
+    /// Whether every lease that ran a statement is followed by a reset of the session
+    /// (``PostgresPool/SessionReset/afterEveryLease``).
+    let resetsAfterEveryLease: Bool
     /// Whether the pool's server side keeps prepared statements, shared by its connections.
     let preparedStatements: PreparedStatementSupport
     private let cancelRequests: CancelRequestSender
@@ -49,8 +54,9 @@ final class PooledPostgresConnection: Sendable, CustomStringConvertible {
 
     init(
         postgres: PostgresConnection, channel: any Channel, wire: WireState, keyData: WireState.KeyData, isBehindPooler: Bool,
-        canceller: CancelRequestSender, preparedStatements: PreparedStatementSupport
+        resetsAfterEveryLease: Bool = false, canceller: CancelRequestSender, preparedStatements: PreparedStatementSupport
     ) {
+        self.resetsAfterEveryLease = resetsAfterEveryLease
         self.postgres = postgres
         self.channel = channel
         self.wire = wire
@@ -92,7 +98,8 @@ final class PooledPostgresConnection: Sendable, CustomStringConvertible {
         if self.postgres.isClosed || self.wire.isClosed { return .broken }
         let tracked = self.tracking.withLock { state -> ConnectionCondition? in
             if state.isRetired { return .broken }
-            return state.isDirty || state.statementInFlight != nil || state.cancelsOutstanding > 0 ? .needsReset : nil
+            let ranStatements = self.resetsAfterEveryLease && state.nextStatement != state.lastStatementBeforeReset
+            return state.isDirty || ranStatements || state.statementInFlight != nil || state.cancelsOutstanding > 0 ? .needsReset : nil
         }
         if let tracked { return tracked }
         return self.wire.isIdleOutsideTransaction ? .reusable : .needsReset
@@ -189,6 +196,7 @@ final class PooledPostgresConnection: Sendable, CustomStringConvertible {
             state.isDirty = false
             state.isResultAbandoned = false
             state.statementInFlight = nil
+            state.lastStatementBeforeReset = state.nextStatement
         }
     }
 

@@ -153,6 +153,7 @@ final class PostgresConnectionFactory: ConnectionFactory {
         }
         return PooledPostgresConnection(
             postgres: postgres, channel: channel, wire: wire, keyData: keyData, isBehindPooler: isBehindPooler,
+            resetsAfterEveryLease: self.configuration.sessionReset == .afterEveryLease,
             canceller: self.cancelRequests, preparedStatements: self.preparedStatements)
     }
 
@@ -174,6 +175,9 @@ final class PostgresConnectionFactory: ConnectionFactory {
         try connection.checkOpen()
         if connection.wire.isInTransaction {
             _ = try await connection.postgres.query("ROLLBACK", logger: self.logger).collect()
+        }
+        if connection.resetsAfterEveryLease {
+            _ = try await connection.postgres.query(PostgresQuery(unsafeSQL: PostgresPool.SessionReset.statement), logger: self.logger).get()
         }
         connection.markClean()
     }

@@ -76,6 +76,9 @@ extension PostgresPool {
         /// in the budget, so that the server never holds more backends than the budget. Past
         /// it the socket is closed anyway and a warning logged. Default: 30 s.
         public var backendExitTimeout: Duration
+        /// How the pool makes sure that a lease inherits nothing of the session of the lease
+        /// before it. Default: ``SessionReset/whenStatementsChangeIt``.
+        public var sessionReset: SessionReset = .whenStatementsChangeIt
         /// Budget, lanes, and connection health settings of the pool.
         public var pool: PoolConfiguration
 
@@ -392,7 +395,7 @@ extension PostgresPool.Configuration: CustomReflectable {
             "passwordProvider": self.passwordProvider == nil ? "nil" : "a provider",
             "database": self.database as Any, "tlsMode": self.tlsMode, "tlsRootCertificatePath": self.tlsRootCertificatePath as Any,
             "applicationName": self.applicationName, "connectTimeout": self.connectTimeout,
-            "serverSideCancellation": self.serverSideCancellation, "backendExitTimeout": self.backendExitTimeout, "pool": self.pool,
+            "serverSideCancellation": self.serverSideCancellation, "backendExitTimeout": self.backendExitTimeout, "sessionReset": self.sessionReset, "pool": self.pool,
         ], displayStyle: .struct)
     }
 }

@@ -278,6 +278,64 @@ extension PostgresPoolTests {
         } }
     }
 
+    @Test("with sessionReset = .afterEveryLease, session state changed inside functions and triggers never reaches the next lease, on the same backend")
+    func sessionResetAfterEveryLease() async throws {
+        var configuration = try TestDatabase.configuration(application: "lg-session-reset", budget: 1)
+        configuration.sessionReset = .afterEveryLease
+        try await TestDatabase.withObserver { observer in try await TestDatabase.withPool(configuration) { pool in
+            _ = try await observer.query("""
+                CREATE OR REPLACE FUNCTION lg_changes_session() RETURNS int LANGUAGE plpgsql AS $$
+                BEGIN
+                    SET statement_timeout = '1234ms';
+                    EXECUTE 'CREATE TEMP TABLE IF NOT EXISTS lg_hidden_temp (x int)';
+                    PERFORM pg_advisory_lock(4343);
+                    EXECUTE 'LISTEN lg_hidden_channel';
+                    EXECUTE 'PREPARE lg_hidden_prepared AS SELECT 1';
+                    RETURN 1;
+                END $$
+                """, logger: TestDatabase.logger)
+            _ = try await observer.query("CREATE TABLE IF NOT EXISTS lg_session_trigger (x int)", logger: TestDatabase.logger)
+            _ = try await observer.query("""
+                CREATE OR REPLACE FUNCTION lg_trigger_sets() RETURNS trigger LANGUAGE plpgsql AS $$
+                BEGIN PERFORM set_config('lock_timeout', '4321ms', false); RETURN NEW; END $$
+                """, logger: TestDatabase.logger)
+            _ = try await observer.query("""
+                CREATE OR REPLACE TRIGGER lg_session_trigger BEFORE INSERT ON lg_session_trigger
+                FOR EACH ROW EXECUTE FUNCTION lg_trigger_sets()
+                """, logger: TestDatabase.logger)
+            let first = try await pool.withConnection(lane: .write) { lease in
+                try await lease.execute("SELECT lg_changes_session()")
+                try await lease.execute("INSERT INTO lg_session_trigger VALUES (1)")
+                return lease.backendPID
+            }
+            let (backend, seen) = try await pool.withConnection(lane: .write) { lease in
+                (lease.backendPID, try await lease.query("""
+                    SELECT current_setting('statement_timeout'), current_setting('lock_timeout'),
+                           (SELECT count(*)::int FROM pg_class WHERE relname = 'lg_hidden_temp' AND relnamespace = pg_my_temp_schema()),
+                           (SELECT count(*)::int FROM pg_listening_channels()),
+                           (SELECT count(*)::int FROM pg_prepared_statements WHERE name = 'lg_hidden_prepared')
+                    """)[0].decode((String, String, Int, Int, Int).self))
+            }
+            #expect(backend == first, "the connection was replaced, not reset")
+            #expect(seen.0 == "0" && seen.1 == "0", "settings inherited: \(seen)")
+            #expect(seen.2 == 0 && seen.3 == 0 && seen.4 == 0, "temp table, LISTEN or PREPARE inherited: \(seen)")
+            let locks = try await observer.integer("SELECT count(*)::int FROM pg_locks WHERE locktype = 'advisory' AND pid = \(first)")
+            #expect(locks == 0, "an advisory lock taken by a finished lease is still held on the server")
+            // Prepared statements of PostgresNIO survive the reset.
+            for _ in 0..<3 {
+                let answer = try await pool.withConnection(lane: .write) { lease in try await lease.query(AnswerStatement())[0] }
+                #expect(answer == 42)
+            }
+        } }
+    }
+
+    struct AnswerStatement: PostgresPreparedStatement {
+        static let sql = "SELECT 42::int"
+        typealias Row = Int
+        func makeBindings() throws -> PostgresBindings { PostgresBindings() }
+        func decodeRow(_ row: PostgresRow) throws -> Int { try row.decode(Int.self) }
+    }
+
     @Test("a withRows consumer that throws mid-stream over 3 million rows: the next lease is served within its default wait")
     func consumerThrowsMidStream() async throws {
         var configuration = try TestDatabase.configuration(application: "lg-consumer-throws", budget: 1)
