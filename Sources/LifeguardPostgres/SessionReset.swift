@@ -14,7 +14,8 @@ extension PostgresPool {
         /// Every lease that ran a statement is followed by a reset on the server, as
         /// `DISCARD ALL` does but keeping the statements PostgresNIO prepared: the session
         /// authorization and role, every setting, session advisory locks, `LISTEN`, cursors,
-        /// SQL-prepared statements and temporary tables. Sound whatever the statements did;
+        /// SQL-prepared statements, temporary tables, and what `currval` and `lastval` remember
+        /// of sequences. Sound whatever the statements did;
         /// it costs one round trip per lease (see BENCHMARKS.md). Statements whose text
         /// changes the session still close their connection.
         case afterEveryLease
@@ -40,6 +41,7 @@ extension PostgresPool.SessionReset {
                 EXECUTE format('DEALLOCATE %I', prepared.name);
             END LOOP;
             EXECUTE 'DISCARD TEMP';
+            EXECUTE 'DISCARD SEQUENCES';
         END
         $lifeguard_reset$
         """

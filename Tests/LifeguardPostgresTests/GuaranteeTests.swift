@@ -291,9 +291,11 @@ extension PostgresPoolTests {
                     PERFORM pg_advisory_lock(4343);
                     EXECUTE 'LISTEN lg_hidden_channel';
                     EXECUTE 'PREPARE lg_hidden_prepared AS SELECT 1';
+                    PERFORM nextval('lg_hidden_sequence');
                     RETURN 1;
                 END $$
                 """, logger: TestDatabase.logger)
+            _ = try await observer.query("CREATE SEQUENCE IF NOT EXISTS lg_hidden_sequence", logger: TestDatabase.logger)
             _ = try await observer.query("CREATE TABLE IF NOT EXISTS lg_session_trigger (x int)", logger: TestDatabase.logger)
             _ = try await observer.query("""
                 CREATE OR REPLACE FUNCTION lg_trigger_sets() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -321,6 +323,9 @@ extension PostgresPoolTests {
             #expect(seen.2 == 0 && seen.3 == 0 && seen.4 == 0, "temp table, LISTEN or PREPARE inherited: \(seen)")
             let locks = try await observer.integer("SELECT count(*)::int FROM pg_locks WHERE locktype = 'advisory' AND pid = \(first)")
             #expect(locks == 0, "an advisory lock taken by a finished lease is still held on the server")
+            await #expect(throws: PSQLError.self, "lastval() of the lease before was kept") {
+                try await pool.withConnection(lane: .write) { lease in try await lease.query("SELECT lastval()") }
+            }
             // Prepared statements of PostgresNIO survive the reset.
             for _ in 0..<3 {
                 let answer = try await pool.withConnection(lane: .write) { lease in try await lease.query(AnswerStatement())[0] }
