@@ -16,6 +16,8 @@ final class PostgresConnectionFactory: ConnectionFactory {
     /// Whether prepared statements can be used, for every connection of the pool.
     let preparedStatements = PreparedStatementSupport()
     private let nextConnectionID = Atomic<Int>(0)
+    /// The probe of ``poolerIsUnavailable()`` under way, if any.
+    private let poolerProbe = Mutex<Task<Bool, Never>?>(nil)
 
     init(configuration: PostgresPool.Configuration, logger: Logger, eventLoopGroup: any EventLoopGroup) {
         self.configuration = configuration
@@ -64,6 +66,34 @@ final class PostgresConnectionFactory: ConnectionFactory {
         }
     }
 
+    /// Whether the pooler in front of the server has no server to give: a fresh login's first
+    /// statement is refused (PgBouncer refuses it while its logins to the server fail), or no
+    /// login is possible. A first statement that merely waits (every server busy) is no proof
+    /// of an outage. Callers at the same time share one probe.
+    func poolerIsUnavailable() async -> Bool {
+        let probe = self.poolerProbe.withLock { probe in
+            if let probe { return probe }
+            let task = Task { await self.probePooler() }
+            probe = task
+            return task
+        }
+        let unavailable = await probe.value
+        self.poolerProbe.withLock { if $0 == probe { $0 = nil } }
+        return unavailable
+    }
+
+    private func probePooler() async -> Bool {
+        do {
+            let probe = try await self.connect(probing: true)
+            await probe.terminate(within: .seconds(1), logger: self.logger)
+            return false
+        } catch let error as PostgresPoolError {
+            return !error.isFirstStatementUnanswered
+        } catch {
+            return true
+        }
+    }
+
     /// The password for the next connect: the provider's, within the connect timeout (a
     /// provider that never answers must not hold a slot of the budget), or the configured one.
     func password() async throws -> String? {
@@ -108,6 +138,16 @@ final class PostgresConnectionFactory: ConnectionFactory {
     }
 
     @usableFromInline func connect() async throws -> PooledPostgresConnection {
+        try await self.connect(probing: false)
+    }
+
+    /// The most times a connect's first statement is given another `connect_timeout` because
+    /// the pooler in front is busy rather than without a server.
+    static let busyPoolerRounds = 10
+
+    /// Opens a connection. `probing`: for ``poolerIsUnavailable()``, one `connect_timeout` for
+    /// the first statement and no probe of its own.
+    private func connect(probing: Bool) async throws -> PooledPostgresConnection {
         let (postgres, channel, wire): (PostgresConnection, any Channel, WireState)
         do {
             (postgres, channel, wire) = try await self.openConnection()
@@ -116,26 +156,39 @@ final class PostgresConnectionFactory: ConnectionFactory {
         }
         // The login may come from a proxy that has no server behind it now (PgBouncer accepts
         // logins during an outage and holds queries up to its query_wait_timeout): a connection
-        // counts as open once the server answered a statement, within the connect timeout.
-        let timeout = channel.eventLoop.scheduleTask(in: self.configuration.connectTimeout.timeAmount) { channel.close(promise: nil) }
+        // counts as open once the server answered a statement. Without an answer within the
+        // connect timeout, a fresh login asks the pooler whether it has servers at all: while
+        // they are only busy, the first statement waits another connect timeout.
+        let connectTimeout = self.configuration.connectTimeout
+        let watcher = Task {
+            for _ in 0..<(probing ? 1 : Self.busyPoolerRounds) {
+                guard (try? await Task.sleep(for: connectTimeout)) != nil else { return }
+                if !probing, !(await self.poolerIsUnavailable()) { continue }
+                break
+            }
+            if !Task.isCancelled { channel.close(promise: nil) }
+        }
         let serverPID: Int32?
         do {
             serverPID = try await postgres.query("SELECT pg_backend_pid()", logger: self.logger, file: #fileID, line: #line).get()
                 .rows.first?.decode(Int32.self)
-            timeout.cancel()
+            watcher.cancel()
         } catch {
-            timeout.cancel()
+            watcher.cancel()
             try? await postgres.close()
             if let psql = error as? PSQLError, let serverInfo = psql.serverInfo {
                 throw PostgresPoolError(
                     code: .connectFailed, sqlState: serverInfo[.sqlState], serverMessage: serverInfo[.message],
                     detail: "the login succeeded, the first statement failed", target: self.target)
             }
-            throw PostgresPoolError(
+            var unanswered = PostgresPoolError(
                 code: .connectFailed,
-                detail: "the login succeeded but the server did not answer a first statement within connect_timeout (\(self.configuration.connectTimeout)): "
-                    + "behind PgBouncer, the server behind it may be down (\(PostgresPoolError.describe(error)))",
+                detail: "the login succeeded but the server did not answer a first statement within connect_timeout (\(connectTimeout))"
+                    + (probing ? "" : ", and a fresh login found no server either")
+                    + ": behind PgBouncer, the server behind it may be down (\(PostgresPoolError.describe(error)))",
                 target: self.target)
+            unanswered.isFirstStatementUnanswered = probing
+            throw unanswered
         }
         guard let keyData = wire.keyData else {
             try? await postgres.close()
@@ -148,7 +201,8 @@ final class PostgresConnectionFactory: ConnectionFactory {
         if isBehindPooler {
             let answerTimeout = self.configuration.connectTimeout.timeAmount
             try? await channel.eventLoop.submit {
-                try channel.pipeline.syncOperations.handler(type: ProtocolTap.self).watchAnswers(within: answerTimeout)
+                try channel.pipeline.syncOperations.handler(type: ProtocolTap.self)
+                    .watchAnswers(within: answerTimeout, askingWhetherUnavailable: { await self.poolerIsUnavailable() })
             }.get()
         }
         return PooledPostgresConnection(

@@ -291,6 +291,10 @@ public final class PostgresLease: Sendable {
             // the connection next would inherit them. It is closed when this lease ends.
             self.connection.retire()
         }
+        if self.connection.isBehindPooler {
+            // A statement that may write waits for a server before it is sent (see ProtocolTap).
+            self.connection.wire.setNextMayWrite(kind != .read && kind != .transactionControl)
+        }
         let statement = self.connection.beginStatement()
         let value: Value
         do {
@@ -306,7 +310,7 @@ public final class PostgresLease: Sendable {
                 _ = await self.connection.wire.settle()
             }
             self.connection.endStatement(statement)
-            if self.connection.wire.wasUnanswered { throw self.noServerAnswered(kind) }
+            if self.connection.wire.wasUnanswered { throw self.noServerAnswered() }
             // The server's "canceling statement due to user request", or a connection the
             // canceller closed because the cancel could not reach the statement, is our own
             // doing: report the cancellation the way Swift code expects it.
@@ -336,30 +340,24 @@ public final class PostgresLease: Sendable {
             throw PostgresPoolError(code: .commitFailed, serverError: error, backendPID: self.backendPID)
         case .lost(let error):
             self.connection.endStatement(statement)
-            if self.connection.wire.wasUnanswered { throw self.noServerAnswered(kind) }
+            if self.connection.wire.wasUnanswered { throw self.noServerAnswered() }
             let code: PostgresPoolError.Code = self.connection.isInTransaction && kind != .commit ? .connectionLost : .commitOutcomeUnknown
             throw PostgresPoolError(code: code, sqlState: error?.sqlState, serverMessage: error?.message, detail: error?.detail, backendPID: self.backendPID)
         }
     }
 
-    /// The error for a statement that no server took within the connect timeout (behind a
-    /// pooler during an outage; the connection was closed while the statement waited): the
-    /// database is unavailable. The pooler drops a statement whose client is gone unsent, but
-    /// a server that came in that same instant may have run it, so a statement that may write
-    /// has an unknown outcome.
-    private func noServerAnswered(_ kind: StatementKind) -> any Error {
+    /// The error for a statement that no server took (behind a pooler during an outage: the
+    /// pooler refused a fresh login's first statement, and the connection was closed while
+    /// the statement waited): the database is unavailable. A statement that may write was
+    /// never sent; a read may still reach a server later, which changes nothing.
+    private func noServerAnswered() -> any Error {
         let timeout = self.connection.wire.unansweredWithin ?? .zero
         let cause = PostgresPoolError(
             code: .connectionLost,
-            detail: "no server answered the statement within connect_timeout (\(timeout)): the pooler in front of PostgreSQL "
-                + "(PgBouncer?) has no server for it; the database behind it may be down",
+            detail: "no server took the statement within connect_timeout (\(timeout)), and the pooler in front of PostgreSQL "
+                + "(PgBouncer?) refuses new sessions: the database behind it is unavailable; the statement was not run",
             backendPID: self.backendPID)
-        switch kind {
-        case .read, .transactionControl:
-            return LifeguardError.databaseUnavailable(lane: self.lane, waited: timeout, lastError: cause)
-        case .changesSession, .commit, .other:
-            return PostgresPoolError(code: .commitOutcomeUnknown, detail: cause.detail, backendPID: self.backendPID)
-        }
+        return LifeguardError.databaseUnavailable(lane: self.lane, waited: timeout, lastError: cause)
     }
 
     @usableFromInline

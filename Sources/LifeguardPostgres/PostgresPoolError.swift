@@ -51,6 +51,9 @@ public struct PostgresPoolError: Error, Sendable, CustomStringConvertible {
     public let backendPID: Int32?
     /// The server as configured (`host:port`, or the socket folder), for ``Code/connectFailed``.
     public let target: String?
+    /// A connect whose login succeeded but whose first statement got no answer at all within
+    /// the connect timeout (as behind a pooler whose servers are all busy).
+    var isFirstStatementUnanswered = false
 
     init(
         code: Code, sqlState: String? = nil, serverMessage: String? = nil, detail: String? = nil, backendPID: Int32? = nil,

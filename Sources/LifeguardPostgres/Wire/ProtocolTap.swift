@@ -41,12 +41,18 @@ final class ProtocolTap: ChannelDuplexHandler, RemovableChannelHandler {
     private var isMovingBehindTLS = false
 
     /// Behind a pooler: how long a statement outside a transaction may go without a first
-    /// answer before the pooler is taken to have no server for it (see ``watchAnswers(within:)``).
+    /// answer before the pooler is asked whether it has a server at all, and how to ask it
+    /// (see ``watchAnswers(within:askingWhetherUnavailable:)``).
     private var answerTimeout: TimeAmount?
+    private var isUnavailable: (@Sendable () async -> Bool)?
     /// While a ping is unanswered: what the server sent since, held back from PostgresNIO
     /// until the ping's ParseComplete is found and taken out.
     private var heldInbound: ByteBuffer?
+    /// While a ping is unanswered before a statement that may write: the statement, not sent.
+    private var heldOutbound: [(data: NIOAny, promise: EventLoopPromise<Void>?)]?
     private var answerTimer: Scheduled<Void>?
+    /// Numbers the pings, so that a late answer about one is not taken for the next.
+    private var pingNumber = 0
 
     init(state: WireState, framing: Framing = Framing()) {
         self.state = state
@@ -72,9 +78,7 @@ final class ProtocolTap: ChannelDuplexHandler, RemovableChannelHandler {
                 self.heldInbound = held
                 return
             }
-            self.heldInbound = nil
-            self.answerTimer?.cancel()
-            self.answerTimer = nil
+            self.pingAnswered(context: context)
             if released.readableBytes == 0 { return }
             data = self.wrapInboundOut(released)
         }
@@ -119,6 +123,7 @@ final class ProtocolTap: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        self.failHeldOutbound()
         self.state.channelClosed()
         context.fireChannelInactive()
     }
@@ -132,6 +137,13 @@ final class ProtocolTap: ChannelDuplexHandler, RemovableChannelHandler {
         }
         var bytes = self.unwrapOutboundIn(data)
         if self.answerTimeout != nil { self.pingIfStatementStarts(bytes, context: context) }
+        if self.heldOutbound != nil {
+            // Read now, so that the wire state expects the statement's ReadyForQuery.
+            let state = self.state
+            _ = self.framing.outbound.read(&bytes) { type, _ in state.sent(type: type) }
+            self.heldOutbound!.append((data, promise))
+            return
+        }
         let state = self.state
         var sentSSLRequest = false
         // In place: a copy of the framing would make its buffers copy themselves on write.
@@ -144,10 +156,14 @@ final class ProtocolTap: ChannelDuplexHandler, RemovableChannelHandler {
         context.write(data, promise: promise)
     }
 
+    func flush(context: ChannelHandlerContext) {
+        // A held statement is flushed once its ping is answered.
+        if self.heldOutbound == nil { context.flush() }
+    }
+
     // MARK: Behind a pooler
 
-    /// Makes every statement outside a transaction prove, within `timeout`, that a server
-    /// took it.
+    /// Makes every statement outside a transaction prove that a server took it.
     ///
     /// Behind a pooler in transaction mode (PgBouncer), a statement outside a transaction
     /// waits inside the pooler for a server; during an outage the pooler holds it up to its own
@@ -155,11 +171,19 @@ final class ProtocolTap: ChannelDuplexHandler, RemovableChannelHandler {
     /// wait from a long statement. So the tap sends an empty Parse and a Flush before the
     /// statement's first message: any server answers them at once with a ParseComplete (parsing
     /// nothing takes no lock), which the tap takes out of the stream before PostgresNIO reads
-    /// it. No answer within `timeout` means no server took the statement: the connection is
-    /// closed (the pooler then drops the statement unsent) and ``WireState/wasUnanswered`` says
-    /// why.
-    func watchAnswers(within timeout: TimeAmount) {
+    /// it. A read goes right behind them. A statement that may write (``WireState/takeNextMayWrite()``)
+    /// is held back until the answer, one round trip, so that a pooler that never found it a
+    /// server cannot run it later.
+    ///
+    /// Without an answer within `timeout`, the pooler is either busy (every server taken, the
+    /// statement queued: it must wait) or has no server (an outage: it must fail fast).
+    /// `isUnavailable` tells them apart (a fresh login's first statement refused, as PgBouncer
+    /// refuses it while its logins to the server fail); on `true` the connection is closed,
+    /// the held statement unsent, and ``WireState/wasUnanswered`` says why; on `false` the
+    /// statement waits on and is asked about again after another `timeout`.
+    func watchAnswers(within timeout: TimeAmount, askingWhetherUnavailable isUnavailable: @escaping @Sendable () async -> Bool) {
         self.answerTimeout = timeout
+        self.isUnavailable = isUnavailable
     }
 
     /// The ping: an empty Parse into the unnamed statement (which the statement's own Parse
@@ -184,14 +208,53 @@ final class ProtocolTap: ChannelDuplexHandler, RemovableChannelHandler {
               self.framing.outbound.isBetweenFrames, self.framing.inbound.isBetweenFrames,
               self.state.isIdleOutsideTransaction
         else { return }
-        context.write(self.wrapOutboundOut(Self.ping(allocator: context.channel.allocator)), promise: nil)
+        context.writeAndFlush(self.wrapOutboundOut(Self.ping(allocator: context.channel.allocator)), promise: nil)
         self.heldInbound = context.channel.allocator.buffer(capacity: 0)
+        if self.state.takeNextMayWrite() { self.heldOutbound = [] }
+        self.pingNumber += 1
+        self.armAnswerTimer(timeout, ping: self.pingNumber, context: context)
+    }
+
+    private func armAnswerTimer(_ timeout: TimeAmount, ping: Int, context: ChannelHandlerContext) {
         self.answerTimer = context.eventLoop.assumeIsolated().scheduleTask(in: timeout) {
-            guard self.heldInbound != nil else { return }
-            self.heldInbound = nil
-            self.state.noServerAnswered(within: timeout)
-            context.close(promise: nil)
+            guard self.heldInbound != nil, self.pingNumber == ping, let isUnavailable = self.isUnavailable else { return }
+            let tap = NIOLoopBound(self, eventLoop: context.eventLoop)
+            let eventLoop = context.eventLoop
+            Task {
+                let unavailable = await isUnavailable()
+                eventLoop.execute { tap.value.noAnswer(toPing: ping, within: timeout, unavailable: unavailable) }
+            }
         }
+    }
+
+    /// What the pooler said of itself after ping `ping` went unanswered for `timeout`.
+    private func noAnswer(toPing ping: Int, within timeout: TimeAmount, unavailable: Bool) {
+        guard self.heldInbound != nil, self.pingNumber == ping, let context = self.context else { return }
+        guard unavailable else {
+            self.armAnswerTimer(timeout, ping: ping, context: context)
+            return
+        }
+        self.heldInbound = nil
+        self.state.noServerAnswered(within: timeout)
+        self.failHeldOutbound()
+        context.close(promise: nil)
+    }
+
+    /// The ping's ParseComplete came: a server took the session; a held statement goes now.
+    private func pingAnswered(context: ChannelHandlerContext) {
+        self.heldInbound = nil
+        self.answerTimer?.cancel()
+        self.answerTimer = nil
+        guard let held = self.heldOutbound else { return }
+        self.heldOutbound = nil
+        for write in held { context.write(write.data, promise: write.promise) }
+        context.flush()
+    }
+
+    private func failHeldOutbound() {
+        guard let held = self.heldOutbound else { return }
+        self.heldOutbound = nil
+        for write in held { write.promise?.fail(ChannelError.ioOnClosedChannel) }
     }
 
     /// `held` without the ping's ParseComplete, once it is there; `nil` while it is not. Frames

@@ -55,6 +55,8 @@ final class WireState: Sendable {
         /// Behind a pooler, no server answered a statement within this time: the tap closed
         /// the connection.
         var unansweredWithin: Duration?
+        /// The lease's word about the statement it sends next: it may write.
+        var nextMayWrite = false
         /// The tap met bytes that are not the protocol; nothing it says can be trusted.
         var framingLost = false
         var settleWaiters: [(target: Int, continuation: CheckedContinuation<Void, Never>)] = []
@@ -189,6 +191,20 @@ final class WireState: Sendable {
             }
         default:
             break
+        }
+    }
+
+    /// Behind a pooler, the lease says whether the statement it sends next may write: the
+    /// tap then holds it back until a server has taken the session.
+    func setNextMayWrite(_ mayWrite: Bool) {
+        self.state.withLock { $0.nextMayWrite = mayWrite }
+    }
+
+    /// Whether the statement being sent may write; the word is used once.
+    func takeNextMayWrite() -> Bool {
+        self.state.withLock { state in
+            defer { state.nextMayWrite = false }
+            return state.nextMayWrite
         }
     }
 
