@@ -16,6 +16,8 @@ final class PostgresConnectionFactory: ConnectionFactory {
     /// Whether prepared statements can be used, for every connection of the pool.
     let preparedStatements = PreparedStatementSupport()
     private let nextConnectionID = Atomic<Int>(0)
+    /// Whether the pooler in front (if any) has lately been slow to give statements a server.
+    let poolerSuspicion = PoolerSuspicion()
     /// The probe of ``poolerIsUnavailable()`` under way, if any.
     private let poolerProbe = Mutex<Task<Bool, Never>?>(nil)
 
@@ -202,7 +204,7 @@ final class PostgresConnectionFactory: ConnectionFactory {
             let answerTimeout = self.configuration.connectTimeout.timeAmount
             try? await channel.eventLoop.submit {
                 try channel.pipeline.syncOperations.handler(type: ProtocolTap.self)
-                    .watchAnswers(within: answerTimeout, askingWhetherUnavailable: { await self.poolerIsUnavailable() })
+                    .watchAnswers(within: answerTimeout, suspicion: self.poolerSuspicion, askingWhetherUnavailable: { await self.poolerIsUnavailable() })
             }.get()
         }
         return PooledPostgresConnection(

@@ -292,7 +292,8 @@ public final class PostgresLease: Sendable {
             self.connection.retire()
         }
         if self.connection.isBehindPooler {
-            // A statement that may write waits for a server before it is sent (see ProtocolTap).
+            // While the pooler is suspect, a statement that may write waits for a server before
+            // it is sent (see ProtocolTap).
             self.connection.wire.setNextMayWrite(kind != .read && kind != .transactionControl)
         }
         let statement = self.connection.beginStatement()
@@ -310,7 +311,7 @@ public final class PostgresLease: Sendable {
                 _ = await self.connection.wire.settle()
             }
             self.connection.endStatement(statement)
-            if self.connection.wire.wasUnanswered { throw self.noServerAnswered() }
+            if self.connection.wire.wasUnanswered { throw self.noServerAnswered(kind) }
             // The server's "canceling statement due to user request", or a connection the
             // canceller closed because the cancel could not reach the statement, is our own
             // doing: report the cancellation the way Swift code expects it.
@@ -340,7 +341,7 @@ public final class PostgresLease: Sendable {
             throw PostgresPoolError(code: .commitFailed, serverError: error, backendPID: self.backendPID)
         case .lost(let error):
             self.connection.endStatement(statement)
-            if self.connection.wire.wasUnanswered { throw self.noServerAnswered() }
+            if self.connection.wire.wasUnanswered { throw self.noServerAnswered(kind) }
             let code: PostgresPoolError.Code = self.connection.isInTransaction && kind != .commit ? .connectionLost : .commitOutcomeUnknown
             throw PostgresPoolError(code: code, sqlState: error?.sqlState, serverMessage: error?.message, detail: error?.detail, backendPID: self.backendPID)
         }
@@ -348,15 +349,21 @@ public final class PostgresLease: Sendable {
 
     /// The error for a statement that no server took (behind a pooler during an outage: the
     /// pooler refused a fresh login's first statement, and the connection was closed while
-    /// the statement waited): the database is unavailable. A statement that may write was
-    /// never sent; a read may still reach a server later, which changes nothing.
-    private func noServerAnswered() -> any Error {
+    /// the statement waited): the database is unavailable. A statement held back before it
+    /// was sent, or a read, changes nothing; a write that was already with the pooler when the
+    /// trouble began may still run once a server is back, so its outcome is unknown.
+    private func noServerAnswered(_ kind: StatementKind) -> any Error {
         let timeout = self.connection.wire.unansweredWithin ?? .zero
-        let cause = PostgresPoolError(
-            code: .connectionLost,
-            detail: "no server took the statement within connect_timeout (\(timeout)), and the pooler in front of PostgreSQL "
-                + "(PgBouncer?) refuses new sessions: the database behind it is unavailable; the statement was not run",
-            backendPID: self.backendPID)
+        let detail = "no server took the statement within connect_timeout (\(timeout)), and the pooler in front of PostgreSQL "
+            + "(PgBouncer?) refuses new sessions: the database behind it is unavailable"
+        if self.connection.wire.unansweredWasSent, kind != .read, kind != .transactionControl {
+            return PostgresPoolError(
+                code: .commitOutcomeUnknown,
+                detail: detail + "; the statement was with the pooler already and may still run once a server is back "
+                    + "(within the pooler's query_wait_timeout)",
+                backendPID: self.backendPID)
+        }
+        let cause = PostgresPoolError(code: .connectionLost, detail: detail + "; the statement was not run", backendPID: self.backendPID)
         return LifeguardError.databaseUnavailable(lane: self.lane, waited: timeout, lastError: cause)
     }
 

@@ -5,6 +5,7 @@
 //   DATABASE_URL=postgres://…?sslmode=disable swift run -c release --package-path Benchmarks select-benchmark [--quick]
 //   options: --duration SECONDS (5; --quick: 2)  --rounds N (3; --quick: 1)  --pgbench PATH
 //   profiling: --only DESIGN TASKS [--queries N]: one design alone, for a duration or N queries
+//   --statement SQL: the plain designs run this instead of `SELECT 1` (a write, behind PgBouncer)
 //
 // Each task runs `SELECT 1` and reads its row, back to back, for the duration: as a plain
 // statement (PostgresNIO's unnamed statement: parsed, described and planned every time) and as a
@@ -30,6 +31,9 @@ struct Options {
     /// With `--only`: run exactly this many queries instead of for a duration (for counting
     /// instructions per query under qemu-user, as `scripts/instructions.sh` does per lease).
     var queries: Int?
+    /// The plain designs' statement (`--statement`), `SELECT 1` unless given: a write, to see
+    /// what Lifeguard's hold-back of writes behind a pooler costs (create its table first).
+    var statement = "SELECT 1"
 
     init(arguments: [String]) {
         var remaining = arguments.dropFirst()[...]
@@ -45,11 +49,12 @@ struct Options {
             case "--pgbench": self.pgbench = remaining.popFirst()
             case "--database-url": self.databaseURL = remaining.popFirst() ?? ""
             case "--queries": self.queries = remaining.popFirst().flatMap { Int($0) }
+            case "--statement": self.statement = remaining.popFirst() ?? self.statement
             case "--only":
                 let design = remaining.popFirst() ?? ""
                 self.only = (design, remaining.popFirst().flatMap { Int($0) } ?? 20)
             default:
-                print("usage: select-benchmark [--quick] [--duration SECONDS] [--rounds N] [--pgbench PATH] [--database-url URL] [--only lifeguard|postgresclient|lifeguard-prepared|postgresclient-prepared TASKS [--queries N]]")
+                print("usage: select-benchmark [--quick] [--duration SECONDS] [--rounds N] [--pgbench PATH] [--database-url URL] [--only lifeguard|postgresclient|lifeguard-prepared|postgresclient-prepared TASKS [--queries N]] [--statement SQL]")
                 exit(2)
             }
         }
@@ -75,6 +80,7 @@ struct SelectOne: PostgresPreparedStatement {
 struct LifeguardTarget: SelectTarget {
     let pool: PostgresPool
     let prepared: Bool
+    let statement: String
     var name: String { self.prepared ? "Lifeguard, prepared" : "Lifeguard" }
 
     func selectOne() async throws {
@@ -82,7 +88,7 @@ struct LifeguardTarget: SelectTarget {
             if self.prepared {
                 try await lease.execute(SelectOne())
             } else {
-                try await lease.execute("SELECT 1")
+                try await lease.execute(PostgresQuery(unsafeSQL: self.statement))
             }
         }
     }
@@ -92,6 +98,7 @@ struct PostgresClientTarget: SelectTarget {
     let client: PostgresClient
     let logger: Logger
     let prepared: Bool
+    let statement: String
     var name: String { self.prepared ? "PostgresClient, prepared" : "PostgresClient" }
 
     func selectOne() async throws {
@@ -100,8 +107,9 @@ struct PostgresClientTarget: SelectTarget {
             return
         }
         let logger = self.logger
+        let statement = self.statement
         try await self.client.withConnection { connection in
-            for try await _ in try await connection.query("SELECT 1", logger: logger) {}
+            for try await _ in try await connection.query(PostgresQuery(unsafeSQL: statement), logger: logger) {}
         }
     }
 }
@@ -258,7 +266,8 @@ func run() async throws {
     /// Lifeguard and PostgresClient, for plain statements and for prepared ones, with the query
     /// mode of the pgbench run they are compared to.
     let pairs: [(lifeguard: LifeguardTarget, client: PostgresClientTarget, pgbenchMode: String)] = [false, true].map { prepared in
-        (LifeguardTarget(pool: pool, prepared: prepared), PostgresClientTarget(client: client, logger: logger, prepared: prepared),
+        (LifeguardTarget(pool: pool, prepared: prepared, statement: options.statement),
+         PostgresClientTarget(client: client, logger: logger, prepared: prepared, statement: options.statement),
          prepared ? "prepared" : "simple")
     }
 
@@ -268,7 +277,10 @@ func run() async throws {
         runners.addTask { await pool.run() }
         runners.addTask { await client.run() }
         // Warm both up: every connection open, every statement prepared on every connection.
-        for pair in pairs {
+        // With `--only`, the pair of its kind only: PostgresClient's prepared statements fail
+        // behind PgBouncer before 1.21 (42P05).
+        let warmed = options.only.map { only in only.design.hasSuffix("prepared") ? [pairs[1]] : [pairs[0]] } ?? pairs
+        for pair in warmed {
             _ = try await measure(pair.lifeguard, tasks: 64, duration: 1)
             _ = try await measure(pair.client, tasks: 64, duration: 1)
         }

@@ -45,6 +45,7 @@ final class ProtocolTap: ChannelDuplexHandler, RemovableChannelHandler {
     /// (see ``watchAnswers(within:askingWhetherUnavailable:)``).
     private var answerTimeout: TimeAmount?
     private var isUnavailable: (@Sendable () async -> Bool)?
+    private var suspicion: PoolerSuspicion?
     /// While a ping is unanswered: what the server sent since, held back from PostgresNIO
     /// until the ping's ParseComplete is found and taken out.
     private var heldInbound: ByteBuffer?
@@ -171,9 +172,10 @@ final class ProtocolTap: ChannelDuplexHandler, RemovableChannelHandler {
     /// wait from a long statement. So the tap sends an empty Parse and a Flush before the
     /// statement's first message: any server answers them at once with a ParseComplete (parsing
     /// nothing takes no lock), which the tap takes out of the stream before PostgresNIO reads
-    /// it. A read goes right behind them. A statement that may write (``WireState/takeNextMayWrite()``)
-    /// is held back until the answer, one round trip, so that a pooler that never found it a
-    /// server cannot run it later.
+    /// it. The statement goes right behind them, except that while the pooler is suspect
+    /// (``PoolerSuspicion``) a statement that may write (``WireState/takeNextMayWrite()``)
+    /// is held back until the answer, so that a pooler that never found it a server cannot
+    /// run it later.
     ///
     /// Without an answer within `timeout`, the pooler is either busy (every server taken, the
     /// statement queued: it must wait) or has no server (an outage: it must fail fast).
@@ -181,8 +183,11 @@ final class ProtocolTap: ChannelDuplexHandler, RemovableChannelHandler {
     /// refuses it while its logins to the server fail); on `true` the connection is closed,
     /// the held statement unsent, and ``WireState/wasUnanswered`` says why; on `false` the
     /// statement waits on and is asked about again after another `timeout`.
-    func watchAnswers(within timeout: TimeAmount, askingWhetherUnavailable isUnavailable: @escaping @Sendable () async -> Bool) {
+    func watchAnswers(
+        within timeout: TimeAmount, suspicion: PoolerSuspicion, askingWhetherUnavailable isUnavailable: @escaping @Sendable () async -> Bool
+    ) {
         self.answerTimeout = timeout
+        self.suspicion = suspicion
         self.isUnavailable = isUnavailable
     }
 
@@ -210,13 +215,20 @@ final class ProtocolTap: ChannelDuplexHandler, RemovableChannelHandler {
         else { return }
         context.writeAndFlush(self.wrapOutboundOut(Self.ping(allocator: context.channel.allocator)), promise: nil)
         self.heldInbound = context.channel.allocator.buffer(capacity: 0)
-        if self.state.takeNextMayWrite() { self.heldOutbound = [] }
+        if self.state.takeNextMayWrite(), self.suspicion?.isSuspect == true { self.heldOutbound = [] }
         self.pingNumber += 1
-        self.armAnswerTimer(timeout, ping: self.pingNumber, context: context)
+        let ping = self.pingNumber
+        let notice = min(PoolerSuspicion.noticeAfter, timeout)
+        self.answerTimer = context.eventLoop.assumeIsolated().scheduleTask(in: notice) {
+            guard self.heldInbound != nil, self.pingNumber == ping else { return }
+            self.suspicion?.notice()
+            self.armAnswerTimer(timeout - notice, timeout: timeout, ping: ping, context: context)
+        }
     }
 
-    private func armAnswerTimer(_ timeout: TimeAmount, ping: Int, context: ChannelHandlerContext) {
-        self.answerTimer = context.eventLoop.assumeIsolated().scheduleTask(in: timeout) {
+    /// Asks the pooler whether it has servers once ping `ping` has waited `timeout` in all.
+    private func armAnswerTimer(_ delay: TimeAmount, timeout: TimeAmount, ping: Int, context: ChannelHandlerContext) {
+        self.answerTimer = context.eventLoop.assumeIsolated().scheduleTask(in: delay) {
             guard self.heldInbound != nil, self.pingNumber == ping, let isUnavailable = self.isUnavailable else { return }
             let tap = NIOLoopBound(self, eventLoop: context.eventLoop)
             let eventLoop = context.eventLoop
@@ -231,11 +243,12 @@ final class ProtocolTap: ChannelDuplexHandler, RemovableChannelHandler {
     private func noAnswer(toPing ping: Int, within timeout: TimeAmount, unavailable: Bool) {
         guard self.heldInbound != nil, self.pingNumber == ping, let context = self.context else { return }
         guard unavailable else {
-            self.armAnswerTimer(timeout, ping: ping, context: context)
+            self.armAnswerTimer(timeout, timeout: timeout, ping: ping, context: context)
             return
         }
         self.heldInbound = nil
-        self.state.noServerAnswered(within: timeout)
+        self.suspicion?.notice()
+        self.state.noServerAnswered(within: timeout, statementSent: self.heldOutbound == nil)
         self.failHeldOutbound()
         context.close(promise: nil)
     }

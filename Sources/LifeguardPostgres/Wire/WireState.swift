@@ -55,6 +55,8 @@ final class WireState: Sendable {
         /// Behind a pooler, no server answered a statement within this time: the tap closed
         /// the connection.
         var unansweredWithin: Duration?
+        /// Whether that statement had been sent to the pooler (else it was held back, unsent).
+        var unansweredWasSent = false
         /// The lease's word about the statement it sends next: it may write.
         var nextMayWrite = false
         /// The tap met bytes that are not the protocol; nothing it says can be trusted.
@@ -194,8 +196,8 @@ final class WireState: Sendable {
         }
     }
 
-    /// Behind a pooler, the lease says whether the statement it sends next may write: the
-    /// tap then holds it back until a server has taken the session.
+    /// Behind a pooler, the lease says whether the statement it sends next may write: while
+    /// the pooler is suspect, the tap then holds it back until a server has taken the session.
     func setNextMayWrite(_ mayWrite: Bool) {
         self.state.withLock { $0.nextMayWrite = mayWrite }
     }
@@ -208,8 +210,15 @@ final class WireState: Sendable {
         }
     }
 
-    func noServerAnswered(within timeout: TimeAmount) {
-        self.state.withLock { $0.unansweredWithin = .nanoseconds(timeout.nanoseconds) }
+    /// Whether the statement the tap gave up on had been sent to the pooler, which may still
+    /// find it a server later (else it was held back and never left this process).
+    var unansweredWasSent: Bool { self.state.withLock { $0.unansweredWasSent } }
+
+    func noServerAnswered(within timeout: TimeAmount, statementSent: Bool) {
+        self.state.withLock { state in
+            state.unansweredWithin = .nanoseconds(timeout.nanoseconds)
+            state.unansweredWasSent = statementSent
+        }
     }
 
     func lostFraming() {
