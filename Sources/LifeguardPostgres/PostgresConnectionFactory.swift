@@ -186,7 +186,6 @@ final class PostgresConnectionFactory: ConnectionFactory {
             var unanswered = PostgresPoolError(
                 code: .connectFailed,
                 detail: "the login succeeded but the server did not answer a first statement within connect_timeout (\(connectTimeout))"
-                    + (probing ? "" : ", and a fresh login found no server either")
                     + ": behind PgBouncer, the server behind it may be down (\(PostgresPoolError.describe(error)))",
                 target: self.target)
             unanswered.isFirstStatementUnanswered = probing
@@ -232,7 +231,8 @@ final class PostgresConnectionFactory: ConnectionFactory {
         if connection.wire.isInTransaction {
             _ = try await connection.postgres.query("ROLLBACK", logger: self.logger).collect()
         }
-        if connection.resetsAfterEveryLease {
+        // Behind a pooler the reset would run on whichever server connection it hands out.
+        if connection.resetsAfterEveryLease, !connection.isBehindPooler {
             _ = try await connection.postgres.query(PostgresQuery(unsafeSQL: PostgresPool.SessionReset.statement), logger: self.logger).get()
         }
         connection.markClean()

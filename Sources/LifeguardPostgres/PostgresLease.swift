@@ -183,7 +183,9 @@ public final class PostgresLease: Sendable {
                     .rows.map { try statement.decodeRow($0) }
             }
         }
-        if !self.connection.preparedStatements.areSupported {
+        // Behind a pooler, names prepared on one server connection are missing on the next, or
+        // name another client's statement there: unnamed statements are sound everywhere.
+        if !self.connection.preparedStatements.areSupported || self.connection.isBehindPooler {
             return try await unnamed()
         }
         do {
@@ -286,7 +288,14 @@ public final class PostgresLease: Sendable {
     ) async throws -> Value {
         try self.connection.checkOpen()
         let kind = StatementKind(of: sql)
-        if kind == .changesSession {
+        if kind == .changesSession || kind == .mayChangeSession {
+            if kind == .changesSession, self.connection.isBehindPooler {
+                // Behind a pooler in transaction mode the session is a server connection that
+                // other clients get next: closing ours would not clean it.
+                throw PostgresPoolError(
+                    code: .sessionStateBehindPooler,
+                    detail: "refused before it was sent: \(sql.prefix(60))", backendPID: self.backendPID)
+            }
             // SET, temporary tables, session advisory locks, LISTEN, PREPARE: whoever leases
             // the connection next would inherit them. It is closed when this lease ends.
             self.connection.retire()
@@ -312,6 +321,7 @@ public final class PostgresLease: Sendable {
             }
             self.connection.endStatement(statement)
             if self.connection.wire.wasUnanswered { throw self.noServerAnswered(kind) }
+            if self.connection.isBehindPooler, let refusal = self.poolerRefusal(error) { throw refusal }
             // The server's "canceling statement due to user request", or a connection the
             // canceller closed because the cancel could not reach the statement, is our own
             // doing: report the cancellation the way Swift code expects it.
@@ -365,6 +375,17 @@ public final class PostgresLease: Sendable {
         }
         let cause = PostgresPoolError(code: .connectionLost, detail: detail + "; the statement was not run", backendPID: self.backendPID)
         return LifeguardError.databaseUnavailable(lane: self.lane, waited: timeout, lastError: cause)
+    }
+
+    /// PgBouncer's own refusal of a statement it found no server for (SQLSTATE 08P01, such as
+    /// "server login has been failing" or `query_wait_timeout`): the statement was never sent
+    /// to a server, and the database is unavailable, as when no server answers at all.
+    private func poolerRefusal(_ error: any Error) -> LifeguardError? {
+        guard let psql = error as? PSQLError, let server = psql.serverInfo, server[.sqlState] == "08P01" else { return nil }
+        let cause = PostgresPoolError(
+            code: .connectionLost, sqlState: server[.sqlState], serverMessage: server[.message],
+            detail: "the pooler in front of PostgreSQL refused the statement before any server ran it", backendPID: self.backendPID)
+        return LifeguardError.databaseUnavailable(lane: self.lane, waited: .zero, lastError: cause)
     }
 
     @usableFromInline

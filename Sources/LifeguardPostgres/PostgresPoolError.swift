@@ -14,6 +14,7 @@ public struct PostgresPoolError: Error, Sendable, CustomStringConvertible {
             case commitOutcomeUnknown
             case connectionLost
             case connectFailed
+            case sessionStateBehindPooler
         }
 
         private let base: Base
@@ -34,6 +35,13 @@ public struct PostgresPoolError: Error, Sendable, CustomStringConvertible {
         /// 28P01, an unknown database 3D000), ``PostgresPoolError/detail`` the network's or
         /// TLS's.
         public static let connectFailed = Code(base: .connectFailed)
+        /// Behind a pooler in transaction mode (PgBouncer), a statement that changes the
+        /// session (`SET`, `RESET`, `LISTEN`, `PREPARE`, `DECLARE`, `LOAD`, temporary tables,
+        /// session advisory locks) was refused before it was sent: the session is a server
+        /// connection that other clients of the pooler get next, and closing ours would not
+        /// clean it. Use `SET LOCAL` or `set_config(…, true)` and transaction advisory locks
+        /// inside a transaction, or connect to PostgreSQL directly for session features.
+        public static let sessionStateBehindPooler = Code(base: .sessionStateBehindPooler)
 
         /// The code's name.
         public var description: String { self.base.rawValue }
@@ -97,6 +105,10 @@ public struct PostgresPoolError: Error, Sendable, CustomStringConvertible {
             return "the connection\(pid) was lost before PostgreSQL said whether the statement committed"
                 + (server.isEmpty ? "" : " (\(server))")
                 + "; it may or may not have: check before repeating a write that must happen once"
+        case .sessionStateBehindPooler:
+            return "the statement changes the session, and a pooler in transaction mode (PgBouncer) stands in front of PostgreSQL: "
+                + "the next client of its server connection would inherit the change, so it was not sent (\(self.detail ?? "")). "
+                + "Use SET LOCAL or set_config(…, true) inside a transaction, transaction advisory locks, or a direct connection"
         case .connectFailed:
             let said = [self.sqlState.map { "SQLSTATE \($0)" }, self.serverMessage].compactMap { $0 }.joined(separator: ": ")
             return "could not connect to PostgreSQL at \(self.target ?? "?"): " + (said.isEmpty ? self.detail ?? "" : "\(said) (\(self.detail ?? ""))")

@@ -3,8 +3,8 @@
 /// every statement, so it builds no string: ASCII bytes compared in place, case-insensitively.
 ///
 /// Text cannot be a proof: a function that runs `SET` inside, or dynamic SQL built in a way
-/// not listed here, goes unseen. It errs on the side of `changesSession`, which only costs a
-/// reconnect.
+/// not listed here, goes unseen. It errs on the side of `changesSession` and `mayChangeSession`,
+/// which only cost a reconnect.
 enum StatementKind: Equatable {
     /// Starts, rolls back or marks a transaction: `BEGIN`, `ROLLBACK`, `SAVEPOINT`, …
     case transactionControl
@@ -13,9 +13,12 @@ enum StatementKind: Equatable {
     /// unknown, never "nothing committed".
     case commit
     /// Changes the session beyond the transaction, for whoever uses the connection next: `SET`
-    /// (not `SET LOCAL`), `RESET`, `CREATE TEMP`, `LISTEN`, `PREPARE`, `DECLARE`, `LOAD`, session
-    /// advisory locks, `set_config(…, false)`.
+    /// (not `SET LOCAL`), `RESET`, `CREATE TEMP`, `LISTEN`, `PREPARE`, `DECLARE`, `LOAD`, `INTO
+    /// TEMP`, session advisory locks.
     case changesSession
+    /// May change the session, depending on what it runs or its arguments: `DO` and `CALL`
+    /// blocks, `set_config` (local or not), names in `pg_temp`, `pg_settings`, `U&` names.
+    case mayChangeSession
     /// Starts with `SELECT`, `VALUES`, `TABLE` or `SHOW`: a read, unless a function it calls
     /// writes (which the text cannot tell).
     case read
@@ -70,10 +73,11 @@ enum StatementKind: Equatable {
         case word(first, is: "SET"):
             let second = nextWord()
             return word(second, is: "LOCAL") || word(second, is: "TRANSACTION") || word(second, is: "CONSTRAINTS") ? .other : .changesSession
-        case word(first, is: "RESET"), word(first, is: "LISTEN"), word(first, is: "DECLARE"), word(first, is: "LOAD"),
-            word(first, is: "DO"), word(first, is: "CALL"):
-            // DO and CALL run code that may do anything, SET included.
+        case word(first, is: "RESET"), word(first, is: "LISTEN"), word(first, is: "DECLARE"), word(first, is: "LOAD"):
             return .changesSession
+        case word(first, is: "DO"), word(first, is: "CALL"):
+            // DO and CALL run code that may do anything, SET included.
+            return .mayChangeSession
         case word(first, is: "CREATE"):
             var second = nextWord()
             if word(second, is: "OR") {
@@ -86,9 +90,11 @@ enum StatementKind: Equatable {
         default:
             break
         }
-        if contains(bytes, "advisory_lock") || contains(bytes, "set_config") || contains(bytes, "pg_temp")
-            || contains(bytes, "into temp") || contains(bytes, "pg_settings") || contains(bytes, "u&") {
+        if contains(bytes, "advisory_lock") || contains(bytes, "into temp") {
             return .changesSession
+        }
+        if contains(bytes, "set_config") || contains(bytes, "pg_temp") || contains(bytes, "pg_settings") || contains(bytes, "u&") {
+            return .mayChangeSession
         }
         if word(first, is: "SELECT") || word(first, is: "VALUES") || word(first, is: "TABLE") || word(first, is: "SHOW") {
             return .read

@@ -135,15 +135,13 @@ extension PostgresPoolTests {
             print("behind PgBouncer, server down, connections open: the requests failed after \(waited)")
             #expect(waited < .seconds(8), "the statements waited \(waited) for a server")
             #expect((try? readResult.get()) == nil)
-            // Either no server answered in time, or PgBouncer refused at once (it had just failed
-            // to log in to the server: "server login has been failing", 08P01).
-            func refusedByBouncer(_ error: (any Error)?) -> Bool { (error as? PSQLError)?.serverInfo?[.sqlState] == "08P01" }
-            #expect((readResult.failure as? LifeguardError)?.code == .databaseUnavailable || refusedByBouncer(readResult.failure),
-                    "\(String(describing: readResult.failure))")
+            // No server answered in time, or PgBouncer refused at once (it had just failed to
+            // log in to the server: "server login has been failing", 08P01): unavailable.
+            #expect((readResult.failure as? LifeguardError)?.code == .databaseUnavailable, "\(String(describing: readResult.failure))")
             // The write was with PgBouncer when the server went: its outcome is unknown, or
-            // (held back once the pooler was suspect) it was refused unsent.
+            // (held back once the pooler was suspect, or refused by PgBouncer) it never ran.
             #expect((writeResult.failure as? PostgresPoolError)?.code == .commitOutcomeUnknown
-                        || (writeResult.failure as? LifeguardError)?.code == .databaseUnavailable || refusedByBouncer(writeResult.failure),
+                        || (writeResult.failure as? LifeguardError)?.code == .databaseUnavailable,
                     "\(String(describing: writeResult.failure))")
             try await TestDatabase.untilServes(pool)
             try await Task.sleep(for: .seconds(1))
@@ -263,6 +261,39 @@ extension PostgresPoolTests {
                     #expect(!committed.contains(id), "write \(id) was reported failed (\(PostgresPoolError.describe(failure))) and committed")
                 }
             }
+        }
+    }
+
+    @Test("behind PgBouncer, a statement that would change the shared server session is refused unsent; SET LOCAL and transaction locks work",
+          .enabled(if: TestDatabase.bouncerURL != nil, "needs PGBOUNCER_URL: run ./scripts/test.sh"))
+    func bouncerRefusesSessionState() async throws {
+        let configuration = try TestDatabase.bouncerConfiguration(application: "lg-bouncer-session", budget: 1)
+        try await TestDatabase.withPool(configuration) { pool in
+            try await TestDatabase.untilServes(pool)
+            for statement: PostgresQuery in ["SET statement_timeout = 4321", "SELECT pg_advisory_lock(9123001)", "LISTEN lg_channel", "PREPARE lg_p AS SELECT 1"] {
+                await #expect(throws: PostgresPoolError.self, "\(statement.sql)") {
+                    do {
+                        try await pool.query(statement, lane: .write)
+                    } catch let error as PostgresPoolError {
+                        #expect(error.code == .sessionStateBehindPooler)
+                        throw error
+                    }
+                }
+            }
+            let seen = try await pool.withTransaction(lane: .write) { lease in
+                try await lease.execute("SET LOCAL statement_timeout = 1234")
+                try await lease.execute("SELECT pg_advisory_xact_lock(9123001)")
+                return try await lease.query("SHOW statement_timeout")[0].decode(String.self)
+            }
+            #expect(seen == "1234ms")
+            // The server's view: nothing of it outlives the transaction, on any server connection.
+            for _ in 0..<4 {
+                #expect(try await pool.query("SHOW statement_timeout", lane: .retrieval)[0].decode(String.self) == "0")
+            }
+            let locks = try await TestDatabase.withObserver { observer in
+                try await observer.integer("SELECT count(*)::int FROM pg_locks WHERE locktype = 'advisory'")
+            }
+            #expect(locks == 0)
         }
     }
 

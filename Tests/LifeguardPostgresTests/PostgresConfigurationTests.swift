@@ -210,13 +210,13 @@ struct PostgresConfigurationTests {
         ("CREATE TEMP TABLE t (x int)", .changesSession), ("create local temporary table t (x int)", .changesSession),
         ("CREATE TABLE t (x int)", .other), ("LISTEN c", .changesSession), ("PREPARE p AS SELECT 1", .changesSession),
         ("SELECT pg_advisory_lock(1)", .changesSession), ("select PG_TRY_ADVISORY_LOCK(1)", .changesSession),
-        ("SELECT pg_advisory_xact_lock(1)", .read), ("SELECT set_config('a', 'b', false)", .changesSession),
+        ("SELECT pg_advisory_xact_lock(1)", .read), ("SELECT set_config('a', 'b', false)", .mayChangeSession),
         ("SELECT 1", .read), ("(SELECT 1)", .read), ("VALUES (1)", .read), ("INSERT INTO t VALUES (1) RETURNING x", .other),
         ("WITH d AS (DELETE FROM t RETURNING x) SELECT * FROM d", .other), ("", .other), ("BEGINNING", .other),
         ("/* c */ SET statement_timeout = 1", .changesSession), ("-- c\nSET search_path = x", .changesSession),
-        ("DO $$BEGIN EXECUTE 'SET work_mem = 7'; END$$", .changesSession), ("UPDATE pg_settings SET setting = 1", .changesSession),
-        ("CREATE TABLE pg_temp.t (x int)", .changesSession), ("SELECT 1 AS x INTO TEMP t", .changesSession),
-        ("CREATE OR REPLACE TEMP VIEW v AS SELECT 1", .changesSession), ("SELECT U&\"set\\005fconfig\"('a', 'b', false)", .changesSession),
+        ("DO $$BEGIN EXECUTE 'SET work_mem = 7'; END$$", .mayChangeSession), ("UPDATE pg_settings SET setting = 1", .mayChangeSession),
+        ("CREATE TABLE pg_temp.t (x int)", .mayChangeSession), ("SELECT 1 AS x INTO TEMP t", .changesSession),
+        ("CREATE OR REPLACE TEMP VIEW v AS SELECT 1", .changesSession), ("SELECT U&\"set\\005fconfig\"('a', 'b', false)", .mayChangeSession),
         ("/* unterminated", .other), ("--", .other),
     ])
     func statementKinds(sql: String, kind: StatementKind) {

@@ -91,7 +91,10 @@ enum TestDatabase {
         }
         let output = FileManager.default.temporaryDirectory.appendingPathComponent("lifeguard-script-\(UUID().uuidString)").path
         defer { unlink(output) }
-        let arguments = ["/bin/bash", script, command]
+        // The server started by `resume` must not inherit the pool's sockets (NIO's are not
+        // close-on-exec): a connection the pool closes would stay open in the server's hands.
+        let closeInherited = #"for fd in /proc/$$/fd/*; do fd=${fd##*/}; [ "$fd" -gt 2 ] && eval "exec $fd>&-"; done 2>/dev/null; exec /bin/bash "$0" "$@""#
+        let arguments = ["/bin/bash", "-c", closeInherited, script, command]
         var argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
         defer { for pointer in argv { free(pointer) } }
         var merged = ProcessInfo.processInfo.environment
