@@ -115,11 +115,13 @@ public struct LifeguardError: Error, Sendable, CustomStringConvertible {
     }
 
     static func waitTimeout(
-        lane: Lane, waited: Duration, queueDepth: Int, connectionsOpening: Int? = nil, lastConnectError: (any Error & Sendable)? = nil
+        lane: Lane, waited: Duration, queueDepth: Int, expectedWait: Duration? = nil, connectionsOpening: Int? = nil,
+        lastConnectError: (any Error & Sendable)? = nil
     ) -> LifeguardError {
         LifeguardError(
             code: .waitTimeout, lane: lane, waited: waited, queueDepth: queueDepth,
-            setting: "lanes[\"\(lane.name)\"].waitTimeout", underlying: lastConnectError, connectionsOpening: connectionsOpening)
+            setting: "lanes[\"\(lane.name)\"].waitTimeout", expectedWait: expectedWait, underlying: lastConnectError,
+            connectionsOpening: connectionsOpening)
     }
 
     @usableFromInline static func notRunning(lane: Lane, waited: Duration, queueDepth: Int) -> LifeguardError {
@@ -180,6 +182,10 @@ public struct LifeguardError: Error, Sendable, CustomStringConvertible {
                 + "open yet and \(self.connectionsOpening ?? 0) still opening. The database is slow to accept connections or "
                 + "unreachable (a host that never answers fails at its connect timeout), the pool's size is not the cause"
                 + (self.underlying.map { "; the last attempt failed: \(String(describing: $0))" } ?? ".")
+        case .waitTimeout where self.expectedWait != nil:
+            return "Lifeguard: lane '\(self.laneName)' rejected the request at once: \(self.queueDepth ?? 0) requests are ahead "
+                + "and the wait to expect is \(Self.format(self.expectedWait)), longer than its \(self.setting ?? "waitTimeout"). "
+                + "The pool is saturated: shorten what holds connections, raise the lane's limit or the budget, or raise the wait timeout."
         case .waitTimeout:
             return "Lifeguard: lane '\(self.laneName)' found no connection within \(Self.format(self.waited)) "
                 + "(\(self.queueDepth ?? 0) waiting). The pool is saturated: shorten what holds connections, "

@@ -97,6 +97,30 @@ public struct Scenario: Sendable, Hashable {
     public var cancelFraction: Double
     /// Seeds every random draw: the same seed gives the same run.
     public var seed: UInt64
+    /// A closed loop instead of Poisson arrivals: a fixed set of users, each issuing a request
+    /// and only once it ended (served or rejected), after a think time, the next. `nil`: open
+    /// loop, arrivals at the kinds' rates.
+    public var closedLoop: ClosedLoop? = nil
+
+    /// A fixed set of users who each wait for their answer before asking again: an HTTP
+    /// server's concurrent requests, a team of agents. The kinds' rates weigh which kind a user
+    /// issues next.
+    public struct ClosedLoop: Sendable, Hashable {
+        /// How many users.
+        public var users: Int
+        /// The time between a request's end and the user's next request.
+        public var think: Distribution
+
+        /// Creates a closed loop.
+        ///
+        /// - Parameters:
+        ///   - users: How many users.
+        ///   - think: The time between one request's end and the next. Default: none.
+        public init(users: Int, think: Distribution = .constant(0)) {
+            self.users = users
+            self.think = think
+        }
+    }
 
     /// Multiplies every arrival rate by `factor`.
     public func scaled(by factor: Double) -> Scenario {

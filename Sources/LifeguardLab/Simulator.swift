@@ -7,20 +7,30 @@ import Lifeguard
 /// same result for the same seed.
 ///
 /// Connections open in 5 ms, resets take 1 ms; a lease holds its connection for the step's
-/// drawn hold time. Requests arrive open-loop (Poisson), so a slow pool cannot hide its queue.
+/// drawn hold time. Requests arrive open-loop (Poisson), so a slow pool cannot hide its queue,
+/// or from a closed loop of users (``Scenario/ClosedLoop``), as an HTTP server's requests do.
 public struct Simulator {
     /// The pool configuration a design runs with, for a budget.
-    public static func configuration(for design: DesignKind, budget: Int, duration: Double) -> PoolConfiguration {
+    ///
+    /// - Parameter lanesUsed: The lanes the scenario's requests use (`nil`: reads and writes).
+    ///   `lifeguard` configures those only, with Lifeguard's default lane settings, and reserves
+    ///   connections for writes only when reads share the pool with them: a reservation in a
+    ///   read-only scenario would leave connections idle that the reads need.
+    public static func configuration(for design: DesignKind, budget: Int, duration: Double, lanesUsed: Set<Lane>? = nil) -> PoolConfiguration {
         var configuration = PoolConfiguration(budget: budget)
         switch design {
         case .naive, .windows:
             // One lane for everything, waits as long as a typical pool lets them (30 s).
             configuration.lanes = [Self.sharedLane: LaneConfiguration(waitTimeout: .seconds(30), maxWaiters: 100_000, shedding: nil)]
         case .lifeguard:
-            configuration.lanes = [
-                .retrieval: LaneConfiguration(),
-                .write: LaneConfiguration(reserved: min(2, budget)),
-            ]
+            let used = lanesUsed ?? [.retrieval, .write]
+            let readsAndWrites = used.contains(.retrieval) && used.subtracting([.retrieval]).isEmpty == false
+            var lanes: [Lane: LaneConfiguration] = [:]
+            if used.contains(.retrieval) { lanes[.retrieval] = LaneConfiguration() }
+            if !used.subtracting([.retrieval]).isEmpty || lanes.isEmpty {
+                lanes[.write] = LaneConfiguration(reserved: readsAndWrites ? min(2, budget) : 0)
+            }
+            configuration.lanes = lanes
         }
         configuration.idleTimeout = nil
         configuration.maxLifetime = nil
@@ -46,6 +56,8 @@ public struct Simulator {
         case holdDone(request: Int, lease: Int)
         case thinkDone(request: Int)
         case cancel(request: Int)
+        /// A user of a closed loop issues its next request.
+        case userReady
     }
 
     struct Scheduled: Comparable {
@@ -99,7 +111,16 @@ public struct Simulator {
     public init(scenario: Scenario, design: DesignKind) {
         self.scenario = scenario
         self.design = design
-        let configuration = Self.configuration(for: design, budget: scenario.budget, duration: scenario.duration)
+        var lanesUsed = Set<Lane>()
+        for kind in scenario.kinds {
+            for step in kind.steps[design] ?? [] {
+                switch step {
+                case .query(let lane, _, _), .begin(let lane): lanesUsed.insert(lane == .retrieval ? .retrieval : .write)
+                case .think, .onHeld, .commit: break
+                }
+            }
+        }
+        let configuration = Self.configuration(for: design, budget: scenario.budget, duration: scenario.duration, lanesUsed: lanesUsed)
         self.machine = PoolStateMachine(configuration: configuration, seed: scenario.seed, now: PoolInstant(nanoseconds: 0))
         self.random = SplitMix64(seed: scenario.seed &* 0x9E37_79B9 &+ 7)
         var laneMap: [Lane: Int] = [:]
@@ -116,8 +137,16 @@ public struct Simulator {
     ///
     /// - Parameter progress: Called about every simulated second with the fraction done.
     public mutating func run(progress: ((Double) -> Void)? = nil) -> SimulationResult {
-        for kind in self.scenario.kinds.indices {
-            self.scheduleArrival(kind: kind)
+        if let loop = self.scenario.closedLoop {
+            // The users start spread over one think time (at once when there is none).
+            let spread = loop.think.mean
+            for _ in 0..<max(0, loop.users) {
+                self.schedule(.userReady, at: Int64(self.random.nextUnitInterval() * spread * 1e9))
+            }
+        } else {
+            for kind in self.scenario.kinds.indices {
+                self.scheduleArrival(kind: kind)
+            }
         }
         let end = Int64(self.scenario.duration * 1e9)
         var lastProgress: Int64 = 0
@@ -171,7 +200,30 @@ public struct Simulator {
             self.advance(request)
         case .cancel(let request):
             self.cancel(request)
+        case .userReady:
+            guard self.now <= end else { return }
+            self.arrive(kind: self.nextKindOfUser())
         }
+    }
+
+    /// The kind a closed loop's user issues next, drawn by the kinds' rates.
+    mutating func nextKindOfUser() -> Int {
+        let total = self.scenario.kinds.reduce(0) { $0 + max(0, $1.rate) }
+        guard total > 0 else { return 0 }
+        var draw = self.random.nextUnitInterval() * total
+        for (index, kind) in self.scenario.kinds.enumerated() {
+            draw -= max(0, kind.rate)
+            if draw < 0 { return index }
+        }
+        return self.scenario.kinds.count - 1
+    }
+
+    /// In a closed loop, a request ended (served, rejected or cancelled): its user asks again
+    /// after a think time.
+    mutating func userIsFree() {
+        guard let loop = self.scenario.closedLoop else { return }
+        // At least a round trip between two requests of one user: a rejection comes back at once.
+        self.schedule(.userReady, at: self.now + Int64(max(0.000_1, loop.think.sample(&self.random)) * 1e9))
     }
 
     /// Carries out what the machine asked for, on the virtual clock.
@@ -315,6 +367,7 @@ public struct Simulator {
 
     mutating func abandon(_ id: Int, cancelled: Bool) {
         guard var request = self.requests.removeValue(forKey: id) else { return }
+        self.userIsFree()
         request.cancelled = true
         let instant = PoolInstant(nanoseconds: self.now)
         for (_, lease) in request.leases {
@@ -332,6 +385,7 @@ public struct Simulator {
 
     mutating func finish(_ id: Int, _ request: RequestState) {
         self.requests.removeValue(forKey: id)
+        self.userIsFree()
         self.completed += 1
         _ = self.endToEnd.record(UInt64(max(0, self.now - request.arrivedAt) / 1_000))
     }

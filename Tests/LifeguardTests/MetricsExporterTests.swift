@@ -67,7 +67,7 @@ struct IncidentTests {
         }
     }
 
-    @Test("cancellations rising while capacity falls raise the leak signal")
+    @Test("cancellations rising while capacity falls and stays fallen past a check raise the leak signal")
     func leakSignal() async throws {
         let factory = InMemoryConnectionFactory()
         factory.update { $0.resetLatency = .seconds(1) }
@@ -85,11 +85,40 @@ struct IncidentTests {
             for _ in 0..<500 where pool.status().leased == 0 { try await Task.sleep(for: .milliseconds(1)) }
             cancelled.cancel()
             _ = await cancelled.result
-            // The connection is now being reset (slowly): capacity fell while a cancellation came.
+            // The connection is now being reset (slowly): capacity fell while a cancellation came,
+            // and has not come back at the next check.
+            pool.exportMetrics()
+            #expect(pool.statistics().incidents.filter { $0.kind == .leakSignal }.isEmpty)
             pool.exportMetrics()
             let signals = pool.statistics().incidents.filter { $0.kind == .leakSignal }
             #expect(signals.count == 1)
             #expect(signals.first?.capacity == 1)
+        }
+    }
+
+    @Test("a capacity dip from cancelled leases whose connections come back by the next check raises no leak signal")
+    func noLeakSignalForShortResets() async throws {
+        let factory = InMemoryConnectionFactory()
+        factory.update { $0.resetLatency = .milliseconds(20) }
+        var configuration = PoolConfiguration.testing(budget: 2, lanes: [.write: .patient])
+        configuration.minimumIdle = 1
+        try await withRunningPool(configuration, factory: factory) { pool, _ in
+            for _ in 0..<500 where pool.status().idle == 0 { try await Task.sleep(for: .milliseconds(2)) }
+            pool.exportMetrics()
+            let cancelled = Task {
+                try await pool.withConnection(lane: .write) { connection in
+                    connection.setInTransaction(true)
+                    try await Task.sleep(for: .seconds(10))
+                }
+            }
+            for _ in 0..<500 where pool.status().leased == 0 { try await Task.sleep(for: .milliseconds(1)) }
+            cancelled.cancel()
+            _ = await cancelled.result
+            pool.exportMetrics()   // the dip, while the connection is reset
+            for _ in 0..<500 where pool.status().idle < 1 { try await Task.sleep(for: .milliseconds(2)) }
+            pool.exportMetrics()   // it came back
+            pool.exportMetrics()
+            #expect(pool.statistics().incidents.filter { $0.kind == .leakSignal }.isEmpty)
         }
     }
 }

@@ -22,9 +22,9 @@ struct OverloadTests {
         machine.lanes[machine.lane(.retrieval)].waiters.first { $0.id == waiter }?.deadline
     }
 
-    @Test("a queue standing above the target for an interval enters overload; new waiters are shed at the target; an interval of empty queue leaves it")
+    @Test("strict engagement: a queue standing above the target for an interval enters overload; new waiters are shed at the target; an interval of empty queue leaves it")
     func entersOverloadAndSheds() {
-        var (machine, grants) = self.busyMachine()
+        var (machine, grants) = self.busyMachine(.init(shedding: Shedding(engagement: .standingQueue)))
         let (first, _) = machine.leaseWaiting(.retrieval, now: at(0))!
         // 60 ms: the head has waited above the 50 ms target, for less than the 100 ms interval.
         let (second, _) = machine.leaseWaiting(.retrieval, now: at(60))!
@@ -98,7 +98,7 @@ struct OverloadTests {
 
     @Test("while overloaded and serving newest first, the newest waiter is served first")
     func adaptiveLIFO() {
-        var (machine, grants) = self.busyMachine(.init(shedding: Shedding(servesNewestFirst: true)))
+        var (machine, grants) = self.busyMachine(.init(shedding: Shedding(servesNewestFirst: true, engagement: .standingQueue)))
         _ = machine.leaseWaiting(.retrieval, now: at(0))!
         _ = machine.leaseWaiting(.retrieval, now: at(60))!
         let (newest, _) = machine.leaseWaiting(.retrieval, now: at(170))!
@@ -205,7 +205,8 @@ struct OverloadTests {
 
     @Test("an overloaded lane sheds at once what it cannot expect to serve within half its target; a fan-out is admitted or shed whole")
     func shedsAtOnceWhenTheWaitToExpectExceedsTheTarget() {
-        var machine = Machine(.testing(budget: 2, lanes: [.retrieval: .init()]))
+        // The strict engagement: this queue stands without growing by the lane's capacity.
+        var machine = Machine(.testing(budget: 2, lanes: [.retrieval: .init(shedding: Shedding(engagement: .standingQueue))]))
         machine.warmUp(2, now: at(0))
         let lane = machine.lane(.retrieval)
         // Holds of 10 ms: each request ahead adds 5 ms to the wait on 2 connections.

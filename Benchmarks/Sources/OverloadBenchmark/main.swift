@@ -134,8 +134,9 @@ func run() async throws {
     logger.logLevel = .error
     let designs = [
         Design(name: "shedding off", shedding: nil),
-        Design(name: "shedding on (50 ms target)", shedding: Shedding()),
-        Design(name: "shedding on, newest first", shedding: Shedding(servesNewestFirst: true)),
+        Design(name: "shedding, sustained overload (default)", shedding: Shedding()),
+        Design(name: "shedding, standing queue (50 ms target)", shedding: Shedding(engagement: .standingQueue)),
+        Design(name: "standing queue, newest first", shedding: Shedding(servesNewestFirst: true, engagement: .standingQueue)),
     ]
     print("retrieval-burst: \(fanOut) parallel reads of \(Int(serviceSeconds * 1000)) ms per request, Poisson arrivals, "
         + "\(options.connections) connections for the retrieval lane (the whole budget), "

@@ -49,10 +49,10 @@ public struct LaneConfiguration: Sendable, Hashable {
     /// with ``LifeguardError/Code/overloaded``. Default: 1,000.
     public var maxWaiters: Int
 
-    /// Adaptive shedding: when the lane's queue stands (its shortest wait over an interval is
-    /// above a target), new requests may wait only the target and are shed if not served by
-    /// then. `nil` turns it off. Default: ``Shedding/init(target:interval:servesNewestFirst:)``
-    /// with a 50 ms target over 100 ms intervals.
+    /// Adaptive shedding: when the lane is overloaded (its queue stands above a target and has
+    /// grown past the wait budget), new requests may wait only the target and are shed if not served by then. `nil`
+    /// turns it off. Default: ``Shedding/init(target:interval:servesNewestFirst:engagement:)``
+    /// with a 50 ms target over 100 ms intervals, engaged by sustained overload.
     public var shedding: Shedding?
 
     /// Creates a lane configuration.
@@ -81,12 +81,17 @@ public struct LaneConfiguration: Sendable, Hashable {
 /// Adaptive shedding for a lane, after CoDel: keep the wait of admitted work short under
 /// overload and fail the excess at once, instead of letting every request wait.
 ///
-/// The lane watches the shortest time a request spent in its queue over each `interval`. A
-/// queue that empties now and then is a burst, and is left alone. When even the shortest wait of
-/// an interval is above `target`, the queue stands: the lane enters *overload*, and requests
-/// that arrive then may wait at most `target`; those not served by then fail with
-/// ``LifeguardError/Code/shed``. The lane leaves overload when its queue drains, or after an
-/// interval whose shortest wait is back under the target.
+/// The lane watches how long its oldest waiter has waited, and how deep its queue is. A queue
+/// that empties now and then is a burst, and is left alone. When the oldest wait stays above
+/// `target` for an `interval`, the queue stands; when it has also grown past the lane's wait
+/// budget (by default: see ``Engagement``), work arrives faster than the lane completes it and
+/// the lane enters *overload*: requests that arrive then may wait at most `target`; those not
+/// served by then fail with ``LifeguardError/Code/shed``. The lane leaves overload when its
+/// queue drains for an interval, or its wait to expect stays short for one.
+///
+/// Whatever the shedding, a request whose wait to expect (the requests ahead, times the lane's
+/// recent hold time, over its capacity) exceeds the lane's `waitTimeout` is rejected at once
+/// with ``LifeguardError/Code/waitTimeout``, instead of failing after waiting it all.
 public struct Shedding: Sendable, Hashable {
     /// The wait a standing queue may impose, and the wait allowed to requests while the lane is
     /// overloaded. Default: 50 ms, the line above which a wait is an incident. A target at or
@@ -102,15 +107,40 @@ public struct Shedding: Sendable, Hashable {
     /// BENCHMARKS.md for what it changes.
     public var servesNewestFirst: Bool
 
+    /// What makes the lane overloaded. Default: ``Engagement/sustainedOverload``.
+    public var engagement: Engagement
+
+    /// What makes a lane with shedding overloaded.
+    public enum Engagement: Sendable, Hashable {
+        /// A queue that stands above the target for an interval *and* has grown past what the
+        /// lane's `waitTimeout` can serve (a request was rejected at once for the wait to expect,
+        /// or timed out, within the last interval): work arrives faster than the lane completes it. A bounded set of callers (a closed loop: an HTTP
+        /// server's concurrent requests, a fixed set of agents) whose waits fit the budget
+        /// makes a queue stand, but never that long: it is served, not shed. The lane leaves
+        /// overload once the wait to expect has stayed under a quarter of the target for an
+        /// interval.
+        case sustainedOverload
+        /// A queue that stands above the target for an interval, growing or not (CoDel): the
+        /// strict latency target. Under a closed loop it can reject what a plain FIFO pool
+        /// serves within the wait budget, and stay overloaded, since each caller it rejects
+        /// comes back at once.
+        case standingQueue
+    }
+
     /// Creates a shedding policy.
     ///
     /// - Parameters:
     ///   - target: The wait allowed under overload. Default: 50 ms.
     ///   - interval: How long the queue must stand before shedding starts. Default: 100 ms.
     ///   - servesNewestFirst: Adaptive LIFO while overloaded. Default: `false`.
-    public init(target: Duration = .milliseconds(50), interval: Duration = .milliseconds(100), servesNewestFirst: Bool = false) {
+    ///   - engagement: What makes the lane overloaded. Default: ``Engagement/sustainedOverload``.
+    public init(
+        target: Duration = .milliseconds(50), interval: Duration = .milliseconds(100), servesNewestFirst: Bool = false,
+        engagement: Engagement = .sustainedOverload
+    ) {
         self.target = target
         self.interval = interval
         self.servesNewestFirst = servesNewestFirst
+        self.engagement = engagement
     }
 }

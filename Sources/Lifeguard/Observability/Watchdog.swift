@@ -192,6 +192,9 @@ struct IncidentTracker {
     var lastCapacity: Int?
     /// The window in which the leak signal was last reported.
     var leakReportedWindow: PoolInstant?
+    /// A fall of capacity that came with cancellations, at the check before: the capacity and
+    /// cancellations before it. Reported only if capacity has not come back by the next check.
+    var capacityFall: (capacity: Int, cancellations: UInt64)?
 
     /// Adds the time since the last sample to each running lease's call site.
     mutating func sample(_ running: [PoolStateMachine.RunningLease], windowStart: PoolInstant, now: PoolInstant) {
@@ -212,7 +215,8 @@ struct IncidentTracker {
 
     /// The lane's three call sites that held longest, as `site (seconds s)`.
     func topCallSites(lane: Int) -> [String] {
-        (self.heldByCallSite[lane] ?? [:]).sorted { $0.value > $1.value }.prefix(3)
+        // A site that held for less than 0.05 s would show as 0.0 s: no holder to blame.
+        (self.heldByCallSite[lane] ?? [:]).filter { $0.value >= 0.05 }.sorted { $0.value > $1.value }.prefix(3)
             .map { "\($0.key) (\(SizingAdvice.format($0.value)) s)" }
     }
 
@@ -233,15 +237,24 @@ struct IncidentTracker {
             }
         }
         let cancellations = window.lanes.reduce(0) { $0 + $1.outcomes.cancelled + $1.cancelledLeases }
-        if let lastCancellations = self.lastCancellations, let lastCapacity = self.lastCapacity,
-            cancellations > lastCancellations, inputs.capacity < lastCapacity, self.leakReportedWindow != window.start
+        if let fall = self.capacityFall {
+            // A fall that lasts past a check: connections are not coming back. Cancelled leases
+            // whose connections are reset (fan-out siblings of a rejected request) come back
+            // within milliseconds, and are no sign of a leak.
+            if inputs.capacity >= fall.capacity {
+                self.capacityFall = nil
+            } else if self.leakReportedWindow != window.start, cancellations > fall.cancellations {
+                // Once per window: under cancellation-heavy load, one report says it.
+                self.leakReportedWindow = window.start
+                self.capacityFall = nil
+                incidents.append(Incident(
+                    kind: .leakSignal, lane: nil, waitP99Milliseconds: nil, topCallSites: [],
+                    capacity: inputs.capacity, cancellations: cancellations - fall.cancellations))
+            }
+        } else if let lastCancellations = self.lastCancellations, let lastCapacity = self.lastCapacity,
+            cancellations > lastCancellations, inputs.capacity < lastCapacity
         {
-            // Once per window: under cancellation-heavy load, connections being reset after
-            // cancelled leases make capacity dip at many checks, and one report says it.
-            self.leakReportedWindow = window.start
-            incidents.append(Incident(
-                kind: .leakSignal, lane: nil, waitP99Milliseconds: nil, topCallSites: [],
-                capacity: inputs.capacity, cancellations: cancellations - lastCancellations))
+            self.capacityFall = (lastCapacity, lastCancellations)
         }
         self.lastCancellations = cancellations
         self.lastCapacity = inputs.capacity

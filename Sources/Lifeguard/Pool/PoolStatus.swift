@@ -53,7 +53,9 @@ extension PoolStateMachine {
         for state in self.lanes {
             lanes[state.lane] = .init(
                 leased: state.leased, waiters: state.waiters.count, reserved: state.reserved, limit: state.limit,
-                isOverloaded: state.shedder?.isOverloaded ?? false)
+                // A lane with nothing leased and nobody waiting is not overloaded, whatever its
+                // shedder remembers until the next request.
+                isOverloaded: (state.shedder?.isOverloaded ?? false) && (state.leased > 0 || !state.waiters.isEmpty))
         }
         let isShuttingDown: Bool
         if case .running = self.lifecycle { isShuttingDown = false } else { isShuttingDown = true }

@@ -13,60 +13,107 @@ extension PoolStateMachine {
     }
 
     /// A lane's adaptive shedder, after CoDel: it watches how long requests wait in the queue
-    /// and says when the lane is overloaded.
+    /// and whether the queue grows, and says when the lane is overloaded.
     ///
     /// CoDel watches the wait of what it dequeues, which under FIFO is the age of the oldest
     /// entry. The lane's queue is fair between requests, so what it serves next is not always
     /// its oldest waiter: the shedder watches the oldest waiter's age instead, whenever a
     /// request joins or leaves the queue. A queue whose oldest waiter stays older than the
     /// target for a whole interval stands.
+    ///
+    /// A standing queue is not overload when a bounded set of callers stands in it (an HTTP
+    /// server's concurrent requests, a fixed set of agents): each caller comes back only once
+    /// served, so shedding it turns a short wait into an error and reduces no load, and the
+    /// callers it rejects come back at once and keep the queue standing. Overload is work
+    /// arriving faster than the lane completes it, so that its queue grows without bound. With
+    /// ``Shedding/Engagement/sustainedOverload`` (the default) the lane enters overload only when
+    /// its queue stands above the target for an interval *and* has grown past what the lane's
+    /// `waitTimeout` can serve (a request was rejected at once for its wait to expect, or timed
+    /// out, within the last interval): a bounded set of callers whose waits fit the budget
+    /// never gets there, whatever their number. It leaves overload once
+    /// the wait to expect has stayed under a quarter of the target for an interval, or the
+    /// queue has stayed empty for one. ``Shedding/Engagement/standingQueue`` enters on a
+    /// standing queue alone.
     struct Shedder {
         let target: Int64
         let interval: Int64
         let servesNewestFirst: Bool
+        let engagement: Shedding.Engagement
         /// Requests that arrive now may wait only `target`.
         var isOverloaded = false
         /// Since when the oldest waiter has been older than `target`.
         var aboveTargetSince: Instant?
         /// While overloaded: since when the queue has been empty.
         var drainedSince: Instant?
+        /// While overloaded (sustained overload): since when the wait to expect has been under
+        /// a quarter of the target.
+        var calmSince: Instant?
+        /// When a request last failed the lane's `waitTimeout` (rejected at once for its wait
+        /// to expect, or timed out waiting).
+        var budgetExceededAt: Instant?
 
         init(_ policy: Shedding) {
             self.target = policy.target.wholeNanoseconds
             self.interval = policy.interval.wholeNanoseconds
             self.servesNewestFirst = policy.servesNewestFirst
+            self.engagement = policy.engagement
+        }
+
+        /// A request failed the lane's `waitTimeout` at `now`.
+        mutating func noteBudgetExceeded(now: Instant) {
+            self.budgetExceededAt = now
         }
 
         /// The queue's oldest waiter has waited `oldestWait` nanoseconds at `now` (`nil` when the
-        /// queue is empty).
+        /// queue is empty), and a request joining now could expect to wait `expectedWait`.
         ///
-        /// Older than the target for a whole interval enters overload; younger ends the streak.
-        /// An overloaded lane leaves overload once its queue has stayed empty for an interval:
-        /// under overload, shedding keeps the queue short, so it empties in any lull between
-        /// arrivals, and leaving at once would let the next burst queue unchecked again.
-        mutating func observe(oldestWait: Int64?, now: Instant) {
+        /// Older than the target for a whole interval (and, for sustained overload, a request
+        /// that failed the wait budget within the last interval) enters overload; younger ends the streak. An overloaded lane
+        /// leaves overload once its queue has stayed empty for an interval, or (sustained
+        /// overload) its expected wait has stayed under a quarter of the target for one: under
+        /// overload, shedding keeps the queue short, and leaving at once would let the next
+        /// burst queue unchecked again.
+        mutating func observe(oldestWait: Int64?, expectedWait: Int64, now: Instant) {
             guard let oldestWait else {
                 if self.isOverloaded {
                     let since = self.drainedSince ?? now
                     self.drainedSince = since
                     if since.nanoseconds(to: now) >= self.interval {
-                        self.isOverloaded = false
-                        self.drainedSince = nil
+                        self.leaveOverload()
                     }
                 }
                 self.aboveTargetSince = nil
                 return
             }
             self.drainedSince = nil
-            if oldestWait > self.target {
-                let since = self.aboveTargetSince ?? now
-                self.aboveTargetSince = since
-                if since.nanoseconds(to: now) >= self.interval {
-                    self.isOverloaded = true
+            if self.isOverloaded {
+                guard self.engagement == .sustainedOverload else { return }
+                guard expectedWait < self.target / 4 else {
+                    self.calmSince = nil
+                    return
                 }
-            } else {
-                self.aboveTargetSince = nil
+                let since = self.calmSince ?? now
+                self.calmSince = since
+                if since.nanoseconds(to: now) >= self.interval { self.leaveOverload() }
+                return
             }
+            guard oldestWait > self.target else {
+                self.aboveTargetSince = nil
+                return
+            }
+            let since = self.aboveTargetSince ?? now
+            self.aboveTargetSince = since
+            let budgetExceeded = self.budgetExceededAt.map { $0.nanoseconds(to: now) <= self.interval } ?? false
+            if since.nanoseconds(to: now) >= self.interval, self.engagement == .standingQueue || budgetExceeded {
+                self.isOverloaded = true
+            }
+        }
+
+        private mutating func leaveOverload() {
+            self.isOverloaded = false
+            self.drainedSince = nil
+            self.calmSince = nil
+            self.aboveTargetSince = nil
         }
     }
 
@@ -90,13 +137,15 @@ extension PoolStateMachine {
             / Int64(self.capacity(ofLane: lane))
     }
 
-    /// Whether `leases` requests may join `lane`'s queue now, given the lane's overload and the
-    /// caller's deadline: `nil` when they may, or the error that rejects them all at once.
+    /// Whether `leases` requests may join `lane`'s queue now, given the lane's overload, its wait
+    /// budget and the caller's deadline: `nil` when they may, or the error that rejects them all
+    /// at once.
     ///
     /// An overloaded lane sheds at once what it could not expect to serve within half its target
-    /// (leaving the other half for the wait's spread), and a deadline that the expected wait
-    /// exceeds is rejected at once: failing now beats failing after the wait. The rejection is
-    /// counted once per lease.
+    /// (leaving the other half for the wait's spread). A wait to expect beyond the lane's
+    /// `waitTimeout`, or beyond the caller's deadline, is rejected at once: failing now beats
+    /// failing after the wait. Nothing else is rejected early. The rejection is counted once
+    /// per lease.
     mutating func rejectionAtAdmission(lane: Int, leases: Int, callerDeadline: Instant?, now: Instant) -> LifeguardError? {
         let expected = self.expectedWait(lane: lane, leases: leases)
         // The expected wait is an average: admitting up to half the target leaves room for its
@@ -104,6 +153,14 @@ extension PoolStateMachine {
         if let shedder = self.lanes[lane].shedder, shedder.isOverloaded, expected > shedder.target / 2 {
             self.statistics.current.lanes[lane].outcomes.shed += UInt64(leases)
             return .shed(
+                lane: self.lanes[lane].lane, waited: .zero, queueDepth: self.lanes[lane].waiters.count,
+                expectedWait: .nanoseconds(expected))
+        }
+        // Not within the lane's own wait budget either: it would time out after waiting it all.
+        if expected > self.lanes[lane].waitTimeoutNanoseconds {
+            self.statistics.current.lanes[lane].outcomes.timeout += UInt64(leases)
+            self.lanes[lane].shedder?.noteBudgetExceeded(now: now)
+            return .waitTimeout(
                 lane: self.lanes[lane].lane, waited: .zero, queueDepth: self.lanes[lane].waiters.count,
                 expectedWait: .nanoseconds(expected))
         }
@@ -184,7 +241,7 @@ extension PoolStateMachine {
             self.lanes[lane].fanOuts[group] = queue.queued > 0 ? queue : nil
         }
         if self.lanes[lane].waiters.isEmpty {
-            self.lanes[lane].shedder?.observe(oldestWait: nil, now: now)
+            self.lanes[lane].shedder?.observe(oldestWait: nil, expectedWait: 0, now: now)
         }
         return waiter
     }
@@ -206,7 +263,7 @@ extension PoolStateMachine {
         self.waiterCount -= waiters.count
         self.lanes[lane].waiters.removeAll()
         self.lanes[lane].fanOuts.removeAll()
-        self.lanes[lane].shedder?.observe(oldestWait: nil, now: now)
+        self.lanes[lane].shedder?.observe(oldestWait: nil, expectedWait: 0, now: now)
         return waiters
     }
 
@@ -218,7 +275,8 @@ extension PoolStateMachine {
         for waiter in self.lanes[lane].waiters where oldest == nil || waiter.enqueuedAt < oldest! {
             oldest = waiter.enqueuedAt
         }
-        self.lanes[lane].shedder?.observe(oldestWait: oldest.map { $0.nanoseconds(to: now) }, now: now)
+        let expected = self.expectedWait(lane: lane, leases: 1)
+        self.lanes[lane].shedder?.observe(oldestWait: oldest.map { $0.nanoseconds(to: now) }, expectedWait: expected, now: now)
     }
 
     /// Fails the waiters whose deadline has come, each with the error its deadline stands for.
@@ -239,6 +297,7 @@ extension PoolStateMachine {
                 switch waiter.expiry {
                 case .waitTimeout:
                     self.statistics.current.lanes[lane].outcomes.timeout += 1
+                    self.lanes[lane].shedder?.noteBudgetExceeded(now: now)
                     // No connection open, some opening: the database is slow or unreachable,
                     // not the pool saturated; the error says so.
                     let opening = self.slots.reduce(0) { $0 + ($1.state == .opening ? 1 : 0) }
