@@ -172,8 +172,17 @@ final class PostgresConnectionFactory: ConnectionFactory {
         }
         let serverPID: Int32?
         do {
-            serverPID = try await postgres.query("SELECT pg_backend_pid()", logger: self.logger, file: #fileID, line: #line).get()
-                .rows.first?.decode(Int32.self)
+            // Its wait ends when the channel closes too: PostgresNIO never completes a statement
+            // whose channel closed under it (a server killed as we connect).
+            let answer = CancellableWait.Wait<PostgresQueryResult>()
+            channel.closeFuture.whenComplete { _ in answer.finish(.failure(PooledPostgresConnection.ConnectionClosed(backendPID: 0))) }
+            let first: EventLoopFuture<PostgresQueryResult> = postgres.query("SELECT pg_backend_pid()", logger: self.logger, file: #fileID, line: #line)
+            let result = try await withUnsafeThrowingContinuation { continuation in
+                // `Wait` resumes the continuation once, whichever of the two comes first.
+                answer.start(continuation)
+                first.whenComplete { answer.finish($0) }
+            }
+            serverPID = try result.rows.first?.decode(Int32.self)
             watcher.cancel()
         } catch {
             watcher.cancel()
