@@ -294,7 +294,7 @@ public final class PostgresLease: Sendable {
                 // other clients get next: closing ours would not clean it.
                 throw PostgresPoolError(
                     code: .sessionStateBehindPooler,
-                    detail: "refused before it was sent: \(sql.prefix(60))", backendPID: self.backendPID)
+                    detail: "refused before it was sent", backendPID: self.backendPID)
             }
             // SET, temporary tables, session advisory locks, LISTEN, PREPARE: whoever leases
             // the connection next would inherit them. It is closed when this lease ends.
