@@ -280,13 +280,21 @@ extension PostgresPool {
         }
 
         /// The connection target without the password, e.g. `postgres://app:***@db:5432/app?sslmode=prefer`.
+        /// A password that also stands in another setting (pasted into the wrong field) shows
+        /// as `***` there too.
         public var description: String {
-            let credentials = self.username + (self.password == nil ? "" : ":***")
-            let target = self.unixSocketDirectory.map { "?host=\($0)" } ?? "\(self.host ?? ""):\(self.port)"
-            let database = self.database ?? ""
+            let credentials = self.redacted(self.username) + (self.password == nil ? "" : ":***")
+            let target = self.unixSocketDirectory.map { "?host=\(self.redacted($0))" } ?? "\(self.redacted(self.host ?? "")):\(self.port)"
+            let database = self.redacted(self.database ?? "")
             return self.unixSocketDirectory == nil
                 ? "postgres://\(credentials)@\(target)/\(database)?sslmode=\(self.tlsMode.rawValue)"
                 : "postgres://\(credentials)@/\(database)\(target)"
+        }
+
+        /// `value` with every occurrence of the password replaced by `***`.
+        func redacted(_ value: String) -> String {
+            guard let password = self.password, !password.isEmpty else { return value }
+            return value.replacingOccurrences(of: password, with: "***")
         }
 
         /// Checks every setting and reports all problems at once.
@@ -390,11 +398,13 @@ extension PostgresPool.Configuration: CustomReflectable {
     /// What `dump` and debuggers show: every setting, the password as `***`.
     public var customMirror: Mirror {
         Mirror(self, children: [
-            "host": self.host as Any, "port": self.port, "unixSocketDirectory": self.unixSocketDirectory as Any,
-            "username": self.username, "password": (self.password == nil ? nil : "***") as Any,
+            "host": self.host.map(self.redacted) as Any, "port": self.port,
+            "unixSocketDirectory": self.unixSocketDirectory.map(self.redacted) as Any,
+            "username": self.redacted(self.username), "password": (self.password == nil ? nil : "***") as Any,
             "passwordProvider": self.passwordProvider == nil ? "nil" : "a provider",
-            "database": self.database as Any, "tlsMode": self.tlsMode, "tlsRootCertificatePath": self.tlsRootCertificatePath as Any,
-            "applicationName": self.applicationName, "connectTimeout": self.connectTimeout,
+            "database": self.database.map(self.redacted) as Any, "tlsMode": self.tlsMode,
+            "tlsRootCertificatePath": self.tlsRootCertificatePath.map(self.redacted) as Any,
+            "applicationName": self.redacted(self.applicationName), "connectTimeout": self.connectTimeout,
             "serverSideCancellation": self.serverSideCancellation, "backendExitTimeout": self.backendExitTimeout, "sessionReset": self.sessionReset, "pool": self.pool,
         ], displayStyle: .struct)
     }

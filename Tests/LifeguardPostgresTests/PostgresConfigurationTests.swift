@@ -156,6 +156,15 @@ struct PostgresConfigurationTests {
         #expect(await wire.settle() == .lost(nil))
     }
 
+    @Test("a password that also stands in another setting never shows (found by the URL fuzz target)")
+    func passwordInAnotherSetting() throws {
+        let configuration = try PostgresPool.Configuration(url: "postgresql://host=:pw-s3cr3t-0451@postgres://:pw-s3cr3t-0451@")
+        var dumped = ""
+        dump(configuration, to: &dumped)
+        #expect(!String(describing: configuration).contains("pw-s3cr3t-0451"))
+        #expect(!dumped.contains("pw-s3cr3t-0451"))
+    }
+
     /// The problems a URL is refused with, or `[]` when it is accepted.
     static func problems(of url: String) -> [String] {
         do {
