@@ -22,6 +22,8 @@ struct InputFuzzTests {
     @Test("any URL either fails with the problems listed or gives a configuration the server can take; the password never shows")
     func urls() async {
         await propertyCheck(count: 3_000, input: Gen.element(of: Self.pieces).array(of: 0...14)) { pieces in
+            // Thousands of cases: let the other suites' tasks run on the cooperative pool's two threads.
+            await Task.yield()
             let url = pieces.compactMap { $0 }.joined()
             do {
                 let configuration = try PostgresPool.Configuration(url: url)
@@ -50,6 +52,8 @@ struct InputFuzzTests {
         let numbers = Gen.element(of: [Int.min, -1, 0, 1, 2, 65_535, 65_536, 100_000, 100_001, Int.max])
         let durations = Gen.element(of: [Duration.seconds(Int64.min), .zero, .nanoseconds(1), .seconds(1), .seconds(86_400 * 400), .seconds(Int64.max)])
         await propertyCheck(count: 2_000, input: numbers, numbers, durations, durations) { port, budget, timeout, wait in
+            // Thousands of cases: let the other suites' tasks run on the cooperative pool's two threads.
+            await Task.yield()
             var configuration = PostgresPool.Configuration(host: "127.0.0.1", username: "u", password: Self.secret, database: "d")
             configuration.port = port ?? 0
             configuration.budget = budget ?? 0

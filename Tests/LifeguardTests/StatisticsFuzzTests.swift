@@ -30,6 +30,8 @@ struct StatisticsFuzzTests {
     func extremeStatistics() async throws {
         let encoded = try JSONEncoder().encode(SizingAdviceTests().statistics)
         await propertyCheck(count: 2_000, input: Gen.int(in: 0...14).array(of: 1...40)) { choices in
+            // Thousands of cases: let the other suites' tasks run on the cooperative pool's two threads.
+            await Task.yield()
             guard let sample = try? JSONSerialization.jsonObject(with: encoded) else { return }
             var next = 0
             let mutated = Self.replacingNumbers(in: sample, choices: choices, next: &next)
@@ -48,6 +50,8 @@ struct StatisticsFuzzTests {
         let numbers = Gen.element(of: [Int.min, -1, 0, 1, 3, 100_000, 100_001, Int.max])
         let durations = Gen.element(of: [Duration.seconds(Int64.min), .zero, .nanoseconds(1), .seconds(1), .seconds(86_400 * 400), .seconds(Int64.max)])
         await propertyCheck(count: 2_000, input: numbers, numbers, numbers, durations) { budget, reserved, limit, duration in
+            // Thousands of cases: let the other suites' tasks run on the cooperative pool's two threads.
+            await Task.yield()
             var configuration = PoolConfiguration()
             configuration.budget = budget ?? 0
             configuration.lanes[.retrieval] = .init(reserved: reserved ?? 0, limit: limit, waitTimeout: duration ?? .zero)
