@@ -23,6 +23,16 @@ extension TestDatabase {
         return configuration
     }
 
+    /// Makes the pool open `count` connections (leases held at once), then leaves them idle.
+    static func openConnections(_ count: Int, in pool: PostgresPool) async throws {
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for _ in 0..<count {
+                group.addTask { try await pool.withConnection(lane: .retrieval) { lease in try await lease.execute("SELECT pg_sleep(0.1)") } }
+            }
+            try await group.waitForAll()
+        }
+    }
+
     /// A plain connection through PgBouncer: another client of it.
     static func bouncerClient() async throws -> PostgresConnection {
         let configuration = try self.bouncerConfiguration(application: "lg-other-client", budget: 1)
@@ -173,9 +183,7 @@ extension PostgresPoolTests {
         configuration.connectTimeout = .seconds(1)
         try await TestDatabase.withPool(configuration) { pool in
             try await TestDatabase.untilServes(pool)
-            async let first: Void = pool.withConnection(lane: .retrieval) { lease in try await lease.execute("SELECT pg_sleep(0.1)") }
-            async let second: Void = pool.withConnection(lane: .retrieval) { lease in try await lease.execute("SELECT pg_sleep(0.1)") }
-            _ = try await (first, second)
+            try await TestDatabase.openConnections(2, in: pool)
             // PgBouncer has two servers; two other clients hold them in open transactions.
             let others = [try await TestDatabase.bouncerClient(), try await TestDatabase.bouncerClient()]
             for other in others {
@@ -233,10 +241,7 @@ extension PostgresPoolTests {
             var reported: [(id: Int, afterSuspicion: Bool, failure: (any Error)?)] = []
             for (round, offset) in [0.0, 1.2, 1.5, 1.8, 2.1, 2.5].enumerated() {
                 try await TestDatabase.untilServes(pool)
-                async let first: Void = pool.withConnection(lane: .retrieval) { lease in try await lease.execute("SELECT pg_sleep(0.1)") }
-                async let second: Void = pool.withConnection(lane: .retrieval) { lease in try await lease.execute("SELECT pg_sleep(0.1)") }
-                async let third: Void = pool.withConnection(lane: .retrieval) { lease in try await lease.execute("SELECT pg_sleep(0.1)") }
-                _ = try await (first, second, third)
+                try await TestDatabase.openConnections(3, in: pool)
                 try TestDatabase.server("pause")
                 let early = Task { await outcome { try await pool.query("INSERT INTO lg_bouncer_race VALUES (\(round * 2))", lane: .write) } }
                 try await Task.sleep(for: .milliseconds(300))

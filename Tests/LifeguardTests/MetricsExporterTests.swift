@@ -69,22 +69,7 @@ struct IncidentTests {
 
     @Test("cancellations rising while capacity falls and stays fallen past a check raise the leak signal")
     func leakSignal() async throws {
-        let factory = InMemoryConnectionFactory()
-        factory.update { $0.resetLatency = .seconds(1) }
-        var configuration = PoolConfiguration.testing(budget: 2, lanes: [.write: .patient])
-        configuration.minimumIdle = 1
-        try await withRunningPool(configuration, factory: factory) { pool, _ in
-            for _ in 0..<500 where pool.status().idle == 0 { try await Task.sleep(for: .milliseconds(2)) }
-            pool.exportMetrics()
-            let cancelled = Task {
-                try await pool.withConnection(lane: .write) { connection in
-                    connection.setInTransaction(true)
-                    try await Task.sleep(for: .seconds(10))
-                }
-            }
-            for _ in 0..<500 where pool.status().leased == 0 { try await Task.sleep(for: .milliseconds(1)) }
-            cancelled.cancel()
-            _ = await cancelled.result
+        try await self.withCancelledLease(resetLatency: .seconds(1)) { pool in
             // The connection is now being reset (slowly): capacity fell while a cancellation came,
             // and has not come back at the next check.
             pool.exportMetrics()
@@ -98,8 +83,20 @@ struct IncidentTests {
 
     @Test("a capacity dip from cancelled leases whose connections come back by the next check raises no leak signal")
     func noLeakSignalForShortResets() async throws {
+        try await self.withCancelledLease(resetLatency: .milliseconds(20)) { pool in
+            pool.exportMetrics()   // the dip, while the connection is reset
+            for _ in 0..<500 where pool.status().idle < 1 { try await Task.sleep(for: .milliseconds(2)) }
+            pool.exportMetrics()   // it came back
+            pool.exportMetrics()
+            #expect(pool.statistics().incidents.filter { $0.kind == .leakSignal }.isEmpty)
+        }
+    }
+
+    /// A pool of 2 with one idle connection, checked once, then a lease in a transaction
+    /// cancelled: `body` runs while its connection is reset, which takes `resetLatency`.
+    func withCancelledLease(resetLatency: Duration, _ body: (ConnectionPool<InMemoryConnectionFactory>) async throws -> Void) async throws {
         let factory = InMemoryConnectionFactory()
-        factory.update { $0.resetLatency = .milliseconds(20) }
+        factory.update { $0.resetLatency = resetLatency }
         var configuration = PoolConfiguration.testing(budget: 2, lanes: [.write: .patient])
         configuration.minimumIdle = 1
         try await withRunningPool(configuration, factory: factory) { pool, _ in
@@ -114,11 +111,7 @@ struct IncidentTests {
             for _ in 0..<500 where pool.status().leased == 0 { try await Task.sleep(for: .milliseconds(1)) }
             cancelled.cancel()
             _ = await cancelled.result
-            pool.exportMetrics()   // the dip, while the connection is reset
-            for _ in 0..<500 where pool.status().idle < 1 { try await Task.sleep(for: .milliseconds(2)) }
-            pool.exportMetrics()   // it came back
-            pool.exportMetrics()
-            #expect(pool.statistics().incidents.filter { $0.kind == .leakSignal }.isEmpty)
+            try await body(pool)
         }
     }
 }
