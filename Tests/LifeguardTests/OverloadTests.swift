@@ -154,37 +154,51 @@ struct OverloadTests {
         #expect(outcomes.timeout == 0)
     }
 
-    @Test("two requests fanning out 15 queries each are served round-robin, not one after the other")
-    func fanOutRoundRobin() {
-        var (machine, grants) = self.busyMachine(budget: 2)
+    /// Queues fan-outs of `sizes` leases (named A, B, …) and then one lease with no group (C
+    /// after them, or the next letter), in a lane of `budget` busy connections, and returns the
+    /// order the lane serves them in.
+    func fanOutOrder(budget: Int, sizes: [Int]) -> (order: String, machine: Machine) {
+        var (machine, grants) = self.busyMachine(budget: budget)
         let lane = machine.lane(.retrieval)
-        var groupOf: [WaiterID: String] = [:]
-        for _ in 0..<15 {
-            guard case .wait(let id, _) = machine.lease(lane: lane, now: at(1), group: 1) else { return }
-            groupOf[id] = "A"
-        }
-        for _ in 0..<15 {
-            guard case .wait(let id, _) = machine.lease(lane: lane, now: at(2), group: 2) else { return }
-            groupOf[id] = "B"
+        var nameOf: [WaiterID: Character] = [:]
+        let names = Array("ABCDEFGH")
+        for (index, size) in sizes.enumerated() {
+            for _ in 0..<size {
+                guard case .wait(let id, _) = machine.lease(lane: lane, now: at(1 + index), group: index + 1) else { return ("", machine) }
+                nameOf[id] = names[index]
+            }
         }
         // A request that does not fan out joins the current round.
-        guard case .wait(let single, _) = machine.lease(lane: lane, now: at(3)) else { return }
-        groupOf[single] = "C"
+        guard case .wait(let single, _) = machine.lease(lane: lane, now: at(1 + sizes.count)) else { return ("", machine) }
+        nameOf[single] = names[sizes.count]
 
-        var order: [String] = []
+        var order = ""
         var running = grants
         var time = 10
         while !running.isEmpty {
             let grant = running.removeFirst()
             let actions = machine.release(grant, disposition: .reuse, now: at(time))
             for granted in actions.grants {
-                order.append(groupOf[granted.waiter]!)
+                order.append(nameOf[granted.waiter]!)
                 running.append(granted.grant)
             }
             time += 1
         }
-        #expect(order.joined() == "ABC" + String(repeating: "AB", count: 14))
-        #expect(machine.lanes[lane].fanOuts.isEmpty)
+        return (order, machine)
+    }
+
+    @Test("two requests fanning out 15 queries each, in a lane of 2, take turns of a lane's worth, not one after the other")
+    func fanOutRoundRobin() {
+        let (order, machine) = self.fanOutOrder(budget: 2, sizes: [15, 15])
+        #expect(order == "AABBC" + String(repeating: "AABB", count: 6) + "AB")
+        #expect(machine.lanes[machine.lane(.retrieval)].fanOuts.isEmpty)
+        #expect(machine.status.waiters == 0)
+    }
+
+    @Test("fan-outs that each fit the lane are served in the order they came, as a FIFO pool serves them: taking turns would finish both later")
+    func fanOutsThatFitAreFirstComeFirstServed() {
+        let (order, machine) = self.fanOutOrder(budget: 8, sizes: [8, 8])
+        #expect(order == "AAAAAAAABBBBBBBBC")
         #expect(machine.status.waiters == 0)
     }
 

@@ -5,8 +5,9 @@ import Synchronization
 /// Retrieval often fans out into 5–15 queries at once. Unchecked, one complex request takes a
 /// whole lane and the requests behind it wait for all of its queries. A fan-out runs at most
 /// `maxConcurrent` of its queries at a time, and its leases are queued as one request: when
-/// several requests wait in a lane, each gets one connection per round (round-robin by request,
-/// not by query), so concurrent requests share the lane.
+/// several requests wait in a lane, each takes at most the lane's capacity per turn, so a request
+/// larger than the lane shares it with the requests behind, and requests that fit are served in
+/// the order they came.
 ///
 /// Use it through ``ConnectionPool/fanOut(lane:maxConcurrent:_:fileID:line:function:_:)`` or the
 /// adapters' equivalents.

@@ -117,11 +117,12 @@ extension PoolStateMachine {
         }
     }
 
-    /// A request that fans out: how many of its waiters are queued, and the round its next one
-    /// joins.
+    /// A request that fans out: how many of its waiters are queued, the round its last one
+    /// joined, and how many joined that round.
     struct FanOutQueue {
         var queued = 0
-        var nextRound = 0
+        var round = 0
+        var inRound = 0
     }
 
     /// How many connections a lane can hold at most: its limit, within what the other lanes'
@@ -212,10 +213,13 @@ extension PoolStateMachine {
         return rejection
     }
 
-    /// Queues a waiter in `lane`, fairly: each request that fans out (`group`) gets one turn per
-    /// round, so two requests of 15 queries alternate instead of one going first. Waiters with no
-    /// group are each a request of their own, and join the current round; with no groups at all
-    /// the queue is FIFO.
+    /// Queues a waiter in `lane`, fairly: each request that fans out (`group`) takes at most a
+    /// lane's capacity of leases per round, so a request larger than the lane takes turns with
+    /// the requests behind it instead of holding the lane for several hold times. Requests that
+    /// fit the lane are served in the order they came, as a FIFO pool serves them: with equal
+    /// requests, taking turns finishes every one of them later (in the simulator, wait p99 94 ms
+    /// against FIFO's 74 ms below capacity). Waiters with no group are each a request of their
+    /// own, and join the current round; with no groups at all the queue is FIFO.
     ///
     /// While the lane is overloaded, waiters join the queue's last round, after everyone:
     /// requests are served in the order they came. Round-robin would spread each request over more rounds, and under
@@ -226,7 +230,8 @@ extension PoolStateMachine {
     ) {
         // In place: reading the lane's fields through `self.lanes[lane]` one by one copied the
         // whole lane state (its queue and tables retained and released) on every enqueue.
-        self.lanes[lane].enqueue(id: id, now: now, deadline: deadline, expiry: expiry, callSite: callSite, group: group)
+        let turn = group == nil ? 1 : self.capacity(ofLane: lane)
+        self.lanes[lane].enqueue(id: id, now: now, deadline: deadline, expiry: expiry, callSite: callSite, group: group, turn: turn)
         self.waiterCount += 1
     }
 
@@ -333,10 +338,11 @@ extension PoolStateMachine {
 }
 
 extension PoolStateMachine.LaneState {
-    /// Queues a waiter in round order (see ``PoolStateMachine/enqueue(lane:id:now:deadline:expiry:callSite:group:)``).
+    /// Queues a waiter in round order (see ``PoolStateMachine/enqueue(lane:id:now:deadline:expiry:callSite:group:)``);
+    /// a request fanning out takes at most `turn` places per round.
     mutating func enqueue(
         id: WaiterID, now: PoolInstant, deadline: PoolInstant, expiry: PoolStateMachine.Expiry, callSite: CallSite?,
-        group: Int?
+        group: Int?, turn: Int
     ) {
         let overloaded = self.shedder?.isOverloaded ?? false
         var round = self.servedRound
@@ -344,12 +350,16 @@ extension PoolStateMachine.LaneState {
             round = max(round, self.waiters.last?.round ?? round)
         }
         if let group {
-            var queue = self.fanOuts[group] ?? PoolStateMachine.FanOutQueue(queued: 0, nextRound: round)
-            if !overloaded {
-                round = max(round, queue.nextRound)
+            var queue = self.fanOuts[group] ?? PoolStateMachine.FanOutQueue(queued: 0, round: round, inRound: 0)
+            if !overloaded, queue.round >= round {
+                round = queue.inRound >= turn ? queue.round + 1 : queue.round
+            }
+            if round != queue.round {
+                queue.round = round
+                queue.inRound = 0
             }
             queue.queued += 1
-            queue.nextRound = round + 1
+            queue.inRound += 1
             self.fanOuts[group] = queue
         }
         let waiter = PoolStateMachine.Waiter(
