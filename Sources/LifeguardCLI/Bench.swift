@@ -15,9 +15,12 @@ struct Bench: AsyncParsableCommand {
         abstract: "Run a scenario against a real PostgreSQL through Lifeguard and PostgresClient, same budget, one run.",
         discussion: """
             Service times are `pg_sleep`, model and tool calls are sleeps with no connection held, and \
-            arrivals are open-loop (Poisson), measured from the client. The output has the columns of \
-            `simulate`; --json the same keys. `cancel` counts leases cancelled while waiting for or holding \
-            a connection, counted alike for both pools.
+            arrivals are open-loop (Poisson) or, with --users, a closed loop; measured from the client. \
+            Lifeguard runs with its default lanes for the lanes the requests use (reads on .retrieval, \
+            writes on .write), its fan-outs through `fanOut`; PostgresClient is one pool. The output has \
+            the columns of `simulate`; --json the same keys. `cancel` counts leases cancelled while \
+            waiting for or holding a connection, counted alike for both pools. Requests still running 30 s \
+            after the arrivals end are cancelled and counted as `unfinished`.
             """
     )
 
@@ -30,8 +33,8 @@ struct Bench: AsyncParsableCommand {
     @Option(help: "The pools, comma-separated: lifeguard, postgresclient. Default: both.")
     var pool: String = "lifeguard,postgresclient"
 
-    @Option(help: "The design the requests follow: naive, windows or lifeguard (lanes and fan-out apply to Lifeguard only).")
-    var design: String = DesignKind.lifeguard.rawValue
+    @Option(help: "How the requests are written: naive (a transaction held across the model call) or windows (three short windows; `lifeguard` means the same here).")
+    var design: String = DesignKind.windows.rawValue
 
     @Option(help: "Multiply the scenario's arrival rates; 0.01 to 1000.")
     var rate: Double = 1
@@ -44,6 +47,8 @@ struct Bench: AsyncParsableCommand {
 
     @Option(help: "Seeds the random draws.")
     var seed: UInt64 = 1
+
+    @OptionGroup var loop: ClosedLoopOptions
 
     @Flag(help: "Print one JSON object per pool, with the keys of `simulate --json`.")
     var json = false
@@ -75,6 +80,7 @@ struct Bench: AsyncParsableCommand {
         scenario.duration = self.duration
         if let budget { scenario.budget = budget }
         scenario.seed = self.seed
+        scenario.closedLoop = self.loop.closedLoop
         let design = DesignKind(rawValue: self.design)!
         var configuration = try self.databaseURL.map { try PostgresPool.Configuration(url: $0) } ?? PostgresPool.Configuration()
         configuration.applicationName = "lifeguard-bench"
@@ -83,7 +89,7 @@ struct Bench: AsyncParsableCommand {
         var results: [SimulationResult] = []
         for pool in self.pools {
             let target: any BenchTarget = pool == "lifeguard"
-                ? try LifeguardTarget(configuration: configuration, design: design, budget: scenario.budget, logger: logger)
+                ? try LifeguardTarget(configuration: configuration, lanesUsed: scenario.lanesUsed(by: design), budget: scenario.budget, logger: logger)
                 : try PostgresClientTarget(configuration: configuration, budget: scenario.budget, logger: logger)
             let runner = Task { await target.run() }
             // Both pools open their connections before the first arrival: a cold start is not
@@ -120,30 +126,48 @@ struct Bench: AsyncParsableCommand {
 protocol BenchTarget: Sendable {
     func run() async
     func shutdown()
-    /// Runs `body` on a connection of `lane`; `group` is the request, for fan-outs.
+    /// Runs `body` on a connection of `lane`.
     func withConnection<Value: Sendable>(
         lane: Lane, _ body: @Sendable (_ execute: @escaping @Sendable (PostgresQuery) async throws -> Void) async throws -> Value
     ) async throws -> Value
+    /// Runs `body` `count` times in parallel, each on a connection of `lane` (one request's
+    /// parallel reads); the first error cancels the rest and is thrown.
+    func fanOut(
+        lane: Lane, count: Int,
+        _ body: @escaping @Sendable (_ index: Int, _ execute: @escaping @Sendable (PostgresQuery) async throws -> Void) async throws -> Void
+    ) async throws
     /// Lifeguard's statistics, when the target is Lifeguard.
     var statistics: PoolStatistics? { get }
 }
 
+/// Lifeguard as a user configures it for the scenario: the lanes the requests use, with
+/// Lifeguard's default lane settings (``Simulator/configuration(for:budget:duration:lanesUsed:)``
+/// for the `lifeguard` design), whatever the requests' design.
 struct LifeguardTarget: BenchTarget {
     let pool: PostgresPool
     let laneMap: [Lane: Lane]
 
-    init(configuration: PostgresPool.Configuration, design: DesignKind, budget: Int, logger: Logger) throws {
+    init(configuration: PostgresPool.Configuration, lanesUsed: Set<Lane>, budget: Int, logger: Logger) throws {
         var configuration = configuration
         configuration.budget = budget
-        let core = Simulator.configuration(for: design, budget: budget, duration: 3_600)
+        let core = Simulator.configuration(for: .lifeguard, budget: budget, duration: 3_600, lanesUsed: lanesUsed)
         configuration.lanes = core.lanes
         configuration.pool.minimumIdle = budget  // warm, like the PostgresClient beside it
         configuration.pool.longHoldThreshold = nil
         configuration.pool.idleInLeaseThreshold = nil
         self.pool = try PostgresPool(configuration: configuration, logger: logger)
         self.laneMap = Dictionary(uniqueKeysWithValues: [Lane.retrieval, .write, .generation].map { lane in
-            (lane, design == .lifeguard ? lane : Simulator.sharedLane)
+            (lane, core.lanes[lane] != nil ? lane : .write)
         })
+    }
+
+    func fanOut(
+        lane: Lane, count: Int,
+        _ body: @escaping @Sendable (_ index: Int, _ execute: @escaping @Sendable (PostgresQuery) async throws -> Void) async throws -> Void
+    ) async throws {
+        _ = try await self.pool.fanOut(lane: self.laneMap[lane] ?? lane, maxConcurrent: count, Array(0..<count)) { lease, index in
+            try await body(index) { statement in try await lease.execute(statement) }
+        }
     }
 
     func run() async { await self.pool.run() }
@@ -179,6 +203,18 @@ struct PostgresClientTarget: BenchTarget {
     func run() async { await self.client.run() }
     func shutdown() {}
     var statistics: PoolStatistics? { nil }
+
+    func fanOut(
+        lane: Lane, count: Int,
+        _ body: @escaping @Sendable (_ index: Int, _ execute: @escaping @Sendable (PostgresQuery) async throws -> Void) async throws -> Void
+    ) async throws {
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for index in 0..<count {
+                group.addTask { try await self.withConnection(lane: lane) { execute in try await body(index, execute) } }
+            }
+            try await group.waitForAll()
+        }
+    }
 
     func withConnection<Value: Sendable>(
         lane: Lane, _ body: @Sendable (_ execute: @escaping @Sendable (PostgresQuery) async throws -> Void) async throws -> Value

@@ -5,13 +5,17 @@ import LifeguardLab
 import PostgresNIO
 import Synchronization
 
-/// One pool's run of a scenario against the server: open-loop arrivals, each request's steps
-/// as `pg_sleep` statements and sleeps, measured from the client.
+/// One pool's run of a scenario against the server: open-loop arrivals or a closed loop of
+/// users, each request's steps as `pg_sleep` statements and sleeps, measured from the client.
 struct BenchRun {
     let scenario: Scenario
     let design: DesignKind
     let target: any BenchTarget
     let label: String
+    /// How long requests still running when arrivals end may take before they are cancelled
+    /// and counted as `unfinished`: a pool that deadlocks (every connection held by a
+    /// transaction waiting for another) would otherwise never end the run.
+    var drainLimit: Duration = .seconds(30)
 
     /// What the requests saw, shared by them.
     final class Tally: Sendable {
@@ -28,6 +32,8 @@ struct BenchRun {
             var inUse = 0
             var levelSince = ContinuousClock.now
             var nanosecondsAtLevel: [UInt64] = []
+            /// Set when the drain limit passed: what is cancelled then is `unfinished`.
+            var drainExpired = false
         }
         let state = Mutex(State())
 
@@ -67,8 +73,6 @@ struct BenchRun {
 
     func run() async -> SimulationResult {
         let tally = Tally()
-        let target = self.target
-        let design = self.design
         let started = ContinuousClock.now
         let label = self.label
         let duration = self.scenario.duration
@@ -83,6 +87,34 @@ struct BenchRun {
             }
             FileHandle.standardError.write(Data("\r\u{1B}[K".utf8))
         }
+        let drainEnds = started.advanced(by: .nanoseconds(Int64(duration * 1e9))) + self.drainLimit
+        await withTaskGroup(of: Void.self) { run in
+            run.addTask {
+                // Past the drain limit, what still runs is cancelled, counted as unfinished.
+                try? await Task.sleep(until: drainEnds, clock: .continuous)
+                guard !Task.isCancelled else { return }
+                tally.state.withLock { $0.drainExpired = true }
+            }
+            run.addTask {
+                if let loop = self.scenario.closedLoop {
+                    await self.runClosedLoop(loop, started: started, tally: tally)
+                } else {
+                    await self.runOpenLoop(started: started, tally: tally)
+                }
+            }
+            // The requests end first, or the drain limit: then the other is cancelled.
+            await run.next()
+            run.cancelAll()
+        }
+        progress.cancel()
+        await progress.value
+        return self.result(tally)
+    }
+
+    /// Poisson arrivals per kind, for the scenario's duration; each request a task of its own.
+    func runOpenLoop(started: ContinuousClock.Instant, tally: Tally) async {
+        let target = self.target
+        let design = self.design
         await withTaskGroup(of: Void.self) { requests in
             for (index, kind) in self.scenario.kinds.enumerated() where kind.rate > 0 {
                 let steps = kind.steps[design] ?? []
@@ -103,21 +135,47 @@ struct BenchRun {
                             let cancelAfter = random.nextUnitInterval() < cancelFraction
                                 ? random.nextUnitInterval() * Self.nominalLife(steps) : nil
                             try? await Task.sleep(until: started.advanced(by: .nanoseconds(Int64(next * 1e9))), clock: .continuous)
-                            let request = Task { await Self.perform(drawn, target: target, tally: tally) }
-                            if let cancelAfter {
-                                arrivals.addTask {
-                                    try? await Task.sleep(for: .nanoseconds(Int64(cancelAfter * 1e9)))
-                                    request.cancel()
-                                }
-                            }
-                            arrivals.addTask { await request.value }
+                            guard !Task.isCancelled else { break }
+                            arrivals.addTask { await Self.perform(drawn, cancelAfter: cancelAfter, target: target, tally: tally) }
                         }
                     }
                 }
             }
         }
-        progress.cancel()
-        await progress.value
+    }
+
+    /// A closed loop: each user issues a request (its kind drawn by the kinds' rates), waits for
+    /// its end, thinks (at least 100 µs, as in `simulate`), and asks again until the duration
+    /// ends. Each user's draws come from its own stream of the scenario's seed.
+    func runClosedLoop(_ loop: Scenario.ClosedLoop, started: ContinuousClock.Instant, tally: Tally) async {
+        let target = self.target
+        let kinds = self.scenario.kinds.map { (rate: max(0, $0.rate), steps: $0.steps[self.design] ?? []) }
+        let total = kinds.reduce(0) { $0 + $1.rate }
+        guard total > 0 else { return }
+        let ends = started.advanced(by: .nanoseconds(Int64(self.scenario.duration * 1e9)))
+        let cancelFraction = self.scenario.cancelFraction
+        let seed = self.scenario.seed
+        await withTaskGroup(of: Void.self) { users in
+            for user in 0..<loop.users {
+                users.addTask {
+                    var random = SplitMix64(seed: Self.seed(seed, kind: 1_000 + user))
+                    // The users start spread over one think time (at once when there is none).
+                    try? await Task.sleep(for: .nanoseconds(Int64(random.nextUnitInterval() * loop.think.mean * 1e9)))
+                    while ContinuousClock.now < ends, !Task.isCancelled {
+                        var draw = random.nextUnitInterval() * total
+                        let steps = kinds.first { draw -= $0.rate; return draw < 0 }?.steps ?? kinds[kinds.count - 1].steps
+                        let drawn = Self.draw(steps, using: &random)
+                        let cancelAfter = random.nextUnitInterval() < cancelFraction
+                            ? random.nextUnitInterval() * Self.nominalLife(steps) : nil
+                        await Self.perform(drawn, cancelAfter: cancelAfter, target: target, tally: tally)
+                        try? await Task.sleep(for: .nanoseconds(Int64(max(0.000_1, loop.think.sample(&random)) * 1e9)))
+                    }
+                }
+            }
+        }
+    }
+
+    func result(_ tally: Tally) -> SimulationResult {
         let statistics = self.target.statistics
         return tally.state.withLock { state in
             Tally.account(&state)
@@ -206,22 +264,32 @@ struct BenchRun {
         }
     }
 
-    /// Runs one request; counts it as completed, failed (by error) or cancelled.
-    static func perform(_ steps: [DrawnStep], target: any BenchTarget, tally: Tally) async {
+    /// Runs one request, cancelled after `cancelAfter` seconds if given; counts it as completed,
+    /// failed (by error), cancelled, or `unfinished` when the drain limit cancelled it.
+    static func perform(_ steps: [DrawnStep], cancelAfter: Double?, target: any BenchTarget, tally: Tally) async {
         let arrived = ContinuousClock.now
-        do {
+        let request = Task {
             try await Self.run(steps[...], target: target, tally: tally, held: nil)
-            tally.state.withLock { state in
+        }
+        let canceller = cancelAfter.map { seconds in
+            Task {
+                try await Task.sleep(for: .nanoseconds(Int64(seconds * 1e9)))
+                request.cancel()
+            }
+        }
+        let outcome = await withTaskCancellationHandler { await request.result } onCancel: { request.cancel() }
+        canceller?.cancel()
+        tally.state.withLock { state in
+            switch outcome {
+            case .success:
                 state.completed += 1
                 _ = state.endToEnd.record(UInt64(Self.seconds(arrived.duration(to: .now)) * 1e6))
-            }
-        } catch {
-            tally.state.withLock { state in
-                if error is CancellationError || Task.isCancelled {
-                    state.cancelled += 1
-                } else {
-                    state.failed[(error as? LifeguardError)?.code.description ?? "\(type(of: error))", default: 0] += 1
-                }
+            case .failure where state.drainExpired:
+                state.failed["unfinished", default: 0] += 1
+            case .failure(let error) where error is CancellationError || request.isCancelled:
+                state.cancelled += 1
+            case .failure(let error):
+                state.failed[(error as? LifeguardError)?.code.description ?? "\(type(of: error))", default: 0] += 1
             }
         }
     }
@@ -239,17 +307,10 @@ struct BenchRun {
                 try await Task.sleep(for: .nanoseconds(Int64(seconds * 1e9)))
             case .onHeld(let seconds):
                 try await held?(Self.sleep(seconds))
+            case .query(let lane, let holds) where holds.count == 1:
+                try await Self.lease(lane, target: target, tally: tally) { execute in try await execute(Self.sleep(holds[0])) }
             case .query(let lane, let holds):
-                try await withThrowingTaskGroup(of: Void.self) { group in
-                    for seconds in holds {
-                        group.addTask {
-                            try await Self.lease(lane, target: target, tally: tally) { execute in
-                                try await execute(Self.sleep(seconds))
-                            }
-                        }
-                    }
-                    try await group.waitForAll()
-                }
+                try await Self.fanOut(lane, holds: holds, target: target, tally: tally)
             case .begin(let lane):
                 let rest = steps.prefix { $0 != .commit }
                 steps = steps.dropFirst(rest.count + 1)
@@ -283,6 +344,29 @@ struct BenchRun {
             throw error
         }
         if Task.isCancelled { tally.leaseCancelled() }
+    }
+
+    /// Runs one `pg_sleep` per hold, in parallel, through the target's fan-out, tallying each
+    /// lease's wait from the moment the request asked. When the fan-out fails, the leases it did
+    /// not finish count as cancelled (its siblings are cancelled, waiting or holding), unless it
+    /// was rejected whole before any lease began.
+    static func fanOut(_ lane: Lane, holds: [Double], target: any BenchTarget, tally: Tally) async throws {
+        let asked = ContinuousClock.now
+        let counts = Mutex((began: 0, finished: 0))
+        do {
+            try await target.fanOut(lane: lane, count: holds.count) { index, execute in
+                tally.leaseBegan(lane: lane.name, waited: asked.duration(to: .now))
+                counts.withLock { $0.began += 1 }
+                defer { tally.leaseEnded() }
+                try await execute(Self.sleep(holds[index]))
+                if !Task.isCancelled { counts.withLock { $0.finished += 1 } }
+            }
+        } catch {
+            let (began, finished) = counts.withLock { ($0.began, $0.finished) }
+            let rejectedWhole = began == 0 && !(error is CancellationError || Task.isCancelled)
+            for _ in 0..<(rejectedWhole ? 0 : holds.count - finished) { tally.leaseCancelled() }
+            throw error
+        }
     }
 
     static func sleep(_ seconds: Double) -> PostgresQuery {

@@ -29,11 +29,7 @@ struct Simulate: ParsableCommand {
     @Option(help: "The pool's budget, 1 to 10000. Default: the scenario's (20).")
     var budget: Int?
 
-    @Option(help: "A closed loop of this many users instead of Poisson arrivals: each issues a request, waits for its end (served or rejected), thinks, and asks again; 1 to 100000.")
-    var users: Int?
-
-    @Option(help: "With --users: each user's think time between requests, in seconds (0 to 3600). Default: 0.")
-    var think: Double = 0
+    @OptionGroup var loop: ClosedLoopOptions
 
     @Option(help: "Seeds the random draws: the same seed gives the same result.")
     var seed: UInt64 = 1
@@ -65,15 +61,6 @@ struct Simulate: ParsableCommand {
         if let budget, !(1...10_000).contains(budget) {
             throw ValidationError("--budget must be between 1 and 10000, got \(budget)")
         }
-        if let users, !(1...100_000).contains(users) {
-            throw ValidationError("--users must be between 1 and 100000, got \(users)")
-        }
-        guard (0...3_600).contains(self.think) else {
-            throw ValidationError("--think must be between 0 and 3600 seconds, got \(self.think)")
-        }
-        if self.users == nil, self.think != 0 {
-            throw ValidationError("--think needs --users (a closed loop)")
-        }
     }
 
     func run() throws {
@@ -81,7 +68,7 @@ struct Simulate: ParsableCommand {
         if let duration { base.duration = duration }
         if let budget { base.budget = budget }
         base.seed = self.seed
-        if let users { base.closedLoop = .init(users: users, think: .constant(self.think)) }
+        base.closedLoop = self.loop.closedLoop
         let scenario = base.scaled(by: self.rate)
         var results: [SimulationResult] = []
         for design in self.designs {
@@ -138,9 +125,9 @@ struct SimulationTable {
     var firstColumn: [String]? = nil
 
     var text: String {
-        var kinds = self.scenario.kinds.map { "\($0.name) \(Sizing.format($0.rate))/s" }.joined(separator: " + ")
+        var kinds = self.scenario.kindsByName.map { "\($0.name) \(Sizing.format($0.rate))/s" }.joined(separator: " + ")
         if let loop = self.scenario.closedLoop {
-            kinds = "closed loop of \(loop.users) users, think \(loop.think), issuing " + self.scenario.kinds.map(\.name).joined(separator: " + ")
+            kinds = "closed loop of \(loop.users) users, think \(loop.think), issuing " + self.scenario.kindsByName.map(\.name).joined(separator: " + ")
         }
         var lines = [
             "scenario \(self.scenario.name): \(kinds); budget \(self.scenario.budget); \(Sizing.format(self.scenario.duration)) s simulated; "

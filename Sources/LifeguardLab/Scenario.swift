@@ -130,7 +130,7 @@ public struct Scenario: Sendable, Hashable {
     }
 
     /// The scenarios' names.
-    public static let names = ["retrieval-burst", "generation-hold", "agent-storm", "cancel-storm", "seed"]
+    public static let names = ["retrieval-burst", "generation-hold", "agent-storm", "cancel-storm", "seed", "rag"]
 
     /// A scenario of DESIGN.md by name, with its default parameters; `nil` for an unknown name.
     public static func named(_ name: String) -> Scenario? {
@@ -149,14 +149,49 @@ public struct Scenario: Sendable, Hashable {
             Scenario(
                 name: name, kinds: [Self.rag(rate: 6, retrieval: true), Self.agent(rate: 2)], budget: 20, duration: 600,
                 cancelFraction: 0.05, seed: 1)
+        case "rag":
+            // Issue 19's pipeline, sized for a closed loop (`--users`): the reads fan out 8 to
+            // 12 ways, and a short model call keeps the pool busy enough to queue.
+            Scenario(
+                name: name, kinds: (8...12).map { Self.rag(rate: 6, reads: $0, model: Self.shortModelCall) }, budget: 20,
+                duration: 60, cancelFraction: 0, seed: 1)
         default:
             nil
         }
     }
 
+    /// The kinds' names in order, each once, with its total rate: kinds that share a name are
+    /// one kind of request in reports.
+    public var kindsByName: [(name: String, rate: Double)] {
+        var merged: [(name: String, rate: Double)] = []
+        for kind in self.kinds {
+            if let index = merged.firstIndex(where: { $0.name == kind.name }) {
+                merged[index].rate += kind.rate
+            } else {
+                merged.append((kind.name, kind.rate))
+            }
+        }
+        return merged
+    }
+
+    /// The lanes the requests of `design` use: `.retrieval` for reads, `.write` for the rest.
+    public func lanesUsed(by design: DesignKind) -> Set<Lane> {
+        var lanes = Set<Lane>()
+        for kind in self.kinds {
+            for step in kind.steps[design] ?? [] {
+                switch step {
+                case .query(let lane, _, _), .begin(let lane): lanes.insert(lane == .retrieval ? .retrieval : .write)
+                case .think, .onHeld, .commit: break
+                }
+            }
+        }
+        return lanes
+    }
+
     static let read = Distribution.constant(0.015)
     static let write = Distribution.constant(0.001)
     static let modelCall = Distribution.lognormal(median: 3, p99: 15)
+    static let shortModelCall = Distribution.lognormal(median: 0.3, p99: 1.2)
 
     /// 8 parallel reads of 15 ms, issued at once.
     static func retrievalBurst(rate: Double) -> RequestKind {
@@ -167,11 +202,19 @@ public struct Scenario: Sendable, Hashable {
     /// A RAG request: log it, (retrieve,) call the model, persist the answer. `naive` opens a
     /// transaction at the log and commits after the persist, across the model call.
     static func rag(rate: Double, retrieval: Bool) -> RequestKind {
-        let retrieve: [Step] = retrieval ? [.query(lane: .retrieval, count: 8, hold: read)] : []
+        var kind = Self.rag(rate: rate, reads: retrieval ? 8 : 0, model: Self.modelCall)
+        kind.name = retrieval ? "rag" : "generation"
+        return kind
+    }
+
+    /// A RAG request of `reads` parallel reads and a model call of `model`. Kinds of one name
+    /// are reported as one (the `rag` scenario's five fan-out widths).
+    static func rag(rate: Double, reads: Int, model: Distribution) -> RequestKind {
+        let retrieve: [Step] = reads > 0 ? [.query(lane: .retrieval, count: reads, hold: read)] : []
         let windows: [Step] = [.query(lane: .write, count: 1, hold: write)] + retrieve
-            + [.think(modelCall), .query(lane: .write, count: 1, hold: write)]
-        let naive: [Step] = [.begin(lane: .write), .onHeld(write)] + retrieve + [.think(modelCall), .onHeld(write), .commit]
-        return RequestKind(name: retrieval ? "rag" : "generation", rate: rate, steps: [.naive: naive, .windows: windows, .lifeguard: windows])
+            + [.think(model), .query(lane: .write, count: 1, hold: write)]
+        let naive: [Step] = [.begin(lane: .write), .onHeld(write)] + retrieve + [.think(model), .onHeld(write), .commit]
+        return RequestKind(name: "rag", rate: rate, steps: [.naive: naive, .windows: windows, .lifeguard: windows])
     }
 
     /// An agent of 8 steps: a tool call of 200–800 ms, then 2 small writes.

@@ -110,15 +110,28 @@ public struct Shedding: Sendable, Hashable {
     /// What makes the lane overloaded. Default: ``Engagement/sustainedOverload``.
     public var engagement: Engagement
 
+    /// With ``Engagement/sustainedOverload``: how long requests must keep failing the lane's
+    /// `waitTimeout` (no gap of an `interval` between two) before the lane enters overload.
+    /// Default: 1 s, longer than the burst of a closed loop's callers starting at once.
+    public var sustainedFor: Duration
+
+    /// With ``Engagement/sustainedOverload``: the longest the lane stays overloaded before it
+    /// steps out, sheds nothing, and lets the budget alone judge again; a real overload enters
+    /// again after ``sustainedFor``. Callers that are shed and come back at once (a closed
+    /// loop) keep a queue standing at the target, so no signal inside the overload tells them
+    /// from new work. Default: 10 s.
+    public var longestOverload: Duration
+
     /// What makes a lane with shedding overloaded.
     public enum Engagement: Sendable, Hashable {
-        /// A queue that stands above the target for an interval *and* has grown past what the
-        /// lane's `waitTimeout` can serve (a request was rejected at once for the wait to expect,
-        /// or timed out, within the last interval): work arrives faster than the lane completes it. A bounded set of callers (a closed loop: an HTTP
+        /// A queue that stands above the target for an interval *and* has stayed past what the
+        /// lane's `waitTimeout` can serve for ``Shedding/sustainedFor`` (requests rejected at
+        /// once for the wait to expect, or timed out, with no gap of an interval): work arrives
+        /// faster than the lane completes it. A bounded set of callers (a closed loop: an HTTP
         /// server's concurrent requests, a fixed set of agents) whose waits fit the budget
-        /// makes a queue stand, but never that long: it is served, not shed. The lane leaves
-        /// overload once the wait to expect has stayed under a quarter of the target for an
-        /// interval.
+        /// makes a queue stand, but not past the budget for that long: it is served, not shed.
+        /// The lane leaves overload once the wait to expect has stayed under a quarter of the
+        /// target for an interval, or after ``Shedding/longestOverload``.
         case sustainedOverload
         /// A queue that stands above the target for an interval, growing or not (CoDel): the
         /// strict latency target. Under a closed loop it can reject what a plain FIFO pool
@@ -134,13 +147,17 @@ public struct Shedding: Sendable, Hashable {
     ///   - interval: How long the queue must stand before shedding starts. Default: 100 ms.
     ///   - servesNewestFirst: Adaptive LIFO while overloaded. Default: `false`.
     ///   - engagement: What makes the lane overloaded. Default: ``Engagement/sustainedOverload``.
+    ///   - sustainedFor: How long the budget must keep being exceeded to enter overload. Default: 1 s.
+    ///   - longestOverload: The longest the lane stays overloaded before it reassesses. Default: 10 s.
     public init(
         target: Duration = .milliseconds(50), interval: Duration = .milliseconds(100), servesNewestFirst: Bool = false,
-        engagement: Engagement = .sustainedOverload
+        engagement: Engagement = .sustainedOverload, sustainedFor: Duration = .seconds(1), longestOverload: Duration = .seconds(10)
     ) {
         self.target = target
         self.interval = interval
         self.servesNewestFirst = servesNewestFirst
         self.engagement = engagement
+        self.sustainedFor = sustainedFor
+        self.longestOverload = longestOverload
     }
 }

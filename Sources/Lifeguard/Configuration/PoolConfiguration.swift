@@ -142,6 +142,10 @@ public struct PoolConfiguration: Sendable, Hashable {
             if let shedding = settings.shedding {
                 Self.requirePositive(shedding.target, "\(name).shedding.target", &problems)
                 Self.requirePositive(shedding.interval, "\(name).shedding.interval", &problems)
+                Self.requirePositive(shedding.longestOverload, "\(name).shedding.longestOverload", &problems)
+                if shedding.sustainedFor < .zero || shedding.sustainedFor > Self.longestDuration {
+                    problems.append("\(name).shedding.sustainedFor is \(shedding.sustainedFor); it must be 0 or more and at most a year")
+                }
             }
         }
         let reservedTotal = self.lanes.values.reduce(0) { min($0 + min(max(0, $1.reserved), Self.largestBudget), Int.max / 2) }

@@ -26,21 +26,28 @@ extension PoolStateMachine {
     /// served, so shedding it turns a short wait into an error and reduces no load, and the
     /// callers it rejects come back at once and keep the queue standing. Overload is work
     /// arriving faster than the lane completes it, so that its queue grows without bound. With
-    /// ``Shedding/Engagement/sustainedOverload`` (the default) the lane enters overload only when
-    /// its queue stands above the target for an interval *and* has grown past what the lane's
-    /// `waitTimeout` can serve (a request was rejected at once for its wait to expect, or timed
-    /// out, within the last interval): a bounded set of callers whose waits fit the budget
-    /// never gets there, whatever their number. It leaves overload once
-    /// the wait to expect has stayed under a quarter of the target for an interval, or the
-    /// queue has stayed empty for one. ``Shedding/Engagement/standingQueue`` enters on a
+    /// ``Shedding/Engagement/sustainedOverload`` the lane enters overload only when its queue
+    /// stands above the target for an interval *and* has stayed past what the lane's
+    /// `waitTimeout` can serve for ``Shedding/sustainedFor`` (requests failed the budget,
+    /// rejected at once for their wait to expect or timed out, with no gap of an interval
+    /// between two): a bounded set of callers whose waits fit the budget never gets there,
+    /// whatever their number, and a synchronized start of theirs passes. It leaves overload
+    /// once the wait to expect has stayed under a quarter of the target for an interval, the
+    /// queue has stayed empty for one, or the overload has lasted ``Shedding/longestOverload``:
+    /// callers it sheds who come back at once keep its queue standing, so it steps out and
+    /// lets the budget alone judge again. ``Shedding/Engagement/standingQueue`` enters on a
     /// standing queue alone.
     struct Shedder {
         let target: Int64
         let interval: Int64
         let servesNewestFirst: Bool
         let engagement: Shedding.Engagement
+        let sustainedFor: Int64
+        let longestOverload: Int64
         /// Requests that arrive now may wait only `target`.
         var isOverloaded = false
+        /// While overloaded: since when.
+        var overloadedSince: Instant?
         /// Since when the oldest waiter has been older than `target`.
         var aboveTargetSince: Instant?
         /// While overloaded: since when the queue has been empty.
@@ -51,17 +58,32 @@ extension PoolStateMachine {
         /// When a request last failed the lane's `waitTimeout` (rejected at once for its wait
         /// to expect, or timed out waiting).
         var budgetExceededAt: Instant?
+        /// When the current streak of such failures began (no gap of an interval in it).
+        var budgetExceededSince: Instant?
 
         init(_ policy: Shedding) {
             self.target = policy.target.wholeNanoseconds
             self.interval = policy.interval.wholeNanoseconds
             self.servesNewestFirst = policy.servesNewestFirst
             self.engagement = policy.engagement
+            self.sustainedFor = policy.sustainedFor.wholeNanoseconds
+            self.longestOverload = policy.longestOverload.wholeNanoseconds
         }
 
         /// A request failed the lane's `waitTimeout` at `now`.
         mutating func noteBudgetExceeded(now: Instant) {
+            if let last = self.budgetExceededAt, last.nanoseconds(to: now) <= self.interval, let since = self.budgetExceededSince {
+                self.budgetExceededSince = since
+            } else {
+                self.budgetExceededSince = now
+            }
             self.budgetExceededAt = now
+        }
+
+        /// Whether requests have kept failing the budget for `sustainedFor`, up to the last interval.
+        func budgetExceededSustained(now: Instant) -> Bool {
+            guard let last = self.budgetExceededAt, let since = self.budgetExceededSince else { return false }
+            return last.nanoseconds(to: now) <= self.interval && since.nanoseconds(to: last) >= self.sustainedFor
         }
 
         /// The queue's oldest waiter has waited `oldestWait` nanoseconds at `now` (`nil` when the
@@ -88,6 +110,10 @@ extension PoolStateMachine {
             self.drainedSince = nil
             if self.isOverloaded {
                 guard self.engagement == .sustainedOverload else { return }
+                if let since = self.overloadedSince, since.nanoseconds(to: now) >= self.longestOverload {
+                    self.leaveOverload()
+                    return
+                }
                 guard expectedWait < self.target / 4 else {
                     self.calmSince = nil
                     return
@@ -103,17 +129,23 @@ extension PoolStateMachine {
             }
             let since = self.aboveTargetSince ?? now
             self.aboveTargetSince = since
-            let budgetExceeded = self.budgetExceededAt.map { $0.nanoseconds(to: now) <= self.interval } ?? false
-            if since.nanoseconds(to: now) >= self.interval, self.engagement == .standingQueue || budgetExceeded {
+            if since.nanoseconds(to: now) >= self.interval,
+                self.engagement == .standingQueue || self.budgetExceededSustained(now: now)
+            {
                 self.isOverloaded = true
+                self.overloadedSince = now
             }
         }
 
         private mutating func leaveOverload() {
             self.isOverloaded = false
+            self.overloadedSince = nil
             self.drainedSince = nil
             self.calmSince = nil
             self.aboveTargetSince = nil
+            // Entering again takes a new streak of budget failures, from the budget alone.
+            self.budgetExceededAt = nil
+            self.budgetExceededSince = nil
         }
     }
 
