@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import LifeguardLab
+import Synchronization
 
 /// `lifeguard simulate`: the designs side by side on a scenario, without a database.
 struct Simulate: ParsableCommand {
@@ -84,19 +85,49 @@ struct Simulate: ParsableCommand {
             print(SimulationTable(scenario: scenario, results: results).text)
         }
         if let svg {
-            let factors = [0.5, 1, 1.5, 2, 2.5, 3].map { $0 * self.rate }
-            let series = self.designs.map { design in
-                WaitChart.Series(design: design, points: factors.map { factor in
-                    let result = Self.simulate(base.scaled(by: factor), design)
-                    return (factor, result.waitMilliseconds.values.map(\.p99).max() ?? 0)
-                })
-            }
-            let chart = WaitChart(title: "\(base.name), budget \(base.budget): pool wait p99 (the worst lane) by arrival rate", series: series)
+            let chart = Self.chart(base, rate: self.rate, designs: self.designs)
             guard FileManager.default.createFile(atPath: svg, contents: Data(chart.svg.utf8)) else {
                 throw ValidationError("cannot write --svg '\(svg)'")
             }
             print("wrote \(svg)")
         }
+    }
+
+    /// The chart's rates: 0.25× to 3× the `--rate`, in steps of 0.25×, fine enough to see
+    /// where a design bends.
+    static let chartFactors = (1...12).map { Double($0) * 0.25 }
+
+    /// Runs every design at every rate of the chart, on all cores, saying which rate of how
+    /// many it has done.
+    static func chart(_ base: Scenario, rate: Double, designs: [DesignKind]) -> WaitChart {
+        let factors = Self.chartFactors.map { $0 * rate }
+        let jobs = designs.flatMap { design in factors.indices.map { (design, $0) } }
+        let points = Mutex([DesignKind: [WaitChart.Point]]())
+        let done = Mutex(0)
+        DispatchQueue.concurrentPerform(iterations: jobs.count) { job in
+            let (design, index) = jobs[job]
+            let scenario = base.scaled(by: factors[index])
+            var simulator = Simulator(scenario: scenario, design: design)
+            let result = simulator.run()
+            let lanes = Simulator.configuration(for: design, budget: base.budget, duration: base.duration).lanes
+            let timeouts = Dictionary(uniqueKeysWithValues: lanes.map { lane, settings in
+                let (seconds, attoseconds) = settings.waitTimeout.components
+                return (lane.name, Double(seconds) * 1_000 + Double(attoseconds) / 1e15)
+            })
+            let point = WaitChart.Point(rate: factors[index], result: result, duration: base.duration, waitTimeouts: timeouts)
+            points.withLock { $0[design, default: []].append(point) }
+            let count = done.withLock { count in
+                count += 1
+                return count
+            }
+            FileHandle.standardError.write(Data(
+                "\rchart: \(count) of \(jobs.count) runs; rate \(index + 1) of \(factors.count) (\(Sizing.format(factors[index]))×) done for \(design.rawValue)\u{1B}[K".utf8))
+        }
+        FileHandle.standardError.write(Data("\r\u{1B}[K".utf8))
+        let collected = points.withLock { $0 }
+        let series = designs.map { WaitChart.Series(design: $0, points: collected[$0] ?? []) }
+        let unit = "1× = " + base.scaled(by: rate).kindsByName.map { "\($0.name) \(WaitChart.format($0.rate))/s" }.joined(separator: " + ")
+        return WaitChart(title: "\(base.name), budget \(base.budget): pool wait and goodput by arrival rate", rateUnit: unit, series: series)
     }
 
     /// Runs one design, with a progress line once it has taken a second.
