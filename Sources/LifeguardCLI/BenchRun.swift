@@ -23,6 +23,10 @@ struct BenchRun {
             var waits: [String: Histogram<UInt64>] = [:]
             var endToEnd = Histogram<UInt64>(highestTrackableValue: 3_600_000_000, numberOfSignificantValueDigits: .two)
             var completed = 0
+            /// Completed before the arrivals ended.
+            var completedInWindow = 0
+            /// When the arrivals end.
+            var windowEnds = ContinuousClock.now
             var failed: [String: Int] = [:]
             var cancelled = 0
             /// Leases cancelled while waiting for or holding a connection, counted alike for
@@ -87,7 +91,9 @@ struct BenchRun {
             }
             FileHandle.standardError.write(Data("\r\u{1B}[K".utf8))
         }
-        let drainEnds = started.advanced(by: .nanoseconds(Int64(duration * 1e9))) + self.drainLimit
+        let windowEnds = started.advanced(by: .nanoseconds(Int64(duration * 1e9)))
+        tally.state.withLock { $0.windowEnds = windowEnds }
+        let drainEnds = windowEnds + self.drainLimit
         await withTaskGroup(of: Void.self) { run in
             run.addTask {
                 // Past the drain limit, what still runs is cancelled, counted as unfinished.
@@ -214,10 +220,10 @@ struct BenchRun {
             }
             return SimulationResult(
                 scenario: self.scenario.name, design: self.design,
-                // As `simulate` counts it: every request that arrived in the run and completed,
-                // per second of arrivals (not of the drain after them, which the slowest
-                // request sets).
-                throughputPerSecond: Double(state.completed) / self.scenario.duration,
+                // As `simulate` counts it: requests completed while the arrivals ran, per second
+                // of them. A pool whose queue grows without bound serves its backlog after the
+                // arrivals end; those completions, seconds late, are not goodput.
+                throughputPerSecond: Double(state.completedInWindow) / self.scenario.duration,
                 waitMilliseconds: waits,
                 endToEndMilliseconds: .init(p50: endToEndMilliseconds(50), p99: endToEndMilliseconds(99)),
                 utilizationP99: Double(p99Level) / Double(self.scenario.budget),
@@ -283,6 +289,7 @@ struct BenchRun {
             switch outcome {
             case .success:
                 state.completed += 1
+                if ContinuousClock.now <= state.windowEnds { state.completedInWindow += 1 }
                 _ = state.endToEnd.record(UInt64(Self.seconds(arrived.duration(to: .now)) * 1e6))
             case .failure where state.drainExpired:
                 state.failed["unfinished", default: 0] += 1

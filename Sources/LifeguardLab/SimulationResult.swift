@@ -46,7 +46,8 @@ public struct SimulationResult: Sendable, Hashable, Codable {
     public var scenario: String
     /// The design the requests followed.
     public var design: DesignKind
-    /// Requests completed per second of arrivals.
+    /// Goodput: requests completed while the arrivals ran, per second of arrivals (a backlog
+    /// served after them does not count).
     public var throughputPerSecond: Double
     /// Pool wait by lane.
     public var waitMilliseconds: [String: Percentiles]

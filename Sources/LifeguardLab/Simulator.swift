@@ -102,6 +102,9 @@ public struct Simulator {
     var waiterOwners: [WaiterID: (request: Int, lease: Int)] = [:]
     var endToEnd = Histogram<UInt64>(highestTrackableValue: 3_600_000_000, numberOfSignificantValueDigits: .two)
     var completed = 0
+    /// Completed before the arrivals ended: what a request completed seconds late in the drain
+    /// after them is not.
+    var completedInWindow = 0
     var failed: [String: Int] = [:]
     var cancelled = 0
     let laneMap: [Lane: Int]
@@ -378,6 +381,7 @@ public struct Simulator {
         self.requests.removeValue(forKey: id)
         self.userIsFree()
         self.completed += 1
+        if self.now <= Int64(self.scenario.duration * 1e9) { self.completedInWindow += 1 }
         _ = self.endToEnd.record(UInt64(max(0, self.now - request.arrivedAt) / 1_000))
     }
 
@@ -402,7 +406,7 @@ public struct Simulator {
         return SimulationResult(
             scenario: self.scenario.name,
             design: self.design,
-            throughputPerSecond: Double(self.completed) / self.scenario.duration,
+            throughputPerSecond: Double(self.completedInWindow) / self.scenario.duration,
             waitMilliseconds: waits,
             endToEndMilliseconds: .init(p50: milliseconds(50), p99: milliseconds(99)),
             utilizationP99: statistics.utilizationP99,
