@@ -98,9 +98,11 @@ for loop in ("closed", "open"):
             ratio = ""
             if index == 0 and len(pools) == 2:
                 other = pools[1]
-                goodput = figures["goodput"] / other["goodput"] if other["goodput"] > 0 else float("inf")
-                wait = figures["p99"] / other["p99"] if other["p99"] > 0 else float("nan")
-                ratio = f"{goodput:.2f}×, {wait:.2f}×"
+                # Against a pool that completed nothing (a deadlock), a ratio says nothing.
+                if other["goodput"] > 0 and other["p99"] > 0:
+                    ratio = f"{figures['goodput'] / other['goodput']:.2f}×, {figures['p99'] / other['p99']:.2f}×"
+                else:
+                    ratio = "— (`PostgresClient` served none)"
             label = f"{key[1]}, {key[2]}" if loop == "closed" else key[2]
             print(f"| {label} | {name} | {figure(figures['goodput'])} | {figures['rejected']:.1f}% | "
                   f"{figure(figures['p50'])} / {figure(figures['p99'])} | {figure(figures['e2e50'])} / {figure(figures['e2e99'])} | "

@@ -155,9 +155,9 @@ struct BenchRun {
     /// ends. Each user's draws come from its own stream of the scenario's seed.
     func runClosedLoop(_ loop: Scenario.ClosedLoop, started: ContinuousClock.Instant, tally: Tally) async {
         let target = self.target
-        let kinds = self.scenario.kinds.map { (rate: max(0, $0.rate), steps: $0.steps[self.design] ?? []) }
-        let total = kinds.reduce(0) { $0 + $1.rate }
-        guard total > 0 else { return }
+        let scenario = self.scenario
+        let steps = scenario.kinds.map { $0.steps[self.design] ?? [] }
+        guard !steps.isEmpty else { return }
         let ends = started.advanced(by: .nanoseconds(Int64(self.scenario.duration * 1e9)))
         let cancelFraction = self.scenario.cancelFraction
         let seed = self.scenario.seed
@@ -168,11 +168,10 @@ struct BenchRun {
                     // The users start spread over one think time (at once when there is none).
                     try? await Task.sleep(for: .nanoseconds(Int64(random.nextUnitInterval() * loop.think.mean * 1e9)))
                     while ContinuousClock.now < ends, !Task.isCancelled {
-                        var draw = random.nextUnitInterval() * total
-                        let steps = kinds.first { draw -= $0.rate; return draw < 0 }?.steps ?? kinds[kinds.count - 1].steps
-                        let drawn = Self.draw(steps, using: &random)
+                        let kind = steps[scenario.kindIndex(drawn: random.nextUnitInterval())]
+                        let drawn = Self.draw(kind, using: &random)
                         let cancelAfter = random.nextUnitInterval() < cancelFraction
-                            ? random.nextUnitInterval() * Self.nominalLife(steps) : nil
+                            ? random.nextUnitInterval() * Self.nominalLife(kind) : nil
                         await Self.perform(drawn, cancelAfter: cancelAfter, target: target, tally: tally)
                         try? await Task.sleep(for: .nanoseconds(Int64(max(0.000_1, loop.think.sample(&random)) * 1e9)))
                     }

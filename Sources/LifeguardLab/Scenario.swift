@@ -174,6 +174,19 @@ public struct Scenario: Sendable, Hashable {
         return merged
     }
 
+    /// The kind a closed loop's user issues next, for a uniform draw in [0, 1): kinds are
+    /// weighed by their rates.
+    package func kindIndex(drawn unit: Double) -> Int {
+        let total = self.kinds.reduce(0) { $0 + max(0, $1.rate) }
+        guard total > 0 else { return 0 }
+        var draw = unit * total
+        for (index, kind) in self.kinds.enumerated() {
+            draw -= max(0, kind.rate)
+            if draw < 0 { return index }
+        }
+        return self.kinds.count - 1
+    }
+
     /// The lanes the requests of `design` use: `.retrieval` for reads, `.write` for the rest.
     public func lanesUsed(by design: DesignKind) -> Set<Lane> {
         var lanes = Set<Lane>()

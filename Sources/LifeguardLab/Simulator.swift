@@ -202,14 +202,7 @@ public struct Simulator {
 
     /// The kind a closed loop's user issues next, drawn by the kinds' rates.
     mutating func nextKindOfUser() -> Int {
-        let total = self.scenario.kinds.reduce(0) { $0 + max(0, $1.rate) }
-        guard total > 0 else { return 0 }
-        var draw = self.random.nextUnitInterval() * total
-        for (index, kind) in self.scenario.kinds.enumerated() {
-            draw -= max(0, kind.rate)
-            if draw < 0 { return index }
-        }
-        return self.scenario.kinds.count - 1
+        self.scenario.kindIndex(drawn: self.random.nextUnitInterval())
     }
 
     /// In a closed loop, a request ended (served, rejected or cancelled): its user asks again

@@ -303,7 +303,7 @@ public final class PostgresLease: Sendable {
         if self.connection.isBehindPooler {
             // While the pooler is suspect, a statement that may write waits for a server before
             // it is sent (see ProtocolTap).
-            self.connection.wire.setNextMayWrite(kind != .read && kind != .transactionControl)
+            self.connection.wire.setNextMayWrite(kind.mayWrite)
         }
         let statement = self.connection.beginStatement()
         let value: Value
@@ -366,7 +366,7 @@ public final class PostgresLease: Sendable {
         let timeout = self.connection.wire.unansweredWithin ?? .zero
         let detail = "no server took the statement within connect_timeout (\(timeout)), and the pooler in front of PostgreSQL "
             + "(PgBouncer?) refuses new sessions: the database behind it is unavailable"
-        if self.connection.wire.unansweredWasSent, kind != .read, kind != .transactionControl {
+        if self.connection.wire.unansweredWasSent, kind.mayWrite {
             return PostgresPoolError(
                 code: .commitOutcomeUnknown,
                 detail: detail + "; the statement was with the pooler already and may still run once a server is back "

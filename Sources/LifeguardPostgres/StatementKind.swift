@@ -25,6 +25,10 @@ enum StatementKind: Equatable {
     /// Anything else, writes among them.
     case other
 
+    /// Whether the statement may write: anything but a read or transaction control. A write
+    /// behind a suspect pooler waits for a server, and one lost in flight has an unknown outcome.
+    var mayWrite: Bool { self != .read && self != .transactionControl }
+
     init(of sql: String) {
         var sql = sql
         self = sql.withUTF8 { Self.classify($0) }

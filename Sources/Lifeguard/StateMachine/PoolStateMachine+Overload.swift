@@ -164,10 +164,16 @@ extension PoolStateMachine {
     }
 
     /// The wait to expect for the last of `leases` requests joining `lane`'s queue now: the
-    /// requests ahead and these, times the lane's recent hold time, over the lane's capacity.
+    /// requests ahead and these, times the lane's recent hold time over its capacity, or
+    /// times the interval at which the backlogged lane has been serving its waiters, whichever
+    /// is longer. The hold time alone misses what a lease costs between two holds (a reset, a
+    /// connection replaced after a cancellation, the hand-off): on PostgreSQL at 1.1× a lane's
+    /// capacity, waits so predicted ran past `waitTimeout`, and a fan-out admitted whole failed
+    /// partway, wasting the leases that had run.
     func expectedWait(lane: Int, leases: Int) -> Int64 {
-        Int64(self.lanes[lane].waiters.count + leases) * self.lanes[lane].recentHoldNanoseconds
-            / Int64(self.capacity(ofLane: lane))
+        let ahead = Int64(self.lanes[lane].waiters.count + leases)
+        let byHold = ahead * self.lanes[lane].recentHoldNanoseconds / Int64(self.capacity(ofLane: lane))
+        return max(byHold, ahead * self.lanes[lane].serviceIntervalNanoseconds)
     }
 
     /// Whether `leases` requests may join `lane`'s queue now, given the lane's overload, its wait
@@ -278,6 +284,7 @@ extension PoolStateMachine {
             self.lanes[lane].fanOuts[group] = queue.queued > 0 ? queue : nil
         }
         if self.lanes[lane].waiters.isEmpty {
+            self.lanes[lane].lastServedAt = nil
             self.lanes[lane].shedder?.observe(oldestWait: nil, expectedWait: 0, now: now)
         }
         return waiter
@@ -289,6 +296,12 @@ extension PoolStateMachine {
         let newestFirst = self.lanes[lane].shedder.map { $0.isOverloaded && $0.servesNewestFirst } ?? false
         let index = newestFirst ? self.lanes[lane].waiters.count - 1 : 0
         let waiter = self.removeWaiter(at: index, lane: lane, now: now)
+        if let last = self.lanes[lane].lastServedAt {
+            let interval = last.nanoseconds(to: now)
+            let recent = self.lanes[lane].serviceIntervalNanoseconds
+            self.lanes[lane].serviceIntervalNanoseconds = recent == 0 ? interval : recent &+ (interval &- recent) / 16
+        }
+        self.lanes[lane].lastServedAt = self.lanes[lane].waiters.isEmpty ? nil : now
         self.lanes[lane].servedRound = max(self.lanes[lane].servedRound, waiter.round)
         self.observeQueue(lane: lane, now: now)
         return waiter

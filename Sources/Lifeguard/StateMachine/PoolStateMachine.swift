@@ -129,6 +129,12 @@ package struct PoolStateMachine {
         /// A moving average of recent hold times (1/8 weight to the newest, the first taken as
         /// it is), for the wait a request can expect.
         var recentHoldNanoseconds: Int64 = 0
+        /// A moving average (1/16 to the newest) of the time between two waiters served while
+        /// the queue stood: what the lane really takes per lease when backlogged, resets,
+        /// reconnects and hand-offs included, which the hold time leaves out.
+        var serviceIntervalNanoseconds: Int64 = 0
+        /// When the last waiter was served, if the queue still stood then.
+        var lastServedAt: PoolInstant?
     }
 
     /// Housekeeping (idle timeout, lifetime, keepalive) runs at least this often while
