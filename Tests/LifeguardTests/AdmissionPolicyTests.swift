@@ -138,6 +138,34 @@ struct AdmissionPolicyTests {
         #expect(reentered != nil && reentered! - left! <= 3_000, "left \(String(describing: left)), re-entered \(String(describing: reentered))")
     }
 
+    @Test("a backlogged lane whose connections take longer per lease than their hold (a reset after each) expects waits from the interval it serves at, not from hold time alone")
+    func expectedWaitCountsWhatALeaseCostsBetweenHolds() {
+        var (machine, grants) = self.fullMachine(capacity: 2)
+        let lane = machine.lane(.retrieval)
+        for _ in 0..<200 { _ = machine.leaseWaiting(.retrieval, now: at(0))! }
+        // Each lease holds 5 ms, then its connection resets for 15 ms before the next waiter:
+        // 2 connections serve one lease per 10 ms, not one per 2.5 ms.
+        var holders = grants.map { ($0, 0) }
+        var resetting: [(slot: Int, until: Int)] = []
+        for time in stride(from: 1, through: 1_000, by: 1) {
+            for (grant, since) in holders where time - since >= 5 {
+                let actions = machine.release(grant, disposition: .reset, now: at(time))
+                resetting += actions.reset.map { ($0, time + 15) }
+            }
+            holders.removeAll { time - $0.1 >= 5 }
+            for (slot, _) in resetting where resetting.contains(where: { $0.slot == slot && $0.until == time }) {
+                let actions = machine.resetCompleted(slot: slot, succeeded: true, now: at(time))
+                holders += actions.grants.map { ($0.grant, time) }
+            }
+            resetting.removeAll { $0.until <= time }
+        }
+        let waiting = machine.lanes[lane].waiters.count
+        let expected = Double(machine.expectedWait(lane: lane, leases: 1)) / 1e6
+        let served = Double(waiting + 1) * 10
+        #expect(waiting > 0)
+        #expect(abs(expected - served) <= served * 0.2, "expected \(expected) ms for \(waiting + 1) leases served every 10 ms")
+    }
+
     @Test("with engagement .standingQueue, a standing queue alone enters overload (the strict latency target)")
     func standingQueueEngagement() {
         var (machine, grants) = self.fullMachine(capacity: 4, .init(shedding: Shedding(engagement: .standingQueue)))

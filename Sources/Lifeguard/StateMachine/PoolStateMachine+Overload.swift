@@ -173,7 +173,10 @@ extension PoolStateMachine {
     func expectedWait(lane: Int, leases: Int) -> Int64 {
         let ahead = Int64(self.lanes[lane].waiters.count + leases)
         let byHold = ahead * self.lanes[lane].recentHoldNanoseconds / Int64(self.capacity(ofLane: lane))
-        return max(byHold, ahead * self.lanes[lane].serviceIntervalNanoseconds)
+        let gaps = self.lanes[lane].servedGaps
+        // Sixteen gaps at least before the interval is trusted.
+        let interval = gaps >= 16 ? self.lanes[lane].servedGapsNanoseconds / gaps : 0
+        return max(byHold, ahead * interval)
     }
 
     /// Whether `leases` requests may join `lane`'s queue now, given the lane's overload, its wait
@@ -297,9 +300,12 @@ extension PoolStateMachine {
         let index = newestFirst ? self.lanes[lane].waiters.count - 1 : 0
         let waiter = self.removeWaiter(at: index, lane: lane, now: now)
         if let last = self.lanes[lane].lastServedAt {
-            let interval = last.nanoseconds(to: now)
-            let recent = self.lanes[lane].serviceIntervalNanoseconds
-            self.lanes[lane].serviceIntervalNanoseconds = recent == 0 ? interval : recent &+ (interval &- recent) / 16
+            self.lanes[lane].servedGapsNanoseconds &+= last.nanoseconds(to: now)
+            self.lanes[lane].servedGaps += 1
+            if self.lanes[lane].servedGaps >= 128 {
+                self.lanes[lane].servedGapsNanoseconds /= 2
+                self.lanes[lane].servedGaps /= 2
+            }
         }
         self.lanes[lane].lastServedAt = self.lanes[lane].waiters.isEmpty ? nil : now
         self.lanes[lane].servedRound = max(self.lanes[lane].servedRound, waiter.round)

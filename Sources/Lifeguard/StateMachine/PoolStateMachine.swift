@@ -129,10 +129,13 @@ package struct PoolStateMachine {
         /// A moving average of recent hold times (1/8 weight to the newest, the first taken as
         /// it is), for the wait a request can expect.
         var recentHoldNanoseconds: Int64 = 0
-        /// A moving average (1/16 to the newest) of the time between two waiters served while
-        /// the queue stood: what the lane really takes per lease when backlogged, resets,
-        /// reconnects and hand-offs included, which the hold time leaves out.
-        var serviceIntervalNanoseconds: Int64 = 0
+        /// The time between two waiters served while the queue stood, summed over the last 64
+        /// to 128 of them (both halved at 128), and how many: what the lane really takes per
+        /// lease when backlogged, resets, reconnects and hand-offs included, which the hold time
+        /// leaves out. A sum, not a moving average: serves come in bursts (a fan-out's leases
+        /// end together), and an average that weighs the newest gap swings with them.
+        var servedGapsNanoseconds: Int64 = 0
+        var servedGaps: Int64 = 0
         /// When the last waiter was served, if the queue still stood then.
         var lastServedAt: PoolInstant?
     }
