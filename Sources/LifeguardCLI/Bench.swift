@@ -106,7 +106,8 @@ struct Bench: AsyncParsableCommand {
                       to: &standardError)
                 throw ExitCode(Check.cannotConnect)
             }
-            let result = await BenchRun(scenario: scenario, design: design, target: target, label: pool).run()
+            var result = await BenchRun(scenario: scenario, design: design, target: target, label: pool).run()
+            result.pool = pool
             target.shutdown()
             runner.cancel()
             await runner.value

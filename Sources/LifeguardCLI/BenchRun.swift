@@ -151,7 +151,7 @@ struct BenchRun {
     }
 
     /// A closed loop: each user issues a request (its kind drawn by the kinds' rates), waits for
-    /// its end, thinks (at least 100 µs, as in `simulate`), and asks again until the duration
+    /// its end, thinks (at least ``Scenario/ClosedLoop/leastThink``, as in `simulate`), and asks again until the duration
     /// ends. Each user's draws come from its own stream of the scenario's seed.
     func runClosedLoop(_ loop: Scenario.ClosedLoop, started: ContinuousClock.Instant, tally: Tally) async {
         let target = self.target
@@ -173,7 +173,7 @@ struct BenchRun {
                         let cancelAfter = random.nextUnitInterval() < cancelFraction
                             ? random.nextUnitInterval() * Self.nominalLife(kind) : nil
                         await Self.perform(drawn, cancelAfter: cancelAfter, target: target, tally: tally)
-                        try? await Task.sleep(for: .nanoseconds(Int64(max(0.000_1, loop.think.sample(&random)) * 1e9)))
+                        try? await Task.sleep(for: .nanoseconds(Int64(max(Scenario.ClosedLoop.leastThink, loop.think.sample(&random)) * 1e9)))
                     }
                 }
             }

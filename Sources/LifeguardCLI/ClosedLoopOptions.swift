@@ -4,15 +4,15 @@ import LifeguardLab
 /// `--users` and `--think`, shared by `simulate` and `bench`: a closed loop instead of Poisson
 /// arrivals.
 struct ClosedLoopOptions: ParsableArguments {
-    @Option(help: "A closed loop of this many users instead of Poisson arrivals: each issues a request, waits for its end (served or rejected), thinks, and asks again; 1 to 100000.")
+    @Option(help: "A closed loop of this many users instead of Poisson arrivals: each issues a request, waits for its end (served or rejected), thinks (at least 1 ms), and asks again; 1 to 10000.")
     var users: Int?
 
-    @Option(help: "With --users: each user's think time between requests, in seconds (0 to 3600). Default: 0.")
+    @Option(help: "With --users: each user's think time between requests, in seconds (0 to 3600); the users start spread over one think time. Default: 0.")
     var think: Double = 0
 
     func validate() throws {
-        if let users, !(1...100_000).contains(users) {
-            throw ValidationError("--users must be between 1 and 100000, got \(users)")
+        if let users, !(1...10_000).contains(users) {
+            throw ValidationError("--users must be between 1 and 10000, got \(users)")
         }
         guard (0...3_600).contains(self.think) else {
             throw ValidationError("--think must be between 0 and 3600 seconds, got \(self.think)")

@@ -38,7 +38,7 @@ struct Simulate: ParsableCommand {
     @Flag(help: "Print one JSON object per design (the schema in README.md) instead of the table.")
     var json = false
 
-    @Option(help: "Also draw pool wait p99 against arrival rate (0.5× to 3× the --rate) for each design, as an SVG file.")
+    @Option(help: "Also draw, for each design at 12 arrival rates from 0.25× to 3× the --rate, pool wait p99 and requests served and rejected, as an SVG file (open loop only).")
     var svg: String?
 
     var designs: [DesignKind] {
@@ -61,6 +61,9 @@ struct Simulate: ParsableCommand {
         }
         if let budget, !(1...10_000).contains(budget) {
             throw ValidationError("--budget must be between 1 and 10000, got \(budget)")
+        }
+        if self.svg != nil, self.loop.users != nil {
+            throw ValidationError("--svg draws arrival rates, an open loop; it does not take --users")
         }
     }
 
@@ -155,32 +158,38 @@ struct SimulationTable {
     /// What the first column names, per result: the design by default, the pool for `bench`.
     var firstColumn: [String]? = nil
 
+    /// The first column's width: its longest entry, at least 10.
+    var firstWidth: Int {
+        max(10, (self.firstColumn ?? self.results.map(\.design.rawValue)).map(\.count).max() ?? 0)
+    }
+
     var text: String {
         var kinds = self.scenario.kindsByName.map { "\($0.name) \(Sizing.format($0.rate))/s" }.joined(separator: " + ")
         if let loop = self.scenario.closedLoop {
             kinds = "closed loop of \(loop.users) users, think \(loop.think), issuing " + self.scenario.kindsByName.map(\.name).joined(separator: " + ")
         }
         var lines = [
-            "scenario \(self.scenario.name): \(kinds); budget \(self.scenario.budget); \(Sizing.format(self.scenario.duration)) s simulated; "
+            "scenario \(self.scenario.name): \(kinds); budget \(self.scenario.budget); \(Sizing.format(self.scenario.duration)) s of arrivals; "
                 + "\(Int(self.scenario.cancelFraction * 100))% cancelled; seed \(self.scenario.seed)",
             "",
             "design     done/s  pool wait p50 / p99 by lane (ms)           e2e p50 / p99 (ms)   util p99  granted  timeout  shed  overl.  cancel  leaked  failed requests",
         ]
         if self.firstColumn != nil { lines[2] = "pool  " + lines[2].dropFirst(6) }
+        lines[2] = Self.pad(String(lines[2].prefix(6)), self.firstWidth) + " " + lines[2].dropFirst(11)
         for (index, result) in self.results.enumerated() {
             let waits = result.waitMilliseconds.sorted { $0.key < $1.key }
                 .map { "\($0.key) \(Sizing.format($0.value.p50))/\(Sizing.format($0.value.p99))" }.joined(separator: ", ")
             let failed = result.failedRequests.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
             let outcomes = result.outcomes
             lines.append(
-                Self.pad(self.firstColumn?[index] ?? result.design.rawValue, 10) + " " + Self.pad(Sizing.format(result.throughputPerSecond), 7) + " "
+                Self.pad(self.firstColumn?[index] ?? result.design.rawValue, self.firstWidth) + " " + Self.pad(Sizing.format(result.throughputPerSecond), 7) + " "
                     + Self.pad(waits, 42) + " "
                     + Self.pad("\(Sizing.format(result.endToEndMilliseconds.p50)) / \(Sizing.format(result.endToEndMilliseconds.p99))", 20) + " "
                     + Self.pad("\(Int((result.utilizationP99 * 100).rounded()))%", 9) + " "
                     + Self.pad("\(outcomes.granted)", 8) + " " + Self.pad("\(outcomes.timeout)", 8) + " "
                     + Self.pad("\(outcomes.shed)", 5) + " " + Self.pad("\(outcomes.overloaded)", 7) + " "
                     + Self.pad("\(outcomes.cancelled)", 7) + " " + Self.pad("\(result.leaked)", 7) + " "
-                    + (failed.isEmpty ? "none" : failed))
+                    + (failed.isEmpty ? "none" : failed + " (\(Sizing.format(result.rejectedFraction * 100))% of requests)"))
         }
         return lines.joined(separator: "\n")
     }

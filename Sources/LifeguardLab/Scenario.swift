@@ -106,6 +106,11 @@ public struct Scenario: Sendable, Hashable {
     /// server's concurrent requests, a team of agents. The kinds' rates weigh which kind a user
     /// issues next.
     public struct ClosedLoop: Sendable, Hashable {
+        /// The least time between a request's end and the same user's next one: a rejection
+        /// travels back to the caller and its next request comes in, about a millisecond
+        /// through an HTTP server. Without it, callers rejected at once would ask again at no cost.
+        public static let leastThink = 0.001
+
         /// How many users.
         public var users: Int
         /// The time between a request's end and the user's next request.

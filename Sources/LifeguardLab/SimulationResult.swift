@@ -65,6 +65,15 @@ public struct SimulationResult: Sendable, Hashable, Codable {
     public var failedRequests: [String: Int]
     /// Requests cancelled.
     public var cancelledRequests: Int
+    /// The pool that ran it, in `bench` (`lifeguard` or `postgresclient`); `nil` in `simulate`.
+    public var pool: String? = nil
+
+    /// Failed requests over request attempts (completed, failed or cancelled): a caller
+    /// rejected and asking again counts once per attempt.
+    public var rejectedFraction: Double {
+        let failed = self.failedRequests.values.reduce(0, +)
+        return Double(failed) / Double(max(1, failed + self.completed + self.cancelledRequests))
+    }
 
     /// Creates a result.
     public init(
@@ -86,7 +95,7 @@ public struct SimulationResult: Sendable, Hashable, Codable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case scenario, design, outcomes, leaked, completed
+        case scenario, design, outcomes, leaked, completed, pool
         case throughputPerSecond = "throughput_per_s"
         case waitMilliseconds = "wait_ms"
         case endToEndMilliseconds = "e2e_ms"

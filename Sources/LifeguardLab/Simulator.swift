@@ -209,8 +209,7 @@ public struct Simulator {
     /// after a think time.
     mutating func userIsFree() {
         guard let loop = self.scenario.closedLoop else { return }
-        // At least a round trip between two requests of one user: a rejection comes back at once.
-        self.schedule(.userReady, at: self.now + Int64(max(0.000_1, loop.think.sample(&self.random)) * 1e9))
+        self.schedule(.userReady, at: self.now + Int64(max(Scenario.ClosedLoop.leastThink, loop.think.sample(&self.random)) * 1e9))
     }
 
     /// Carries out what the machine asked for, on the virtual clock.

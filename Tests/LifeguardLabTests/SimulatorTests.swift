@@ -39,12 +39,6 @@ struct SimulatorTests {
         #expect(lifeguard.throughputPerSecond > naive.throughputPerSecond)
     }
 
-    /// Requests failed over request attempts (completed, failed or cancelled).
-    func rejectedFraction(_ result: SimulationResult) -> Double {
-        let failed = result.failedRequests.values.reduce(0, +)
-        return Double(failed) / Double(max(1, failed + result.completed + result.cancelledRequests))
-    }
-
     @Test(
         "rag, closed loop: where one FIFO pool serves every user within the wait budget, lifeguard rejects at most 1% and serves as much",
         arguments: [40, 80])
@@ -59,7 +53,7 @@ struct SimulatorTests {
         print("users \(users): windows \(windows.throughputPerSecond)/s, wait p99 \(windows.waitMilliseconds.mapValues(\.p99)); "
             + "lifeguard \(lifeguard.throughputPerSecond)/s, wait p99 \(lifeguard.waitMilliseconds.mapValues(\.p99)), failed \(lifeguard.failedRequests)")
         #expect(windows.waitMilliseconds.values.allSatisfy { $0.p99 <= 500 })
-        #expect(self.rejectedFraction(lifeguard) <= 0.01)
+        #expect(lifeguard.rejectedFraction <= 0.01)
         #expect(lifeguard.throughputPerSecond >= 0.98 * windows.throughputPerSecond)
         #expect(lifeguard.leaked == 0)
     }

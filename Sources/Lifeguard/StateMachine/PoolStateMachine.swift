@@ -106,8 +106,6 @@ package struct PoolStateMachine {
         let callSite: CallSite?
         /// The request fanning out that this waiter belongs to, if any.
         let group: Int?
-        /// The round of fair queueing this waiter is served in.
-        let round: Int
     }
 
     struct LaneState {
@@ -119,13 +117,9 @@ package struct PoolStateMachine {
         let waitTimeoutNanoseconds: Int64
         let maxWaiters: Int
         var leased = 0
-        /// Ordered by round, then arrival (see ``PoolStateMachine/enqueue``).
+        /// In arrival order (see ``PoolStateMachine/enqueue``).
         var waiters = Deque<Waiter>()
         var shedder: Shedder?
-        /// The round of the last waiter served.
-        var servedRound = 0
-        /// Requests fanning out with waiters in the queue, by group.
-        var fanOuts: [Int: FanOutQueue] = [:]
         /// A moving average of recent hold times (1/8 weight to the newest, the first taken as
         /// it is), for the wait a request can expect.
         var recentHoldNanoseconds: Int64 = 0
