@@ -11,7 +11,7 @@ struct Simulate: ParsableCommand {
             Runs DESIGN.md's scenario on Lifeguard's state machine with a virtual clock: the same \
             decisions as production, deterministic for a seed. Designs: naive (one pool, generation \
             held in a transaction), windows (one pool, three short windows), lifeguard (lanes, \
-            windows, shedding, fair fan-out).
+            windows, shedding, fan-out admitted whole).
             """
     )
 

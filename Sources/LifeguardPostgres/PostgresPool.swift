@@ -215,7 +215,7 @@ public final class PostgresPool: Service, Sendable {
     }
 
     /// Runs `body` for each input on a lease of `lane`, at most `maxConcurrent` at a time,
-    /// queued fairly against other requests: one complex retrieval cannot take the whole lane.
+    /// so that one complex retrieval cannot take the whole lane.
     /// The request is admitted or rejected whole (see
     /// ``Lifeguard/ConnectionPool/fanOut(lane:maxConcurrent:_:fileID:line:function:_:)``).
     ///

@@ -50,8 +50,9 @@ public struct LaneConfiguration: Sendable, Hashable {
     public var maxWaiters: Int
 
     /// Adaptive shedding: when the lane is overloaded (its queue stands above a target and has
-    /// grown past the wait budget), new requests may wait only the target and are shed if not served by then. `nil`
-    /// turns it off. Default: ``Shedding/init(target:interval:servesNewestFirst:engagement:)``
+    /// stayed past the wait budget), a request that could not expect to be served within half
+    /// the target is shed at once. `nil` turns it off. Default:
+    /// ``Shedding/init(target:interval:servesNewestFirst:engagement:sustainedFor:longestOverload:)``
     /// with a 50 ms target over 100 ms intervals, engaged by sustained overload.
     public var shedding: Shedding?
 
@@ -85,13 +86,18 @@ public struct LaneConfiguration: Sendable, Hashable {
 /// that empties now and then is a burst, and is left alone. When the oldest wait stays above
 /// `target` for an `interval`, the queue stands; when it has also grown past the lane's wait
 /// budget (by default: see ``Engagement``), work arrives faster than the lane completes it and
-/// the lane enters *overload*: requests that arrive then may wait at most `target`; those not
-/// served by then fail with ``LifeguardError/Code/shed``. The lane leaves overload when its
-/// queue drains for an interval, or its wait to expect stays short for one.
+/// the lane enters *overload*: a request that arrives then and could not expect to be served
+/// within half the `target` fails at once with ``LifeguardError/Code/shed``. Under
+/// ``Engagement/standingQueue`` the requests admitted may also wait at most `target`, and fail
+/// with `shed` if not served by then; under ``Engagement/sustainedOverload`` they keep their
+/// `waitTimeout`, so that no request admitted whole fails partway. The lane leaves overload
+/// when its queue drains for an interval, its wait to expect stays short for one, or (sustained
+/// overload) after ``longestOverload``.
 ///
 /// Whatever the shedding, a request whose wait to expect (the requests ahead, times the lane's
-/// recent hold time, over its capacity) exceeds the lane's `waitTimeout` is rejected at once
-/// with ``LifeguardError/Code/waitTimeout``, instead of failing after waiting it all.
+/// recent hold time over its capacity or the interval at which it has been serving, whichever
+/// is longer) exceeds the lane's `waitTimeout` is rejected at once with
+/// ``LifeguardError/Code/waitTimeout``, instead of failing after waiting it all.
 public struct Shedding: Sendable, Hashable {
     /// The wait a standing queue may impose, and the wait allowed to requests while the lane is
     /// overloaded. Default: 50 ms, the line above which a wait is an incident. A target at or

@@ -1,13 +1,12 @@
 import Synchronization
 
-/// A request's parallel queries, capped and queued fairly against other requests.
+/// A request's parallel queries, capped, and admitted or rejected as one request.
 ///
 /// Retrieval often fans out into 5–15 queries at once. Unchecked, one complex request takes a
 /// whole lane and the requests behind it wait for all of its queries. A fan-out runs at most
-/// `maxConcurrent` of its queries at a time, and its leases are queued as one request: when
-/// several requests wait in a lane, each takes at most the lane's capacity per turn, so a request
-/// larger than the lane shares it with the requests behind, and requests that fit are served in
-/// the order they came.
+/// `maxConcurrent` of its queries at a time, and its leases are judged as one request: an
+/// overloaded lane or a deadline rejects them all before the first takes a connection. The lane
+/// serves waiters in the order they came, a fan-out's leases together.
 ///
 /// Use it through ``ConnectionPool/fanOut(lane:maxConcurrent:_:fileID:line:function:_:)`` or the
 /// adapters' equivalents.
@@ -63,7 +62,7 @@ enum FanOut {
 
 extension ConnectionPool {
     /// Runs `body` for each input on a connection of `lane`, at most `maxConcurrent` at a time,
-    /// queued fairly against other requests (see ``FanOut``).
+    /// admitted or rejected as one request (see ``FanOut``).
     ///
     /// The request is admitted or rejected whole: when the lane is overloaded and its first
     /// `maxConcurrent` leases would wait longer than the shedding target, or when the

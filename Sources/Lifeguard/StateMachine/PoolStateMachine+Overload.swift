@@ -44,7 +44,7 @@ extension PoolStateMachine {
         let engagement: Shedding.Engagement
         let sustainedFor: Int64
         let longestOverload: Int64
-        /// Requests that arrive now may wait only `target`.
+        /// Requests that arrive now are shed unless served within half the `target`.
         var isOverloaded = false
         /// While overloaded: since when.
         var overloadedSince: Instant?
@@ -211,8 +211,11 @@ extension PoolStateMachine {
     }
 
     /// The deadline of a request admitted to `lane`'s queue now, and why: the earliest of the
-    /// lane's `waitTimeout`, the shedding target while the lane is overloaded, and the caller's
-    /// deadline.
+    /// lane's `waitTimeout`, the shedding target while the lane is overloaded under the strict
+    /// engagement, and the caller's deadline. Under sustained overload what is admitted keeps
+    /// its `waitTimeout`: with the target as deadline, leases of fan-outs admitted whole were shed
+    /// after the rest had run (`retrieval-burst` at 3× capacity, simulated: 17,933 requests shed
+    /// for 167 served per second; 8,999 for the same 167 without).
     @inline(__always)  // Called from `lease`, which holds the machine inout: a call copied all of it.
     func admissionDeadline(lane: Int, callerDeadline: Instant?, now: Instant) -> (Instant, Expiry) {
         var deadline = PoolInstant(nanoseconds: now.nanoseconds &+ self.lanes[lane].waitTimeoutNanoseconds)
