@@ -220,3 +220,41 @@ struct PoolConfigurationTests {
         #expect(configuration.lanes[.retrieval]?.waitTimeout == .milliseconds(500))
     }
 }
+
+@Suite("Leak signal: churn is not a leak")
+struct LeakSignalChurnTests {
+    /// A machine of 4 connections, all leased; then, check by check, one lease cancelled and
+    /// its connection reset. `comesBack`: whether each reset has finished by the next check.
+    func checks(comesBack: Bool) -> [Incident] {
+        var machine = Machine(.testing(budget: 4, lanes: [.write: .init()]))
+        machine.warmUp(4, now: at(0))
+        var grants = (0..<4).map { _ in machine.leaseNow(.write, now: at(0))! }
+        var tracker = IncidentTracker()
+        var incidents = tracker.check(machine.statisticsInputs)
+        var resetting: [Int] = []
+        for step in 1...3 {
+            if comesBack {
+                for slot in resetting {
+                    _ = machine.resetCompleted(slot: slot, succeeded: true, now: at(step * 1_000 - 10))
+                    grants.append(machine.leaseNow(.write, now: at(step * 1_000 - 10))!)
+                }
+                resetting = []
+            }
+            let grant = grants.removeFirst()
+            let actions = machine.release(grant, disposition: .reset, now: at(step * 1_000), cancelled: true)
+            resetting += actions.reset
+            incidents += tracker.check(machine.statisticsInputs)
+        }
+        return incidents.filter { $0.kind == .leakSignal }
+    }
+
+    @Test("a steady stream of cancelled leases whose connections come back between checks raises no leak signal, though one is always resetting")
+    func churnIsNoLeak() {
+        #expect(self.checks(comesBack: true).isEmpty)
+    }
+
+    @Test("connections that stay in reset while cancellations come raise the leak signal")
+    func stuckResetsAreALeak() {
+        #expect(!self.checks(comesBack: false).isEmpty)
+    }
+}

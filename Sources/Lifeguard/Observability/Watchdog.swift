@@ -193,8 +193,10 @@ struct IncidentTracker {
     /// The window in which the leak signal was last reported.
     var leakReportedWindow: PoolInstant?
     /// A fall of capacity that came with cancellations, at the check before: the capacity and
-    /// cancellations before it. Reported only if capacity has not come back by the next check.
-    var capacityFall: (capacity: Int, cancellations: UInt64)?
+    /// cancellations before it, and the connections back from a reset by then. Reported only if
+    /// capacity has not come back by the next check, and fewer connections came back since than
+    /// are missing.
+    var capacityFall: (capacity: Int, cancellations: UInt64, unusableEnded: UInt64)?
 
     /// Adds the time since the last sample to each running lease's call site.
     mutating func sample(_ running: [PoolStateMachine.RunningLease], windowStart: PoolInstant, now: PoolInstant) {
@@ -241,7 +243,10 @@ struct IncidentTracker {
             // A fall that lasts past a check: connections are not coming back. Cancelled leases
             // whose connections are reset (fan-out siblings of a rejected request) come back
             // within milliseconds, and are no sign of a leak.
-            if inputs.capacity >= fall.capacity {
+            let cameBack = inputs.unusableEnded &- fall.unusableEnded
+            if inputs.capacity >= fall.capacity || cameBack >= UInt64(fall.capacity - inputs.capacity) {
+                // Back, or churn: under a steady stream of cancellations some connections are
+                // always being reset, but they are new ones each check.
                 self.capacityFall = nil
             } else if self.leakReportedWindow != window.start, cancellations > fall.cancellations {
                 // Once per window: under cancellation-heavy load, one report says it.
@@ -254,7 +259,7 @@ struct IncidentTracker {
         } else if let lastCancellations = self.lastCancellations, let lastCapacity = self.lastCapacity,
             cancellations > lastCancellations, inputs.capacity < lastCapacity
         {
-            self.capacityFall = (lastCapacity, lastCancellations)
+            self.capacityFall = (lastCapacity, lastCancellations, inputs.unusableEnded)
         }
         self.lastCancellations = cancellations
         self.lastCapacity = inputs.capacity

@@ -80,6 +80,9 @@ extension PoolStateMachine {
         let total: Int
         let lanes: [Int]
         let capacity: Int
+        /// Connections that came back from a reset, ping or close, ever (see
+        /// ``PoolStateMachine/unusableEnded``).
+        var unusableEnded: UInt64 = 0
 
         func snapshot(now: Instant) -> PoolStatistics {
             self.recorder.snapshot(laneNames: self.laneNames, total: self.total, lanes: self.lanes, capacity: self.capacity, now: now)
@@ -98,7 +101,8 @@ extension PoolStateMachine {
             laneNames: self.lanes.map(\.lane.name),
             total: self.leasedCount,
             lanes: self.lanes.map(\.leased),
-            capacity: self.configuration.budget - unusable)
+            capacity: self.configuration.budget - unusable,
+            unusableEnded: self.unusableEnded)
     }
 
     /// The statistics of the current and previous windows, up to `now`.

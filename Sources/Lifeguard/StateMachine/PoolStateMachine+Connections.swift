@@ -103,6 +103,7 @@ extension PoolStateMachine {
                 self.slots[slot].state = .idle
                 self.slots[slot].lastActive = now
                 self.idle.append(slot)
+                self.unusableEnded &+= 1
             }
         } else {
             self.beginClose(slot: slot, reason: .shutdown, into: &actions)
@@ -115,6 +116,7 @@ extension PoolStateMachine {
     package mutating func connectionClosed(slot: Int, now: Instant) -> PoolActions {
         var actions = PoolActions()
         precondition(self.slots[slot].state == .closing, "connectionClosed for a slot that is not closing")
+        self.unusableEnded &+= 1
         self.freeSlot(slot)
         self.rebalance(now: now, into: &actions)
         self.finishIfDrained(into: &actions)

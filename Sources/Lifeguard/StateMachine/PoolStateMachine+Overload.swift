@@ -1,4 +1,4 @@
-/// Overload control: the lanes' queues, fair between requests that fan out, adaptive shedding,
+/// Overload control: the lanes' queues, admission of requests that fan out, adaptive shedding,
 /// and callers' deadlines. Everything here runs on the slow path (a request that must queue, or
 /// a release with waiters); a lease that finds an idle connection never comes here.
 extension PoolStateMachine {
@@ -16,9 +16,9 @@ extension PoolStateMachine {
     /// and whether the queue grows, and says when the lane is overloaded.
     ///
     /// CoDel watches the wait of what it dequeues, which under FIFO is the age of the oldest
-    /// entry. The lane's queue is fair between requests, so what it serves next is not always
-    /// its oldest waiter: the shedder watches the oldest waiter's age instead, whenever a
-    /// request joins or leaves the queue. A queue whose oldest waiter stays older than the
+    /// entry. A lane that serves newest first under overload does not dequeue its oldest
+    /// waiter: the shedder watches the oldest waiter's age instead, whenever a request joins or
+    /// leaves the queue. A queue whose oldest waiter stays older than the
     /// target for a whole interval stands.
     ///
     /// A standing queue is not overload when a bounded set of callers stands in it (an HTTP
@@ -302,6 +302,7 @@ extension PoolStateMachine {
         let waiters = Array(self.lanes[lane].waiters)
         self.waiterCount -= waiters.count
         self.lanes[lane].waiters.removeAll()
+        self.lanes[lane].lastServedAt = nil
         self.lanes[lane].shedder?.observe(oldestWait: nil, expectedWait: 0, now: now)
         return waiters
     }

@@ -151,6 +151,9 @@ package struct PoolStateMachine {
     var connectionCount = 0
     var openingCount = 0
     var leasedCount = 0
+    /// How many times a connection left the reset, ping or close that made it unusable (back
+    /// idle, or its slot free): the watchdog tells churn from a leak by it.
+    var unusableEnded: UInt64 = 0
     var waiterCount = 0
     /// The sum of all lanes' reservations.
     let reservedTotal: Int
