@@ -286,8 +286,8 @@ public struct Simulator {
     mutating func lease(request id: Int, lane: Lane, count: Int, hold: Int64) {
         guard let laneIndex = self.laneMap[lane] else { return }
         let instant = PoolInstant(nanoseconds: self.now)
-        let group = count > 1 && self.design == .lifeguard ? id : nil
-        if group != nil, let rejection = self.machine.admitFanOut(lane: laneIndex, leases: count, deadline: nil, now: instant) {
+        let fansOut = count > 1 && self.design == .lifeguard
+        if fansOut, let rejection = self.machine.admitFanOut(lane: laneIndex, leases: count, deadline: nil, now: instant) {
             self.fail(id, because: rejection.code.description)
             return
         }
@@ -297,7 +297,7 @@ public struct Simulator {
             let token = self.requests[id]!.nextLease
             self.requests[id]!.nextLease += 1
             self.requests[id]!.leases[token] = LeaseState(hold: hold, lane: laneIndex)
-            switch self.machine.lease(lane: laneIndex, now: instant, group: group) {
+            switch self.machine.lease(lane: laneIndex, now: instant) {
             case .granted(let grant):
                 self.granted(grant, request: id, lease: token)
             case .wait(let waiter, let actions):

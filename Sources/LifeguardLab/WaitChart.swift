@@ -1,3 +1,5 @@
+import Foundation
+
 /// An SVG chart of designs by arrival rate, in two panels: pool wait p99 on a logarithmic axis,
 /// with the 50 ms incident line and the 500 ms wait budget and where each design crosses them;
 /// below it, goodput and rejected requests per second.
@@ -199,11 +201,11 @@ public struct WaitChart: Sendable {
 
     /// At most two decimals, none when whole: 0.25, 1.5, 10.
     public static func format(_ value: Double) -> String {
-        let hundredths = (value * 100).rounded()
-        guard abs(hundredths) < 1e15 else { return Sizing.format(value) }
-        let whole = Int(hundredths) / 100, fraction = abs(Int(hundredths) % 100)
-        guard fraction != 0 else { return String(whole) }
-        return "\(hundredths < 0 && whole == 0 ? "-" : "")\(whole)." + (fraction % 10 == 0 ? String(fraction / 10) : String(format2: fraction))
+        guard value.isFinite, abs(value) < 1e15 else { return Sizing.format(value) }
+        var text = String(format: "%.2f", value)
+        while text.hasSuffix("0") { text.removeLast() }
+        if text.hasSuffix(".") { text.removeLast() }
+        return text == "-0" ? "0" : text
     }
 
     /// 10 to the power `exponent`, exact for whole exponents.
@@ -220,9 +222,3 @@ public struct WaitChart: Sendable {
     }
 }
 
-extension String {
-    /// Two digits, zero-padded.
-    init(format2 value: Int) {
-        self = value < 10 ? "0\(value)" : String(value)
-    }
-}

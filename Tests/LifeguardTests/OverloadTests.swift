@@ -164,7 +164,7 @@ struct OverloadTests {
         let names = Array("ABCDEFGH")
         for (index, size) in sizes.enumerated() {
             for _ in 0..<size {
-                guard case .wait(let id, _) = machine.lease(lane: lane, now: at(1 + index), group: index + 1) else { return ("", machine) }
+                guard case .wait(let id, _) = machine.lease(lane: lane, now: at(1 + index)) else { return ("", machine) }
                 nameOf[id] = names[index]
             }
         }

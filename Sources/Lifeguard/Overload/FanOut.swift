@@ -1,5 +1,3 @@
-import Synchronization
-
 /// A request's parallel queries, capped, and admitted or rejected as one request.
 ///
 /// Retrieval often fans out into 5–15 queries at once. Unchecked, one complex request takes a
@@ -12,13 +10,8 @@ import Synchronization
 /// adapters' equivalents.
 @usableFromInline
 enum FanOut {
-    /// The request fanning out that the current task works for: its leases carry it.
-    @usableFromInline @TaskLocal static var currentGroup: Int?
-
-    private static let nextGroup = Atomic<Int>(0)
-
-    /// Runs `operation` for each input, at most `maxConcurrent` at a time, with the leases it
-    /// makes queued as one request; returns the outputs in the order of the inputs.
+    /// Runs `operation` for each input, at most `maxConcurrent` at a time; returns the outputs
+    /// in the order of the inputs.
     ///
     /// The first error cancels the operations still running and is thrown once they ended.
     ///
@@ -37,25 +30,22 @@ enum FanOut {
         guard maxConcurrent >= 1 else {
             throw LifeguardError.invalidConfiguration(["fanOut maxConcurrent is \(maxConcurrent); it must be at least 1"])
         }
-        let group = self.nextGroup.wrappingAdd(1, ordering: .relaxed).oldValue
-        return try await self.$currentGroup.withValue(group) {
-            try await withThrowingTaskGroup(of: (Int, Output).self) { tasks in
-                var outputs = [Output?](repeating: nil, count: inputs.count)
-                var started = 0
-                while started < inputs.count {
-                    if started >= maxConcurrent, let (index, output) = try await tasks.next() {
-                        outputs[index] = output
-                    }
-                    let index = started
-                    let input = inputs[index]
-                    tasks.addTask { (index, try await operation(input)) }
-                    started += 1
-                }
-                while let (index, output) = try await tasks.next() {
+        return try await withThrowingTaskGroup(of: (Int, Output).self) { tasks in
+            var outputs = [Output?](repeating: nil, count: inputs.count)
+            var started = 0
+            while started < inputs.count {
+                if started >= maxConcurrent, let (index, output) = try await tasks.next() {
                     outputs[index] = output
                 }
-                return outputs.map { $0! }
+                let index = started
+                let input = inputs[index]
+                tasks.addTask { (index, try await operation(input)) }
+                started += 1
             }
+            while let (index, output) = try await tasks.next() {
+                outputs[index] = output
+            }
+            return outputs.map { $0! }
         }
     }
 }

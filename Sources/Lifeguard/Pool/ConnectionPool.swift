@@ -377,11 +377,10 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Service, Sendable
     func queue(_ continuation: Waiting, id: WaiterID, laneIndex: Int, callSite: CallSite?) {
         // Task-locals are read here, on the way to the queue, never on the fast path.
         let deadline = RequestDeadline.current
-        let group = FanOut.currentGroup
         let now = PoolInstant.now
         let (immediate, settlement) = self.shared.withLock { shared -> (Outcome?, Settlement?) in
             switch shared.machine.lease(
-                lane: laneIndex, now: now, callSite: callSite, deadline: deadline, group: group, id: id)
+                lane: laneIndex, now: now, callSite: callSite, deadline: deadline, id: id)
             {
             case .granted(let grant):
                 return (.success(Lease(grant: grant, connection: shared.connections[grant.slot]!)), nil)

@@ -257,11 +257,11 @@ extension PoolStateMachine {
     /// failed the request after the rest had run (`rag`, budget 10, 60 users: 31% less served).
     /// ``FanOut``'s `maxConcurrent` caps what one request takes.
     mutating func enqueue(
-        lane: Int, id: WaiterID, now: Instant, deadline: Instant, expiry: Expiry, callSite: CallSite?, group: Int?
+        lane: Int, id: WaiterID, now: Instant, deadline: Instant, expiry: Expiry, callSite: CallSite?
     ) {
         // In place: reading the lane's fields through `self.lanes[lane]` one by one copied the
         // whole lane state (its queue and tables retained and released) on every enqueue.
-        self.lanes[lane].enqueue(id: id, now: now, deadline: deadline, expiry: expiry, callSite: callSite, group: group)
+        self.lanes[lane].enqueue(id: id, now: now, deadline: deadline, expiry: expiry, callSite: callSite)
         self.waiterCount += 1
     }
 
@@ -373,13 +373,11 @@ extension PoolStateMachine {
 }
 
 extension PoolStateMachine.LaneState {
-    /// Queues a waiter at the end (see ``PoolStateMachine/enqueue(lane:id:now:deadline:expiry:callSite:group:)``).
+    /// Queues a waiter at the end (see ``PoolStateMachine/enqueue(lane:id:now:deadline:expiry:callSite:)``).
     mutating func enqueue(
-        id: WaiterID, now: PoolInstant, deadline: PoolInstant, expiry: PoolStateMachine.Expiry, callSite: CallSite?,
-        group: Int?
+        id: WaiterID, now: PoolInstant, deadline: PoolInstant, expiry: PoolStateMachine.Expiry, callSite: CallSite?
     ) {
-        self.waiters.append(
-            PoolStateMachine.Waiter(id: id, enqueuedAt: now, deadline: deadline, expiry: expiry, callSite: callSite, group: group))
+        self.waiters.append(PoolStateMachine.Waiter(id: id, enqueuedAt: now, deadline: deadline, expiry: expiry, callSite: callSite))
         self.shedder?.drainedSince = nil
     }
 }

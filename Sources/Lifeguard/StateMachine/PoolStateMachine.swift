@@ -104,8 +104,6 @@ package struct PoolStateMachine {
         /// Which limit `deadline` is, and so the error at that instant.
         let expiry: Expiry
         let callSite: CallSite?
-        /// The request fanning out that this waiter belongs to, if any.
-        let group: Int?
     }
 
     struct LaneState {
@@ -241,13 +239,12 @@ package struct PoolStateMachine {
     ///
     /// - Parameters:
     ///   - deadline: The caller's deadline (``RequestDeadline``), if any.
-    ///   - group: The request fanning out this lease belongs to, for fair queueing.
     ///   - id: The waiter's identity if it must queue, reserved by the caller (the shell reserves
     ///     it before taking the lock, so that its cancellation handler knows it); `nil` lets the
     ///     machine number it.
     @usableFromInline
     package mutating func lease(
-        lane: Int, now: Instant, callSite: CallSite? = nil, deadline callerDeadline: Instant? = nil, group: Int? = nil,
+        lane: Int, now: Instant, callSite: CallSite? = nil, deadline callerDeadline: Instant? = nil,
         id reserved: WaiterID? = nil
     ) -> LeaseDecision {
         self.statistics.current.lanes[lane].arrivals += 1
@@ -273,7 +270,7 @@ package struct PoolStateMachine {
         let (deadline, expiry) = self.admissionDeadline(lane: lane, callerDeadline: callerDeadline, now: now)
         let id = reserved ?? WaiterID(value: self.nextWaiterID)
         self.nextWaiterID = max(self.nextWaiterID, id.value) &+ 1
-        self.enqueue(lane: lane, id: id, now: now, deadline: deadline, expiry: expiry, callSite: callSite, group: group)
+        self.enqueue(lane: lane, id: id, now: now, deadline: deadline, expiry: expiry, callSite: callSite)
         var actions = PoolActions()
         self.rebalance(now: now, into: &actions)
         self.arm(deadline, into: &actions)
