@@ -113,10 +113,7 @@ struct Simulate: ParsableCommand {
             var simulator = Simulator(scenario: scenario, design: design)
             let result = simulator.run()
             let lanes = Simulator.configuration(for: design, budget: base.budget, duration: base.duration).lanes
-            let timeouts = Dictionary(uniqueKeysWithValues: lanes.map { lane, settings in
-                let (seconds, attoseconds) = settings.waitTimeout.components
-                return (lane.name, Double(seconds) * 1_000 + Double(attoseconds) / 1e15)
-            })
+            let timeouts = Dictionary(uniqueKeysWithValues: lanes.map { ($0.key.name, BenchRun.seconds($0.value.waitTimeout) * 1_000) })
             let point = WaitChart.Point(rate: factors[index], result: result, duration: base.duration, waitTimeouts: timeouts)
             points.withLock { $0[design, default: []].append(point) }
             let count = done.withLock { count in
@@ -124,7 +121,7 @@ struct Simulate: ParsableCommand {
                 return count
             }
             FileHandle.standardError.write(Data(
-                "\rchart: \(count) of \(jobs.count) runs; rate \(index + 1) of \(factors.count) (\(Sizing.format(factors[index]))×) done for \(design.rawValue)\u{1B}[K".utf8))
+                "\rchart: \(count) of \(jobs.count) runs; rate \(index + 1) of \(factors.count) (\(WaitChart.format(factors[index]))×) done for \(design.rawValue)\u{1B}[K".utf8))
         }
         FileHandle.standardError.write(Data("\r\u{1B}[K".utf8))
         let collected = points.withLock { $0 }
