@@ -51,7 +51,8 @@ public struct Simulator {
         case resetDone(slot: Int)
         case closed(slot: Int)
         case pinged(slot: Int)
-        case tick
+        /// The machine's timer fires (unless it was cancelled since).
+        case tick(TimerID)
         case holdDone(request: Int, lease: Int)
         case thinkDone(request: Int)
         case cancel(request: Int)
@@ -100,6 +101,8 @@ public struct Simulator {
     var requests: [Int: RequestState] = [:]
     var nextRequest = 0
     var waiterOwners: [WaiterID: (request: Int, lease: Int)] = [:]
+    /// Timers the machine cancelled whose tick is still on the event queue.
+    var cancelledTimers: Set<TimerID> = []
     var endToEnd = Histogram<UInt64>(highestTrackableValue: 3_600_000_000, numberOfSignificantValueDigits: .two)
     var completed = 0
     /// Completed before the arrivals ended: what a request completed seconds late in the drain
@@ -185,8 +188,10 @@ public struct Simulator {
             self.apply(self.machine.connectionClosed(slot: slot, now: instant))
         case .pinged(let slot):
             self.apply(self.machine.pingCompleted(slot: slot, succeeded: true, now: instant))
-        case .tick:
-            self.apply(self.machine.tick(now: instant))
+        case .tick(let timer):
+            // A timer superseded by a sooner one was cancelled, as the pool's shell cancels it.
+            guard self.cancelledTimers.remove(timer) == nil else { return }
+            self.apply(self.machine.tick(timer: timer, now: instant))
         case .holdDone(let request, let lease):
             self.holdDone(request: request, lease: lease)
         case .thinkDone(let request):
@@ -218,7 +223,8 @@ public struct Simulator {
         for slot in actions.reset { self.schedule(.resetDone(slot: slot), at: self.now + Self.resetNanoseconds) }
         for slot in actions.close { self.schedule(.closed(slot: slot), at: self.now + Self.resetNanoseconds) }
         for slot in actions.ping { self.schedule(.pinged(slot: slot), at: self.now + Self.resetNanoseconds) }
-        if let wakeUp = actions.wakeUp { self.schedule(.tick, at: max(self.now, wakeUp.nanoseconds)) }
+        if let cancelled = actions.cancelledTimer { self.cancelledTimers.insert(cancelled) }
+        if let timer = actions.timer { self.schedule(.tick(timer.id), at: max(self.now, timer.instant.nanoseconds)) }
         for granted in actions.grants {
             guard let owner = self.waiterOwners.removeValue(forKey: granted.waiter) else { continue }
             self.granted(granted.grant, request: owner.request, lease: owner.lease)

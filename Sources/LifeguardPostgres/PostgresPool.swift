@@ -21,7 +21,7 @@ import ServiceLifecycle
 public final class PostgresPool: Service, Sendable {
     /// The pool's configuration.
     public let configuration: Configuration
-    @usableFromInline let pool: ConnectionPool<PostgresConnectionFactory>
+    @usableFromInline let pool: ConnectionPool<PostgresConnectionFactory, SystemPoolClock>
     @usableFromInline let canceller: ServerCanceller?
     @usableFromInline let logger: Logger
 

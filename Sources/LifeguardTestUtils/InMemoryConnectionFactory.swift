@@ -5,7 +5,7 @@ import Synchronization
 public final class InMemoryConnection: Sendable, Hashable, CustomStringConvertible {
     private struct State {
         var uses = 0
-        var lastUse = PoolInstant.now
+        var lastUse: PoolInstant
     }
 
     /// The flags the pool reads on every lease and release, in one atomic word: reading them
@@ -19,11 +19,14 @@ public final class InMemoryConnection: Sendable, Hashable, CustomStringConvertib
 
     /// A number unique within its factory, in opening order from 0.
     public let id: Int
-    private let state = Mutex(State())
+    private let clock: any PoolClock
+    private let state: Mutex<State>
     private let flags = Atomic<UInt8>(0)
 
-    init(id: Int) {
+    init(id: Int, clock: any PoolClock) {
         self.id = id
+        self.clock = clock
+        self.state = Mutex(State(lastUse: clock.now))
     }
 
     /// Marks the connection dead, as if the server had terminated it.
@@ -32,7 +35,7 @@ public final class InMemoryConnection: Sendable, Hashable, CustomStringConvertib
     public func setInTransaction(_ value: Bool) { self.set(.inTransaction, value) }
     /// Counts a use, e.g. a query, and notes when it happened (for generation-hold detection).
     public func use() {
-        let now = PoolInstant.now
+        let now = self.clock.now
         self.state.withLock { state in
             state.uses += 1
             state.lastUse = now
@@ -76,7 +79,8 @@ public final class InMemoryConnection: Sendable, Hashable, CustomStringConvertib
 }
 
 /// A ``ConnectionFactory`` of ``InMemoryConnection``s with injectable failures and latencies,
-/// shared by tests, benchmarks and the simulator.
+/// shared by tests, benchmarks and the simulator. Its latencies pass on its clock: give it the
+/// pool's ``ManualClock`` and a reset takes the time the test advances.
 public final class InMemoryConnectionFactory: ConnectionFactory, Sendable {
     /// The error a failing connect, reset or validate throws.
     public struct InjectedFailure: Error, Sendable, Hashable, CustomStringConvertible {
@@ -111,9 +115,14 @@ public final class InMemoryConnectionFactory: ConnectionFactory, Sendable {
     }
 
     private let state = Mutex(State())
+    private let clock: any PoolClock
 
     /// Creates a factory whose operations all succeed at once.
-    public init() {}
+    ///
+    /// - Parameter clock: Where latencies pass and connections note their last use.
+    public init(clock: any PoolClock = SystemPoolClock()) {
+        self.clock = clock
+    }
 
     /// Changes the factory's behaviour.
     public func update(_ change: (inout Behaviour) -> Void) {
@@ -132,13 +141,13 @@ public final class InMemoryConnectionFactory: ConnectionFactory, Sendable {
     public func connect() async throws -> InMemoryConnection {
         let behaviour = self.state.withLock { $0.behaviour }
         if behaviour.connectLatency > .zero {
-            try await Task.sleep(for: behaviour.connectLatency)
+            try await self.clock.sleep(for: behaviour.connectLatency)
         }
         if let failure = behaviour.connectFailure {
             throw failure
         }
         return self.state.withLock { state in
-            let connection = InMemoryConnection(id: state.opened.count)
+            let connection = InMemoryConnection(id: state.opened.count, clock: self.clock)
             state.opened.append(connection)
             return connection
         }
@@ -160,7 +169,7 @@ public final class InMemoryConnectionFactory: ConnectionFactory, Sendable {
             return state.behaviour
         }
         if behaviour.resetLatency > .zero {
-            try await Task.sleep(for: behaviour.resetLatency)
+            try await self.clock.sleep(for: behaviour.resetLatency)
         }
         if behaviour.resetFails || connection.isBroken || connection.isClosed {
             throw InjectedFailure("reset failed for \(connection)")

@@ -10,7 +10,7 @@ import LifeguardTestUtils
 func withRunningPool<Value>(
     _ configuration: PoolConfiguration,
     factory: InMemoryConnectionFactory = InMemoryConnectionFactory(),
-    _ body: (ConnectionPool<InMemoryConnectionFactory>, InMemoryConnectionFactory) async throws -> Value
+    _ body: (ConnectionPool<InMemoryConnectionFactory, SystemPoolClock>, InMemoryConnectionFactory) async throws -> Value
 ) async throws -> Value {
     let pool = try ConnectionPool(configuration: configuration, factory: factory, logger: Logger(label: "test"))
     return try await withThrowingTaskGroup(of: Void.self) { group in
@@ -22,6 +22,33 @@ func withRunningPool<Value>(
             return value
         } catch {
             pool.shutdown(gracePeriod: .zero)
+            throw error
+        }
+    }
+}
+
+/// Runs a pool on `clock` over an in-memory factory on the same clock for the duration of
+/// `body`; then shuts it down at once, moves the clock past whatever still sleeps on it (a
+/// reset, say), and waits for `run()` to return.
+func withRunningPool<Value>(
+    _ configuration: PoolConfiguration,
+    clock: ManualClock,
+    factory: InMemoryConnectionFactory? = nil,
+    _ body: (ConnectionPool<InMemoryConnectionFactory, ManualClock>, InMemoryConnectionFactory) async throws -> Value
+) async throws -> Value {
+    let factory = factory ?? InMemoryConnectionFactory(clock: clock)
+    let pool = try ConnectionPool(configuration: configuration, factory: factory, clock: clock, logger: Logger(label: "test"))
+    return try await withThrowingTaskGroup(of: Void.self) { group in
+        group.addTask { await pool.run() }
+        do {
+            let value = try await body(pool, factory)
+            pool.shutdown(gracePeriod: .zero)
+            clock.advance(by: .seconds(3_600))
+            try await group.waitForAll()
+            return value
+        } catch {
+            pool.shutdown(gracePeriod: .zero)
+            clock.advance(by: .seconds(3_600))
             throw error
         }
     }
@@ -76,18 +103,57 @@ struct ConnectionPoolTests {
 
     @Test("a waiter fails with waitTimeout when the lane stays full")
     func waitTimeoutThroughShell() async throws {
+        let clock = ManualClock()
         var configuration = PoolConfiguration.testing(budget: 1, lanes: [.write: .init(waitTimeout: .milliseconds(50))])
         configuration.minimumIdle = 1
-        try await withRunningPool(configuration) { pool, _ in
-            for _ in 0..<1_000 where pool.status().idle == 0 { try await Task.sleep(for: .milliseconds(2)) }
+        try await withRunningPool(configuration, clock: clock) { pool, _ in
+            await pool.status { $0.idle == 1 }
             try await pool.withConnection(lane: .write) { _ in
+                let waiter = Task { try await pool.withConnection(lane: .write) { _ in } }
+                // The pool's timer for the waiter's deadline: it has queued.
+                await clock.sleeper(until: clock.now.advanced(by: .milliseconds(50)))
+                clock.advance(by: .milliseconds(50))
                 do {
-                    try await pool.withConnection(lane: .write) { _ in }
+                    try await waiter.value
                     Issue.record("expected a timeout")
                 } catch let error as LifeguardError {
                     #expect(error.code == .waitTimeout)
                     #expect(error.lane == .write)
                     #expect(error.waited! >= .milliseconds(50))
+                }
+            }
+        }
+    }
+
+    @Test("a wait deadline that a sooner one supersedes leaves no timer behind; the sooner one fires")
+    func supersededTimerIsCancelled() async throws {
+        let clock = ManualClock()
+        // Deadlines sooner than the 1 s housekeeping, so that they are the timers armed.
+        let configuration = PoolConfiguration.testing(budget: 1, lanes: [.write: .init(waitTimeout: .milliseconds(800))])
+        try await withRunningPool(configuration, clock: clock) { pool, _ in
+            try await pool.withConnection(lane: .write) { _ in
+                let started = clock.now
+                let patient = Task { try await pool.withConnection(lane: .write) { _ in } }
+                await clock.sleeper(until: started.advanced(by: .milliseconds(800)))
+                let hurried = Task {
+                    try await RequestDeadline.withDeadline(at: started.advanced(by: .milliseconds(400))) {
+                        try await pool.withConnection(lane: .write) { _ in }
+                    }
+                }
+                await clock.sleeper(until: started.advanced(by: .milliseconds(400)))
+                #expect(pool.status().waiters == 2)
+                #expect(!clock.sleeperDeadlines.contains(started.advanced(by: .milliseconds(800))), "the later timer was cancelled")
+                clock.advance(by: .milliseconds(400))
+                await #expect(throws: LifeguardError.self) { try await hurried.value }
+                // The patient waiter's deadline is armed again, and fires at its time.
+                await clock.sleeper(until: started.advanced(by: .milliseconds(800)))
+                clock.advance(by: .milliseconds(400))
+                do {
+                    try await patient.value
+                    Issue.record("expected a timeout")
+                } catch let error as LifeguardError {
+                    #expect(error.code == .waitTimeout)
+                    #expect(error.waited == .milliseconds(800))
                 }
             }
         }
@@ -118,12 +184,13 @@ struct ConnectionPoolTests {
 
     @Test("while the database refuses connections, requests fail fast with its error, then recover")
     func databaseUnavailable() async throws {
+        let clock = ManualClock()
         var configuration = PoolConfiguration.testing(budget: 2, lanes: [.write: .init(waitTimeout: .seconds(5))])
         configuration.reconnectInitialDelay = .milliseconds(20)
         configuration.reconnectMaximumDelay = .milliseconds(40)
-        try await withRunningPool(configuration) { pool, factory in
+        try await withRunningPool(configuration, clock: clock) { pool, factory in
             factory.update { $0.connectFailure = .init("connection refused (test)") }
-            let started = ContinuousClock.now
+            let started = clock.now
             do {
                 try await pool.withConnection(lane: .write) { _ in }
                 Issue.record("expected databaseUnavailable")
@@ -131,14 +198,13 @@ struct ConnectionPoolTests {
                 #expect(error.code == .databaseUnavailable)
                 #expect(String(describing: error).contains("connection refused (test)"))
             }
-            // Failing fast: nowhere near the 5 s wait timeout.
-            #expect(started.duration(to: .now) < .seconds(5))
+            // Failing fast: nowhere near the 5 s wait timeout (the clock has not moved).
+            #expect(started.duration(to: clock.now) < .seconds(5))
             factory.update { $0.connectFailure = nil }
-            var recovered = false
-            for _ in 0..<100 where !recovered {
-                recovered = (try? await pool.withConnection(lane: .write) { _ in true }) ?? false
-                if !recovered { try await Task.sleep(for: .milliseconds(10)) }
-            }
+            // Past the backoff (at most its maximum delay), a request waits for the probe it
+            // starts, which now connects.
+            clock.advance(by: .milliseconds(40))
+            let recovered = (try? await pool.withConnection(lane: .write) { _ in true }) ?? false
             #expect(recovered)
         }
     }
@@ -177,9 +243,7 @@ struct ConnectionPoolTests {
             #expect(status.waiters == 0)
             #expect(status.connections <= 4)
             // Let pending resets finish, then every open connection is clean and idle.
-            for _ in 0..<100 where pool.status().idle != pool.status().connections {
-                try await Task.sleep(for: .milliseconds(10))
-            }
+            await pool.status { $0.idle == $0.connections }
             #expect(pool.status().idle == pool.status().connections)
             #expect(factory.opened.filter { !$0.isClosed }.allSatisfy { !$0.isInTransaction })
             #expect(completed >= 1_000)
@@ -221,19 +285,21 @@ struct ConnectionPoolTests {
 
     @Test("graceful shutdown lets a running lease finish, then closes everything and run() returns")
     func gracefulShutdown() async throws {
-        let factory = InMemoryConnectionFactory()
+        let clock = ManualClock()
+        let factory = InMemoryConnectionFactory(clock: clock)
         let pool = try ConnectionPool(
-            configuration: .testing(budget: 2, lanes: [.write: .patient]), factory: factory, logger: Logger(label: "test"))
+            configuration: .testing(budget: 2, lanes: [.write: .patient]), factory: factory, clock: clock, logger: Logger(label: "test"))
         let runner = Task { await pool.run() }
         let lease = Task {
             try await pool.withConnection(lane: .write) { _ in
-                try await Task.sleep(for: .milliseconds(200))
+                try await clock.sleep(for: .milliseconds(200))
                 return "finished"
             }
         }
-        for _ in 0..<500 where pool.status().leased == 0 { try await Task.sleep(for: .milliseconds(2)) }
+        await clock.sleeper(until: clock.now.advanced(by: .milliseconds(200)))
         pool.shutdown(gracePeriod: .seconds(5))
         await #expect(throws: LifeguardError.self) { try await pool.withConnection(lane: .write) { _ in } }
+        clock.advance(by: .milliseconds(200))
         #expect(try await lease.value == "finished")
         await runner.value
         #expect(factory.openCount == 0)
@@ -242,19 +308,22 @@ struct ConnectionPoolTests {
 
     @Test("in a ServiceGroup, graceful shutdown lets the running lease finish, then closes everything")
     func serviceGroupGracefulShutdown() async throws {
-        let factory = InMemoryConnectionFactory()
+        let clock = ManualClock()
+        let factory = InMemoryConnectionFactory(clock: clock)
         let pool = try ConnectionPool(
-            configuration: .testing(budget: 2, lanes: [.write: .patient]), factory: factory, logger: Logger(label: "test"))
+            configuration: .testing(budget: 2, lanes: [.write: .patient]), factory: factory, clock: clock, logger: Logger(label: "test"))
         let group = ServiceGroup(services: [pool], logger: Logger(label: "test"))
         let running = Task { try await group.run() }
         let lease = Task {
             try await pool.withConnection(lane: .write) { _ in
-                try await Task.sleep(for: .milliseconds(200))
+                try await clock.sleep(for: .milliseconds(200))
                 return "finished"
             }
         }
-        for _ in 0..<500 where pool.status().leased == 0 { try await Task.sleep(for: .milliseconds(2)) }
+        await clock.sleeper(until: clock.now.advanced(by: .milliseconds(200)))
         await group.triggerGracefulShutdown()
+        await pool.status { $0.isShuttingDown }
+        clock.advance(by: .milliseconds(200))
         #expect(try await lease.value == "finished")
         try await running.value
         #expect(factory.openCount == 0)
@@ -267,7 +336,7 @@ struct ConnectionPoolTests {
         configuration.minimumIdle = 3
         let pool = try ConnectionPool(configuration: configuration, factory: factory, logger: Logger(label: "test"))
         let runner = Task { await pool.run() }
-        for _ in 0..<200 where pool.status().idle < 3 { try await Task.sleep(for: .milliseconds(5)) }
+        await pool.status { $0.idle == 3 }
         #expect(factory.openCount == 3)
         runner.cancel()
         await runner.value
@@ -278,11 +347,16 @@ struct ConnectionPoolTests {
 extension ConnectionPoolTests {
     @Test("a lease asked for before run() waits its lane's waitTimeout, then says the pool is not running")
     func leaseBeforeRun() async throws {
+        let clock = ManualClock()
         var configuration = PoolConfiguration()
         configuration.lanes[.retrieval] = .init(waitTimeout: .milliseconds(50))
-        let pool = try ConnectionPool(configuration: configuration, factory: InMemoryConnectionFactory(), logger: Logger(label: "test"))
+        let pool = try ConnectionPool(
+            configuration: configuration, factory: InMemoryConnectionFactory(clock: clock), clock: clock, logger: Logger(label: "test"))
+        let lease = Task { try await pool.withConnection(lane: .retrieval) { _ in } }
+        await clock.sleeper(until: clock.now.advanced(by: .milliseconds(50)))
+        clock.advance(by: .milliseconds(50))
         do {
-            try await pool.withConnection(lane: .retrieval) { _ in }
+            try await lease.value
             Issue.record("a pool that never ran granted a lease")
         } catch let error as LifeguardError {
             #expect(error.code == .notRunning)

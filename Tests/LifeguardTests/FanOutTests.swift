@@ -46,19 +46,25 @@ struct FanOutTests {
 
     @Test("a RequestDeadline bounds the wait: the lease fails with deadlineExceeded at the deadline, not at waitTimeout")
     func deadlineThroughShell() async throws {
+        let clock = ManualClock()
         var configuration = PoolConfiguration.testing(budget: 1, lanes: [.write: .init(waitTimeout: .seconds(5))])
         configuration.minimumIdle = 1
-        try await withRunningPool(configuration) { pool, _ in
+        try await withRunningPool(configuration, clock: clock) { pool, _ in
             try await pool.withConnection(lane: .write) { _ in
-                let started = ContinuousClock.now
-                do {
-                    try await RequestDeadline.withDeadline(in: .milliseconds(80)) {
+                let started = clock.now
+                let bounded = Task {
+                    try await RequestDeadline.withDeadline(at: started.advanced(by: .milliseconds(80))) {
                         try await pool.withConnection(lane: .write) { _ in }
                     }
+                }
+                await clock.sleeper(until: started.advanced(by: .milliseconds(80)))
+                clock.advance(by: .milliseconds(80))
+                do {
+                    try await bounded.value
                     Issue.record("expected deadlineExceeded")
                 } catch let error as LifeguardError {
                     #expect(error.code == .deadlineExceeded)
-                    #expect(started.duration(to: .now) < .seconds(2))
+                    #expect(started.duration(to: clock.now) < .seconds(2))
                 }
             }
             // An enclosing, earlier deadline wins.

@@ -36,25 +36,23 @@ struct MetricsExporterTests {
 @Suite("Incidents")
 struct IncidentTests {
     @Test("a wait p99 above 50 ms is an incident, reported once per window with the lane's longest holders")
-    func slowWaits() async throws {
+    func slowWaitIncident() async throws {
+        let clock = ManualClock()
         var configuration = PoolConfiguration.testing(budget: 1, lanes: [.write: .init(waitTimeout: .seconds(5))])
         configuration.minimumIdle = 1
-        try await withRunningPool(configuration) { pool, _ in
-            for _ in 0..<500 where pool.status().idle == 0 { try await Task.sleep(for: .milliseconds(2)) }
-            // The holder keeps its connection until the waiter has queued, then 120 ms more: the
-            // waiter waits at least that long however busy the machine is.
+        try await withRunningPool(configuration, clock: clock) { pool, _ in
+            await pool.status { $0.idle == 1 }
+            // The holder keeps its connection for 120 ms of the clock: the waiter waits that long.
             let holder = Task {
-                try await pool.withConnection(lane: .write) { _ in
-                    for _ in 0..<5_000 where pool.status().waiters == 0 { try await Task.sleep(for: .milliseconds(1)) }
-                    try await Task.sleep(for: .milliseconds(120))
-                }
+                try await pool.withConnection(lane: .write) { _ in try await clock.sleep(for: .milliseconds(120)) }
             }
-            for _ in 0..<500 where pool.status().leased == 0 { try await Task.sleep(for: .milliseconds(1)) }
+            await clock.sleeper(until: clock.now.advanced(by: .milliseconds(120)))
             pool.watch()
             let waiter = Task { try await pool.withConnection(lane: .write) { _ in } }
-            for _ in 0..<5_000 where pool.status().waiters == 0 { try await Task.sleep(for: .milliseconds(1)) }
-            try await Task.sleep(for: .milliseconds(60))
+            await pool.status { $0.waiters == 1 }
+            clock.advance(by: .milliseconds(60))
             pool.watch()
+            clock.advance(by: .milliseconds(60))
             try await holder.value
             try await waiter.value
             pool.exportMetrics()
@@ -69,7 +67,7 @@ struct IncidentTests {
 
     @Test("cancellations rising while capacity falls and stays fallen past a check raise the leak signal")
     func leakSignal() async throws {
-        try await self.withCancelledLease(resetLatency: .seconds(1)) { pool in
+        try await self.withCancelledLease(resetLatency: .milliseconds(1_500)) { pool, _ in
             // The connection is now being reset (slowly): capacity fell while a cancellation came,
             // and has not come back at the next check.
             pool.exportMetrics()
@@ -83,38 +81,41 @@ struct IncidentTests {
 
     @Test("a capacity dip from cancelled leases whose connections come back by the next check raises no leak signal")
     func noLeakSignalForShortResets() async throws {
-        try await self.withCancelledLease(resetLatency: .milliseconds(300)) { pool in
+        try await self.withCancelledLease(resetLatency: .milliseconds(20)) { pool, clock in
             pool.exportMetrics()   // the dip, while the connection is reset
-            // Every connection idle: the reset one is back (an idle one alone may be a fresh
-            // connection opened for `minimumIdle` while the reset still runs).
-            for _ in 0..<2_500 where !pool.status().isAllIdle { try await Task.sleep(for: .milliseconds(2)) }
-            #expect(pool.status().isAllIdle)
+            clock.advance(by: .milliseconds(20))
+            await pool.status { $0.isAllIdle }
             pool.exportMetrics()   // it came back
             pool.exportMetrics()
             #expect(pool.statistics().incidents.filter { $0.kind == .leakSignal }.isEmpty)
         }
     }
 
-    /// A pool of 2 with one idle connection, checked once, then a lease in a transaction
-    /// cancelled: `body` runs while its connection is reset, which takes `resetLatency`.
-    func withCancelledLease(resetLatency: Duration, _ body: (ConnectionPool<InMemoryConnectionFactory>) async throws -> Void) async throws {
-        let factory = InMemoryConnectionFactory()
+    /// A pool of 2 on a manual clock with one idle connection, checked once, then a lease in a
+    /// transaction cancelled: `body` runs while its connection is reset, which takes
+    /// `resetLatency` of the clock.
+    func withCancelledLease(
+        resetLatency: Duration, _ body: (ConnectionPool<InMemoryConnectionFactory, ManualClock>, ManualClock) async throws -> Void
+    ) async throws {
+        let clock = ManualClock()
+        let factory = InMemoryConnectionFactory(clock: clock)
         factory.update { $0.resetLatency = resetLatency }
         var configuration = PoolConfiguration.testing(budget: 2, lanes: [.write: .patient])
         configuration.minimumIdle = 1
-        try await withRunningPool(configuration, factory: factory) { pool, _ in
-            for _ in 0..<500 where pool.status().idle == 0 { try await Task.sleep(for: .milliseconds(2)) }
+        try await withRunningPool(configuration, clock: clock, factory: factory) { pool, _ in
+            await pool.status { $0.idle == 1 }
             pool.exportMetrics()
             let cancelled = Task {
                 try await pool.withConnection(lane: .write) { connection in
                     connection.setInTransaction(true)
-                    try await Task.sleep(for: .seconds(10))
+                    try await clock.sleep(for: .seconds(10))
                 }
             }
-            for _ in 0..<500 where pool.status().leased == 0 { try await Task.sleep(for: .milliseconds(1)) }
+            await clock.sleeper(until: clock.now.advanced(by: .seconds(10)))
             cancelled.cancel()
             _ = await cancelled.result
-            try await body(pool)
+            await clock.sleeper(until: clock.now.advanced(by: resetLatency))   // the reset runs
+            try await body(pool, clock)
         }
     }
 }

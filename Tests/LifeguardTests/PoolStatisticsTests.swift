@@ -128,13 +128,24 @@ struct PoolStatisticsTests {
         var configuration = PoolConfiguration.testing(budget: 2, lanes: [.generation: .patient])
         configuration.idleInLeaseThreshold = .milliseconds(100)
         configuration.longHoldThreshold = .milliseconds(300)
-        try await withRunningPool(configuration) { pool, _ in
-            let line: UInt = #line + 1
-            try await pool.withConnection(lane: .generation) { connection in
-                connection.use()
-                try await Task.sleep(for: .milliseconds(600))
-                connection.use()
+        let clock = ManualClock()
+        try await withRunningPool(configuration, clock: clock) { pool, _ in
+            let line: UInt = #line + 2
+            let lease = Task {
+                try await pool.withConnection(lane: .generation) { connection in
+                    connection.use()
+                    try await clock.sleep(for: .milliseconds(600))
+                    connection.use()
+                }
             }
+            let started = clock.now
+            await clock.sleeper(until: started.advanced(by: .milliseconds(600)))
+            // Idle past 100 ms, then held past 300 ms, each looked at twice.
+            for step in [150, 200, 350, 400, 600] {
+                clock.advance(by: clock.now.duration(to: started.advanced(by: .milliseconds(step))))
+                pool.watch()
+            }
+            try await lease.value
             let findings = pool.statistics().findings
             #expect(findings.map(\.kind).sorted { $0.rawValue < $1.rawValue } == [.generationHold, .longHold])
             for finding in findings {

@@ -88,7 +88,7 @@ final class FloorPool: LeasingPool {
 /// Lifeguard over in-memory connections: one lane with every connection, waits without limit.
 final class LifeguardPool: LeasingPool {
     let name: String
-    let pool: Lifeguard.ConnectionPool<InMemoryConnectionFactory>
+    let pool: Lifeguard.ConnectionPool<InMemoryConnectionFactory, SystemPoolClock>
     let runner: Task<Void, Never>
 
     init(connections: Int, statistics: Bool = true, name: String = "lifeguard") throws {

@@ -87,7 +87,7 @@ extension ConnectionPool {
         _ body: @escaping @Sendable (Connection, Input) async throws -> Output
     ) async throws -> [Output] {
         guard let laneIndex = self.lanes.firstIndex(of: lane) else { throw self.unknownLane(lane) }
-        let now = PoolInstant.now
+        let now = self.clock.now
         let deadline = RequestDeadline.current
         let leases = min(max(maxConcurrent, 1), inputs.count)
         if let rejection = self.shared.withLock({ $0.machine.admitFanOut(lane: laneIndex, leases: leases, deadline: deadline, now: now) }) {

@@ -13,9 +13,13 @@ import Synchronization
 /// specialized for the adapter's connection type instead of going through generic metadata.
 ///
 /// Run the pool with ``run()`` (or add it to a ServiceLifecycle `ServiceGroup`): it opens,
-/// resets, pings and closes connections and fires the pool's timers. On graceful shutdown it
-/// stops granting leases, lets running ones finish within the grace period, then closes
-/// everything.
+/// resets, pings and closes connections, and exports metrics. On graceful shutdown it stops
+/// granting leases, lets running ones finish within the grace period, then closes everything.
+///
+/// The pool reads time from its `Clock` and waits on it: ``SystemPoolClock`` unless you pass
+/// another (a test's manual clock) to ``init(configuration:factory:clock:logger:metricsFactory:)``.
+/// Its timers (wait deadlines, housekeeping, reconnect probes, the grace period) are the
+/// machine's, each with an id, and one that a sooner one supersedes is cancelled.
 ///
 /// ```swift
 /// let pool = try ConnectionPool(configuration: configuration, factory: factory, logger: logger)
@@ -24,7 +28,7 @@ import Synchronization
 ///     try await connection.fetch(...)
 /// }
 /// ```
-public final class ConnectionPool<Factory: ConnectionFactory>: Service, Sendable {
+public final class ConnectionPool<Factory: ConnectionFactory, Clock: PoolClock>: Service, Sendable {
     /// The connection type handed to leases.
     public typealias Connection = Factory.Connection
 
@@ -56,15 +60,17 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Service, Sendable
         case reset(slot: Int, Connection)
         case ping(slot: Int, Connection)
         case close(slot: Int, Connection)
-        case wakeUp(PoolInstant)
         case finished
     }
 
-    /// What the shell does, unlocked, after an event: resume waiters, start background work.
+    /// What the shell does, unlocked, after an event: resume waiters, start background work,
+    /// schedule and cancel timers.
     @usableFromInline
     struct Settlement: Sendable {
         @usableFromInline var resumptions: [Resumption] = []
         @usableFromInline var work: [BackgroundWork] = []
+        @usableFromInline var timer: PoolTimer?
+        @usableFromInline var cancelledTimer: TimerID?
 
         @usableFromInline init() {}
     }
@@ -119,7 +125,8 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Service, Sendable
             for slot in actions.reset { settlement.work.append(.reset(slot: slot, self.connections[slot]!)) }
             for slot in actions.ping { settlement.work.append(.ping(slot: slot, self.connections[slot]!)) }
             for slot in actions.close { settlement.work.append(.close(slot: slot, self.connections[slot]!)) }
-            if let instant = actions.wakeUp { settlement.work.append(.wakeUp(instant)) }
+            settlement.timer = actions.timer
+            settlement.cancelledTimer = actions.cancelledTimer
             if actions.finished { settlement.work.append(.finished) }
             return settlement
         }
@@ -128,6 +135,12 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Service, Sendable
     /// The pool's configuration, validated.
     public let configuration: PoolConfiguration
     @usableFromInline let factory: Factory
+    /// Where the pool reads the time, and waits on it.
+    @usableFromInline let clock: Clock
+    /// The machine's timers that are scheduled and have not fired.
+    @usableFromInline let timers = Mutex(TimerTable())
+    /// Tests waiting for a status (see ``status(where:)``).
+    @usableFromInline let statusWatchers = StatusWatchers()
     let logger: Logger
     /// The lanes in the machine's order, to find a lane's index without taking the lock.
     @usableFromInline let lanes: [Lane]
@@ -149,24 +162,28 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Service, Sendable
     let metrics: MetricsExporter
     let incidents = Mutex(IncidentTracker())
 
-    /// Creates a pool. It opens no connection until ``run()`` runs.
+    /// Creates a pool on `clock`. It opens no connection until ``run()`` runs.
     ///
     /// - Parameters:
     ///   - configuration: Budget, lanes and connection health settings.
     ///   - factory: Opens, checks, resets and closes connections.
+    ///   - clock: Where the pool reads the time and waits: its timeouts, housekeeping,
+    ///     watchdog and metrics export all run on it.
     ///   - logger: Receives connection failures, watchdog findings and the pool's lifecycle.
     ///   - metricsFactory: Where metrics go, about once a second while ``run()`` runs;
     ///     default: swift-metrics' bootstrapped backend (`MetricsSystem.factory`).
     /// - Throws: ``LifeguardError`` with code ``LifeguardError/Code/invalidConfiguration``
     ///   listing every problem of the configuration.
     public init(
-        configuration: PoolConfiguration, factory: Factory, logger: Logger, metricsFactory: (any MetricsFactory)? = nil
+        configuration: PoolConfiguration, factory: Factory, clock: Clock, logger: Logger,
+        metricsFactory: (any MetricsFactory)? = nil
     ) throws(LifeguardError) {
         try configuration.validate()
         self.configuration = configuration
         self.factory = factory
+        self.clock = clock
         self.logger = logger
-        let machine = PoolStateMachine(configuration: configuration, seed: UInt64.random(in: .min ... .max), now: PoolInstant.now)
+        let machine = PoolStateMachine(configuration: configuration, seed: UInt64.random(in: .min ... .max), now: clock.now)
         self.lanes = machine.lanes.map(\.lane)
         self.metrics = MetricsExporter(laneNames: self.lanes.map(\.name), factory: metricsFactory ?? MetricsSystem.factory)
         self.queueLengths = machine.lanes.map { _ in QueueLength() }
@@ -184,7 +201,7 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Service, Sendable
     ///
     /// The lock is held only to copy the recorded data; percentiles are computed after.
     public func statistics() -> PoolStatistics {
-        let now = PoolInstant.now
+        let now = self.clock.now
         let inputs = self.shared.withLock { $0.machine.statisticsInputs }
         return inputs.snapshot(now: now)
     }
@@ -275,7 +292,7 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Service, Sendable
         if self.queueLengths[laneIndex].value.load(ordering: .relaxed) > 0 {
             return .slowly(laneIndex: laneIndex, first: nil)
         }
-        let now = PoolInstant.now
+        let now = self.clock.now
         let immediate: Lease? = self.shared.withLock { shared in
             guard let grant = shared.machine.leaseIfIdle(lane: laneIndex, now: now, callSite: callSite) else { return nil }
             return Lease(grant: grant, connection: shared.connections[grant.slot]!)
@@ -312,7 +329,7 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Service, Sendable
     func replaceOrValidate(_ first: Lease, lane: Lane, index laneIndex: Int, callSite: CallSite?) async throws -> Lease {
         var candidate: Lease? = first
         var brokenInARow = 0
-        let started = ContinuousClock.now
+        let started = self.clock.now
         while true {
             let lease: Lease
             if let taken = candidate {
@@ -325,7 +342,7 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Service, Sendable
                 self.release(lease, disposition: .close)
                 brokenInARow += 1
                 if brokenInARow > self.configuration.budget {
-                    throw LifeguardError.databaseUnavailable(lane: lane, waited: started.duration(to: .now), lastError: nil)
+                    throw LifeguardError.databaseUnavailable(lane: lane, waited: started.duration(to: self.clock.now), lastError: nil)
                 }
                 continue
             }
@@ -333,7 +350,7 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Service, Sendable
                 let connection = lease.connection
                 let factory = self.factory
                 let valid = await succeeds(
-                    within: self.configuration.pingTimeout,
+                    within: self.configuration.pingTimeout, on: self.clock,
                     { try await factory.validate(connection) },
                     onTimeout: { await factory.close(connection) })
                 if !valid {
@@ -377,7 +394,7 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Service, Sendable
     func queue(_ continuation: Waiting, id: WaiterID, laneIndex: Int, callSite: CallSite?) {
         // Task-locals are read here, on the way to the queue, never on the fast path.
         let deadline = RequestDeadline.current
-        let now = PoolInstant.now
+        let now = self.clock.now
         let (immediate, settlement) = self.shared.withLock { shared -> (Outcome?, Settlement?) in
             switch shared.machine.lease(
                 lane: laneIndex, now: now, callSite: callSite, deadline: deadline, id: id)
@@ -386,10 +403,6 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Service, Sendable
                 return (.success(Lease(grant: grant, connection: shared.connections[grant.slot]!)), nil)
             case .wait(_, let actions):
                 shared.waiting.insert(continuation, for: id)
-                if !shared.runStarted {
-                    // The timers run in run(): without it, this wait's timeout is kept here.
-                    self.expireWithoutRun(laneIndex: laneIndex, deadline: deadline)
-                }
                 guard actions.resolvesWaiters || actions.hasBackgroundWork else {
                     // Queued and nothing else: only this lane's queue length changed.
                     self.queueLengths[laneIndex].value.store(shared.machine.queueLength(ofLane: laneIndex), ordering: .relaxed)
@@ -400,7 +413,11 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Service, Sendable
                 return (.failure(error), nil)
             }
         }
-        if let settlement { self.carryOut(settlement) }
+        if let settlement {
+            self.carryOut(settlement)
+        } else if self.statusWatchers.isWatched.load(ordering: .relaxed) {
+            self.checkStatusWatchers()
+        }
         if let immediate {
             continuation.resume(with: immediate)
         } else if Task.isCancelled {
@@ -439,7 +456,7 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Service, Sendable
 
     @inlinable
     func release(_ lease: Lease, disposition: ReleaseDisposition, cancelled: Bool = false) {
-        let now = PoolInstant.now
+        let now = self.clock.now
         let next: AfterRelease = self.shared.withLock { shared in
             if disposition == .reuse {
                 if shared.machine.releaseIfClean(lease.grant, now: now) {
@@ -485,21 +502,8 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Service, Sendable
 
     // MARK: - Running
 
-    /// Fires the machine's timers once a waiter queued before ``run()`` started has waited its
-    /// lane's `waitTimeout` (or reached its deadline), so that it fails with
-    /// ``LifeguardError/Code/notRunning`` instead of waiting forever.
-    @usableFromInline
-    func expireWithoutRun(laneIndex: Int, deadline: PoolInstant?) {
-        var wait = self.configuration.lanes[self.lanes[laneIndex]]?.waitTimeout.wholeNanoseconds ?? 1_000_000_000
-        if let deadline { wait = max(0, min(wait, PoolInstant.now.nanoseconds(to: deadline))) }
-        Task {
-            try? await Task.sleep(for: .nanoseconds(wait) + .milliseconds(1))
-            self.apply { shared, now in shared.machine.tick(now: now) }
-        }
-    }
-
     /// Runs the pool's background work until it has shut down: opening, resetting, pinging and
-    /// closing connections, and its timers.
+    /// closing connections, the watchdog and metrics export.
     ///
     /// Graceful shutdown (ServiceLifecycle) or ``shutdown(gracePeriod:)`` drains the pool;
     /// cancelling the task closes every connection at once.
@@ -517,13 +521,13 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Service, Sendable
                 await withDiscardingTaskGroup { group in
                     self.apply { shared, now in shared.machine.tick(now: now) }
                     group.addTask {
-                        while (try? await Task.sleep(for: .seconds(1))) != nil {
+                        while (try? await self.clock.sleep(for: .seconds(1))) != nil {
                             self.exportMetrics()
                         }
                     }
                     if let interval = self.watchdogInterval {
                         group.addTask {
-                            while (try? await Task.sleep(for: interval)) != nil {
+                            while (try? await self.clock.sleep(for: interval)) != nil {
                                 self.watch()
                             }
                         }
@@ -540,8 +544,9 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Service, Sendable
         } onCancel: {
             self.shutdown(gracePeriod: .zero)
         }
+        self.timers.withLock { $0.cancelAll() }
         // Cancelled: the loop may have stopped before it carried out the last closes.
-        let stoppedAt = PoolInstant.now
+        let stoppedAt = self.clock.now
         let remaining = self.shared.withLock { shared in
             shared.machine.connectionsToCloseNow(now: stoppedAt).compactMap { slot in
                 defer { shared.connections[slot] = nil }
@@ -583,7 +588,7 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Service, Sendable
         case .reset(let slot, let connection):
             let factory = self.factory
             let succeeded = await succeeds(
-                within: self.configuration.resetTimeout,
+                within: self.configuration.resetTimeout, on: self.clock,
                 { try await factory.reset(connection) },
                 onTimeout: { await factory.close(connection) })
             if !succeeded {
@@ -593,7 +598,7 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Service, Sendable
         case .ping(let slot, let connection):
             let factory = self.factory
             let succeeded = await succeeds(
-                within: self.configuration.pingTimeout,
+                within: self.configuration.pingTimeout, on: self.clock,
                 { try await factory.validate(connection) },
                 onTimeout: { await factory.close(connection) })
             self.apply { shared, now in shared.machine.pingCompleted(slot: slot, succeeded: succeeded, now: now) }
@@ -603,16 +608,6 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Service, Sendable
                 shared.connections[slot] = nil
                 return shared.machine.connectionClosed(slot: slot, now: now)
             }
-        case .wakeUp(let instant):
-            let delay = PoolInstant.now.nanoseconds(to: instant)
-            if delay > 0 {
-                do {
-                    try await Task.sleep(for: .nanoseconds(delay))
-                } catch {
-                    return
-                }
-            }
-            self.apply { shared, now in shared.machine.tick(now: now) }
         case .finished:
             break
         }
@@ -622,7 +617,7 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Service, Sendable
 
     /// Publishes what changed since the last export through swift-metrics.
     func exportMetrics() {
-        let now = PoolInstant.now
+        let now = self.clock.now
         let (inputs, status) = self.shared.withLock { ($0.machine.statisticsInputs, $0.machine.status) }
         self.metrics.export(inputs, status: status, laneOrder: self.lanes, now: now)
         let found = self.incidents.withLock { $0.check(inputs) }
@@ -647,7 +642,7 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Service, Sendable
 
     /// Reports, once per lease, leases held too long and leases idle too long (generation holds).
     func watch() {
-        let now = PoolInstant.now
+        let now = self.clock.now
         let (running, windowStart) = self.shared.withLock { shared in
             (shared.machine.runningLeases.map { lease in (lease, shared.connections[lease.slot]) }, shared.machine.statistics.current.start)
         }
@@ -683,14 +678,15 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Service, Sendable
 
     /// Applies an event under the lock, then, unlocked, carries out what it settled.
     private func apply(_ event: (inout Shared, PoolInstant) -> PoolActions) {
-        let now = PoolInstant.now
+        let now = self.clock.now
         let settlement = self.shared.withLock { shared in
             shared.settle(event(&shared, now), publishingTo: self.queueLengths)
         }
         self.carryOut(settlement)
     }
 
-    /// Resumes the waiters an event resolved and hands its background work to ``run()``.
+    /// Resumes the waiters an event resolved, hands its background work to ``run()``, and
+    /// schedules and cancels its timers.
     @inlinable
     func carryOut(_ settlement: Settlement) {
         for (continuation, outcome) in settlement.resumptions {
@@ -699,5 +695,93 @@ public final class ConnectionPool<Factory: ConnectionFactory>: Service, Sendable
         for item in settlement.work {
             self.workContinuation.yield(item)
         }
+        if settlement.timer != nil || settlement.cancelledTimer != nil {
+            self.updateTimers(schedule: settlement.timer, cancel: settlement.cancelledTimer)
+        }
+        if self.statusWatchers.isWatched.load(ordering: .relaxed) {
+            self.checkStatusWatchers()
+        }
+    }
+
+    /// Cancels a timer the machine no longer needs and schedules the one it asked for: a task
+    /// that sleeps on the clock until the timer's instant, then ticks the machine with its id.
+    /// Timers run whether or not ``run()`` runs, so a request queued before it fails at its
+    /// deadline with ``LifeguardError/Code/notRunning``.
+    @usableFromInline
+    func updateTimers(schedule timer: PoolTimer?, cancel cancelled: TimerID?) {
+        if let cancelled { self.timers.withLock { $0.cancel(cancelled) } }
+        guard let timer else { return }
+        let task = Task {
+            guard (try? await self.clock.sleep(until: timer.instant)) != nil else { return }
+            self.timers.withLock { $0.fired(timer.id) }
+            self.apply { shared, now in shared.machine.tick(timer: timer.id, now: now) }
+        }
+        self.timers.withLock { $0.scheduled(task, for: timer.id) }
+    }
+}
+
+extension ConnectionPool where Clock == SystemPoolClock {
+    /// Creates a pool on the system's monotonic clock. It opens no connection until ``run()``
+    /// runs.
+    ///
+    /// - Parameters:
+    ///   - configuration: Budget, lanes and connection health settings.
+    ///   - factory: Opens, checks, resets and closes connections.
+    ///   - logger: Receives connection failures, watchdog findings and the pool's lifecycle.
+    ///   - metricsFactory: Where metrics go, about once a second while ``run()`` runs;
+    ///     default: swift-metrics' bootstrapped backend (`MetricsSystem.factory`).
+    /// - Throws: ``LifeguardError`` with code ``LifeguardError/Code/invalidConfiguration``
+    ///   listing every problem of the configuration.
+    public convenience init(
+        configuration: PoolConfiguration, factory: Factory, logger: Logger, metricsFactory: (any MetricsFactory)? = nil
+    ) throws(LifeguardError) {
+        try self.init(
+            configuration: configuration, factory: factory, clock: SystemPoolClock(), logger: logger,
+            metricsFactory: metricsFactory)
+    }
+}
+
+/// The tasks of a pool's scheduled timers, by id.
+///
+/// Scheduling and cancelling a timer are carried out unlocked, after the events that decided
+/// them, so a cancellation can come before its timer's task is stored: the id is remembered
+/// and the task cancelled as it comes. (A cancellation can also come after its timer fired;
+/// the machine numbers timers in order, so ids far behind the newest are forgotten.)
+@usableFromInline
+struct TimerTable: Sendable {
+    var tasks: [TimerID: Task<Void, Never>] = [:]
+    var cancelledEarly: Set<TimerID> = []
+    var stopped = false
+
+    @usableFromInline init() {}
+
+    mutating func scheduled(_ task: Task<Void, Never>, for id: TimerID) {
+        if self.stopped || self.cancelledEarly.remove(id) != nil {
+            task.cancel()
+        } else {
+            self.tasks[id] = task
+        }
+        if self.cancelledEarly.count > 16 {
+            self.cancelledEarly = self.cancelledEarly.filter { $0.value > id.value &- 64 }
+        }
+    }
+
+    mutating func cancel(_ id: TimerID) {
+        if let task = self.tasks.removeValue(forKey: id) {
+            task.cancel()
+        } else {
+            self.cancelledEarly.insert(id)
+        }
+    }
+
+    mutating func fired(_ id: TimerID) {
+        self.tasks[id] = nil
+    }
+
+    /// Cancels every timer, and those scheduled from now on.
+    mutating func cancelAll() {
+        self.stopped = true
+        for task in self.tasks.values { task.cancel() }
+        self.tasks = [:]
     }
 }

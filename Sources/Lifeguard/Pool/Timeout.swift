@@ -1,7 +1,7 @@
 import Synchronization
 
-/// Runs `operation`, giving up after `timeout`: then `onTimeout` runs (e.g. closing the
-/// connection) and the result is `false`.
+/// Runs `operation`, giving up after `timeout` on `clock`: then `onTimeout` runs (e.g. closing
+/// the connection) and the result is `false`.
 ///
 /// The race is unstructured on purpose: an operation stuck on a dead connection (some drivers
 /// never complete a request written to a closed socket) must not hold up the pool, so the caller
@@ -9,6 +9,7 @@ import Synchronization
 @usableFromInline
 func succeeds(
     within timeout: Duration,
+    on clock: some PoolClock,
     _ operation: @escaping @Sendable () async throws -> Void,
     onTimeout: @escaping @Sendable () async -> Void
 ) async -> Bool {
@@ -32,7 +33,7 @@ func succeeds(
                 }
             },
             Task {
-                try? await Task.sleep(for: timeout)
+                try? await clock.sleep(for: timeout)
                 settle(nil)
             },
         ]

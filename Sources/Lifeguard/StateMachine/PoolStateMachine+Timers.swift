@@ -1,10 +1,19 @@
 /// Time: wait deadlines, housekeeping, reconnect probes, and shutdown with its grace period.
 extension PoolStateMachine {
-    /// A wake-up the shell scheduled has fired (or the shell wants housekeeping now).
-    package mutating func tick(now: Instant) -> PoolActions {
+    /// The wake-up `timer` fired, or (with `nil`) the shell wants housekeeping now.
+    ///
+    /// A timer that fired after a later one superseded it is no longer armed, and leaves the
+    /// armed one be. Housekeeping at or after the armed instant does what its timer would:
+    /// the timer is cancelled.
+    package mutating func tick(timer: TimerID? = nil, now: Instant) -> PoolActions {
         var actions = PoolActions()
-        if let armed = self.armedWakeUp, armed <= now {
-            self.armedWakeUp = nil
+        if let armed = self.armedWakeUp {
+            if armed.id == timer {
+                self.armedWakeUp = nil
+            } else if timer == nil, armed.instant <= now {
+                self.armedWakeUp = nil
+                actions.cancelledTimer = armed.id
+            }
         }
         if self.statistics.isRotationDue(now: now) {
             self.statistics.rotate(total: self.leasedCount, lanes: self.lanes.map(\.leased), now: now)

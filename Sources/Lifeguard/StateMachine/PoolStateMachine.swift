@@ -160,7 +160,8 @@ package struct PoolStateMachine {
     var nextWaiterID = 0
     var nextConnectionID = 0
     /// The earliest wake-up the shell has been asked to schedule and that has not fired yet.
-    var armedWakeUp: Instant?
+    var armedWakeUp: PoolTimer?
+    var nextTimerID = 0
     var random: SplitMix64
     /// What the pool observed; recorded as it decides, under the same lock.
     var statistics: StatisticsRecorder
@@ -446,14 +447,38 @@ package struct PoolStateMachine {
         actions.close.append(slot)
     }
 
-    /// Asks the shell for a wake-up at `instant` unless an earlier one is already armed.
+    /// Asks the shell for a wake-up at `instant` unless an earlier one is already armed; the
+    /// later one it supersedes is cancelled, so that no sleeper fires a tick nobody needs.
     mutating func arm(_ instant: Instant, into actions: inout PoolActions) {
-        if let armed = self.armedWakeUp, armed <= instant {
-            return
+        if let armed = self.armedWakeUp {
+            guard instant < armed.instant else { return }
+            actions.cancelledTimer = armed.id
         }
-        self.armedWakeUp = instant
-        actions.wakeUp = instant
+        let timer = PoolTimer(id: TimerID(value: self.nextTimerID), instant: instant)
+        self.nextTimerID &+= 1
+        self.armedWakeUp = timer
+        actions.timer = timer
     }
+}
+
+/// Names a wake-up the machine asked for, so that the shell can cancel it and the machine can
+/// tell which one fired.
+@usableFromInline
+package struct TimerID: Hashable, Sendable, CustomStringConvertible {
+    @usableFromInline package let value: Int
+
+    @usableFromInline package init(value: Int) {
+        self.value = value
+    }
+
+    @usableFromInline package var description: String { "timer \(self.value)" }
+}
+
+/// A wake-up: call ``PoolStateMachine/tick(timer:now:)`` with its id at its instant.
+@usableFromInline
+package struct PoolTimer: Hashable, Sendable {
+    @usableFromInline package let id: TimerID
+    @usableFromInline package let instant: PoolInstant
 }
 
 /// A waiter that gets a connection.
@@ -488,8 +513,10 @@ package struct PoolActions: Sendable, Equatable {
     @usableFromInline package var ping: [Int] = []
     /// Close the connections of these slots, then report `connectionClosed`.
     @usableFromInline package var close: [Int] = []
-    /// Call `tick` at this instant.
-    @usableFromInline package var wakeUp: PoolInstant?
+    /// Call `tick(timer:now:)` with this timer's id at its instant.
+    @usableFromInline package var timer: PoolTimer?
+    /// Cancel this timer: an earlier one superseded it, or it is no longer needed.
+    @usableFromInline package var cancelledTimer: TimerID?
     /// The pool has drained: every connection is closed.
     @usableFromInline package var finished = false
 
@@ -503,6 +530,9 @@ package struct PoolActions: Sendable, Equatable {
     /// Whether any background work (connect, reset, ping, close, timer) is asked for.
     @usableFromInline package var hasBackgroundWork: Bool {
         !self.connect.isEmpty || !self.reset.isEmpty || !self.ping.isEmpty || !self.close.isEmpty
-            || self.wakeUp != nil || self.finished
+            || self.timer != nil || self.cancelledTimer != nil || self.finished
     }
+
+    /// The instant of ``timer``, if one is asked for.
+    @usableFromInline package var wakeUp: PoolInstant? { self.timer?.instant }
 }
