@@ -319,6 +319,13 @@ public final class PostgresLease: Sendable {
             if error is PSQLError, self.connection.wire.isSettled == false, (error as? PSQLError)?.serverInfo != nil {
                 _ = await self.connection.wire.settle()
             }
+            if error is PooledPostgresConnection.ConnectionClosed, case .refused(let refusal) = await self.connection.wire.settle() {
+                // The server refused the statement's commit (a deferred constraint), and
+                // PostgresNIO closed the connection for the error after CommandComplete before
+                // it reported the statement's end: the refusal is what happened.
+                self.connection.endStatement(statement)
+                throw PostgresPoolError(code: .commitFailed, serverError: refusal, backendPID: self.backendPID)
+            }
             self.connection.endStatement(statement)
             if self.connection.wire.wasUnanswered { throw self.noServerAnswered(kind) }
             if self.connection.isBehindPooler, let refusal = self.poolerRefusal(error) { throw refusal }
