@@ -18,7 +18,7 @@ extension PostgresPoolTests {
     }
 
     @Test("a deferred constraint that fails at a statement's implicit commit reaches its caller as that SQLSTATE, and nothing is committed",
-          arguments: ["pool.query", "lease.execute", "lease.query"])
+          arguments: ["pool.query", "lease.execute", "lease.query", "lease.withRows"])
     func deferredConstraintOutsideTransaction(path: String) async throws {
         let configuration = try TestDatabase.configuration(application: "lg-deferred", budget: 3)
         try await TestDatabase.withPool(configuration) { pool in
@@ -33,6 +33,10 @@ extension PostgresPoolTests {
                 switch path {
                 case "pool.query": try await pool.query(insert, lane: .write)
                 case "lease.execute": try await pool.withConnection(lane: .write) { try await $0.execute(insert) }
+                case "lease.withRows":
+                    try await pool.withConnection(lane: .write) { lease in
+                        try await lease.withRows(insert) { rows in for try await _ in rows {} }
+                    }
                 default: _ = try await pool.withConnection(lane: .write) { try await $0.query(insert) }
                 }
             } catch {
