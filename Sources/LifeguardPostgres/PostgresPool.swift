@@ -1,3 +1,4 @@
+import CoreMetrics
 import Lifeguard
 import Logging
 import NIOCore
@@ -33,18 +34,22 @@ public final class PostgresPool: Service, Sendable {
     ///   - logger: Receives connection failures and the pool's lifecycle. Never a password.
     ///     At `.debug` or `.trace` it also gets PostgresNIO's logs of each statement; above,
     ///     statements do not touch it.
+    ///   - metricsFactory: Where the pool's metrics go, about once a second while ``run()``
+    ///     runs; default: swift-metrics' bootstrapped backend (`MetricsSystem.factory`).
     /// - Throws: ``LifeguardError`` with code ``LifeguardError/Code/invalidConfiguration``
     ///   listing every problem.
     public init(
         configuration: Configuration,
         eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
-        logger: Logger
+        logger: Logger,
+        metricsFactory: (any MetricsFactory)? = nil
     ) throws(LifeguardError) {
         try configuration.validate()
         self.configuration = configuration
         self.logger = logger
         let factory = PostgresConnectionFactory(configuration: configuration, logger: logger, eventLoopGroup: eventLoopGroup)
-        self.pool = try ConnectionPool(configuration: configuration.pool, factory: factory, logger: logger)
+        self.pool = try ConnectionPool(
+            configuration: configuration.pool, factory: factory, logger: logger, metricsFactory: metricsFactory)
         self.canceller = configuration.serverSideCancellation
             ? ServerCanceller(logger: logger, backendExitTimeout: configuration.backendExitTimeout) : nil
     }

@@ -1,3 +1,4 @@
+import CoreMetrics
 import Foundation
 import Lifeguard
 @testable import LifeguardPostgres
@@ -57,9 +58,10 @@ enum TestDatabase {
     static func withPool<Value>(
         _ configuration: PostgresPool.Configuration,
         logger: Logger = TestDatabase.logger,
+        metricsFactory: (any MetricsFactory)? = nil,
         _ body: (PostgresPool) async throws -> Value
     ) async throws -> Value {
-        let pool = try PostgresPool(configuration: configuration, logger: logger)
+        let pool = try PostgresPool(configuration: configuration, logger: logger, metricsFactory: metricsFactory)
         return try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { await pool.run() }
             do {
