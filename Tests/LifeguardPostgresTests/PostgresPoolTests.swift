@@ -1,4 +1,5 @@
 import Foundation
+import InMemoryLogging
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -131,24 +132,25 @@ struct PostgresPoolTests {
     func statementLogging() async throws {
         let configuration = try TestDatabase.configuration(application: "lg-statement-logs", budget: 2)
         for level in [Logger.Level.trace, .info] {
-            let record = LogRecord()
-            var logger = Logger(label: "lg-statement-logs") { _ in RecordingLogHandler(record: record) }
+            let record = InMemoryLogHandler()
+            var logger = Logger(label: "lg-statement-logs") { _ in record }
             logger.logLevel = level
             try await TestDatabase.withPool(configuration, logger: logger) { pool in
                 try await pool.withConnection(lane: .retrieval) { lease in
-                    record.reset()  // what opening the connection logged
+                    record.clear()  // what opening the connection logged
                     try await lease.execute("SELECT 1")
                     _ = try await lease.query("SELECT 1")
                     try await lease.withRows("SELECT 1") { rows in for try await _ in rows {} }
                     _ = try await lease.query(AddOne(number: 1))
                 }
             }
-            let tagged = record.metadataKeysSet.filter { $0 == "psql_connection_id" }.count
+            let tagged = record.entries.filter { $0.metadata["psql_connection_id"] != nil }.count
+            let messages = record.entries.map(\.message.description)
             if level == .trace {
-                #expect(record.messages.filter { $0 == "Row stream received rows" }.count >= 3, "PostgresNIO's trace of each statement's rows")
+                #expect(messages.filter { $0 == "Row stream received rows" }.count >= 3, "PostgresNIO's trace of each statement's rows")
                 #expect(tagged >= 3, "PostgresNIO tags a plain statement's logger with the connection")
             } else {
-                #expect(!record.messages.contains("Row stream received rows"))
+                #expect(!messages.contains("Row stream received rows"))
                 #expect(tagged == 0, "PostgresNIO logs statements at .debug and .trace only: an .info logger is spared them")
             }
         }

@@ -172,38 +172,6 @@ extension PostgresLease {
     }
 }
 
-/// What a ``RecordingLogHandler`` saw: the messages logged through it, and the metadata keys
-/// set on it.
-final class LogRecord: Sendable {
-    private let state = Mutex<(messages: [String], metadataKeysSet: [String])>(([], []))
-
-    var messages: [String] { self.state.withLock { $0.messages } }
-    var metadataKeysSet: [String] { self.state.withLock { $0.metadataKeysSet } }
-
-    func log(_ message: String) { self.state.withLock { $0.messages.append(message) } }
-    func setMetadata(_ key: String) { self.state.withLock { $0.metadataKeysSet.append(key) } }
-    func reset() { self.state.withLock { $0 = ([], []) } }
-}
-
-/// A log handler that records into a ``LogRecord`` what a logger made of it.
-struct RecordingLogHandler: LogHandler {
-    let record: LogRecord
-    var logLevel: Logger.Level = .info
-    var metadata: Logger.Metadata = [:]
-
-    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
-        get { self.metadata[key] }
-        set {
-            self.record.setMetadata(key)
-            self.metadata[key] = newValue
-        }
-    }
-
-    func log(event: LogEvent) {
-        self.record.log(event.message.description)
-    }
-}
-
 /// What `body` returned or threw.
 func outcome<Value>(isolation: isolated (any Actor)? = #isolation, _ body: () async throws -> Value) async -> Result<Value, any Error> {
     do { return .success(try await body()) } catch { return .failure(error) }

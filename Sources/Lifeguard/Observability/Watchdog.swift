@@ -16,7 +16,10 @@ public struct CallSite: Sendable, Hashable, CustomStringConvertible {
         self.function = function
     }
 
-    public var description: String { "\(self.fileID):\(self.line) (\(self.function))" }
+    public var description: String { "\(self.location) (\(self.function))" }
+
+    /// `File.swift:line`, as the watchdog's reports name a call site.
+    public var location: String { "\(self.fileID):\(self.line)" }
 
     public static func == (lhs: CallSite, rhs: CallSite) -> Bool {
         lhs.description == rhs.description
@@ -125,7 +128,7 @@ extension PoolStateMachine {
         let finding = WatchdogFinding(
             kind: kind,
             lane: self.lanes[lease.lane].lane.name,
-            callSite: lease.callSite.map { "\($0.fileID):\($0.line)" } ?? "unknown",
+            callSite: lease.callSite?.location ?? "unknown",
             function: lease.callSite.map { "\($0.function)" } ?? "unknown",
             heldSeconds: Double(lease.leasedAt.nanoseconds(to: now)) / 1e9,
             idleSeconds: idleSince.map { Double($0.nanoseconds(to: now)) / 1e9 })
@@ -210,7 +213,7 @@ struct IncidentTracker {
         for lease in running {
             let from = max(since, lease.leasedAt)
             let seconds = Double(max(0, from.nanoseconds(to: now))) / 1e9
-            let site = lease.callSite.map { "\($0.fileID):\($0.line)" } ?? "unknown"
+            let site = lease.callSite?.location ?? "unknown"
             self.heldByCallSite[lease.lane, default: [:]][site, default: 0] += seconds
         }
     }

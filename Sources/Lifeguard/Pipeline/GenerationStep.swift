@@ -105,21 +105,21 @@ extension ConnectionPool {
     /// A lease requested inside a generation step: reported once per call site, or refused.
     @usableFromInline
     func leaseDuringGeneration(step: CallSite, lane: Lane, callSite: CallSite?) throws(LifeguardError) {
-        let site = callSite.map { "\($0.fileID):\($0.line)" } ?? "unknown"
+        let site = callSite?.location ?? "unknown"
         if case .forbid = self.configuration.leaseDuringGeneration {
-            throw LifeguardError.leaseDuringGeneration(lane: lane, callSite: site, step: "\(step.fileID):\(step.line)")
+            throw LifeguardError.leaseDuringGeneration(lane: lane, callSite: site, step: step.location)
         }
         let finding = WatchdogFinding(
             kind: .leaseDuringGeneration, lane: lane.name, callSite: site,
             function: callSite.map { "\($0.function)" } ?? "unknown", heldSeconds: 0, idleSeconds: nil,
-            generationStep: "\(step.fileID):\(step.line)")
+            generationStep: step.location)
         let isNew = self.shared.withLock { shared in
             shared.machine.recordLeaseDuringGeneration(finding, lane: lane)
         }
         if isNew {
             self.logger.warning(
                 "Lifeguard: \(finding)",
-                metadata: ["lane": "\(lane)", "call_site": "\(site)", "generation_step": "\(step.fileID):\(step.line)"])
+                metadata: ["lane": "\(lane)", "call_site": "\(site)", "generation_step": "\(step.location)"])
         }
     }
 }

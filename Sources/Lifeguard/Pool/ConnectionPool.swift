@@ -349,10 +349,9 @@ public final class ConnectionPool<Factory: ConnectionFactory, Clock: PoolClock>:
             if lease.grant.needsValidation {
                 let connection = lease.connection
                 let factory = self.factory
-                let valid = await succeeds(
-                    within: self.configuration.pingTimeout, on: self.clock,
-                    { try await factory.validate(connection) },
-                    onTimeout: { await factory.close(connection) })
+                let valid = await self.succeedsOrCloses(connection, within: self.configuration.pingTimeout) {
+                    try await factory.validate(connection)
+                }
                 if !valid {
                     self.release(lease, disposition: .close)
                     continue
@@ -587,20 +586,18 @@ public final class ConnectionPool<Factory: ConnectionFactory, Clock: PoolClock>:
             }
         case .reset(let slot, let connection):
             let factory = self.factory
-            let succeeded = await succeeds(
-                within: self.configuration.resetTimeout, on: self.clock,
-                { try await factory.reset(connection) },
-                onTimeout: { await factory.close(connection) })
+            let succeeded = await self.succeedsOrCloses(connection, within: self.configuration.resetTimeout) {
+                try await factory.reset(connection)
+            }
             if !succeeded {
                 self.logger.debug("Lifeguard: reset failed or timed out; closing the connection")
             }
             self.apply { shared, now in shared.machine.resetCompleted(slot: slot, succeeded: succeeded, now: now) }
         case .ping(let slot, let connection):
             let factory = self.factory
-            let succeeded = await succeeds(
-                within: self.configuration.pingTimeout, on: self.clock,
-                { try await factory.validate(connection) },
-                onTimeout: { await factory.close(connection) })
+            let succeeded = await self.succeedsOrCloses(connection, within: self.configuration.pingTimeout) {
+                try await factory.validate(connection)
+            }
             self.apply { shared, now in shared.machine.pingCompleted(slot: slot, succeeded: succeeded, now: now) }
         case .close(let slot, let connection):
             await self.factory.close(connection)
@@ -611,6 +608,16 @@ public final class ConnectionPool<Factory: ConnectionFactory, Clock: PoolClock>:
         case .finished:
             break
         }
+    }
+
+    /// Runs `operation` on `connection` (a reset, a ping) for at most `timeout` of the pool's
+    /// clock; when it takes longer, the connection is closed and the result is `false`.
+    @usableFromInline
+    func succeedsOrCloses(
+        _ connection: Connection, within timeout: Duration, _ operation: @escaping @Sendable () async throws -> Void
+    ) async -> Bool {
+        let factory = self.factory
+        return await succeeds(within: timeout, on: self.clock, operation, onTimeout: { await factory.close(connection) })
     }
 
     // MARK: - Metrics
