@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The test entry point: starts a throwaway PostgreSQL and a PgBouncer in front of it, runs
-# `swift test` against them, and stops both on every exit path. Extra arguments go to `swift test` (e.g. --filter Postgres).
+# `swift test` against them (after scripts/docs-check.sh), and stops both on every exit path. Extra arguments go to `swift test` (e.g. --filter Postgres).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -13,4 +13,7 @@ export DATABASE_URL
 PGBOUNCER_URL="$(scripts/pgbouncer.sh start)"
 export PGBOUNCER_URL
 export LIFEGUARD_POSTGRES_SCRIPT="$PWD/scripts/postgres.sh"
+# The documentation first: every DocC link resolves, every public parameter is documented.
+swift build 2>&1 | tail -1
+scripts/docs-check.sh
 swift test "$@"

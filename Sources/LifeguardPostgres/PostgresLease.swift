@@ -63,6 +63,8 @@ public final class PostgresLease: Sendable {
     ///
     /// - Parameters:
     ///   - query: The statement, with its bindings (`"SELECT * FROM t WHERE id = \(id)"`).
+    ///   - file: The caller's file, for PostgresNIO's logs. Leave the default.
+    ///   - line: The caller's line, for PostgresNIO's logs. Leave the default.
     /// - Returns: The rows, collected.
     /// - Throws: The server's error (`PSQLError`), `CancellationError` if the task was cancelled
     ///   before or while the statement ran, or ``LifeguardError/Code/leaseEnded``.
@@ -79,7 +81,10 @@ public final class PostgresLease: Sendable {
 
     /// Runs a statement and discards its rows.
     ///
-    /// - Parameter query: The statement.
+    /// - Parameters:
+    ///   - query: The statement.
+    ///   - file: The caller's file, for PostgresNIO's logs. Leave the default.
+    ///   - line: The caller's line, for PostgresNIO's logs. Leave the default.
     /// - Throws: As ``query(_:file:line:)``.
     public func execute(_ query: PostgresQuery, file: String = #fileID, line: Int = #line) async throws {
         try self.checkActive()
@@ -110,6 +115,9 @@ public final class PostgresLease: Sendable {
     /// - Parameters:
     ///   - query: The statement.
     ///   - consume: Reads the rows; they are not available after it returns.
+    ///   - isolation: The caller's actor, inherited. Leave the default.
+    ///   - file: The caller's file, for PostgresNIO's logs. Leave the default.
+    ///   - line: The caller's line, for PostgresNIO's logs. Leave the default.
     /// - Returns: What `consume` returns.
     /// - Throws: As ``query(_:file:line:)``, or what `consume` throws.
     public func withRows<Value>(
@@ -137,7 +145,11 @@ public final class PostgresLease: Sendable {
     /// statement found missing (SQLSTATE 26000 or 42P05) switches the pool to running its
     /// prepared statements unnamed, with a warning logged once.
     ///
-    /// - Parameter statement: The statement and its bindings.
+    /// - Parameters:
+    ///   - statement: The statement and its bindings.
+    ///   - isolation: The caller's actor, inherited. Leave the default.
+    ///   - file: The caller's file, for PostgresNIO's logs. Leave the default.
+    ///   - line: The caller's line, for PostgresNIO's logs. Leave the default.
     /// - Returns: The rows, decoded by the statement's `decodeRow(_:)`.
     /// - Throws: As ``query(_:file:line:)``, or what `decodeRow(_:)` throws.
     @discardableResult
@@ -154,7 +166,11 @@ public final class PostgresLease: Sendable {
 
     /// Runs a prepared statement and discards its rows.
     ///
-    /// - Parameter statement: The statement and its bindings.
+    /// - Parameters:
+    ///   - statement: The statement and its bindings.
+    ///   - isolation: The caller's actor, inherited. Leave the default.
+    ///   - file: The caller's file, for PostgresNIO's logs. Leave the default.
+    ///   - line: The caller's line, for PostgresNIO's logs. Leave the default.
     /// - Throws: As ``query(_:file:line:)``, or what `decodeRow(_:)` throws.
     public func execute<Statement: PostgresPreparedStatement>(
         _ statement: Statement,

@@ -91,6 +91,7 @@ public final class PostgresPool: Service, Sendable {
     ///   - line: The caller's line, for the watchdog's reports. Leave the default.
     ///   - function: The caller's function, for the watchdog's reports. Leave the default.
     ///   - body: Runs statements through the lease.
+    ///   - isolation: The caller's actor, inherited. Leave the default.
     /// - Returns: What `body` returns.
     /// - Throws: ``LifeguardError`` when no connection could be leased, `CancellationError`,
     ///   or what `body` throws.
@@ -140,6 +141,7 @@ public final class PostgresPool: Service, Sendable {
     ///   - retrieve: Reads what the model needs.
     ///   - generate: Calls the model, with no connection held.
     ///   - persist: Writes the result, in a transaction.
+    ///   - isolation: The caller's actor, inherited. Leave the default.
     /// - Returns: What `persist` returns, once committed.
     public func threeWindows<Context, Answer, Saved>(
         retrieval: Lane = .retrieval,
@@ -172,6 +174,7 @@ public final class PostgresPool: Service, Sendable {
     ///   - line: The caller's line, for the watchdog's reports. Leave the default.
     ///   - function: The caller's function, for the watchdog's reports. Leave the default.
     ///   - body: Runs statements through the lease, inside the transaction.
+    ///   - isolation: The caller's actor, inherited. Leave the default.
     /// - Returns: What `body` returns, once committed.
     /// - Throws: What `body` throws (after the rollback), `CancellationError`, the `COMMIT`'s
     ///   error (the server's refusal: nothing committed; or
@@ -208,8 +211,11 @@ public final class PostgresPool: Service, Sendable {
     /// - Parameters:
     ///   - query: The statement.
     ///   - lane: The kind of work.
+    ///   - fileID: The caller's file, for the watchdog's reports. Leave the default.
+    ///   - line: The caller's line, for the watchdog's reports. Leave the default.
+    ///   - function: The caller's function, for the watchdog's reports. Leave the default.
     /// - Returns: The rows, collected.
-    /// - Throws: As ``withConnection(lane:isolation:_:)``.
+    /// - Throws: As ``withConnection(lane:fileID:line:function:isolation:_:)``.
     @discardableResult
     public func query(
         _ query: PostgresQuery, lane: Lane, fileID: StaticString = #fileID, line: UInt = #line, function: StaticString = #function

@@ -1,7 +1,7 @@
 /// The settings of a ``ConnectionPool``: its budget, its lanes and how it keeps connections healthy.
 ///
 /// Every setting has a documented default. ``validate()`` reports every problem at once;
-/// ``ConnectionPool/init(configuration:factory:logger:)`` calls it, so a pool never runs with a
+/// ``ConnectionPool/init(configuration:factory:clock:logger:metricsFactory:)`` calls it, so a pool never runs with a
 /// bad configuration.
 public struct PoolConfiguration: Sendable, Hashable {
     /// The number of server connections this pool may open at once (per database host).

@@ -52,7 +52,7 @@ enum FanOut {
 
 extension ConnectionPool {
     /// Runs `body` for each input on a connection of `lane`, at most `maxConcurrent` at a time,
-    /// admitted or rejected as one request (see ``FanOut``).
+    /// admitted or rejected as one request: part of a request is worth nothing.
     ///
     /// The request is admitted or rejected whole: when the lane is overloaded and its first
     /// `maxConcurrent` leases would wait longer than the shedding target, or when the

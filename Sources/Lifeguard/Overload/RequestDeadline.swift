@@ -23,6 +23,7 @@ public enum RequestDeadline {
     /// - Parameters:
     ///   - duration: The time the operation has.
     ///   - operation: The work under the deadline.
+    ///   - isolation: The caller's actor, inherited. Leave the default.
     public static func withDeadline<Value>(
         in duration: Duration,
         isolation: isolated (any Actor)? = #isolation,
@@ -37,6 +38,7 @@ public enum RequestDeadline {
     /// - Parameters:
     ///   - instant: When the operation's time is up, on the monotonic clock (``PoolInstant/now``).
     ///   - operation: The work under the deadline.
+    ///   - isolation: The caller's actor, inherited. Leave the default.
     public static func withDeadline<Value>(
         at instant: PoolInstant,
         isolation: isolated (any Actor)? = #isolation,

@@ -3,8 +3,8 @@ import Synchronization
 /// The step of a pipeline that calls a model, during which no connection should be held.
 ///
 /// A pipeline that holds a connection across a model call holds it for the seconds the model
-/// takes, and no pool size fixes that. Run the call inside ``run(fileID:line:function:_:)`` (or
-/// use ``ConnectionPool/threeWindows(retrieval:write:fileID:line:function:retrieve:generate:persist:)``,
+/// takes, and no pool size fixes that. Run the call inside ``run(fileID:line:function:isolation:_:)`` (or
+/// use ``ConnectionPool/threeWindows(retrieval:write:fileID:line:function:isolation:retrieve:generate:persist:)``,
 /// which does): a lease requested inside it is reported with both call sites, or refused, as
 /// ``PoolConfiguration/leaseDuringGeneration`` says.
 public enum GenerationStep {
@@ -35,6 +35,7 @@ public enum GenerationStep {
     ///   - line: The caller's line, for reports. Leave the default.
     ///   - function: The caller's function, for reports. Leave the default.
     ///   - body: The model call, with no connection held.
+    ///   - isolation: The caller's actor, inherited. Leave the default.
     /// - Returns: What `body` returns.
     public static func run<Value>(
         fileID: StaticString = #fileID,
@@ -79,6 +80,7 @@ extension ConnectionPool {
     ///   - retrieve: Reads what the model needs.
     ///   - generate: Calls the model; a lease requested here is reported or refused.
     ///   - persist: Writes the result.
+    ///   - isolation: The caller's actor, inherited. Leave the default.
     /// - Returns: What `persist` returns.
     public func threeWindows<Context, Answer, Saved>(
         retrieval: Lane = .retrieval,

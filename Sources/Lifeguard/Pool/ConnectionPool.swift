@@ -5,7 +5,7 @@ import Synchronization
 
 /// A pool of connections with lanes, bounded fail-fast waits and cancellation safety.
 ///
-/// The pool is a thin shell around ``PoolStateMachine``: one `Mutex` guards the machine, the
+/// The pool is a thin shell around its state machine: one `Mutex` guards the machine, the
 /// connections (by slot) and the continuations of waiting requests; every decision is the
 /// machine's, and the shell carries out its actions after releasing the lock. A lease that finds
 /// an idle connection takes the lock once and never suspends; only a request that has to wait
@@ -230,6 +230,7 @@ public final class ConnectionPool<Factory: ConnectionFactory, Clock: PoolClock>:
     ///   - line: The caller's line, for the watchdog's reports. Leave the default.
     ///   - function: The caller's function, for the watchdog's reports. Leave the default.
     ///   - body: Uses the connection. Do not let the connection escape it.
+    ///   - isolation: The caller's actor, inherited. Leave the default.
     /// - Returns: What `body` returns.
     /// - Throws: ``LifeguardError`` (``LifeguardError/Code/waitTimeout``,
     ///   ``LifeguardError/Code/overloaded``, ``LifeguardError/Code/databaseUnavailable``,

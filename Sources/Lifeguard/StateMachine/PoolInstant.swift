@@ -10,7 +10,7 @@ import Darwin
 ///
 /// The pool's decisions are made on every lease and release, so its time is a plain integer:
 /// comparing and subtracting two instants costs what comparing two integers costs, where
-/// `Duration` arithmetic goes through 128-bit integers. ``ManualClock`` counts from zero on the
+/// `Duration` arithmetic goes through 128-bit integers. `ManualClock` (in `LifeguardTestUtils`) counts from zero on the
 /// same type, so the state machine runs unchanged on virtual time.
 public struct PoolInstant: InstantProtocol, Hashable, Sendable, CustomStringConvertible {
     /// Nanoseconds since an arbitrary origin (the system's boot, for ``now``).
