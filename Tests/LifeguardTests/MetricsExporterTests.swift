@@ -33,6 +33,32 @@ struct MetricsExporterTests {
     }
 }
 
+extension MetricsExporterTests {
+    @Test("run() exports the metrics once per metricsInterval of the pool's clock, and only then")
+    func exportsOncePerInterval() async throws {
+        let metrics = TestMetrics()
+        let clock = ManualClock()
+        // An interval no other timer of the pool shares (housekeeping runs every second).
+        var configuration = PoolConfiguration.testing(budget: 2, lanes: [.write: .patient])
+        configuration.metricsInterval = .milliseconds(700)
+        let pool = try ConnectionPool(
+            configuration: configuration, factory: InMemoryConnectionFactory(clock: clock), clock: clock,
+            logger: Logger(label: "test"), metricsFactory: metrics)
+        let runner = Task { await pool.run() }
+        let started = clock.now
+        for _ in 0..<4 { try await pool.withConnection(lane: .write) { _ in } }
+        await clock.sleeper(until: started.advanced(by: .milliseconds(700)))
+        let granted = try metrics.expectCounter("lifeguard_lease_outcomes_total", [("lane", "write"), ("outcome", "granted")])
+        #expect(granted.totalValue == 0, "nothing is exported before the first interval")
+        clock.advance(by: .milliseconds(700))
+        // The export loop sleeps again once it has exported.
+        await clock.sleeper(until: started.advanced(by: .milliseconds(1_400)))
+        #expect(granted.totalValue == 4)
+        pool.shutdown(gracePeriod: .zero)
+        await runner.value
+    }
+}
+
 @Suite("Incidents")
 struct IncidentTests {
     @Test("a wait p99 above 50 ms is an incident, reported once per window with the lane's longest holders")

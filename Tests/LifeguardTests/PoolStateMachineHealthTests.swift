@@ -212,6 +212,16 @@ struct PoolConfigurationTests {
         }
     }
 
+    @Test("a metricsInterval that is not positive is refused, naming the setting")
+    func metricsIntervalIsChecked() {
+        for interval in [Duration.zero, .seconds(-1), .seconds(Int64.max)] {
+            var configuration = PoolConfiguration(budget: 4)
+            configuration.metricsInterval = interval
+            #expect(throws: LifeguardError.self) { try configuration.validate() }
+            do { try configuration.validate() } catch { #expect(error.problems.contains { $0.hasPrefix("metricsInterval is") }) }
+        }
+    }
+
     @Test("the defaults are valid and cap the generation lane")
     func defaults() throws {
         let configuration = PoolConfiguration()

@@ -58,6 +58,10 @@ public struct PoolConfiguration: Sendable, Hashable {
     /// Default: 10 s.
     public var shutdownGracePeriod: Duration
 
+    /// How often ``ConnectionPool/run()`` publishes what changed through swift-metrics (and
+    /// checks for incidents: slow waits, the leak signal). Default: 1 s.
+    public var metricsInterval: Duration
+
     /// A lease held longer than this is reported once, with its lane and call site;
     /// `nil` turns the report off. Default: 5 s.
     public var longHoldThreshold: Duration?
@@ -101,6 +105,7 @@ public struct PoolConfiguration: Sendable, Hashable {
         self.reconnectInitialDelay = .milliseconds(50)
         self.reconnectMaximumDelay = .seconds(2)
         self.shutdownGracePeriod = .seconds(10)
+        self.metricsInterval = .seconds(1)
         self.statisticsWindow = .seconds(60)
         self.recordsStatistics = true
         self.longHoldThreshold = .seconds(5)
@@ -163,6 +168,7 @@ public struct PoolConfiguration: Sendable, Hashable {
         Self.requirePositive(self.resetTimeout, "resetTimeout", &problems)
         Self.requirePositive(self.reconnectInitialDelay, "reconnectInitialDelay", &problems)
         Self.requirePositive(self.statisticsWindow, "statisticsWindow", &problems)
+        Self.requirePositive(self.metricsInterval, "metricsInterval", &problems)
         Self.requirePositive(self.longHoldThreshold, "longHoldThreshold", &problems)
         Self.requirePositive(self.idleInLeaseThreshold, "idleInLeaseThreshold", &problems)
         if !(0...1).contains(self.maxLifetimeJitter) {

@@ -521,7 +521,7 @@ public final class ConnectionPool<Factory: ConnectionFactory, Clock: PoolClock>:
                 await withDiscardingTaskGroup { group in
                     self.apply { shared, now in shared.machine.tick(now: now) }
                     group.addTask {
-                        while (try? await self.clock.sleep(for: .seconds(1))) != nil {
+                        while (try? await self.clock.sleep(for: self.configuration.metricsInterval)) != nil {
                             self.exportMetrics()
                         }
                     }
