@@ -212,6 +212,25 @@ struct PoolConfigurationTests {
         }
     }
 
+    @Test("a request that meets more broken connections in a row than the budget fails with databaseUnavailable, counted")
+    func tooManyBrokenInARow() {
+        var machine = Machine(.testing(budget: 2, lanes: [.write: .patient]))
+        machine.warmUp(2, now: at(0))
+        for attempt in 1...2 {
+            let grant = machine.leaseNow(.write, now: at(attempt))!
+            let closed = machine.closeBroken(grant, brokenInARow: attempt, since: at(0), now: at(attempt))
+            #expect(closed.failure == nil, "within the budget: lease again")
+            #expect(closed.actions.close == [grant.slot])
+            _ = machine.connectionClosed(slot: grant.slot, now: at(attempt))
+        }
+        machine.warmUp(1, now: at(3))
+        let third = machine.leaseNow(.write, now: at(3))!
+        let closed = machine.closeBroken(third, brokenInARow: 3, since: at(0), now: at(3))
+        #expect(closed.failure?.code == .databaseUnavailable)
+        #expect(closed.failure?.waited == .milliseconds(3))
+        #expect(machine.statisticsInputs.snapshot(now: at(3))[.write]?.outcomes.unavailable == 1)
+    }
+
     @Test("a metricsInterval that is not positive is refused, naming the setting")
     func metricsIntervalIsChecked() {
         for interval in [Duration.zero, .seconds(-1), .seconds(Int64.max)] {

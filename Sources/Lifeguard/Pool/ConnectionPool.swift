@@ -340,11 +340,8 @@ public final class ConnectionPool<Factory: ConnectionFactory, Clock: PoolClock>:
                 lease = try await self.acquire(laneIndex: laneIndex, callSite: callSite)
             }
             if self.factory.condition(of: lease.connection) == .broken {
-                self.release(lease, disposition: .close)
                 brokenInARow += 1
-                if brokenInARow > self.configuration.budget {
-                    throw LifeguardError.databaseUnavailable(lane: lane, waited: started.duration(to: self.clock.now), lastError: nil)
-                }
+                if let failure = self.closeBroken(lease, brokenInARow: brokenInARow, since: started) { throw failure }
                 continue
             }
             if lease.grant.needsValidation {
@@ -360,6 +357,19 @@ public final class ConnectionPool<Factory: ConnectionFactory, Clock: PoolClock>:
             }
             return lease
         }
+    }
+
+    /// Closes a lease's broken connection; the error that ends the request when the machine
+    /// says it met too many in a row. Out of line: a rare path.
+    @usableFromInline
+    func closeBroken(_ lease: Lease, brokenInARow: Int, since: PoolInstant) -> LifeguardError? {
+        var failure: LifeguardError?
+        self.apply { shared, now in
+            let closed = shared.machine.closeBroken(lease.grant, brokenInARow: brokenInARow, since: since, now: now)
+            failure = closed.failure
+            return closed.actions
+        }
+        return failure
     }
 
     /// Asks the machine for a connection, waiting in the lane's queue when none is free.

@@ -347,6 +347,27 @@ package struct PoolStateMachine {
         return .granted(WaiterGrant(waiter: waiter.id, grant: handed))
     }
 
+    /// A lease's connection was found broken before its request could use it: it is closed,
+    /// and the request leases again, unless this was more broken connections in a row than
+    /// the budget (every connection the pool could open is dead, so the database is
+    /// unreachable in practice): then the request fails with
+    /// ``LifeguardError/Code/databaseUnavailable``, counted as such.
+    ///
+    /// - Parameters:
+    ///   - grant: The lease whose connection is broken.
+    ///   - brokenInARow: The broken connections this request has met so far, this one included.
+    ///   - since: When the request began, for the error's wait.
+    package mutating func closeBroken(
+        _ grant: Grant, brokenInARow: Int, since: Instant, now: Instant
+    ) -> (actions: PoolActions, failure: LifeguardError?) {
+        let actions = self.release(grant, disposition: .close, now: now)
+        guard brokenInARow > self.configuration.budget else { return (actions, nil) }
+        self.statistics.current.lanes[grant.lane].outcomes.unavailable += 1
+        let error = LifeguardError.databaseUnavailable(
+            lane: self.lanes[grant.lane].lane, waited: since.duration(to: now), lastError: self.outage?.lastError)
+        return (actions, error)
+    }
+
     /// A lease ended.
     ///
     /// A clean connection goes back to idle or straight to the next waiter; a dirty one is reset
