@@ -101,6 +101,8 @@ public struct Simulator {
     var requests: [Int: RequestState] = [:]
     var nextRequest = 0
     var waiterOwners: [WaiterID: (request: Int, lease: Int)] = [:]
+    /// The most requests in flight at once (a closed loop never has more than its users).
+    var mostInFlight = 0
     /// Timers the machine cancelled whose tick is still on the event queue.
     var cancelledTimers: Set<TimerID> = []
     var endToEnd = Histogram<UInt64>(highestTrackableValue: 3_600_000_000, numberOfSignificantValueDigits: .two)
@@ -251,6 +253,7 @@ public struct Simulator {
         let id = self.nextRequest
         self.nextRequest += 1
         self.requests[id] = RequestState(kind: kind, arrivedAt: self.now, steps: steps[...], durations: durations)
+        self.mostInFlight = max(self.mostInFlight, self.requests.count)
         if self.random.nextUnitInterval() < self.scenario.cancelFraction {
             // A uniformly random moment of its life, as drawn (waits come on top).
             let life = durations.reduce(0, +)
