@@ -34,7 +34,7 @@ public final class PostgresPool: Service, Sendable {
     ///   - logger: Receives connection failures and the pool's lifecycle. Never a password.
     ///     At `.debug` or `.trace` it also gets PostgresNIO's logs of each statement; above,
     ///     statements do not touch it.
-    ///   - metricsFactory: Where the pool's metrics go, about once a second while ``run()``
+    ///   - metricsFactory: Where the pool's metrics go, once per `metricsInterval` (1 s) while ``run()``
     ///     runs; default: swift-metrics' bootstrapped backend (`MetricsSystem.factory`).
     /// - Throws: ``LifeguardError`` with code ``LifeguardError/Code/invalidConfiguration``
     ///   listing every problem.

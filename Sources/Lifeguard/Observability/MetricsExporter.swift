@@ -8,7 +8,7 @@ import Synchronization
 /// `lifeguard_utilization`, `lifeguard_generation_holds_total`, `lifeguard_long_holds_total`,
 /// `lifeguard_cancellations_total`, `lifeguard_capacity`).
 ///
-/// It runs in the pool's run loop, about once a second, from what the state machine recorded:
+/// It runs in the pool's run loop, once per `metricsInterval` (1 s), from what the state machine recorded:
 /// counters move by what changed since the last export, timers get the waits and holds recorded
 /// since then (replayed from the histograms' buckets, at their bucket's value), gauges are set.
 /// Nothing of it runs on the lease path.

@@ -170,7 +170,7 @@ public final class ConnectionPool<Factory: ConnectionFactory, Clock: PoolClock>:
     ///   - clock: Where the pool reads the time and waits: its timeouts, housekeeping,
     ///     watchdog and metrics export all run on it.
     ///   - logger: Receives connection failures, watchdog findings and the pool's lifecycle.
-    ///   - metricsFactory: Where metrics go, about once a second while ``run()`` runs;
+    ///   - metricsFactory: Where metrics go, once per `metricsInterval` (1 s) while ``run()`` runs;
     ///     default: swift-metrics' bootstrapped backend (`MetricsSystem.factory`).
     /// - Throws: ``LifeguardError`` with code ``LifeguardError/Code/invalidConfiguration``
     ///   listing every problem of the configuration.
@@ -253,7 +253,7 @@ public final class ConnectionPool<Factory: ConnectionFactory, Clock: PoolClock>:
         case .leased(let idle):
             lease = idle
         case .slowly(let laneIndex, let first):
-            lease = try await self.leaseSlowly(lane: lane, index: laneIndex, callSite: callSite, first: first)
+            lease = try await self.leaseSlowly(index: laneIndex, callSite: callSite, first: first)
         }
         let value: Value
         do {
@@ -309,7 +309,7 @@ public final class ConnectionPool<Factory: ConnectionFactory, Clock: PoolClock>:
     /// the fast path, so that waiting is specialized for the connection type too: unspecialized,
     /// its generic metadata lookups ran under the lock and made it contended.
     @inlinable
-    func leaseSlowly(lane: Lane, index laneIndex: Int, callSite: CallSite?, first: Lease?) async throws -> Lease {
+    func leaseSlowly(index laneIndex: Int, callSite: CallSite?, first: Lease?) async throws -> Lease {
         let lease: Lease
         if let first {
             lease = first
@@ -319,7 +319,7 @@ public final class ConnectionPool<Factory: ConnectionFactory, Clock: PoolClock>:
         if !lease.grant.needsValidation && self.factory.condition(of: lease.connection) != .broken {
             return lease
         }
-        return try await self.replaceOrValidate(lease, lane: lane, index: laneIndex, callSite: callSite)
+        return try await self.replaceOrValidate(lease, index: laneIndex, callSite: callSite)
     }
 
     /// A lease whose connection looks broken, or must be validated before use: closes broken
@@ -327,7 +327,7 @@ public final class ConnectionPool<Factory: ConnectionFactory, Clock: PoolClock>:
     /// that a waiting task's async frame does not carry this rare path (it took a slab of its
     /// own per waiter).
     @inlinable @inline(never)
-    func replaceOrValidate(_ first: Lease, lane: Lane, index laneIndex: Int, callSite: CallSite?) async throws -> Lease {
+    func replaceOrValidate(_ first: Lease, index laneIndex: Int, callSite: CallSite?) async throws -> Lease {
         var candidate: Lease? = first
         var brokenInARow = 0
         let started = self.clock.now
@@ -746,7 +746,7 @@ extension ConnectionPool where Clock == SystemPoolClock {
     ///   - configuration: Budget, lanes and connection health settings.
     ///   - factory: Opens, checks, resets and closes connections.
     ///   - logger: Receives connection failures, watchdog findings and the pool's lifecycle.
-    ///   - metricsFactory: Where metrics go, about once a second while ``run()`` runs;
+    ///   - metricsFactory: Where metrics go, once per `metricsInterval` (1 s) while ``run()`` runs;
     ///     default: swift-metrics' bootstrapped backend (`MetricsSystem.factory`).
     /// - Throws: ``LifeguardError`` with code ``LifeguardError/Code/invalidConfiguration``
     ///   listing every problem of the configuration.
