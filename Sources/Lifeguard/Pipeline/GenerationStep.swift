@@ -104,24 +104,18 @@ extension ConnectionPool {
         }
     }
 
-    /// A lease requested inside a generation step: reported once per call site, or refused.
+    /// A lease requested inside a generation step: reported once per call site, or refused,
+    /// as the watchdog's rules say.
     @usableFromInline
     func leaseDuringGeneration(step: CallSite, lane: Lane, callSite: CallSite?) throws(LifeguardError) {
-        let site = callSite?.location ?? "unknown"
-        if case .forbid = self.configuration.leaseDuringGeneration {
-            throw LifeguardError.leaseDuringGeneration(lane: lane, callSite: site, step: step.location)
-        }
-        let finding = WatchdogFinding(
-            kind: .leaseDuringGeneration, lane: lane.name, callSite: site,
-            function: callSite.map { "\($0.function)" } ?? "unknown", heldSeconds: 0, idleSeconds: nil,
-            generationStep: step.location)
+        let finding = try self.watchdogRules.leaseDuringGeneration(step: step, lane: lane, callSite: callSite).get()
         let isNew = self.shared.withLock { shared in
             shared.machine.recordLeaseDuringGeneration(finding, lane: lane)
         }
         if isNew {
             self.logger.warning(
                 "Lifeguard: \(finding)",
-                metadata: ["lane": "\(lane)", "call_site": "\(site)", "generation_step": "\(step.location)"])
+                metadata: ["lane": "\(lane)", "call_site": "\(finding.callSite)", "generation_step": "\(step.location)"])
         }
     }
 }

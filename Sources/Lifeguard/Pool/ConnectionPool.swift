@@ -161,6 +161,8 @@ public final class ConnectionPool<Factory: ConnectionFactory, Clock: PoolClock>:
     @usableFromInline let workContinuation: AsyncStream<BackgroundWork>.Continuation
     let metrics: MetricsExporter
     let incidents = Mutex(IncidentTracker())
+    /// What the watchdog reports, and what a lease inside a generation step gets.
+    let watchdogRules: WatchdogRules
 
     /// Creates a pool on `clock`. It opens no connection until ``run()`` runs.
     ///
@@ -183,6 +185,7 @@ public final class ConnectionPool<Factory: ConnectionFactory, Clock: PoolClock>:
         self.factory = factory
         self.clock = clock
         self.logger = logger
+        self.watchdogRules = WatchdogRules(configuration)
         let machine = PoolStateMachine(configuration: configuration, seed: UInt64.random(in: .min ... .max), now: clock.now)
         self.lanes = machine.lanes.map(\.lane)
         self.metrics = MetricsExporter(laneNames: self.lanes.map(\.name), factory: metricsFactory ?? MetricsSystem.factory)
@@ -535,7 +538,7 @@ public final class ConnectionPool<Factory: ConnectionFactory, Clock: PoolClock>:
                             self.exportMetrics()
                         }
                     }
-                    if let interval = self.watchdogInterval {
+                    if let interval = self.watchdogRules.interval {
                         group.addTask {
                             while (try? await self.clock.sleep(for: interval)) != nil {
                                 self.watch()
@@ -650,14 +653,6 @@ public final class ConnectionPool<Factory: ConnectionFactory, Clock: PoolClock>:
 
     // MARK: - Watchdog
 
-    /// How often the watchdog looks at running leases: a quarter of the shortest threshold,
-    /// at most every 250 ms; `nil` when both reports are off.
-    var watchdogInterval: Duration? {
-        let thresholds = [self.configuration.longHoldThreshold, self.configuration.idleInLeaseThreshold].compactMap { $0 }
-        guard let shortest = thresholds.min() else { return nil }
-        return min(shortest / 4, .milliseconds(250))
-    }
-
     /// Reports, once per lease, leases held too long and leases idle too long (generation holds).
     func watch() {
         let now = self.clock.now
@@ -665,20 +660,9 @@ public final class ConnectionPool<Factory: ConnectionFactory, Clock: PoolClock>:
             (shared.machine.runningLeases.map { lease in (lease, shared.connections[lease.slot]) }, shared.machine.statistics.current.start)
         }
         self.incidents.withLock { $0.sample(running.map(\.0), windowStart: windowStart, now: now) }
-        let longHold = self.configuration.longHoldThreshold?.wholeNanoseconds ?? .max
-        let idleInLease = self.configuration.idleInLeaseThreshold?.wholeNanoseconds ?? .max
         for (lease, connection) in running {
-            var due: [(WatchdogFinding.Kind, PoolInstant?)] = []
-            if lease.leasedAt.nanoseconds(to: now) > longHold {
-                due.append((.longHold, nil))
-            }
-            if let connection, case .idle(let since) = self.factory.activity(of: connection) {
-                let idleSince = max(since, lease.leasedAt)
-                if idleSince.nanoseconds(to: now) > idleInLease {
-                    due.append((.generationHold, idleSince))
-                }
-            }
-            for (kind, idleSince) in due {
+            let activity = connection.map { self.factory.activity(of: $0) } ?? .unknown
+            for (kind, idleSince) in self.watchdogRules.due(for: lease, activity: activity, now: now) {
                 let finding = self.shared.withLock { $0.machine.report(kind, of: lease, idleSince: idleSince, now: now) }
                 if let finding {
                     self.logger.warning(
