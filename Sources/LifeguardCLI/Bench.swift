@@ -27,8 +27,7 @@ struct Bench: AsyncParsableCommand {
     @Option(help: "postgres://user:password@host:port/database (default: DATABASE_URL).")
     var databaseURL: String?
 
-    @Option(help: "The scenario: \(Scenario.names.joined(separator: ", ")).")
-    var scenario: String
+    @OptionGroup var workload: ScenarioOptions
 
     @Option(help: "The pools, comma-separated: lifeguard, postgresclient. Default: both.")
     var pool: String = "lifeguard,postgresclient"
@@ -36,17 +35,11 @@ struct Bench: AsyncParsableCommand {
     @Option(help: "How the requests are written: naive (a transaction held across the model call) or windows (three short windows; `lifeguard` means the same here).")
     var design: String = DesignKind.windows.rawValue
 
-    @Option(help: "Multiply the scenario's arrival rates; 0.01 to 1000.")
-    var rate: Double = 1
-
     @Option(help: "Seconds of arrivals per pool, 1 to 3600.")
     var duration: Double = 30
 
     @Option(help: "Connections each pool may open, 2 to 1000. Default: the scenario's (20).")
     var budget: Int?
-
-    @Option(help: "Seeds the random draws.")
-    var seed: UInt64 = 1
 
     @OptionGroup var loop: ClosedLoopOptions
 
@@ -56,16 +49,12 @@ struct Bench: AsyncParsableCommand {
     var pools: [String] { self.pool.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } }
 
     func validate() throws {
-        guard Scenario.named(self.scenario) != nil else {
-            throw ValidationError("--scenario must be one of \(Scenario.names.joined(separator: ", ")), got '\(self.scenario)'")
-        }
         guard !self.pools.isEmpty, self.pools.allSatisfy({ ["lifeguard", "postgresclient"].contains($0) }) else {
             throw ValidationError("--pool must be a comma-separated list of lifeguard, postgresclient, got '\(self.pool)'")
         }
         guard DesignKind(rawValue: self.design) != nil else {
             throw ValidationError("--design must be naive, windows or lifeguard, got '\(self.design)'")
         }
-        guard (0.01...1_000).contains(self.rate) else { throw ValidationError("--rate must be between 0.01 and 1000, got \(self.rate)") }
         guard (1...3_600).contains(self.duration) else {
             throw ValidationError("--duration must be between 1 and 3600 seconds, got \(self.duration)")
         }
@@ -76,10 +65,9 @@ struct Bench: AsyncParsableCommand {
     }
 
     func run() async throws {
-        var scenario = Scenario.named(self.scenario)!.scaled(by: self.rate)
+        var scenario = self.workload.base.scaled(by: self.workload.rate)
         scenario.duration = self.duration
         if let budget { scenario.budget = budget }
-        scenario.seed = self.seed
         scenario.closedLoop = self.loop.closedLoop
         let design = DesignKind(rawValue: self.design)!
         var configuration = try self.databaseURL.map { try PostgresPool.Configuration(url: $0) } ?? PostgresPool.Configuration()

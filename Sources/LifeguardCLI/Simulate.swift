@@ -15,14 +15,10 @@ struct Simulate: ParsableCommand {
             """
     )
 
-    @Option(help: "The scenario: \(Scenario.names.joined(separator: ", ")).")
-    var scenario: String
+    @OptionGroup var workload: ScenarioOptions
 
     @Option(help: "The designs to compare, comma-separated: naive, windows, lifeguard. Default: all.")
     var design: String = DesignKind.allCases.map(\.rawValue).joined(separator: ",")
-
-    @Option(help: "Multiply the scenario's arrival rates (3 = three times the traffic); 0.01 to 1000.")
-    var rate: Double = 1
 
     @Option(help: "Simulated seconds of arrivals, 1 to 86400. Default: the scenario's.")
     var duration: Double?
@@ -31,9 +27,6 @@ struct Simulate: ParsableCommand {
     var budget: Int?
 
     @OptionGroup var loop: ClosedLoopOptions
-
-    @Option(help: "Seeds the random draws: the same seed gives the same result.")
-    var seed: UInt64 = 1
 
     @Flag(help: "Print one JSON object per design (the schema in README.md) instead of the table.")
     var json = false
@@ -46,15 +39,9 @@ struct Simulate: ParsableCommand {
     }
 
     func validate() throws {
-        guard Scenario.named(self.scenario) != nil else {
-            throw ValidationError("--scenario must be one of \(Scenario.names.joined(separator: ", ")), got '\(self.scenario)'")
-        }
         let names = self.design.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
         guard !names.isEmpty, names.allSatisfy({ DesignKind(rawValue: $0) != nil }) else {
             throw ValidationError("--design must be a comma-separated list of naive, windows, lifeguard, got '\(self.design)'")
-        }
-        guard (0.01...1_000).contains(self.rate) else {
-            throw ValidationError("--rate must be between 0.01 and 1000, got \(self.rate)")
         }
         if let duration, !(1...86_400).contains(duration) {
             throw ValidationError("--duration must be between 1 and 86400 seconds, got \(duration)")
@@ -68,12 +55,11 @@ struct Simulate: ParsableCommand {
     }
 
     func run() throws {
-        var base = Scenario.named(self.scenario)!
+        var base = self.workload.base
         if let duration { base.duration = duration }
         if let budget { base.budget = budget }
-        base.seed = self.seed
         base.closedLoop = self.loop.closedLoop
-        let scenario = base.scaled(by: self.rate)
+        let scenario = base.scaled(by: self.workload.rate)
         var results: [SimulationResult] = []
         for design in self.designs {
             results.append(Self.simulate(scenario, design))
@@ -88,7 +74,7 @@ struct Simulate: ParsableCommand {
             print(SimulationTable(scenario: scenario, results: results).text)
         }
         if let svg {
-            let chart = Self.chart(base, rate: self.rate, designs: self.designs)
+            let chart = Self.chart(base, rate: self.workload.rate, designs: self.designs)
             guard FileManager.default.createFile(atPath: svg, contents: Data(chart.svg.utf8)) else {
                 throw ValidationError("cannot write --svg '\(svg)'")
             }
