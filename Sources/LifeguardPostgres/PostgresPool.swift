@@ -25,6 +25,8 @@ public final class PostgresPool: Service, Sendable {
     @usableFromInline let pool: ConnectionPool<PostgresConnectionFactory, SystemPoolClock>
     @usableFromInline let canceller: ServerCanceller?
     @usableFromInline let logger: Logger
+    /// The write coalescers this pool runs.
+    let coalescers = PoolCoalescers()
 
     /// Creates a pool. It opens no connection until ``run()`` runs.
     ///
@@ -55,23 +57,61 @@ public final class PostgresPool: Service, Sendable {
     }
 
     /// Runs the pool until it has shut down (graceful shutdown through ServiceLifecycle, or
-    /// ``shutdown(gracePeriod:)``); cancelling the task closes every connection at once.
+    /// ``shutdown(gracePeriod:)``), with the write coalescers made by
+    /// ``writeCoalescer(configuration:)``; cancelling the task closes every connection at once.
+    ///
+    /// On shutdown the coalescers stop taking writes and flush their queues first; then the
+    /// pool stops granting leases and drains.
     public func run() async {
-        await withDiscardingTaskGroup { group in
-            if let canceller = self.canceller {
-                group.addTask { await canceller.run() }
+        await withGracefulShutdownHandler {
+            await withDiscardingTaskGroup { group in
+                if let canceller = self.canceller {
+                    group.addTask { await canceller.run() }
+                }
+                group.addTask {
+                    await self.pool.run(shutsDownOnGracefulShutdown: false)
+                    self.canceller?.finish()
+                    self.coalescers.finish()
+                }
+                for await coalescer in self.coalescers.added {
+                    self.coalescers.started()
+                    group.addTask {
+                        await coalescer.run()
+                        self.coalescers.ended { self.pool.shutdown(gracePeriod: $0) }
+                    }
+                }
             }
-            await self.pool.run()
-            self.canceller?.finish()
+        } onGracefulShutdown: {
+            self.shutdown()
         }
     }
 
-    /// Stops granting leases and drains the pool; ``run()`` returns once every connection is closed.
+    /// Stops granting leases and drains the pool; ``run()`` returns once every connection is
+    /// closed. The pool's write coalescers flush their queues before it stops granting leases.
     ///
     /// - Parameter gracePeriod: How long running leases may continue; `nil` uses the
     ///   configuration's `shutdownGracePeriod`.
     public func shutdown(gracePeriod: Duration? = nil) {
-        self.pool.shutdown(gracePeriod: gracePeriod)
+        self.coalescers.shutdown(gracePeriod: gracePeriod) { self.pool.shutdown(gracePeriod: $0) }
+    }
+
+    /// A write coalescer that this pool runs: its batches flush while ``run()`` runs, and on
+    /// shutdown it flushes its queue before the pool stops granting leases. There is no second
+    /// service to run (a coalescer made with ``WriteCoalescer/init(pool:configuration:)`` is
+    /// yours to run).
+    ///
+    /// ```swift
+    /// let steps = try pool.writeCoalescer()
+    /// try await steps.insert(.init(into: "agent_steps", columns: ["agent", "step"], values: [agent, step]))
+    /// ```
+    ///
+    /// - Parameter configuration: How writes are grouped.
+    /// - Returns: The coalescer.
+    /// - Throws: ``Lifeguard/LifeguardError/Code/invalidConfiguration`` listing every bad setting.
+    public func writeCoalescer(configuration: WriteCoalescer.Configuration = .init()) throws(LifeguardError) -> WriteCoalescer {
+        let coalescer = try WriteCoalescer(pool: self, configuration: configuration)
+        self.coalescers.add(coalescer)
+        return coalescer
     }
 
     /// A snapshot of connections, leases and queues.

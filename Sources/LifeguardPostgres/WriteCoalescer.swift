@@ -21,8 +21,7 @@ import Synchronization
 /// `write` waits for room (back-pressure) rather than queueing without limit.
 ///
 /// ```swift
-/// let coalescer = try WriteCoalescer(pool: pool)
-/// // Run it beside the pool, e.g. in the same ServiceGroup, or: async let _ = coalescer.run()
+/// let coalescer = try pool.writeCoalescer()   // run by the pool's run()
 /// try await coalescer.insert(.init(into: "agent_steps", columns: ["agent", "step", "state"], values: [agent, step, state]))
 /// try await coalescer.write("UPDATE agents SET step = \(step) WHERE id = \(agent)")
 /// ```
@@ -132,6 +131,7 @@ public final class WriteCoalescer: Service, Sendable {
         var idleFlushers: [CheckedContinuation<Void, Never>] = []
         var nextID: UInt64 = 0
         var isShuttingDown = false
+        var runStarted = false
     }
 
     /// The coalescer's settings.
@@ -251,7 +251,18 @@ public final class WriteCoalescer: Service, Sendable {
     /// graceful shutdown it flushes what is queued and fails later writes with
     /// ``LifeguardError/Code/shutdown``; cancelled, it returns at once (batches under way end
     /// first) and fails the writes still queued, never sent, with that error.
+    ///
+    /// A coalescer from ``PostgresPool/writeCoalescer(configuration:)`` is run by its pool; a
+    /// second `run()` of the same coalescer returns at once.
     public func run() async {
+        let alreadyRunning = self.state.withLock { state in
+            defer { state.runStarted = true }
+            return state.runStarted
+        }
+        guard !alreadyRunning else {
+            self.pool.logger.error("Lifeguard: WriteCoalescer.run() was called twice on the same coalescer (a pool's writeCoalescer() is run by the pool); the second call returns at once")
+            return
+        }
         await withGracefulShutdownHandler {
             await withDiscardingTaskGroup { group in
                 for _ in 0..<self.configuration.maxConnections {

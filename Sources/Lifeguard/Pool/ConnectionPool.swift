@@ -521,6 +521,14 @@ public final class ConnectionPool<Factory: ConnectionFactory, Clock: PoolClock>:
     /// Graceful shutdown (ServiceLifecycle) or ``shutdown(gracePeriod:)`` drains the pool;
     /// cancelling the task closes every connection at once.
     public func run() async {
+        await self.run(shutsDownOnGracefulShutdown: true)
+    }
+
+    /// ``run()``, for an adapter that orders the shutdown itself: with
+    /// `shutsDownOnGracefulShutdown` false, a graceful shutdown leaves the pool running until
+    /// the adapter calls ``shutdown(gracePeriod:)`` (after the work that still needs
+    /// connections, such as a write coalescer's queue, is done).
+    package func run(shutsDownOnGracefulShutdown: Bool) async {
         let alreadyRunning = self.shared.withLock { shared in
             defer { shared.runStarted = true }
             return shared.runStarted
@@ -552,7 +560,7 @@ public final class ConnectionPool<Factory: ConnectionFactory, Clock: PoolClock>:
                     group.cancelAll()
                 }
             } onGracefulShutdown: {
-                self.shutdown()
+                if shutsDownOnGracefulShutdown { self.shutdown() }
             }
         } onCancel: {
             self.shutdown(gracePeriod: .zero)
