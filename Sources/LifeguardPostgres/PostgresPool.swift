@@ -63,6 +63,10 @@ public final class PostgresPool: Service, Sendable {
     /// On shutdown the coalescers stop taking writes and flush their queues first; then the
     /// pool stops granting leases and drains.
     public func run() async {
+        guard self.coalescers.beginRun() else {
+            self.logger.error("Lifeguard: run() was called twice on the same pool; the second call returns at once")
+            return
+        }
         await withGracefulShutdownHandler {
             await withDiscardingTaskGroup { group in
                 if let canceller = self.canceller {
@@ -74,7 +78,7 @@ public final class PostgresPool: Service, Sendable {
                     self.coalescers.finish()
                 }
                 for await coalescer in self.coalescers.added {
-                    self.coalescers.started()
+                    self.coalescers.started(coalescer)
                     group.addTask {
                         await coalescer.run()
                         self.coalescers.ended { self.pool.shutdown(gracePeriod: $0) }
@@ -87,12 +91,16 @@ public final class PostgresPool: Service, Sendable {
     }
 
     /// Stops granting leases and drains the pool; ``run()`` returns once every connection is
-    /// closed. The pool's write coalescers flush their queues before it stops granting leases.
+    /// closed. The pool's write coalescers first flush their queues (the pool stops granting
+    /// leases once they are done), all within the grace period.
     ///
-    /// - Parameter gracePeriod: How long running leases may continue; `nil` uses the
-    ///   configuration's `shutdownGracePeriod`.
+    /// - Parameter gracePeriod: How long the coalescers' flushes and running leases may
+    ///   continue; `nil` uses the configuration's `shutdownGracePeriod`.
     public func shutdown(gracePeriod: Duration? = nil) {
-        self.coalescers.shutdown(gracePeriod: gracePeriod) { self.pool.shutdown(gracePeriod: $0) }
+        let pool = self.pool
+        self.coalescers.shutdown(gracePeriod: gracePeriod ?? self.configuration.pool.shutdownGracePeriod) {
+            pool.shutdown(gracePeriod: $0)
+        }
     }
 
     /// A write coalescer that this pool runs: its batches flush while ``run()`` runs, and on

@@ -132,6 +132,11 @@ public final class WriteCoalescer: Service, Sendable {
         var nextID: UInt64 = 0
         var isShuttingDown = false
         var runStarted = false
+        var runEnded = false
+        /// Tasks waiting for the shutdown (a flusher waiting out `maxDelay`), by id.
+        var shutdownWaiters: [(id: UInt64, continuation: CheckedContinuation<Void, Never>)] = []
+        /// Tasks waiting for the run to end (a second `run()`).
+        var runWaiters: [CheckedContinuation<Void, Never>] = []
     }
 
     /// The coalescer's settings.
@@ -253,15 +258,24 @@ public final class WriteCoalescer: Service, Sendable {
     /// first) and fails the writes still queued, never sent, with that error.
     ///
     /// A coalescer from ``PostgresPool/writeCoalescer(configuration:)`` is run by its pool; a
-    /// second `run()` of the same coalescer returns at once.
+    /// second `run()` of the same coalescer only waits for the first to return.
     public func run() async {
         let alreadyRunning = self.state.withLock { state in
             defer { state.runStarted = true }
             return state.runStarted
         }
         guard !alreadyRunning else {
-            self.pool.logger.error("Lifeguard: WriteCoalescer.run() was called twice on the same coalescer (a pool's writeCoalescer() is run by the pool); the second call returns at once")
+            self.pool.logger.error("Lifeguard: WriteCoalescer.run() was called twice on the same coalescer (a pool's writeCoalescer() is run by the pool); the second call only waits for the first to return")
+            await self.awaitRunEnded()
             return
+        }
+        defer {
+            let waiting = self.state.withLock { state in
+                state.runEnded = true
+                defer { state.runWaiters.removeAll() }
+                return state.runWaiters
+            }
+            for waiter in waiting { waiter.resume() }
         }
         await withGracefulShutdownHandler {
             await withDiscardingTaskGroup { group in
@@ -273,6 +287,13 @@ public final class WriteCoalescer: Service, Sendable {
             self.shutdown()
         }
         // Cancelled: nothing flushes any more. Writes still queued were never sent.
+        self.failQueued()
+    }
+
+    /// Stops taking writes and fails those queued or waiting for room, never sent, with
+    /// ``LifeguardError/Code/shutdown``: for a coalescer that will not flush any more (its run
+    /// ended, or its pool's run ended without starting it).
+    func failQueued() {
         let (queued, waiting) = self.state.withLock { state in
             state.isShuttingDown = true
             defer {
@@ -286,14 +307,64 @@ public final class WriteCoalescer: Service, Sendable {
         }
     }
 
-    /// Stops accepting writes; what is queued is still flushed.
+    /// Stops accepting writes; what is queued is still flushed, at once (a batch waiting out
+    /// `maxDelay` goes now).
     public func shutdown() {
-        let flushers = self.state.withLock { state in
+        let (flushers, waiters) = self.state.withLock { state in
             state.isShuttingDown = true
-            defer { state.idleFlushers.removeAll() }
-            return state.idleFlushers
+            defer {
+                state.idleFlushers.removeAll()
+                state.shutdownWaiters.removeAll()
+            }
+            return (state.idleFlushers, state.shutdownWaiters.map(\.continuation))
         }
         for flusher in flushers { flusher.resume() }
+        for waiter in waiters { waiter.resume() }
+    }
+
+    /// Returns once the first `run()` has returned.
+    private func awaitRunEnded() async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let ended = self.state.withLock { state in
+                if !state.runEnded { state.runWaiters.append(continuation) }
+                return state.runEnded
+            }
+            if ended { continuation.resume() }
+        }
+    }
+
+    /// Waits until `due`, the shutdown, or the task's cancellation, whichever comes first.
+    private func waitForDelay(until due: ContinuousClock.Instant) async {
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { try? await Task.sleep(until: due, clock: .continuous) }
+            group.addTask { await self.awaitShutdown() }
+            await group.next()
+            group.cancelAll()
+        }
+    }
+
+    /// Returns once ``shutdown()`` is called (at once if it was), or the task is cancelled.
+    private func awaitShutdown() async {
+        let id = self.state.withLock { state in
+            state.nextID += 1
+            return state.nextID
+        }
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                let now = self.state.withLock { state -> Bool in
+                    if state.isShuttingDown || Task.isCancelled { return true }
+                    state.shutdownWaiters.append((id, continuation))
+                    return false
+                }
+                if now { continuation.resume() }
+            }
+        } onCancel: {
+            let waiter = self.state.withLock { state -> CheckedContinuation<Void, Never>? in
+                guard let index = state.shutdownWaiters.firstIndex(where: { $0.id == id }) else { return nil }
+                return state.shutdownWaiters.remove(at: index).continuation
+            }
+            waiter?.resume()
+        }
     }
 
     private func flushUntilShutdown() async {
@@ -311,7 +382,7 @@ public final class WriteCoalescer: Service, Sendable {
                 let due = oldest.advanced(by: self.configuration.maxDelay)
                 let full = self.state.withLock { $0.queue.count >= self.configuration.maxBatch }
                 if !full && !shuttingDown && due > .now && !Task.isCancelled {
-                    try? await Task.sleep(until: due, clock: .continuous)
+                    await self.waitForDelay(until: due)
                 }
                 if let batch = self.takeBatch() { return batch }
                 continue

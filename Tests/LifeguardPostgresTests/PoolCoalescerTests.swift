@@ -6,9 +6,10 @@ import ServiceLifecycle
 import Testing
 
 extension PostgresPoolTests {
-    @Test("a pool's writeCoalescer() is run by the pool: its writes commit with no run() of its own, and a second run() returns at once")
+    @Test("a pool's writeCoalescer() is run by the pool: its writes commit with no run() of its own, and a second run() ends with the pool's")
     func poolRunsItsCoalescer() async throws {
         let configuration = try TestDatabase.configuration(application: "lg-pool-coalescer", budget: 3)
+        let second = Shared<Task<Void, Never>?>(nil)
         try await TestDatabase.withPool(configuration) { pool in
             try await pool.query("DROP TABLE IF EXISTS lg_pool_coalesced", lane: .write)
             try await pool.query("CREATE TABLE lg_pool_coalesced (n int)", lane: .write)
@@ -19,9 +20,12 @@ extension PostgresPoolTests {
                 }
                 try await writers.waitForAll()
             }
-            await coalescer.run()   // the pool runs it already: returns at once
+            // The pool runs it already: a second run() only waits for that one to stop.
+            second.modify { $0 = Task { await coalescer.run() } }
             #expect(try await pool.query("SELECT count(*)::int FROM lg_pool_coalesced", lane: .retrieval)[0].decode(Int.self) == 20)
         }
+        let task = second.value
+        #expect(await finishes(within: .seconds(30)) { await task?.value } != nil, "the second run() returned with the pool's")
     }
 
     @Test("graceful shutdown in a ServiceGroup: the pool's coalescer commits every queued write before the pool stops granting leases; later writes fail with shutdown")
@@ -56,5 +60,111 @@ extension PostgresPoolTests {
             try await observer.integer("SELECT count(*)::int FROM lg_pool_coalesced_stop")
         }
         #expect(rows == 30)
+    }
+}
+
+/// What `operation` returns, or `nil` if it has not finished within `limit` (it is cancelled):
+/// a guard against a hang, far above any time the operation should take.
+func finishes<Value: Sendable>(within limit: Duration, _ operation: @escaping @Sendable () async throws -> Value) async -> Value? {
+    await withTaskGroup(of: Value?.self) { group in
+        group.addTask { try? await operation() }
+        group.addTask {
+            try? await Task.sleep(for: limit)
+            return nil
+        }
+        let first = await group.next() ?? nil
+        group.cancelAll()
+        return first
+    }
+}
+
+extension PostgresPoolTests {
+    @Test("shutdown() before run(): the coalescer's queued writes still commit once run() starts, then the pool drains")
+    func coalescerShutdownBeforeRun() async throws {
+        let configuration = try TestDatabase.configuration(application: "lg-pool-coalescer-early", budget: 3)
+        try await TestDatabase.withPool(configuration) { setup in
+            try await setup.query("DROP TABLE IF EXISTS lg_pool_coalesced_early", lane: .write)
+            try await setup.query("CREATE TABLE lg_pool_coalesced_early (n int)", lane: .write)
+        }
+        let pool = try PostgresPool(configuration: configuration, logger: TestDatabase.logger)
+        let coalescer = try pool.writeCoalescer(configuration: .init(maxConnections: 1))
+        let writers = (0..<10).map { n in
+            Task { try await coalescer.insert(.init(into: "lg_pool_coalesced_early", columns: ["n"], values: [n])) }
+        }
+        for _ in 0..<400 where coalescer.state.withLock({ $0.queue.count }) < 10 { try await Task.sleep(for: .milliseconds(5)) }
+        pool.shutdown()
+        let ran = await finishes(within: .seconds(30)) { await pool.run() }
+        #expect(ran != nil, "run() returned")
+        for writer in writers { _ = try await writer.value }
+        let rows = try await TestDatabase.withObserver { try await $0.integer("SELECT count(*)::int FROM lg_pool_coalesced_early") }
+        #expect(rows == 10)
+    }
+
+    @Test("a pool's coalescer made after its run() ended fails its writes with shutdown, at once")
+    func coalescerAfterRunEnded() async throws {
+        let configuration = try TestDatabase.configuration(application: "lg-pool-coalescer-late", budget: 2)
+        let pool = try PostgresPool(configuration: configuration, logger: TestDatabase.logger)
+        let run = Task { await pool.run() }
+        _ = try await pool.query("SELECT 1", lane: .retrieval)
+        run.cancel()
+        await run.value
+        let coalescer = try pool.writeCoalescer()
+        let code = await finishes(within: .seconds(30)) { () -> String in
+            do {
+                try await coalescer.write("SELECT 1")
+                return "succeeded"
+            } catch {
+                return (error as? LifeguardError).map { "\($0.code)" } ?? "\(error)"
+            }
+        }
+        #expect(code == "\(LifeguardError.Code.shutdown)", "got \(String(describing: code))")
+    }
+
+    @Test("the grace period bounds a coalescer's flush: a write blocked by a lock fails, nothing of it commits, and run() returns")
+    func gracePeriodBoundsTheFlush() async throws {
+        let configuration = try TestDatabase.configuration(application: "lg-pool-coalescer-grace", budget: 3)
+        try await TestDatabase.withPool(configuration) { setup in
+            try await setup.query("DROP TABLE IF EXISTS lg_pool_coalesced_grace", lane: .write)
+            try await setup.query("CREATE TABLE lg_pool_coalesced_grace (n int)", lane: .write)
+        }
+        try await TestDatabase.withObserver { observer in
+            _ = try await observer.query("BEGIN", logger: TestDatabase.logger)
+            _ = try await observer.query("LOCK TABLE lg_pool_coalesced_grace IN ACCESS EXCLUSIVE MODE", logger: TestDatabase.logger)
+            let pool = try PostgresPool(configuration: configuration, logger: TestDatabase.logger)
+            let coalescer = try pool.writeCoalescer(configuration: .init(maxConnections: 1))
+            let run = Task { await pool.run() }
+            let writer = Task { try await coalescer.insert(.init(into: "lg_pool_coalesced_grace", columns: ["n"], values: [1])) }
+            // The batch is on the server, waiting for the lock.
+            for _ in 0..<400 where pool.status().leased == 0 { try await Task.sleep(for: .milliseconds(5)) }
+            let started = ContinuousClock.now
+            pool.shutdown(gracePeriod: .milliseconds(300))
+            let ended = await finishes(within: .seconds(30)) { await run.value }
+            print("run() returned \(started.duration(to: .now)) after a shutdown with a 300 ms grace period")
+            #expect(ended != nil, "run() returned while the lock was still held")
+            #expect(await outcome { try await writer.value }.failure != nil)
+            _ = try await observer.query("ROLLBACK", logger: TestDatabase.logger)
+            #expect(try await observer.integer("SELECT count(*)::int FROM lg_pool_coalesced_grace") == 0)
+        }
+    }
+
+    @Test("shutdown flushes a batch waiting out maxDelay at once, instead of after the delay")
+    func shutdownCutsTheDelay() async throws {
+        let configuration = try TestDatabase.configuration(application: "lg-pool-coalescer-delay", budget: 3)
+        try await TestDatabase.withPool(configuration) { setup in
+            try await setup.query("DROP TABLE IF EXISTS lg_pool_coalesced_delay", lane: .write)
+            try await setup.query("CREATE TABLE lg_pool_coalesced_delay (n int)", lane: .write)
+        }
+        let pool = try PostgresPool(configuration: configuration, logger: TestDatabase.logger)
+        let coalescer = try pool.writeCoalescer(configuration: .init(maxDelay: .seconds(300), maxConnections: 1))
+        let run = Task { await pool.run() }
+        let writers = (0..<5).map { n in
+            Task { try await coalescer.insert(.init(into: "lg_pool_coalesced_delay", columns: ["n"], values: [n])) }
+        }
+        for _ in 0..<400 where coalescer.state.withLock({ $0.queue.count }) < 5 { try await Task.sleep(for: .milliseconds(5)) }
+        pool.shutdown()
+        #expect(await finishes(within: .seconds(30)) { await run.value } != nil, "not after the 300 s delay")
+        for writer in writers { _ = try await writer.value }
+        let rows = try await TestDatabase.withObserver { try await $0.integer("SELECT count(*)::int FROM lg_pool_coalesced_delay") }
+        #expect(rows == 5)
     }
 }
