@@ -31,10 +31,7 @@ extension PostgresPoolTests {
     @Test("graceful shutdown in a ServiceGroup: the pool's coalescer commits every queued write before the pool stops granting leases; later writes fail with shutdown")
     func gracefulShutdownFlushesCoalescerFirst() async throws {
         let configuration = try TestDatabase.configuration(application: "lg-pool-coalescer-stop", budget: 3)
-        try await TestDatabase.withPool(configuration) { setup in
-            try await setup.query("DROP TABLE IF EXISTS lg_pool_coalesced_stop", lane: .write)
-            try await setup.query("CREATE TABLE lg_pool_coalesced_stop (n int)", lane: .write)
-        }
+        try await Self.createTable("lg_pool_coalesced_stop")
         let pool = try PostgresPool(configuration: configuration, logger: TestDatabase.logger)
         // A batch waits up to 1 s to fill: the writes are still queued when the shutdown comes.
         let coalescer = try pool.writeCoalescer(configuration: .init(maxDelay: .seconds(1), maxConnections: 1))
@@ -44,7 +41,7 @@ extension PostgresPoolTests {
             Task { try await coalescer.insert(.init(into: "lg_pool_coalesced_stop", columns: ["n"], values: [n])) }
         }
         // Every write queued (none flushed yet: the batch waits for its delay).
-        for _ in 0..<400 where coalescer.state.withLock({ $0.queue.count }) < 30 { try await Task.sleep(for: .milliseconds(5)) }
+        try await Self.waitUntilQueued(30, in: coalescer)
         #expect(coalescer.state.withLock { $0.queue.count } == 30)
         await group.triggerGracefulShutdown()
         var failures: [String] = []
@@ -60,6 +57,26 @@ extension PostgresPoolTests {
             try await observer.integer("SELECT count(*)::int FROM lg_pool_coalesced_stop")
         }
         #expect(rows == 30)
+    }
+}
+
+extension PostgresPoolTests {
+    /// Creates an empty table `name (n int)`, dropping any left by an earlier run.
+    static func createTable(_ name: String) async throws {
+        try await TestDatabase.withObserver { observer in
+            _ = try await observer.query(PostgresQuery(unsafeSQL: "DROP TABLE IF EXISTS \(name)"), logger: TestDatabase.logger)
+            _ = try await observer.query(PostgresQuery(unsafeSQL: "CREATE TABLE \(name) (n int)"), logger: TestDatabase.logger)
+        }
+    }
+
+    /// The rows of `table`, counted by a session of its own.
+    static func rows(in table: String) async throws -> Int {
+        try await TestDatabase.withObserver { try await $0.integer(PostgresQuery(unsafeSQL: "SELECT count(*)::int FROM \(table)")) }
+    }
+
+    /// Returns once `count` writes wait in the coalescer's queue (none flushed yet).
+    static func waitUntilQueued(_ count: Int, in coalescer: WriteCoalescer) async throws {
+        for _ in 0..<400 where coalescer.state.withLock({ $0.queue.count }) < count { try await Task.sleep(for: .milliseconds(5)) }
     }
 }
 
@@ -82,21 +99,18 @@ extension PostgresPoolTests {
     @Test("shutdown() before run(): the coalescer's queued writes still commit once run() starts, then the pool drains")
     func coalescerShutdownBeforeRun() async throws {
         let configuration = try TestDatabase.configuration(application: "lg-pool-coalescer-early", budget: 3)
-        try await TestDatabase.withPool(configuration) { setup in
-            try await setup.query("DROP TABLE IF EXISTS lg_pool_coalesced_early", lane: .write)
-            try await setup.query("CREATE TABLE lg_pool_coalesced_early (n int)", lane: .write)
-        }
+        try await Self.createTable("lg_pool_coalesced_early")
         let pool = try PostgresPool(configuration: configuration, logger: TestDatabase.logger)
         let coalescer = try pool.writeCoalescer(configuration: .init(maxConnections: 1))
         let writers = (0..<10).map { n in
             Task { try await coalescer.insert(.init(into: "lg_pool_coalesced_early", columns: ["n"], values: [n])) }
         }
-        for _ in 0..<400 where coalescer.state.withLock({ $0.queue.count }) < 10 { try await Task.sleep(for: .milliseconds(5)) }
+        try await Self.waitUntilQueued(10, in: coalescer)
         pool.shutdown()
         let ran = await finishes(within: .seconds(30)) { await pool.run() }
         #expect(ran != nil, "run() returned")
         for writer in writers { _ = try await writer.value }
-        let rows = try await TestDatabase.withObserver { try await $0.integer("SELECT count(*)::int FROM lg_pool_coalesced_early") }
+        let rows = try await Self.rows(in: "lg_pool_coalesced_early")
         #expect(rows == 10)
     }
 
@@ -123,10 +137,7 @@ extension PostgresPoolTests {
     @Test("the grace period bounds a coalescer's flush: a write blocked by a lock fails, nothing of it commits, and run() returns")
     func gracePeriodBoundsTheFlush() async throws {
         let configuration = try TestDatabase.configuration(application: "lg-pool-coalescer-grace", budget: 3)
-        try await TestDatabase.withPool(configuration) { setup in
-            try await setup.query("DROP TABLE IF EXISTS lg_pool_coalesced_grace", lane: .write)
-            try await setup.query("CREATE TABLE lg_pool_coalesced_grace (n int)", lane: .write)
-        }
+        try await Self.createTable("lg_pool_coalesced_grace")
         try await TestDatabase.withObserver { observer in
             _ = try await observer.query("BEGIN", logger: TestDatabase.logger)
             _ = try await observer.query("LOCK TABLE lg_pool_coalesced_grace IN ACCESS EXCLUSIVE MODE", logger: TestDatabase.logger)
@@ -150,21 +161,18 @@ extension PostgresPoolTests {
     @Test("shutdown flushes a batch waiting out maxDelay at once, instead of after the delay")
     func shutdownCutsTheDelay() async throws {
         let configuration = try TestDatabase.configuration(application: "lg-pool-coalescer-delay", budget: 3)
-        try await TestDatabase.withPool(configuration) { setup in
-            try await setup.query("DROP TABLE IF EXISTS lg_pool_coalesced_delay", lane: .write)
-            try await setup.query("CREATE TABLE lg_pool_coalesced_delay (n int)", lane: .write)
-        }
+        try await Self.createTable("lg_pool_coalesced_delay")
         let pool = try PostgresPool(configuration: configuration, logger: TestDatabase.logger)
         let coalescer = try pool.writeCoalescer(configuration: .init(maxDelay: .seconds(300), maxConnections: 1))
         let run = Task { await pool.run() }
         let writers = (0..<5).map { n in
             Task { try await coalescer.insert(.init(into: "lg_pool_coalesced_delay", columns: ["n"], values: [n])) }
         }
-        for _ in 0..<400 where coalescer.state.withLock({ $0.queue.count }) < 5 { try await Task.sleep(for: .milliseconds(5)) }
+        try await Self.waitUntilQueued(5, in: coalescer)
         pool.shutdown()
         #expect(await finishes(within: .seconds(30)) { await run.value } != nil, "not after the 300 s delay")
         for writer in writers { _ = try await writer.value }
-        let rows = try await TestDatabase.withObserver { try await $0.integer("SELECT count(*)::int FROM lg_pool_coalesced_delay") }
+        let rows = try await Self.rows(in: "lg_pool_coalesced_delay")
         #expect(rows == 5)
     }
 }
