@@ -282,7 +282,7 @@ public struct Simulator {
         case .commit:
             if let held = request.held {
                 self.requests[id]?.held = nil
-                self.apply(self.machine.release(held, disposition: .reuse, now: PoolInstant(nanoseconds: self.now)))
+                self.apply(self.machine.release(held, disposition: .reuse, now: PoolInstant(nanoseconds: self.now)).actions)
             }
             self.advance(id)
         case .query(let lane, let count, _):
@@ -323,7 +323,7 @@ public struct Simulator {
     mutating func granted(_ grant: Grant, request id: Int, lease token: Int) {
         guard let request = self.requests[id], !request.cancelled, !request.finished, let lease = request.leases[token] else {
             // The request ended meanwhile: the connection goes straight back.
-            self.apply(self.machine.release(grant, disposition: .reuse, now: PoolInstant(nanoseconds: self.now)))
+            self.apply(self.machine.release(grant, disposition: .reuse, now: PoolInstant(nanoseconds: self.now)).actions)
             return
         }
         self.requests[id]!.leases[token]?.grant = grant
@@ -339,7 +339,7 @@ public struct Simulator {
 
     mutating func holdDone(request id: Int, lease token: Int) {
         guard let lease = self.requests[id]?.leases.removeValue(forKey: token), let grant = lease.grant else { return }
-        self.apply(self.machine.release(grant, disposition: .reuse, now: PoolInstant(nanoseconds: self.now)))
+        self.apply(self.machine.release(grant, disposition: .reuse, now: PoolInstant(nanoseconds: self.now)).actions)
         guard self.requests[id] != nil else { return }
         self.requests[id]!.pendingLeases -= 1
         if self.requests[id]!.pendingLeases == 0 {
@@ -370,11 +370,11 @@ public struct Simulator {
                 self.waiterOwners.removeValue(forKey: waiter)
                 self.apply(self.machine.cancelWaiter(waiter, lane: lease.lane, now: instant))
             } else if let grant = lease.grant {
-                self.apply(self.machine.release(grant, disposition: .reset, now: instant, cancelled: cancelled))
+                self.apply(self.machine.release(grant, disposition: .reset, now: instant, cancelled: cancelled).actions)
             }
         }
         if let held = request.held {
-            self.apply(self.machine.release(held, disposition: .reset, now: instant, cancelled: cancelled))
+            self.apply(self.machine.release(held, disposition: .reset, now: instant, cancelled: cancelled).actions)
         }
     }
 

@@ -32,7 +32,7 @@ struct AdmissionPolicyTests {
             // Every 10 ms one holder of 40 ms releases; its waiter is served, and the caller
             // released comes back at once.
             let (grant, _) = holders.removeFirst()
-            let served = machine.release(grant, disposition: .reuse, now: at(time))
+            let served = machine.release(grant, disposition: .reuse, now: at(time)).actions
             holders.append((served.grants[0].grant, time))
             switch machine.lease(lane: machine.lane(.retrieval), now: at(time)) {
             case .wait: break
@@ -53,7 +53,7 @@ struct AdmissionPolicyTests {
         var rejections: [LifeguardError.Code] = []
         func step(at time: Int, arrivals: Int) {
             if !holders.isEmpty {
-                let served = machine.release(holders.removeFirst(), disposition: .reuse, now: at(time))
+                let served = machine.release(holders.removeFirst(), disposition: .reuse, now: at(time)).actions
                 holders += served.grants.map(\.grant)
             }
             for _ in 0..<arrivals {
@@ -98,7 +98,7 @@ struct AdmissionPolicyTests {
         var trace: [(Int, Bool)] = []
         for time in stride(from: start, through: end, by: 10) {
             if !holders.isEmpty {
-                let served = machine.release(holders.removeFirst(), disposition: .reuse, now: at(time))
+                let served = machine.release(holders.removeFirst(), disposition: .reuse, now: at(time)).actions
                 holders += served.grants.map(\.grant)
             }
             for _ in 0..<arrivals(time) {
@@ -149,7 +149,7 @@ struct AdmissionPolicyTests {
         var resetting: [(slot: Int, until: Int)] = []
         for time in stride(from: 1, through: 1_000, by: 1) {
             for (grant, since) in holders where time - since >= 5 {
-                let actions = machine.release(grant, disposition: .reset, now: at(time))
+                let actions = machine.release(grant, disposition: .reset, now: at(time)).actions
                 resetting += actions.reset.map { ($0, time + 15) }
             }
             holders.removeAll { time - $0.1 >= 5 }
@@ -172,7 +172,7 @@ struct AdmissionPolicyTests {
         var holders = grants
         for _ in 0..<8 { _ = machine.leaseWaiting(.retrieval, now: at(0))! }
         for time in stride(from: 10, through: 300, by: 10) {
-            let served = machine.release(holders.removeFirst(), disposition: .reuse, now: at(time))
+            let served = machine.release(holders.removeFirst(), disposition: .reuse, now: at(time)).actions
             holders += served.grants.map(\.grant)
             _ = machine.lease(lane: machine.lane(.retrieval), now: at(time))
         }
@@ -183,7 +183,7 @@ struct AdmissionPolicyTests {
     func rejectedAtOnceBeyondTheWaitBudget() {
         var (machine, grants) = self.fullMachine(capacity: 1, .init(waitTimeout: .milliseconds(500), shedding: nil))
         // Holds of 200 ms lately.
-        let again = machine.release(grants[0], disposition: .reuse, now: at(200))
+        let again = machine.release(grants[0], disposition: .reuse, now: at(200)).actions
         #expect(again.grants.isEmpty)
         _ = machine.leaseNow(.retrieval, now: at(200))!
         // The requests ahead and this one, times 200 ms: 200 and 400 ms, within 500 ms: they wait.

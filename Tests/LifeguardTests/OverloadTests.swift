@@ -51,9 +51,9 @@ struct OverloadTests {
         #expect(machine.statisticsSnapshot(now: at(220))[.retrieval]?.outcomes.shed == 1)
 
         // Those queued before the overload keep their waitTimeout, and are served in order.
-        let served = machine.release(grants[0], disposition: .reuse, now: at(230))
+        let served = machine.release(grants[0], disposition: .reuse, now: at(230)).actions
         #expect(served.grants.map(\.waiter) == [first])
-        let last = machine.release(served.grants[0].grant, disposition: .reuse, now: at(240))
+        let last = machine.release(served.grants[0].grant, disposition: .reuse, now: at(240)).actions
         #expect(last.grants.map(\.waiter) == [second])
         // The queue is empty, but the lane stays overloaded until it has stayed empty for an
         // interval: at 250 ms, a request that would wait behind a connection held ~200 ms lately
@@ -61,7 +61,7 @@ struct OverloadTests {
         let overloadedAfterDrain = self.isOverloaded(machine)
         #expect(overloadedAfterDrain)
         #expect(machine.leaseFailure(.retrieval, now: at(250))?.code == .shed)
-        _ = machine.release(last.grants[0].grant, disposition: .reuse, now: at(255))
+        _ = machine.release(last.grants[0].grant, disposition: .reuse, now: at(255)).actions
         // Empty from 240 ms to 345 ms: the lane has left overload; a request may wait its whole
         // waitTimeout again.
         _ = machine.leaseNow(.retrieval, now: at(345))!
@@ -77,7 +77,7 @@ struct OverloadTests {
         for _ in 0..<3 { _ = machine.leaseWaiting(.retrieval, now: at(0))! }
         var grant = grants[0]
         for time in [60, 80, 95] {
-            let actions = machine.release(grant, disposition: .reuse, now: at(time))
+            let actions = machine.release(grant, disposition: .reuse, now: at(time)).actions
             grant = actions.grants[0].grant
         }
         #expect(self.isOverloaded(machine) == false)
@@ -103,7 +103,7 @@ struct OverloadTests {
         _ = machine.leaseWaiting(.retrieval, now: at(60))!
         let (newest, _) = machine.leaseWaiting(.retrieval, now: at(170))!
         #expect(self.isOverloaded(machine) == true)
-        let actions = machine.release(grants[0], disposition: .reuse, now: at(180))
+        let actions = machine.release(grants[0], disposition: .reuse, now: at(180)).actions
         #expect(actions.grants.map(\.waiter) == [newest])
     }
 
@@ -113,7 +113,7 @@ struct OverloadTests {
         machine.warmUp(2, now: at(0))
         // One 100 ms hold sets the lane's recent hold time.
         let warm = machine.leaseNow(.retrieval, now: at(0))!
-        _ = machine.release(warm, disposition: .reuse, now: at(100))
+        _ = machine.release(warm, disposition: .reuse, now: at(100)).actions
         let lane = machine.lane(.retrieval)
         _ = machine.leaseNow(.retrieval, now: at(1_000))!
         _ = machine.leaseNow(.retrieval, now: at(1_000))!
@@ -176,7 +176,7 @@ struct OverloadTests {
         var time = 10
         while !running.isEmpty {
             let grant = running.removeFirst()
-            let actions = machine.release(grant, disposition: .reuse, now: at(time))
+            let actions = machine.release(grant, disposition: .reuse, now: at(time)).actions
             for granted in actions.grants {
                 order.append(nameOf[granted.waiter]!)
                 running.append(granted.grant)
@@ -208,7 +208,7 @@ struct OverloadTests {
         let lane = machine.lane(.retrieval)
         // Holds of 10 ms: each request ahead adds 5 ms to the wait on 2 connections.
         let warm = machine.leaseNow(.retrieval, now: at(0))!
-        _ = machine.release(warm, disposition: .reuse, now: at(10))
+        _ = machine.release(warm, disposition: .reuse, now: at(10)).actions
         _ = machine.leaseNow(.retrieval, now: at(100))!
         _ = machine.leaseNow(.retrieval, now: at(100))!
         _ = machine.leaseWaiting(.retrieval, now: at(100))!

@@ -16,7 +16,7 @@ struct PoolStateMachineHealthTests {
         #expect(machine.tick(now: at(2)).connect.isEmpty)
         let grant = machine.leaseNow(.write, now: at(3))!
         #expect(machine.status.idle == 1)
-        let closing = machine.release(grant, disposition: .close, now: at(4))
+        let closing = machine.release(grant, disposition: .close, now: at(4)).actions
         #expect(closing.connect.count == 1, "back to 2 idle")
     }
 
@@ -28,7 +28,7 @@ struct PoolStateMachineHealthTests {
         var machine = Machine(configuration)
         machine.warmUp(3, now: at(0))
         let grant = machine.leaseNow(.write, now: at(5_000))!
-        _ = machine.release(grant, disposition: .reuse, now: at(5_000))
+        _ = machine.release(grant, disposition: .reuse, now: at(5_000)).actions
         #expect(machine.tick(now: at(9_999)).close.isEmpty)
         let actions = machine.tick(now: at(10_000))
         // Two have been idle 10 s and close; the one used at 5 s stays as the minimum.
@@ -54,7 +54,7 @@ struct PoolStateMachineHealthTests {
         let idleSlot = machine.idle[0]
         let idleClosed = machine.tick(now: machine.slots[idleSlot].expiresAt!)
         #expect(idleClosed.close == [idleSlot])
-        let released = machine.release(grant, disposition: .reuse, now: at(60_000))
+        let released = machine.release(grant, disposition: .reuse, now: at(60_000)).actions
         #expect(released.close == [grant.slot])
     }
 
@@ -82,7 +82,7 @@ struct PoolStateMachineHealthTests {
         machine.warmUp(1, now: at(0))
         let fresh = machine.leaseNow(.write, now: at(4_000))!
         #expect(!fresh.needsValidation)
-        _ = machine.release(fresh, disposition: .reuse, now: at(4_000))
+        _ = machine.release(fresh, disposition: .reuse, now: at(4_000)).actions
         #expect(machine.leaseNow(.write, now: at(9_001))!.needsValidation)
     }
 
@@ -149,13 +149,13 @@ struct PoolStateMachineHealthTests {
         machine.warmUp(2, now: at(0))
         let grant = machine.leaseNow(.write, now: at(0))!
         let other = machine.leaseNow(.write, now: at(0))!
-        _ = machine.release(other, disposition: .reuse, now: at(1))
+        _ = machine.release(other, disposition: .reuse, now: at(1)).actions
         let shutdown = machine.shutdown(gracePeriod: .seconds(10), now: at(2))
         #expect(shutdown.close.count == 1, "the idle connection closes")
         #expect(shutdown.wakeUp == at(10_002))
         #expect(machine.leaseFailure(.write, now: at(3))?.code == .shutdown)
         _ = machine.connectionClosed(slot: shutdown.close[0], now: at(4))
-        let released = machine.release(grant, disposition: .reuse, now: at(5))
+        let released = machine.release(grant, disposition: .reuse, now: at(5)).actions
         #expect(released.close == [grant.slot], "a returned lease's connection closes")
         let finished = machine.connectionClosed(slot: grant.slot, now: at(6))
         #expect(finished.finished)
@@ -172,7 +172,7 @@ struct PoolStateMachineHealthTests {
         #expect(machine.tick(now: at(500)).close.isEmpty)
         let forced = machine.tick(now: at(1_001))
         #expect(forced.close == [grant.slot])
-        #expect(machine.release(grant, disposition: .reuse, now: at(1_002)) == Actions(), "the late release is ignored")
+        #expect(machine.release(grant, disposition: .reuse, now: at(1_002)).actions == Actions(), "the late release is ignored")
         #expect(machine.connectionClosed(slot: grant.slot, now: at(1_003)).finished)
     }
 
@@ -270,7 +270,7 @@ struct LeakSignalChurnTests {
                 resetting = []
             }
             let grant = grants.removeFirst()
-            let actions = machine.release(grant, disposition: .reset, now: at(step * 1_000), cancelled: true)
+            let actions = machine.release(grant, disposition: .reset, now: at(step * 1_000), cancelled: true).actions
             resetting += actions.reset
             incidents += tracker.check(machine.statisticsInputs)
         }

@@ -11,7 +11,7 @@ struct PoolStateMachineTests {
         let grant = machine.leaseNow(.retrieval, now: at(1))
         #expect(grant?.slot == 0)
         #expect(machine.status.leased == 1)
-        let actions = machine.release(grant!, disposition: .reuse, now: at(2))
+        let actions = machine.release(grant!, disposition: .reuse, now: at(2)).actions
         #expect(actions == Actions())
         #expect(machine.status.idle == 1 && machine.status.leased == 0)
     }
@@ -69,7 +69,7 @@ struct PoolStateMachineTests {
         let (waiter, actions) = machine.leaseWaiting(.generation, now: at(1))!
         #expect(actions.connect.isEmpty)
         #expect(machine.status.idle == 4)
-        let released = machine.release(first, disposition: .reuse, now: at(2))
+        let released = machine.release(first, disposition: .reuse, now: at(2)).actions
         #expect(released.grants.map(\.waiter) == [waiter])
     }
 
@@ -81,7 +81,7 @@ struct PoolStateMachineTests {
         let waiters = (1...3).map { machine.leaseWaiting(.write, now: at($0))!.0 }
         var served: [WaiterID] = []
         for step in 0..<3 {
-            let actions = machine.release(grant, disposition: .reuse, now: at(10 + step))
+            let actions = machine.release(grant, disposition: .reuse, now: at(10 + step)).actions
             served += actions.grants.map(\.waiter)
             grant = actions.grants[0].grant
         }
@@ -95,7 +95,7 @@ struct PoolStateMachineTests {
         let grant = machine.leaseNow(.write, now: at(0))!
         let older = machine.leaseWaiting(.retrieval, now: at(1))!.0
         _ = machine.leaseWaiting(.write, now: at(2))!
-        let actions = machine.release(grant, disposition: .reuse, now: at(3))
+        let actions = machine.release(grant, disposition: .reuse, now: at(3)).actions
         #expect(actions.grants.map(\.waiter) == [older])
     }
 
@@ -109,7 +109,7 @@ struct PoolStateMachineTests {
         let retrievalWaiter = machine.leaseWaiting(.retrieval, now: at(2))!.0
         // The retrieval lease ends: the retrieval lane is below its reservation again, so its
         // younger waiter wins over the older write waiter.
-        let actions = machine.release(retrievalGrant, disposition: .reuse, now: at(3))
+        let actions = machine.release(retrievalGrant, disposition: .reuse, now: at(3)).actions
         #expect(actions.grants.map(\.waiter) == [retrievalWaiter])
         _ = writeGrant
     }
@@ -178,7 +178,7 @@ struct PoolStateMachineTests {
         let (served, _) = machine.leaseWaiting(.write, now: at(2))!
         #expect(machine.cancelWaiter(cancelled, lane: machine.lane(.write), now: at(0)).cancelled == [cancelled])
         #expect(machine.status.waiters == 1)
-        let actions = machine.release(grant, disposition: .reuse, now: at(3))
+        let actions = machine.release(grant, disposition: .reuse, now: at(3)).actions
         #expect(actions.grants.map(\.waiter) == [served])
         #expect(machine.cancelWaiter(served, lane: machine.lane(.write), now: at(0)) == Actions())
     }
@@ -189,7 +189,7 @@ struct PoolStateMachineTests {
         machine.warmUp(1, now: at(0))
         let grant = machine.leaseNow(.write, now: at(0))!
         let (waiter, _) = machine.leaseWaiting(.write, now: at(1))!
-        let released = machine.release(grant, disposition: .reset, now: at(2))
+        let released = machine.release(grant, disposition: .reset, now: at(2)).actions
         #expect(released.reset == [0])
         #expect(released.grants.isEmpty, "nobody gets a connection that is being reset")
         let failedReset = machine.resetCompleted(slot: 0, succeeded: false, now: at(3))
@@ -205,7 +205,7 @@ struct PoolStateMachineTests {
         var machine = Machine(.testing(budget: 2, lanes: [.write: .init()]))
         machine.warmUp(1, now: at(0))
         let grant = machine.leaseNow(.write, now: at(0))!
-        let actions = machine.release(grant, disposition: .close, now: at(1))
+        let actions = machine.release(grant, disposition: .close, now: at(1)).actions
         #expect(actions.close == [0])
         #expect(machine.status.idle == 0)
         #expect(machine.leaseWaiting(.write, now: at(2)) != nil)
@@ -249,7 +249,7 @@ struct PoolStateMachineTests {
                 if !grants.isEmpty {
                     let grant = grants.remove(at: Int(random.next() % UInt64(grants.count)))
                     let disposition: ReleaseDisposition = [.reuse, .reuse, .reset, .close][Int(random.next() % 4)]
-                    absorb(machine.release(grant, disposition: disposition, now: at(now)))
+                    absorb(machine.release(grant, disposition: disposition, now: at(now)).actions)
                 }
             case 4:
                 if !opening.isEmpty {

@@ -18,8 +18,8 @@ struct PoolStatisticsTests {
             let start = round * 1_000
             let holder = machine.leaseNow(.write, now: at(start))!
             _ = machine.leaseWaiting(.write, now: at(start))!
-            let handedOver = machine.release(holder, disposition: .reuse, now: at(start + 100))
-            _ = machine.release(handedOver.grants[0].grant, disposition: .reuse, now: at(start + 100))
+            let handedOver = machine.release(holder, disposition: .reuse, now: at(start + 100)).actions
+            _ = machine.release(handedOver.grants[0].grant, disposition: .reuse, now: at(start + 100)).actions
         }
         let statistics = machine.statisticsSnapshot(now: at(10_000))
         let write = statistics[.write]!
@@ -47,7 +47,7 @@ struct PoolStatisticsTests {
         // 2 connections busy all the time, 10 busy for 2% of it.
         let steady = (0..<2).map { _ in machine.leaseNow(.retrieval, now: at(0))! }
         let burst = (0..<8).map { _ in machine.leaseNow(.retrieval, now: at(0))! }
-        for grant in burst { _ = machine.release(grant, disposition: .reuse, now: at(200)) }
+        for grant in burst { _ = machine.release(grant, disposition: .reuse, now: at(200)).actions }
         let statistics = machine.statisticsSnapshot(now: at(10_000))
         #expect(statistics.inUse.p50 == 2)
         #expect(statistics.inUse.p99 == 10)
@@ -82,7 +82,7 @@ struct PoolStatisticsTests {
         var machine = Machine(configuration)
         machine.warmUp(2, now: at(0))
         let grant = machine.leaseNow(.write, now: at(0))!
-        _ = machine.release(grant, disposition: .close, now: at(1))
+        _ = machine.release(grant, disposition: .close, now: at(1)).actions
         _ = machine.tick(now: at(10_000))
         let (_, opening) = machine.leaseWaiting(.write, now: at(10_001))!
         _ = machine.connectionFailed(slot: opening.connect[0], error: ConnectionFailure(), now: at(10_002))
@@ -100,7 +100,7 @@ struct PoolStatisticsTests {
         var machine = Machine(configuration)
         machine.warmUp(1, now: at(0))
         let early = machine.leaseNow(.write, now: at(1_000))!
-        _ = machine.release(early, disposition: .reuse, now: at(1_500))
+        _ = machine.release(early, disposition: .reuse, now: at(1_500)).actions
         _ = machine.tick(now: at(10_000))
         #expect(machine.statisticsSnapshot(now: at(15_000))[.write]!.outcomes.granted == 1, "the previous window still counts")
         _ = machine.tick(now: at(20_000))

@@ -2,7 +2,7 @@ import Testing
 @testable import Lifeguard
 import LifeguardTestUtils
 
-@Suite("The shell's fast paths decide as the general path does")
+@Suite("A lease's end decided without actions agrees with the general path")
 struct ReleaseFastPathTests {
     /// Lanes with reservations, a limit and a shared remainder, so that which waiter is served
     /// next depends on more than arrival order.
@@ -12,15 +12,10 @@ struct ReleaseFastPathTests {
         .generation: .init(limit: 2, waitTimeout: .seconds(60), maxWaiters: 1_000, shedding: nil),
     ])
 
-    /// Releases the way the shell does: the idle fast path, then the hand-off to a waiter, then
-    /// the general path; returns the waiters granted, in order.
+    /// Releases as the shell does, through the one entry point (which decides the common ends
+    /// without building actions); returns the waiters granted, in order.
     static func releaseAsTheShellDoes(_ machine: inout Machine, _ grant: Grant, now: PoolInstant) -> [WaiterGrant] {
-        if machine.releaseIfClean(grant, now: now) { return [] }
-        switch machine.releaseToWaiter(grant, now: now) {
-        case .idle: return []
-        case .granted(let handed): return [handed]
-        case .declined: return machine.release(grant, disposition: .reuse, now: now).grants
-        }
+        machine.release(grant, disposition: .reuse, now: now).actions.grants
     }
 
     @Test("a random run of leases and releases over three lanes: the same grants, status and statistics", arguments: [1, 2, 3] as [UInt64])
@@ -52,7 +47,7 @@ struct ReleaseFastPathTests {
                 }
             } else {
                 let grant = held.remove(at: Int(random.next() % UInt64(held.count)))
-                let expected = general.release(grant, disposition: .reuse, now: now).grants
+                let expected = general.releaseInFull(grant, disposition: .reuse, now: now).grants
                 let actual = Self.releaseAsTheShellDoes(&shell, grant, now: now)
                 #expect(expected == actual, "step \(step)")
                 handedOff += actual.count
@@ -73,7 +68,7 @@ struct ReleaseFastPathTests {
         let grant = machine.leaseNow(.retrieval, now: at(0))!
         let (waiter, _) = machine.leaseWaiting(.retrieval, now: at(10))!
         // Held for 5 s, longer than the validation threshold, but in use all along.
-        guard case .granted(let handed) = machine.releaseToWaiter(grant, now: at(5_000)) else {
+        guard case .handedOff(let handed) = machine.release(grant, disposition: .reuse, now: at(5_000)) else {
             Issue.record("expected a hand-off")
             return
         }
@@ -88,7 +83,10 @@ struct ReleaseFastPathTests {
         let grant = machine.leaseNow(.retrieval, now: at(0))!
         _ = machine.leaseWaiting(.retrieval, now: at(1))!
         // Two of three connections are opening: the general path decides what else to open.
-        #expect(machine.releaseToWaiter(grant, now: at(2)) == .declined)
+        guard case .settled = machine.release(grant, disposition: .reuse, now: at(2)) else {
+            Issue.record("expected the general path")
+            return
+        }
 
         var expiring = PoolConfiguration.testing(budget: 1, lanes: [.retrieval: .init(waitTimeout: .seconds(60), shedding: nil)])
         expiring.maxLifetime = .seconds(1)
@@ -97,8 +95,11 @@ struct ReleaseFastPathTests {
         old.warmUp(1, now: at(0))
         let lease = old.leaseNow(.retrieval, now: at(0))!
         _ = old.leaseWaiting(.retrieval, now: at(1))!
-        #expect(old.releaseToWaiter(lease, now: at(2_000)) == .declined)
-        #expect(old.release(lease, disposition: .reuse, now: at(2_000)).close == [lease.slot])
+        guard case .settled(let actions) = old.release(lease, disposition: .reuse, now: at(2_000)) else {
+            Issue.record("expected the general path")
+            return
+        }
+        #expect(actions.close == [lease.slot])
     }
 }
 

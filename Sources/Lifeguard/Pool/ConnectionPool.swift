@@ -471,27 +471,20 @@ public final class ConnectionPool<Factory: ConnectionFactory, Clock: PoolClock>:
     func release(_ lease: Lease, disposition: ReleaseDisposition, cancelled: Bool = false) {
         let now = self.clock.now
         let next: AfterRelease = self.shared.withLock { shared in
-            if disposition == .reuse {
-                if shared.machine.releaseIfClean(lease.grant, now: now) {
-                    return .nothing
+            switch shared.machine.release(lease.grant, disposition: disposition, now: now, cancelled: cancelled) {
+            case .idle:
+                return .nothing
+            case .handedOff(let handed):
+                let lane = handed.grant.lane
+                self.queueLengths[lane].value.store(shared.machine.queueLength(ofLane: lane), ordering: .relaxed)
+                guard let continuation = shared.waiting.remove(handed.waiter) else {
+                    preconditionFailure("Lifeguard: \(handed.waiter) was granted but never stored its continuation")
                 }
-                switch shared.machine.releaseToWaiter(lease.grant, now: now) {
-                case .idle:
-                    return .nothing
-                case .granted(let handed):
-                    let lane = handed.grant.lane
-                    self.queueLengths[lane].value.store(shared.machine.queueLength(ofLane: lane), ordering: .relaxed)
-                    guard let continuation = shared.waiting.remove(handed.waiter) else {
-                        preconditionFailure("Lifeguard: \(handed.waiter) was granted but never stored its continuation")
-                    }
-                    return .resume(continuation, handed.grant)
-                case .declined:
-                    break
-                }
+                return .resume(continuation, handed.grant)
+            case .settled(let actions):
+                guard actions.resolvesWaiters || actions.hasBackgroundWork else { return .nothing }
+                return .settle(shared.settle(actions, publishingTo: self.queueLengths))
             }
-            let actions = shared.machine.release(lease.grant, disposition: disposition, now: now, cancelled: cancelled)
-            guard actions.resolvesWaiters || actions.hasBackgroundWork else { return .nothing }
-            return .settle(shared.settle(actions, publishingTo: self.queueLengths))
         }
         switch next {
         case .nothing:

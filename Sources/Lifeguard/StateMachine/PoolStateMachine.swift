@@ -298,44 +298,76 @@ package struct PoolStateMachine {
         return actions
     }
 
-    /// The fast path of a lease's end: a clean connection, a running pool, nobody waiting and
-    /// the connection within its lifetime. Then it goes back on the idle stack and the result is
-    /// `true`; otherwise nothing changes and the result is `false` (then call
-    /// ``releaseToWaiter(_:now:)``).
+    /// How a lease's end settled (see ``release(_:disposition:now:cancelled:)``).
     @usableFromInline
-    mutating func releaseIfClean(_ grant: Grant, now: Instant) -> Bool {
-        guard self.waiterCount == 0, case .running = self.lifecycle, self.slots[grant.slot].id == grant.connectionID,
-            case .leased(let lane) = self.slots[grant.slot].state, !self.isExpired(grant.slot, now: now)
-        else { return false }
-        self.unlease(slot: grant.slot, lane: lane, now: now)
-        self.slots[grant.slot].lastActive = now
-        self.idle.append(grant.slot)
-        return true
-    }
-
-    /// What ``releaseToWaiter(_:now:)`` did.
-    @usableFromInline
-    package enum HandOff: Equatable {
-        /// Nothing: take the general path, ``release(_:disposition:now:cancelled:)``.
-        case declined
-        /// No waiter may have the connection: it went back on the idle stack.
+    package enum LeaseEnd: Equatable {
+        /// The connection went back on the idle stack, and nothing else follows.
         case idle
-        /// The connection went straight to this waiter.
-        case granted(WaiterGrant)
+        /// The connection went straight to this waiter, and nothing else follows.
+        case handedOff(WaiterGrant)
+        /// Anything else: what the shell carries out.
+        case settled(PoolActions)
+
+        /// The same, as actions (for a caller that carries out every event alike).
+        @inlinable
+        package var actions: PoolActions {
+            switch self {
+            case .idle:
+                return PoolActions()
+            case .handedOff(let handed):
+                var actions = PoolActions()
+                actions.grants = [handed]
+                return actions
+            case .settled(let actions):
+                return actions
+            }
+        }
     }
 
-    /// The fast path of a clean lease's end while requests wait, in a running pool whose budget
-    /// is all open, the connection within its lifetime: the connection goes straight to the
-    /// next waiter that may have it. With every connection open, nothing else can follow from
-    /// it (no connection to open for the remaining waiters), so no ``PoolActions`` are built;
-    /// otherwise nothing changes and the result is ``HandOff/declined`` (then call
-    /// ``release(_:disposition:now:cancelled:)``).
+    /// A lease ended: the one way a lease's connection comes back.
+    ///
+    /// A clean connection goes back to idle or straight to the next waiter; a dirty one is reset
+    /// first; a broken one is closed. The common ends are decided without building
+    /// ``PoolActions``: a clean connection in a running pool, within its lifetime, goes back on
+    /// the idle stack when nobody waits (``LeaseEnd/idle``), or straight to the next waiter
+    /// that may have it when every connection of the budget is open, since then nothing else
+    /// can follow from it (``LeaseEnd/handedOff(_:)``). Every other end is
+    /// ``LeaseEnd/settled(_:)``, with the actions to carry out.
+    ///
+    /// - Parameter cancelled: The lease ended because its task was cancelled (for statistics).
     @usableFromInline
-    mutating func releaseToWaiter(_ grant: Grant, now: Instant) -> HandOff {
-        guard self.connectionCount >= self.configuration.budget, case .running = self.lifecycle,
-            self.slots[grant.slot].id == grant.connectionID, case .leased(let lane) = self.slots[grant.slot].state,
-            !self.isExpired(grant.slot, now: now)
-        else { return .declined }
+    package mutating func release(
+        _ grant: Grant, disposition: ReleaseDisposition, now: Instant, cancelled: Bool = false
+    ) -> LeaseEnd {
+        if disposition == .reuse && !cancelled, let lane = self.cleanLeaseLane(of: grant, now: now) {
+            if self.waiterCount == 0 {
+                self.unlease(slot: grant.slot, lane: lane, now: now)
+                self.slots[grant.slot].lastActive = now
+                self.idle.append(grant.slot)
+                return .idle
+            }
+            if let handed = self.handToNextWaiter(grant, lane: lane, now: now) {
+                return handed
+            }
+        }
+        return .settled(self.releaseInFull(grant, disposition: disposition, now: now, cancelled: cancelled))
+    }
+
+    /// The lane of a lease whose connection may come back without further decisions: a running
+    /// pool, the same connection still leased, within its lifetime. `nil` otherwise.
+    mutating func cleanLeaseLane(of grant: Grant, now: Instant) -> Int? {
+        guard case .running = self.lifecycle, self.slots[grant.slot].id == grant.connectionID,
+            case .leased(let lane) = self.slots[grant.slot].state, !self.isExpired(grant.slot, now: now)
+        else { return nil }
+        return lane
+    }
+
+    /// A clean connection's hand-off while requests wait, when every connection of the budget
+    /// is open (no connection to open for the remaining waiters): to the next waiter that may
+    /// have it, or back on the idle stack when none may. `nil`, with nothing changed, while
+    /// connections are still to open.
+    mutating func handToNextWaiter(_ grant: Grant, lane: Int, now: Instant) -> LeaseEnd? {
+        guard self.connectionCount >= self.configuration.budget else { return nil }
         self.unlease(slot: grant.slot, lane: lane, now: now)
         self.slots[grant.slot].lastActive = now
         guard let next = self.nextLaneToServe() else {
@@ -344,7 +376,7 @@ package struct PoolStateMachine {
         }
         let waiter = self.takeNextWaiter(lane: next, now: now)
         let handed = self.hand(slot: grant.slot, to: next, now: now, waitingSince: waiter.enqueuedAt, callSite: waiter.callSite)
-        return .granted(WaiterGrant(waiter: waiter.id, grant: handed))
+        return .handedOff(WaiterGrant(waiter: waiter.id, grant: handed))
     }
 
     /// A lease's connection was found broken before its request could use it: it is closed,
@@ -360,7 +392,7 @@ package struct PoolStateMachine {
     package mutating func closeBroken(
         _ grant: Grant, brokenInARow: Int, since: Instant, now: Instant
     ) -> (actions: PoolActions, failure: LifeguardError?) {
-        let actions = self.release(grant, disposition: .close, now: now)
+        let actions = self.releaseInFull(grant, disposition: .close, now: now)
         guard brokenInARow > self.configuration.budget else { return (actions, nil) }
         self.statistics.current.lanes[grant.lane].outcomes.unavailable += 1
         let error = LifeguardError.databaseUnavailable(
@@ -368,14 +400,11 @@ package struct PoolStateMachine {
         return (actions, error)
     }
 
-    /// A lease ended.
-    ///
-    /// A clean connection goes back to idle or straight to the next waiter; a dirty one is reset
-    /// first; a broken one is closed.
-    ///
-    /// - Parameter cancelled: The lease ended because its task was cancelled (for statistics).
+    /// A lease's end decided in full, with the actions it needs: the general path of
+    /// ``release(_:disposition:now:cancelled:)``, which decides the common ends the same way
+    /// without building actions.
     @usableFromInline
-    package mutating func release(_ grant: Grant, disposition: ReleaseDisposition, now: Instant, cancelled: Bool = false) -> PoolActions {
+    mutating func releaseInFull(_ grant: Grant, disposition: ReleaseDisposition, now: Instant, cancelled: Bool = false) -> PoolActions {
         var actions = PoolActions()
         guard self.slots[grant.slot].id == grant.connectionID, case .leased(let lane) = self.slots[grant.slot].state else {
             // The connection was closed under the lease (shutdown grace period ended).
