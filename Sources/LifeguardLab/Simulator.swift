@@ -365,7 +365,10 @@ public struct Simulator {
         self.userIsFree()
         request.cancelled = true
         let instant = PoolInstant(nanoseconds: self.now)
-        for (_, lease) in request.leases {
+        // In the order they were leased: a dictionary's order changes with each process's hash
+        // seed, and the order of the releases decides which waiter gets which connection.
+        for token in request.leases.keys.sorted() {
+            let lease = request.leases[token]!
             if let waiter = lease.waiter {
                 self.waiterOwners.removeValue(forKey: waiter)
                 self.apply(self.machine.cancelWaiter(waiter, lane: lease.lane, now: instant))
