@@ -24,8 +24,12 @@ public enum LeaseActivity: Sendable, Hashable {
 /// Every method may be called concurrently for different connections, but never concurrently
 /// for the same connection.
 public protocol ConnectionFactory: Sendable {
-    /// The connection type the pool hands to its leases.
+    /// The connection type the factory opens and the pool keeps.
     associatedtype Connection: Sendable
+
+    /// What a lease's body gets: the connection itself (the default), or the adapter's view of
+    /// it for the lease's duration (``withLease(of:lane:isolation:_:)`` makes it).
+    associatedtype Lease = Connection
 
     /// Opens a new connection. It should give up by itself after its own connect timeout.
     ///
@@ -59,6 +63,49 @@ public protocol ConnectionFactory: Sendable {
     /// if not, since when none ran. The pool's watchdog uses it to find leases held idle across
     /// a model call ("generation holds"). The default says ``LeaseActivity/unknown``.
     func activity(of connection: Connection) -> LeaseActivity
+
+    /// Runs a lease's body with what it gets for `connection`, and ends that when the body
+    /// ends (by returning, throwing or being cancelled). The pool calls it once per lease,
+    /// around every body of ``ConnectionPool/withConnection(lane:fileID:line:function:isolation:_:)``
+    /// and its kin; the connection is already leased, and is released after it returns.
+    /// When ``Lease`` is ``Connection``, the default passes the connection itself.
+    ///
+    /// - Parameters:
+    ///   - connection: The leased connection.
+    ///   - lane: The lease's lane.
+    ///   - isolation: The caller's actor, inherited: run `body` on it.
+    ///   - body: The lease's body.
+    /// - Returns: What `body` returns.
+    func withLease<Value>(
+        of connection: Connection, lane: Lane, isolation: isolated (any Actor)?, _ body: (Lease) async throws -> Value
+    ) async throws -> Value
+
+    /// Work the factory needs done while its pool runs (an adapter's server-side cancellation,
+    /// say): ``ConnectionPool/run()`` runs it alongside the pool's own, and calls
+    /// ``stopBackgroundWork()`` once the pool has closed its last connection; it should return
+    /// then. The default has nothing to do.
+    func runBackgroundWork() async
+
+    /// The pool has stopped: ``runBackgroundWork()`` should finish what it started and return.
+    func stopBackgroundWork()
+}
+
+/// A connection factory whose connections run transactions: the pool then offers
+/// ``ConnectionPool/withTransaction(lane:fileID:line:function:isolation:_:)``, and the third
+/// window of ``ConnectionPool/threeWindows(retrieval:write:fileID:line:function:isolation:retrieve:generate:persist:)``
+/// runs in one.
+public protocol TransactionalConnectionFactory: ConnectionFactory {
+    /// Runs `body` in a transaction on `lease`: committed when `body` returns, rolled back when
+    /// it throws or its task is cancelled (then the error, or `CancellationError`, is thrown).
+    ///
+    /// - Parameters:
+    ///   - lease: What the lease's body got.
+    ///   - isolation: The caller's actor, inherited: run `body` on it.
+    ///   - body: The transaction's statements.
+    /// - Returns: What `body` returns, once the commit succeeded.
+    func inTransaction<Value>(
+        on lease: Lease, isolation: isolated (any Actor)?, _ body: (Lease) async throws -> Value
+    ) async throws -> Value
 }
 
 extension ConnectionFactory {
@@ -67,4 +114,21 @@ extension ConnectionFactory {
 
     /// Activity is not tracked.
     public func activity(of connection: Connection) -> LeaseActivity { .unknown }
+
+    /// No background work.
+    public func runBackgroundWork() async {}
+
+    /// No background work to stop.
+    public func stopBackgroundWork() {}
+}
+
+extension ConnectionFactory where Lease == Connection {
+    /// The body gets the connection itself.
+    @inlinable @inline(__always)
+    public func withLease<Value>(
+        of connection: Connection, lane: Lane, isolation: isolated (any Actor)? = #isolation,
+        _ body: (Connection) async throws -> Value
+    ) async throws -> Value {
+        try await body(connection)
+    }
 }

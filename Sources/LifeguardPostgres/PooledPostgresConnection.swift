@@ -8,8 +8,9 @@ import Synchronization
 /// transaction status, whether every statement's result has come in), and what the leases did
 /// with it (a statement in flight, a cancel sent, the raw connection handed out), so that the
 /// pool resets it only when it is dirty and closes it only once its backend is gone.
-@usableFromInline
-final class PooledPostgresConnection: Sendable, CustomStringConvertible {
+///
+/// The pool keeps these; a lease's body gets a ``PostgresLease`` over one.
+public final class PooledPostgresConnection: Sendable, CustomStringConvertible {
     struct Tracking {
         /// A cancel was sent, or a statement failed in a way the wire cannot tell.
         var isDirty = false
@@ -92,7 +93,8 @@ final class PooledPostgresConnection: Sendable, CustomStringConvertible {
     /// (behind PgBouncer, PgBouncer's own number for this client).
     var backendPID: Int32 { self.keyData.processID }
 
-    @usableFromInline var description: String { "connection(pid \(self.backendPID))" }
+    /// The connection and its backend's pid, for logs.
+    public var description: String { "connection(pid \(self.backendPID))" }
 
     var condition: ConnectionCondition {
         if self.postgres.isClosed || self.wire.isClosed { return .broken }

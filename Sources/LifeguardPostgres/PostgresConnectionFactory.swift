@@ -6,10 +6,19 @@ import PostgresNIO
 import Synchronization
 
 /// Opens, validates, resets and closes PostgresNIO connections for the pool.
-@usableFromInline
-final class PostgresConnectionFactory: ConnectionFactory {
+///
+/// A ``PostgresPool`` makes its own; you do not call it. A lease's body gets a ``PostgresLease``
+/// over the connection (``withLease(of:lane:isolation:_:)``), and its transactions are
+/// `BEGIN` … `COMMIT` (``inTransaction(on:isolation:_:)``).
+public final class PostgresConnectionFactory: TransactionalConnectionFactory {
+    /// What a lease's body gets.
+    public typealias Lease = PostgresLease
+
     let configuration: PostgresPool.Configuration
-    let logger: Logger
+    @usableFromInline let logger: Logger
+    /// Cancels a cancelled task's running statement on the server; `nil` when
+    /// `serverSideCancellation` is off.
+    @usableFromInline let canceller: ServerCanceller?
     let eventLoopGroup: any EventLoopGroup
     /// Sends the CancelRequests of this factory's connections.
     let cancelRequests: CancelRequestSender
@@ -26,6 +35,67 @@ final class PostgresConnectionFactory: ConnectionFactory {
         self.logger = logger
         self.eventLoopGroup = eventLoopGroup
         self.cancelRequests = CancelRequestSender(configuration: configuration, eventLoopGroup: eventLoopGroup)
+        self.canceller = configuration.serverSideCancellation
+            ? ServerCanceller(logger: logger, backendExitTimeout: configuration.backendExitTimeout) : nil
+    }
+
+    /// Runs `body` with a ``PostgresLease`` over `connection`, and ends the lease when it returns.
+    ///
+    /// - Parameters:
+    ///   - connection: The leased connection.
+    ///   - lane: The lease's lane.
+    ///   - isolation: The caller's actor, inherited.
+    ///   - body: The lease's body.
+    /// - Returns: What `body` returns.
+    @inlinable
+    public func withLease<Value>(
+        of connection: PooledPostgresConnection, lane: Lane, isolation: isolated (any Actor)? = #isolation,
+        _ body: (PostgresLease) async throws -> Value
+    ) async throws -> Value {
+        let lease = PostgresLease(connection: connection, lane: lane, canceller: self.canceller, logger: self.logger)
+        defer { lease.end() }
+        return try await body(lease)
+    }
+
+    /// `BEGIN`, then `COMMIT` when `body` returns, `ROLLBACK` when it throws or the task is
+    /// cancelled.
+    ///
+    /// - Parameters:
+    ///   - lease: The lease to run the transaction on.
+    ///   - isolation: The caller's actor, inherited.
+    ///   - body: Runs statements through the lease, inside the transaction.
+    /// - Returns: What `body` returns, once committed.
+    /// - Throws: What `body` throws (after the rollback), `CancellationError`, or the `COMMIT`'s
+    ///   error (the server's refusal: nothing committed; or
+    ///   ``PostgresPoolError/Code/commitOutcomeUnknown`` when the connection was lost during
+    ///   `COMMIT`).
+    public func inTransaction<Value>(
+        on lease: PostgresLease, isolation: isolated (any Actor)? = #isolation, _ body: (PostgresLease) async throws -> Value
+    ) async throws -> Value {
+        try await lease.execute("BEGIN")
+        let value: Value
+        do {
+            value = try await body(lease)
+        } catch {
+            try? await lease.runIgnoringCancellation("ROLLBACK")
+            throw error
+        }
+        if Task.isCancelled {
+            try? await lease.runIgnoringCancellation("ROLLBACK")
+            throw CancellationError()
+        }
+        try await lease.commit()
+        return value
+    }
+
+    /// Sends the CancelRequests of cancelled statements while the pool runs.
+    public func runBackgroundWork() async {
+        await self.canceller?.run()
+    }
+
+    /// The pool has stopped: no more statements to cancel.
+    public func stopBackgroundWork() {
+        self.canceller?.finish()
     }
 
     /// Opens a PostgresNIO connection with our `application_name` and timeout, over a channel
@@ -139,7 +209,7 @@ final class PostgresConnectionFactory: ConnectionFactory {
         return host.contains(":") ? "[\(host)]:\(self.configuration.port)" : "\(host):\(self.configuration.port)"
     }
 
-    @usableFromInline func connect() async throws -> PooledPostgresConnection {
+    public func connect() async throws -> PooledPostgresConnection {
         try await self.connect(probing: false)
     }
 
@@ -221,12 +291,12 @@ final class PostgresConnectionFactory: ConnectionFactory {
             canceller: self.cancelRequests, preparedStatements: self.preparedStatements)
     }
 
-    @usableFromInline func validate(_ connection: PooledPostgresConnection) async throws {
+    public func validate(_ connection: PooledPostgresConnection) async throws {
         try connection.checkOpen()
         _ = try await connection.postgres.query("SELECT 1", logger: self.logger).collect()
     }
 
-    @usableFromInline func reset(_ connection: PooledPostgresConnection) async throws {
+    public func reset(_ connection: PooledPostgresConnection) async throws {
         // A cancel still on its way must land before our ROLLBACK, not on it or after it.
         while connection.hasOutstandingCancels {
             try await Task.sleep(for: .milliseconds(1))
@@ -247,15 +317,15 @@ final class PostgresConnectionFactory: ConnectionFactory {
         connection.markClean()
     }
 
-    @usableFromInline func close(_ connection: PooledPostgresConnection) async {
+    public func close(_ connection: PooledPostgresConnection) async {
         await connection.terminate(within: self.configuration.backendExitTimeout, logger: self.logger)
     }
 
-    @usableFromInline func condition(of connection: PooledPostgresConnection) -> ConnectionCondition {
+    public func condition(of connection: PooledPostgresConnection) -> ConnectionCondition {
         connection.condition
     }
 
-    @usableFromInline func activity(of connection: PooledPostgresConnection) -> LeaseActivity {
+    public func activity(of connection: PooledPostgresConnection) -> LeaseActivity {
         connection.activity
     }
 }

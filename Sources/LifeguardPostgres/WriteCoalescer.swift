@@ -28,7 +28,7 @@ import Synchronization
 ///
 /// Statements must stand alone: no `BEGIN`/`COMMIT`, and nothing that depends on another
 /// caller's statement in the same batch.
-public final class WriteCoalescer: Service, Sendable {
+public final class WriteCoalescer: Service, PoolCompanion, Sendable {
     /// How writes are grouped.
     public struct Configuration: Sendable, Hashable {
         /// The most writes in one transaction. Default: 64.
@@ -287,13 +287,13 @@ public final class WriteCoalescer: Service, Sendable {
             self.shutdown()
         }
         // Cancelled: nothing flushes any more. Writes still queued were never sent.
-        self.failQueued()
+        self.abandon()
     }
 
     /// Stops taking writes and fails those queued or waiting for room, never sent, with
     /// ``LifeguardError/Code/shutdown``: for a coalescer that will not flush any more (its run
     /// ended, or its pool's run ended without starting it).
-    func failQueued() {
+    package func abandon() {
         let (queued, waiting) = self.state.withLock { state in
             state.isShuttingDown = true
             defer {

@@ -18,7 +18,7 @@ extension PostgresPoolTests {
                     }
                     try await group.waitForAll()
                 }
-                pool.pool.exportMetrics()
+                pool.exportMetrics()
                 let backends = try await observer.integer(
                     "SELECT count(*)::int FROM pg_stat_activity WHERE application_name = 'lg-metrics'")
                 let states = ["idle", "leased", "opening"]

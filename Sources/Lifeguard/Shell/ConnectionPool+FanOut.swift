@@ -74,7 +74,7 @@ extension ConnectionPool {
     ///   - fileID: The caller's file, for the watchdog's reports. Leave the default.
     ///   - line: The caller's line, for the watchdog's reports. Leave the default.
     ///   - function: The caller's function, for the watchdog's reports. Leave the default.
-    ///   - body: Uses the connection for one input.
+    ///   - body: Uses the lease (the connection, or the adapter's view of it) for one input.
     /// - Returns: The outputs, in the order of `inputs`.
     /// - Throws: The first error: a ``LifeguardError`` when a lease failed, or what `body` threw.
     public func fanOut<Input: Sendable, Output: Sendable>(
@@ -84,7 +84,7 @@ extension ConnectionPool {
         fileID: StaticString = #fileID,
         line: UInt = #line,
         function: StaticString = #function,
-        _ body: @escaping @Sendable (Connection, Input) async throws -> Output
+        _ body: @escaping @Sendable (Lease, Input) async throws -> Output
     ) async throws -> [Output] {
         guard let laneIndex = self.lanes.firstIndex(of: lane) else { throw self.unknownLane(lane) }
         let now = self.clock.now
@@ -94,8 +94,8 @@ extension ConnectionPool {
             throw rejection
         }
         return try await FanOut.run(maxConcurrent: maxConcurrent, inputs) { input in
-            try await self.withConnection(lane: lane, fileID: fileID, line: line, function: function) { connection in
-                try await body(connection, input)
+            try await self.withConnection(lane: lane, fileID: fileID, line: line, function: function) { lease in
+                try await body(lease, input)
             }
         }
     }

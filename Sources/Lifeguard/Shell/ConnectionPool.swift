@@ -29,12 +29,15 @@ import Synchronization
 /// }
 /// ```
 public final class ConnectionPool<Factory: ConnectionFactory, Clock: PoolClock>: Service, Sendable {
-    /// The connection type handed to leases.
+    /// The connection type the factory opens.
     public typealias Connection = Factory.Connection
+    /// What a lease's body gets: the connection, or the adapter's view of it
+    /// (``ConnectionFactory/withLease(of:lane:isolation:_:)``).
+    public typealias Lease = Factory.Lease
 
     /// A granted lease: the machine's grant and the connection of its slot.
     @usableFromInline
-    struct Lease: Sendable {
+    struct LeasedSlot: Sendable {
         @usableFromInline let grant: Grant
         @usableFromInline let connection: Connection
 
@@ -44,13 +47,13 @@ public final class ConnectionPool<Factory: ConnectionFactory, Clock: PoolClock>:
         }
     }
 
-    @usableFromInline typealias Outcome = Result<Lease, any Error>
+    @usableFromInline typealias Outcome = Result<LeasedSlot, any Error>
     /// A waiter's continuation. Unsafe rather than checked: the waiter table holds each one
     /// exactly once, and ``Shared/settle(_:publishingTo:)`` takes it out as it resolves the
     /// waiter, so it is resumed once (a second resolution stops at a precondition). A checked
     /// continuation would allocate a canary per wait, and its opaque layout made every table
     /// operation go through value witnesses.
-    @usableFromInline typealias Waiting = UnsafeContinuation<Lease, any Error>
+    @usableFromInline typealias Waiting = UnsafeContinuation<LeasedSlot, any Error>
     @usableFromInline typealias Resumption = (Waiting, Outcome)
 
     /// Work for the ``run()`` loop's task group.
@@ -107,7 +110,7 @@ public final class ConnectionPool<Factory: ConnectionFactory, Clock: PoolClock>:
                 settlement.resumptions.append((continuation, outcome))
             }
             for granted in actions.grants {
-                resolve(granted.waiter, .success(Lease(grant: granted.grant, connection: self.connections[granted.grant.slot]!)))
+                resolve(granted.waiter, .success(LeasedSlot(grant: granted.grant, connection: self.connections[granted.grant.slot]!)))
             }
             for failed in actions.failures {
                 var error = failed.error
@@ -134,14 +137,16 @@ public final class ConnectionPool<Factory: ConnectionFactory, Clock: PoolClock>:
 
     /// The pool's configuration, validated.
     public let configuration: PoolConfiguration
-    @usableFromInline let factory: Factory
+    @usableFromInline package let factory: Factory
     /// Where the pool reads the time, and waits on it.
     @usableFromInline let clock: Clock
     /// The machine's timers that are scheduled and have not fired.
     @usableFromInline let timers = Mutex(TimerTable())
     /// Tests waiting for a status (see ``status(where:)``).
     @usableFromInline let statusWatchers = StatusWatchers()
-    let logger: Logger
+    package let logger: Logger
+    /// Services that work through the pool's connections, run and shut down with it.
+    let companions: PoolCompanions<Clock>
     /// The lanes in the machine's order, to find a lane's index without taking the lock.
     @usableFromInline let lanes: [Lane]
     @usableFromInline let shared: Mutex<Shared>
@@ -191,6 +196,7 @@ public final class ConnectionPool<Factory: ConnectionFactory, Clock: PoolClock>:
         self.metrics = MetricsExporter(laneNames: self.lanes.map(\.name), factory: metricsFactory ?? MetricsSystem.factory)
         self.queueLengths = machine.lanes.map { _ in QueueLength() }
         self.shared = Mutex(Shared(machine: machine))
+        self.companions = PoolCompanions(clock: clock)
         (self.work, self.workContinuation) = AsyncStream.makeStream(bufferingPolicy: .unbounded)
     }
 
@@ -232,7 +238,8 @@ public final class ConnectionPool<Factory: ConnectionFactory, Clock: PoolClock>:
     ///   - fileID: The caller's file, for the watchdog's reports. Leave the default.
     ///   - line: The caller's line, for the watchdog's reports. Leave the default.
     ///   - function: The caller's function, for the watchdog's reports. Leave the default.
-    ///   - body: Uses the connection. Do not let the connection escape it.
+    ///   - body: Uses the lease (the connection, or the adapter's view of it). Do not let it
+    ///     escape.
     ///   - isolation: The caller's actor, inherited. Leave the default.
     /// - Returns: What `body` returns.
     /// - Throws: ``LifeguardError`` (``LifeguardError/Code/waitTimeout``,
@@ -246,12 +253,12 @@ public final class ConnectionPool<Factory: ConnectionFactory, Clock: PoolClock>:
         line: UInt = #line,
         function: StaticString = #function,
         isolation: isolated (any Actor)? = #isolation,
-        _ body: (Connection) async throws -> Value
+        _ body: (Lease) async throws -> Value
     ) async throws -> Value {
         let callSite = CallSite(fileID: fileID, line: line, function: function)
         // The fast path is synchronous: no async call, so no frame to allocate and no executor
         // check, before the body runs.
-        let lease: Lease
+        let lease: LeasedSlot
         switch try self.leaseIfIdle(lane: lane, callSite: callSite) {
         case .leased(let idle):
             lease = idle
@@ -260,7 +267,7 @@ public final class ConnectionPool<Factory: ConnectionFactory, Clock: PoolClock>:
         }
         let value: Value
         do {
-            value = try await body(lease.connection)
+            value = try await self.factory.withLease(of: lease.connection, lane: lane, isolation: isolation, body)
         } catch {
             self.release(lease, abandoned: true, cancelled: Task.isCancelled)
             throw error
@@ -274,10 +281,10 @@ public final class ConnectionPool<Factory: ConnectionFactory, Clock: PoolClock>:
     @usableFromInline
     enum FastLease {
         /// An idle, healthy connection: use it.
-        case leased(Lease)
+        case leased(LeasedSlot)
         /// Go the slow way, with the lane's index and the connection the fast path took, if
         /// any (one to validate, or one that looks broken).
-        case slowly(laneIndex: Int, first: Lease?)
+        case slowly(laneIndex: Int, first: LeasedSlot?)
     }
 
     /// The fast path: takes the lock once and does not suspend. It leases an idle, healthy
@@ -297,9 +304,9 @@ public final class ConnectionPool<Factory: ConnectionFactory, Clock: PoolClock>:
             return .slowly(laneIndex: laneIndex, first: nil)
         }
         let now = self.clock.now
-        let immediate: Lease? = self.shared.withLock { shared in
+        let immediate: LeasedSlot? = self.shared.withLock { shared in
             guard let grant = shared.machine.leaseIfIdle(lane: laneIndex, now: now, callSite: callSite) else { return nil }
-            return Lease(grant: grant, connection: shared.connections[grant.slot]!)
+            return LeasedSlot(grant: grant, connection: shared.connections[grant.slot]!)
         }
         guard let immediate else { return .slowly(laneIndex: laneIndex, first: nil) }
         if !immediate.grant.needsValidation && self.factory.condition(of: immediate.connection) != .broken {
@@ -312,8 +319,8 @@ public final class ConnectionPool<Factory: ConnectionFactory, Clock: PoolClock>:
     /// the fast path, so that waiting is specialized for the connection type too: unspecialized,
     /// its generic metadata lookups ran under the lock and made it contended.
     @inlinable
-    func leaseSlowly(index laneIndex: Int, callSite: CallSite?, first: Lease?) async throws -> Lease {
-        let lease: Lease
+    func leaseSlowly(index laneIndex: Int, callSite: CallSite?, first: LeasedSlot?) async throws -> LeasedSlot {
+        let lease: LeasedSlot
         if let first {
             lease = first
         } else {
@@ -330,12 +337,12 @@ public final class ConnectionPool<Factory: ConnectionFactory, Clock: PoolClock>:
     /// that a waiting task's async frame does not carry this rare path (it took a slab of its
     /// own per waiter).
     @inlinable @inline(never)
-    func replaceOrValidate(_ first: Lease, index laneIndex: Int, callSite: CallSite?) async throws -> Lease {
-        var candidate: Lease? = first
+    func replaceOrValidate(_ first: LeasedSlot, index laneIndex: Int, callSite: CallSite?) async throws -> LeasedSlot {
+        var candidate: LeasedSlot? = first
         var brokenInARow = 0
         let started = self.clock.now
         while true {
-            let lease: Lease
+            let lease: LeasedSlot
             if let taken = candidate {
                 lease = taken
                 candidate = nil
@@ -365,7 +372,7 @@ public final class ConnectionPool<Factory: ConnectionFactory, Clock: PoolClock>:
     /// Closes a lease's broken connection; the error that ends the request when the machine
     /// says it met too many in a row. Out of line: a rare path.
     @usableFromInline
-    func closeBroken(_ lease: Lease, brokenInARow: Int, since: PoolInstant) -> LifeguardError? {
+    func closeBroken(_ lease: LeasedSlot, brokenInARow: Int, since: PoolInstant) -> LifeguardError? {
         var failure: LifeguardError?
         self.apply { shared, now in
             let closed = shared.machine.closeBroken(lease.grant, brokenInARow: brokenInARow, since: since, now: now)
@@ -381,7 +388,7 @@ public final class ConnectionPool<Factory: ConnectionFactory, Clock: PoolClock>:
     /// decision and the continuation are then stored under one lock, so no grant can come
     /// before the continuation is there to take it.
     @inlinable @inline(__always)
-    func acquire(laneIndex: Int, callSite: CallSite?) async throws -> Lease {
+    func acquire(laneIndex: Int, callSite: CallSite?) async throws -> LeasedSlot {
         let id = WaiterID(value: self.waiterIDs.wrappingAdd(1, ordering: .relaxed).oldValue)
         let lease = try await withTaskCancellationHandler {
             try await withUnsafeThrowingContinuation { (continuation: Waiting) in
@@ -413,7 +420,7 @@ public final class ConnectionPool<Factory: ConnectionFactory, Clock: PoolClock>:
                 lane: laneIndex, now: now, callSite: callSite, deadline: deadline, id: id)
             {
             case .granted(let grant):
-                return (.success(Lease(grant: grant, connection: shared.connections[grant.slot]!)), nil)
+                return (.success(LeasedSlot(grant: grant, connection: shared.connections[grant.slot]!)), nil)
             case .wait(_, let actions):
                 shared.waiting.insert(continuation, for: id)
                 guard actions.resolvesWaiters || actions.hasBackgroundWork else {
@@ -457,7 +464,7 @@ public final class ConnectionPool<Factory: ConnectionFactory, Clock: PoolClock>:
     /// Ends a lease: the connection goes back to idle or to the next waiter, or is reset or
     /// closed, depending on how the lease ended and what the factory says of it.
     @inlinable
-    func release(_ lease: Lease, abandoned: Bool, cancelled: Bool = false) {
+    func release(_ lease: LeasedSlot, abandoned: Bool, cancelled: Bool = false) {
         let disposition: ReleaseDisposition
         switch self.factory.condition(of: lease.connection) {
         case .broken: disposition = .close
@@ -468,7 +475,7 @@ public final class ConnectionPool<Factory: ConnectionFactory, Clock: PoolClock>:
     }
 
     @inlinable
-    func release(_ lease: Lease, disposition: ReleaseDisposition, cancelled: Bool = false) {
+    func release(_ lease: LeasedSlot, disposition: ReleaseDisposition, cancelled: Bool = false) {
         let now = self.clock.now
         let next: AfterRelease = self.shared.withLock { shared in
             switch shared.machine.release(lease.grant, disposition: disposition, now: now, cancelled: cancelled) {
@@ -491,7 +498,7 @@ public final class ConnectionPool<Factory: ConnectionFactory, Clock: PoolClock>:
             break
         case .resume(let continuation, let grant):
             // The same slot, so the same connection.
-            continuation.resume(returning: Lease(grant: grant, connection: lease.connection))
+            continuation.resume(returning: LeasedSlot(grant: grant, connection: lease.connection))
         case .settle(let settlement):
             self.carryOut(settlement)
         }
@@ -508,20 +515,14 @@ public final class ConnectionPool<Factory: ConnectionFactory, Clock: PoolClock>:
 
     // MARK: - Running
 
-    /// Runs the pool's background work until it has shut down: opening, resetting, pinging and
-    /// closing connections, the watchdog and metrics export.
+    /// Runs the pool until it has shut down: opening, resetting, pinging and closing
+    /// connections, the watchdog, metrics export, the factory's background work
+    /// (``ConnectionFactory/runBackgroundWork()``) and the pool's companions (an adapter's write
+    /// coalescers).
     ///
     /// Graceful shutdown (ServiceLifecycle) or ``shutdown(gracePeriod:)`` drains the pool;
-    /// cancelling the task closes every connection at once.
+    /// cancelling the task closes every connection at once. A second call returns at once.
     public func run() async {
-        await self.run(shutsDownOnGracefulShutdown: true)
-    }
-
-    /// ``run()``, for an adapter that orders the shutdown itself: with
-    /// `shutsDownOnGracefulShutdown` false, a graceful shutdown leaves the pool running until
-    /// the adapter calls ``shutdown(gracePeriod:)`` (after the work that still needs
-    /// connections, such as a write coalescer's queue, is done).
-    package func run(shutsDownOnGracefulShutdown: Bool) async {
         let alreadyRunning = self.shared.withLock { shared in
             defer { shared.runStarted = true }
             return shared.runStarted
@@ -530,33 +531,53 @@ public final class ConnectionPool<Factory: ConnectionFactory, Clock: PoolClock>:
             self.logger.error("Lifeguard: run() was called twice on the same pool; the second call returns at once")
             return
         }
-        await withTaskCancellationHandler {
-            await withGracefulShutdownHandler {
-                await withDiscardingTaskGroup { group in
-                    self.apply { shared, now in shared.machine.tick(now: now) }
-                    group.addTask {
-                        while (try? await self.clock.sleep(for: self.configuration.metricsInterval)) != nil {
-                            self.exportMetrics()
-                        }
-                    }
-                    if let interval = self.watchdogRules.interval {
-                        group.addTask {
-                            while (try? await self.clock.sleep(for: interval)) != nil {
-                                self.watch()
-                            }
-                        }
-                    }
-                    for await work in self.work {
-                        if case .finished = work { break }
-                        group.addTask { await self.perform(work) }
-                    }
-                    group.cancelAll()
+        await withGracefulShutdownHandler {
+            await withDiscardingTaskGroup { group in
+                group.addTask { await self.factory.runBackgroundWork() }
+                group.addTask {
+                    await self.runConnections()
+                    self.factory.stopBackgroundWork()
+                    self.companions.finish()
                 }
-            } onGracefulShutdown: {
-                if shutsDownOnGracefulShutdown { self.shutdown() }
+                for await companion in self.companions.added {
+                    self.companions.started(companion)
+                    group.addTask {
+                        await companion.run()
+                        self.companions.ended { self.shutDownConnections(gracePeriod: $0) }
+                    }
+                }
+            }
+        } onGracefulShutdown: {
+            self.shutdown()
+        }
+    }
+
+    /// The connections' side of ``run()``: background work and timers until the machine has
+    /// drained, then the last closes.
+    private func runConnections() async {
+        await withTaskCancellationHandler {
+            await withDiscardingTaskGroup { group in
+                self.apply { shared, now in shared.machine.tick(now: now) }
+                group.addTask {
+                    while (try? await self.clock.sleep(for: self.configuration.metricsInterval)) != nil {
+                        self.exportMetrics()
+                    }
+                }
+                if let interval = self.watchdogRules.interval {
+                    group.addTask {
+                        while (try? await self.clock.sleep(for: interval)) != nil {
+                            self.watch()
+                        }
+                    }
+                }
+                for await work in self.work {
+                    if case .finished = work { break }
+                    group.addTask { await self.perform(work) }
+                }
+                group.cancelAll()
             }
         } onCancel: {
-            self.shutdown(gracePeriod: .zero)
+            self.shutDownConnections(gracePeriod: .zero)
         }
         self.timers.withLock { $0.cancelAll() }
         // Cancelled: the loop may have stopped before it carried out the last closes.
@@ -575,15 +596,29 @@ public final class ConnectionPool<Factory: ConnectionFactory, Clock: PoolClock>:
         self.logger.debug("Lifeguard: pool stopped")
     }
 
-    /// Stops granting leases and drains the pool: waiters fail with
-    /// ``LifeguardError/Code/shutdown``, idle connections close, running leases may finish
-    /// within the grace period. ``run()`` returns once every connection is closed.
+    /// Stops granting leases and drains the pool: the pool's companions finish their queued
+    /// work first (it still gets connections), then waiters fail with
+    /// ``LifeguardError/Code/shutdown``, idle connections close, and running leases may finish
+    /// within what is left of the grace period. ``run()`` returns once every connection is
+    /// closed.
     ///
-    /// - Parameter gracePeriod: How long running leases may continue; `nil` uses
-    ///   ``PoolConfiguration/shutdownGracePeriod``.
+    /// - Parameter gracePeriod: How long companions and running leases may continue; `nil`
+    ///   uses ``PoolConfiguration/shutdownGracePeriod``.
     public func shutdown(gracePeriod: Duration? = nil) {
-        let grace = gracePeriod ?? self.configuration.shutdownGracePeriod
-        self.apply { shared, now in shared.machine.shutdown(gracePeriod: grace, now: now) }
+        self.companions.shutdown(gracePeriod: gracePeriod ?? self.configuration.shutdownGracePeriod) { remaining in
+            self.shutDownConnections(gracePeriod: remaining)
+        }
+    }
+
+    /// Runs `companion` with the pool: ``run()`` starts it, and ``shutdown(gracePeriod:)`` lets
+    /// it finish its queued work before the pool stops granting leases.
+    package func add(companion: any PoolCompanion) {
+        self.companions.add(companion)
+    }
+
+    /// The machine's shutdown: no more leases, running ones may finish within `gracePeriod`.
+    private func shutDownConnections(gracePeriod: Duration) {
+        self.apply { shared, now in shared.machine.shutdown(gracePeriod: gracePeriod, now: now) }
     }
 
     private func perform(_ work: BackgroundWork) async {
