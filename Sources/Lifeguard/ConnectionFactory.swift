@@ -92,8 +92,7 @@ public protocol ConnectionFactory: Sendable {
 
 /// A connection factory whose connections run transactions: the pool then offers
 /// ``ConnectionPool/withTransaction(lane:fileID:line:function:isolation:_:)``, and the third
-/// window of ``ConnectionPool/threeWindows(retrieval:write:fileID:line:function:isolation:retrieve:generate:persist:)``
-/// runs in one.
+/// window of its `threeWindows` runs in one.
 public protocol TransactionalConnectionFactory: ConnectionFactory {
     /// Runs `body` in a transaction on `lease`: committed when `body` returns, rolled back when
     /// it throws or its task is cancelled (then the error, or `CancellationError`, is thrown).

@@ -257,7 +257,7 @@ public final class WriteCoalescer: Service, PoolCompanion, Sendable {
     /// ``LifeguardError/Code/shutdown``; cancelled, it returns at once (batches under way end
     /// first) and fails the writes still queued, never sent, with that error.
     ///
-    /// A coalescer from ``PostgresPool/writeCoalescer(configuration:)`` is run by its pool; a
+    /// A coalescer from `PostgresPool.writeCoalescer(configuration:)` is run by its pool; a
     /// second `run()` of the same coalescer only waits for the first to return.
     public func run() async {
         let alreadyRunning = self.state.withLock { state in

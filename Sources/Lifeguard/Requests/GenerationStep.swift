@@ -4,8 +4,7 @@ import Synchronization
 ///
 /// A pipeline that holds a connection across a model call holds it for the seconds the model
 /// takes, and no pool size fixes that. Run the call inside ``run(fileID:line:function:isolation:_:)`` (or
-/// use ``ConnectionPool/threeWindows(retrieval:write:fileID:line:function:isolation:retrieve:generate:persist:)``,
-/// which does): a lease requested inside it is reported with both call sites, or refused, as
+/// use the pool's `threeWindows`, which does): a lease requested inside it is reported with both call sites, or refused, as
 /// ``PoolConfiguration/leaseDuringGeneration`` says.
 public enum GenerationStep {
     /// Where the generation step the current task is in began, if it is in one.
@@ -52,8 +51,8 @@ public enum GenerationStep {
 
 /// What the pool does with a lease requested inside a ``GenerationStep``.
 public enum LeaseDuringGeneration: Sendable, Hashable {
-    /// Grant it, and report it once per call site (a warning in the log and a
-    /// ``WatchdogFinding/Kind/leaseDuringGeneration`` finding).
+    /// Grant it, and report it once per call site: a warning in the log, and a finding of kind
+    /// ``WatchdogFinding/Kind/leaseDuringGeneration``.
     case warn
     /// Refuse it with ``LifeguardError/Code/leaseDuringGeneration``.
     case forbid
