@@ -194,15 +194,11 @@ struct BenchRun {
                 let p999 = milliseconds(histogram, 99.9)
                 waits[lane] = SimulationResult.Percentiles(p50: p50, p99: p99, p999: p999)
             }
-            var outcomes = SimulationResult.Outcomes()
+            // Rejections from the pool's statistics (a pool without them rejects nothing by
+            // policy); leases granted and cancelled as the bench counted them, for every pool.
+            var outcomes = statistics.map { SimulationResult.Outcomes($0.outcomes, cancelledLeases: 0) } ?? .init()
             outcomes.granted = state.granted
             outcomes.cancelled = state.cancelledLeases
-            if let statistics {
-                outcomes.timeout = statistics.outcomes.timeout
-                outcomes.shed = statistics.outcomes.shed
-                outcomes.overloaded = statistics.outcomes.overloaded
-                outcomes.deadlineExceeded = statistics.outcomes.deadlineExceeded
-            }
             let total = state.nanosecondsAtLevel.reduce(0, +)
             var cumulative: UInt64 = 0
             var p99Level = 0

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Lifeguard
 import LifeguardLab
 import Synchronization
 
@@ -147,12 +148,12 @@ struct SimulationTable {
     }
 
     var text: String {
-        var kinds = self.scenario.kindsByName.map { "\($0.name) \(Sizing.format($0.rate))/s" }.joined(separator: " + ")
+        var kinds = self.scenario.kindsByName.map { "\($0.name) \(Figures.format($0.rate))/s" }.joined(separator: " + ")
         if let loop = self.scenario.closedLoop {
             kinds = "closed loop of \(loop.users) users, think \(loop.think), issuing " + self.scenario.kindsByName.map(\.name).joined(separator: " + ")
         }
         var lines = [
-            "scenario \(self.scenario.name): \(kinds); budget \(self.scenario.budget); \(Sizing.format(self.scenario.duration)) s of arrivals; "
+            "scenario \(self.scenario.name): \(kinds); budget \(self.scenario.budget); \(Figures.format(self.scenario.duration)) s of arrivals; "
                 + "\(Int(self.scenario.cancelFraction * 100))% cancelled; seed \(self.scenario.seed)",
             "",
             "design     done/s  pool wait p50 / p99 by lane (ms)           e2e p50 / p99 (ms)   util p99  granted  timeout  shed  overl.  cancel  leaked  failed requests",
@@ -161,18 +162,18 @@ struct SimulationTable {
         lines[2] = Self.pad(String(lines[2].prefix(6)), self.firstWidth) + " " + lines[2].dropFirst(11)
         for (index, result) in self.results.enumerated() {
             let waits = result.waitMilliseconds.sorted { $0.key < $1.key }
-                .map { "\($0.key) \(Sizing.format($0.value.p50))/\(Sizing.format($0.value.p99))" }.joined(separator: ", ")
+                .map { "\($0.key) \(Figures.format($0.value.p50))/\(Figures.format($0.value.p99))" }.joined(separator: ", ")
             let failed = result.failedRequests.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
             let outcomes = result.outcomes
             lines.append(
-                Self.pad(self.firstColumn?[index] ?? result.design.rawValue, self.firstWidth) + " " + Self.pad(Sizing.format(result.throughputPerSecond), 7) + " "
+                Self.pad(self.firstColumn?[index] ?? result.design.rawValue, self.firstWidth) + " " + Self.pad(Figures.format(result.throughputPerSecond), 7) + " "
                     + Self.pad(waits, 42) + " "
-                    + Self.pad("\(Sizing.format(result.endToEndMilliseconds.p50)) / \(Sizing.format(result.endToEndMilliseconds.p99))", 20) + " "
+                    + Self.pad("\(Figures.format(result.endToEndMilliseconds.p50)) / \(Figures.format(result.endToEndMilliseconds.p99))", 20) + " "
                     + Self.pad("\(Int((result.utilizationP99 * 100).rounded()))%", 9) + " "
                     + Self.pad("\(outcomes.granted)", 8) + " " + Self.pad("\(outcomes.timeout)", 8) + " "
                     + Self.pad("\(outcomes.shed)", 5) + " " + Self.pad("\(outcomes.overloaded)", 7) + " "
                     + Self.pad("\(outcomes.cancelled)", 7) + " " + Self.pad("\(result.leaked)", 7) + " "
-                    + (failed.isEmpty ? "none" : failed + " (\(Sizing.format(result.rejectedFraction * 100))% of requests)"))
+                    + (failed.isEmpty ? "none" : failed + " (\(Figures.format(result.rejectedFraction * 100))% of requests)"))
         }
         return lines.joined(separator: "\n")
     }

@@ -1,3 +1,4 @@
+import Lifeguard
 /// What one design did with one scenario, in the JSON schema `simulate --json` and
 /// `bench --json` share.
 public struct SimulationResult: Sendable, Hashable, Codable {
@@ -35,6 +36,17 @@ public struct SimulationResult: Sendable, Hashable, Codable {
 
         /// No outcomes yet.
         public init() {}
+
+        /// A pool's outcomes (``Lifeguard/PoolStatistics/outcomes``), over all lanes; here
+        /// `cancelled` counts leases ended by a cancellation as well as cancelled waits.
+        public init(_ pool: PoolStatistics.Outcomes, cancelledLeases: UInt64) {
+            self.granted = pool.granted
+            self.timeout = pool.timeout
+            self.shed = pool.shed
+            self.overloaded = pool.overloaded
+            self.deadlineExceeded = pool.deadlineExceeded
+            self.cancelled = pool.cancelled + cancelledLeases
+        }
 
         enum CodingKeys: String, CodingKey {
             case granted, timeout, shed, overloaded, cancelled

@@ -394,16 +394,11 @@ public struct Simulator {
     func result() -> SimulationResult {
         let statistics = self.machine.statisticsSnapshot(now: PoolInstant(nanoseconds: self.now))
         var waits: [String: SimulationResult.Percentiles] = [:]
-        var outcomes = SimulationResult.Outcomes()
         for lane in statistics.lanes {
             waits[lane.lane] = .init(p50: lane.wait.p50, p99: lane.wait.p99, p999: lane.wait.p999)
-            outcomes.granted += lane.outcomes.granted
-            outcomes.timeout += lane.outcomes.timeout
-            outcomes.shed += lane.outcomes.shed
-            outcomes.overloaded += lane.outcomes.overloaded
-            outcomes.deadlineExceeded += lane.outcomes.deadlineExceeded
-            outcomes.cancelled += lane.outcomes.cancelled + lane.cancelledLeases
         }
+        let outcomes = SimulationResult.Outcomes(
+            statistics.outcomes, cancelledLeases: statistics.lanes.reduce(0) { $0 + $1.cancelledLeases })
         func milliseconds(_ percentile: Double) -> Double {
             self.endToEnd.totalCount == 0 ? 0 : Double(self.endToEnd.valueAtPercentile(percentile)) / 1_000
         }

@@ -1,4 +1,5 @@
 import Foundation
+import Lifeguard
 
 /// Pool sizes from Little's law, per component of an AI pipeline, sized for the burst rather
 /// than the average, with the arithmetic in words.
@@ -73,8 +74,8 @@ public struct Sizing: Sendable, Hashable, Codable {
         func component(_ name: String, rate: Double, perArrival: Int, seconds: Double, what: String) -> Component {
             let average = rate * Double(perArrival) * seconds
             let peak = Int((average + 3 * average.squareRoot()).rounded(.up))
-            let reasoning = "\(name): \(Self.format(rate)) \(what)/s × \(perArrival) × \(Self.format(seconds * 1_000)) ms = "
-                + "\(Self.format(average)) busy on average; for the burst, \(Self.format(average)) + 3 × √\(Self.format(average)) → \(peak)"
+            let reasoning = "\(name): \(Figures.format(rate)) \(what)/s × \(perArrival) × \(Figures.format(seconds * 1_000)) ms = "
+                + "\(Figures.format(average)) busy on average; for the burst, \(Figures.format(average)) + 3 × √\(Figures.format(average)) → \(peak)"
             return Component(name: name, average: average, peak: peak, reasoning: reasoning)
         }
         self.retrieval = component(
@@ -91,8 +92,8 @@ public struct Sizing: Sendable, Hashable, Codable {
     public var text: String {
         var lines = [
             "component         average   size for the burst",
-            "retrieval         \(Self.pad(Self.format(self.retrieval.average), 9)) \(self.retrieval.peak)",
-            "write             \(Self.pad(Self.format(self.write.average), 9)) \(self.write.peak)",
+            "retrieval         \(Self.pad(Figures.format(self.retrieval.average), 9)) \(self.retrieval.peak)",
+            "write             \(Self.pad(Figures.format(self.write.average), 9)) \(self.write.peak)",
             "budget (three short windows): \(self.budget)",
             "",
         ]
@@ -113,10 +114,6 @@ public struct Sizing: Sendable, Hashable, Codable {
             .write: LaneConfiguration(reserved: \(self.write.peak)),
         ]
         """
-    }
-
-    package static func format(_ value: Double) -> String {
-        value >= 100 ? "\(Int(value.rounded()))" : "\((value * 10).rounded() / 10)"
     }
 
     static func pad(_ text: String, _ width: Int) -> String {

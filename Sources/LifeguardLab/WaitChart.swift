@@ -1,3 +1,4 @@
+import Lifeguard
 import Foundation
 
 /// An SVG chart of designs by arrival rate, in two panels: pool wait p99 on a logarithmic axis,
@@ -201,7 +202,7 @@ public struct WaitChart: Sendable {
 
     /// At most two decimals, none when whole: 0.25, 1.5, 10.
     public static func format(_ value: Double) -> String {
-        guard value.isFinite, abs(value) < 1e15 else { return Sizing.format(value) }
+        guard value.isFinite, abs(value) < 1e15 else { return Figures.format(value) }
         var text = String(format: "%.2f", value)
         while text.hasSuffix("0") { text.removeLast() }
         if text.hasSuffix(".") { text.removeLast() }

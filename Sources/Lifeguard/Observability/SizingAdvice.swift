@@ -53,8 +53,8 @@ public struct SizingAdvice: Sendable, Hashable, Codable, CustomStringConvertible
             let peak = max(min(max(0, lane.inUse.max), Self.largestCount), reserved)
             let limit = max(1, reserved, peak + (peak + 3) / 4)
             let waitTimeout = Int(min(1_000, max(100, (4 * Self.clamped(lane.hold.p99)).rounded(.up))))
-            let reasoning = "\(lane.lane): \(Self.format(lane.arrivalsPerSecond)) arrivals/s × \(Self.format(lane.hold.mean)) ms hold "
-                + "= \(Self.format(averageInUse)) in use on average, p99 in-use \(p99InUse), peak \(peak): "
+            let reasoning = "\(lane.lane): \(Figures.format(lane.arrivalsPerSecond)) arrivals/s × \(Figures.format(lane.hold.mean)) ms hold "
+                + "= \(Figures.format(averageInUse)) in use on average, p99 in-use \(p99InUse), peak \(peak): "
                 + "reserve \(reserved), limit \(limit), waitTimeout \(waitTimeout) ms"
             lanes.append(LaneAdvice(
                 lane: lane.lane, arrivalsPerSecond: lane.arrivalsPerSecond, meanHoldMilliseconds: lane.hold.mean,
@@ -70,7 +70,7 @@ public struct SizingAdvice: Sendable, Hashable, Codable, CustomStringConvertible
             }
             if lane.wait.p99 > Self.incidentWaitMilliseconds {
                 warnings.append(
-                    "\(lane.lane): INCIDENT: wait p99 \(Self.format(lane.wait.p99)) ms is above \(Int(Self.incidentWaitMilliseconds)) ms; "
+                    "\(lane.lane): INCIDENT: wait p99 \(Figures.format(lane.wait.p99)) ms is above \(Int(Self.incidentWaitMilliseconds)) ms; "
                         + "the lane is saturated (p99 in-use \(lane.inUse.p99) of its limit).")
             }
         }
@@ -103,25 +103,19 @@ public struct SizingAdvice: Sendable, Hashable, Codable, CustomStringConvertible
         Int((clamped(fraction) * 100).rounded())
     }
 
-    static func format(_ value: Double) -> String {
-        if !value.isFinite || abs(value) >= 1e15 { return "\(value)" }
-        if value >= 100 { return "\(Int(value.rounded()))" }
-        if value >= 10 { return "\((value * 10).rounded() / 10)" }
-        return "\((value * 100).rounded() / 100)"
-    }
 }
 
 extension PoolStatistics {
     /// A human-readable report: per lane waits, holds, outcomes and in-use, then the sizing advice.
     public var report: String {
         var lines: [String] = []
-        lines.append("Lifeguard pool: budget \(self.budget), capacity \(self.capacity), over the last \(SizingAdvice.format(self.windowSeconds)) s; "
+        lines.append("Lifeguard pool: budget \(self.budget), capacity \(self.capacity), over the last \(Figures.format(self.windowSeconds)) s; "
             + "utilization p50 \(SizingAdvice.percent(self.utilizationP50))%, p99 \(SizingAdvice.percent(self.utilizationP99))%")
         for lane in self.lanes {
             let outcomes = lane.outcomes
-            lines.append("  \(lane.lane): wait p50/p99/p99.9 \(SizingAdvice.format(lane.wait.p50))/\(SizingAdvice.format(lane.wait.p99))/"
-                + "\(SizingAdvice.format(lane.wait.p999)) ms, hold p50/p99/max \(SizingAdvice.format(lane.hold.p50))/"
-                + "\(SizingAdvice.format(lane.hold.p99))/\(SizingAdvice.format(lane.hold.max)) ms, in use p99 \(lane.inUse.p99) (now \(lane.inUse.now)); "
+            lines.append("  \(lane.lane): wait p50/p99/p99.9 \(Figures.format(lane.wait.p50))/\(Figures.format(lane.wait.p99))/"
+                + "\(Figures.format(lane.wait.p999)) ms, hold p50/p99/max \(Figures.format(lane.hold.p50))/"
+                + "\(Figures.format(lane.hold.p99))/\(Figures.format(lane.hold.max)) ms, in use p99 \(lane.inUse.p99) (now \(lane.inUse.now)); "
                 + "granted \(outcomes.granted), timeout \(outcomes.timeout), overloaded \(outcomes.overloaded), shed \(outcomes.shed), "
                 + "deadline exceeded \(outcomes.deadlineExceeded), "
                 + "cancelled \(outcomes.cancelled), unavailable \(outcomes.unavailable)")

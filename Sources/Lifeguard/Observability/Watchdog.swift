@@ -130,7 +130,7 @@ public struct Incident: Sendable, Hashable, Codable, CustomStringConvertible {
         switch self.kind {
         case .slowWaits:
             let sites = self.topCallSites.isEmpty ? "" : "; longest holders: \(self.topCallSites.joined(separator: ", "))"
-            return "INCIDENT: lane '\(self.lane ?? "-")' pool wait p99 \(SizingAdvice.format(self.waitP99Milliseconds ?? 0)) ms is above 50 ms\(sites)"
+            return "INCIDENT: lane '\(self.lane ?? "-")' pool wait p99 \(Figures.format(self.waitP99Milliseconds ?? 0)) ms is above 50 ms\(sites)"
         case .leakSignal:
             return "LEAK SIGNAL: \(self.cancellations ?? 0) cancellations while capacity fell to \(self.capacity ?? 0) usable connections"
         }
@@ -176,7 +176,7 @@ struct IncidentTracker {
     func topCallSites(lane: Int) -> [String] {
         // A site that held for less than 0.05 s would show as 0.0 s: no holder to blame.
         (self.heldByCallSite[lane] ?? [:]).filter { $0.value >= 0.05 }.sorted { $0.value > $1.value }.prefix(3)
-            .map { "\($0.key) (\(SizingAdvice.format($0.value)) s)" }
+            .map { "\($0.key) (\(Figures.format($0.value)) s)" }
     }
 
     /// Slow-wait incidents (once per lane and window) and the leak signal (once per window),
