@@ -305,8 +305,9 @@ package struct PoolStateMachine {
         case idle
         /// The connection went straight to this waiter, and nothing else follows.
         case handedOff(WaiterGrant)
-        /// Anything else: what the shell carries out.
-        case settled(PoolActions)
+        /// Anything else: what the shell carries out. Boxed, so that the common ends return a
+        /// small value.
+        indirect case settled(PoolActions)
 
         /// The same, as actions (for a caller that carries out every event alike).
         @inlinable
@@ -335,26 +336,47 @@ package struct PoolStateMachine {
     /// ``LeaseEnd/settled(_:)``, with the actions to carry out.
     ///
     /// - Parameter cancelled: The lease ended because its task was cancelled (for statistics).
-    @usableFromInline
+    @inlinable
     package mutating func release(
         _ grant: Grant, disposition: ReleaseDisposition, now: Instant, cancelled: Bool = false
     ) -> LeaseEnd {
-        if disposition == .reuse && !cancelled, let lane = self.cleanLeaseLane(of: grant, now: now) {
-            if self.waiterCount == 0 {
-                self.unlease(slot: grant.slot, lane: lane, now: now)
-                self.slots[grant.slot].lastActive = now
-                self.idle.append(grant.slot)
-                return .idle
-            }
-            if let handed = self.handToNextWaiter(grant, lane: lane, now: now) {
-                return handed
-            }
+        // The idle end is inlined into the shell as one call that returns a flag: a lease's
+        // end without waiters costs no more than it did with an entry point of its own.
+        if disposition == .reuse && !cancelled && self.returnToIdle(grant, now: now) {
+            return .idle
+        }
+        return self.releaseWithWaitersOrInFull(grant, disposition: disposition, now: now, cancelled: cancelled)
+    }
+
+    /// The idle end of ``release(_:disposition:now:cancelled:)``: a clean lease in a running
+    /// pool, within its lifetime, nobody waiting. Then the connection goes back on the idle
+    /// stack and the result is `true`; otherwise nothing changes.
+    @usableFromInline
+    mutating func returnToIdle(_ grant: Grant, now: Instant) -> Bool {
+        guard self.waiterCount == 0, let lane = self.cleanLeaseLane(of: grant, now: now) else { return false }
+        self.unlease(slot: grant.slot, lane: lane, now: now)
+        self.slots[grant.slot].lastActive = now
+        self.idle.append(grant.slot)
+        return true
+    }
+
+    /// Every other end of ``release(_:disposition:now:cancelled:)``: the hand-off of a clean
+    /// connection to a waiter when it needs no other decision, else the general path.
+    @usableFromInline
+    mutating func releaseWithWaitersOrInFull(
+        _ grant: Grant, disposition: ReleaseDisposition, now: Instant, cancelled: Bool
+    ) -> LeaseEnd {
+        if disposition == .reuse && !cancelled, let lane = self.cleanLeaseLane(of: grant, now: now),
+            let handed = self.handToNextWaiter(grant, lane: lane, now: now)
+        {
+            return handed
         }
         return .settled(self.releaseInFull(grant, disposition: disposition, now: now, cancelled: cancelled))
     }
 
     /// The lane of a lease whose connection may come back without further decisions: a running
     /// pool, the same connection still leased, within its lifetime. `nil` otherwise.
+    @inline(__always)
     mutating func cleanLeaseLane(of grant: Grant, now: Instant) -> Int? {
         guard case .running = self.lifecycle, self.slots[grant.slot].id == grant.connectionID,
             case .leased(let lane) = self.slots[grant.slot].state, !self.isExpired(grant.slot, now: now)
