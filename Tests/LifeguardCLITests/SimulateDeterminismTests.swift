@@ -9,30 +9,40 @@ struct SimulateDeterminismTests {
     }
 
     /// Runs `lifeguard simulate` in a process of its own, so with a hash seed of its own, and
-    /// returns what it printed.
-    static func simulate(_ arguments: [String]) throws -> String {
+    /// returns what it printed. It waits without blocking a thread of the cooperative pool (the
+    /// other suites run on it meanwhile), and its output goes to a file, not a pipe that could
+    /// fill.
+    static func simulate(_ arguments: [String]) async throws -> String {
+        let output = FileManager.default.temporaryDirectory.appendingPathComponent("lifeguard-simulate-\(UUID().uuidString).json")
+        _ = FileManager.default.createFile(atPath: output.path, contents: nil)
+        defer { try? FileManager.default.removeItem(at: output) }
         let process = Process()
         process.executableURL = Self.executable
         process.arguments = ["simulate"] + arguments
-        let output = Pipe()
-        process.standardOutput = output
+        process.standardOutput = try FileHandle(forWritingTo: output)
         process.standardError = FileHandle.nullDevice
-        try process.run()
-        let data = output.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return String(decoding: data, as: UTF8.self)
+        await withCheckedContinuation { (finished: CheckedContinuation<Void, Never>) in
+            process.terminationHandler = { _ in finished.resume() }
+            do {
+                try process.run()
+            } catch {
+                process.terminationHandler = nil
+                finished.resume()
+            }
+        }
+        return try String(contentsOf: output, encoding: .utf8)
     }
 
     @Test("a closed loop of cancelled fan-outs, run in three processes: one result (a request's leases end in a fixed order)")
-    func sameResultInEveryProcess() throws {
+    func sameResultInEveryProcess() async throws {
         try #require(
             FileManager.default.isExecutableFile(atPath: Self.executable.path),
             "build the package first (swift build): \(Self.executable.path) is missing")
         let arguments = ["--scenario", "cancel-storm", "--users", "120", "--duration", "3", "--design", "lifeguard", "--json"]
-        let first = try Self.simulate(arguments)
+        let first = try await Self.simulate(arguments)
         #expect(first.contains("\"completed\""))
         for _ in 0..<3 {
-            #expect(try Self.simulate(arguments) == first)
+            #expect(try await Self.simulate(arguments) == first)
         }
     }
 }
