@@ -7,6 +7,9 @@
 #
 #   scripts/instructions.sh           # 2 runs per pool and row: about 2 minutes
 #   scripts/instructions.sh --quick   # 1 run per pool and row, shorter loops: about 30 s
+#   scripts/instructions.sh --check   # as the default, then fails (exit 1) on a regression against
+#                                     # Benchmarks/Thresholds/instructions.json
+#   scripts/instructions.sh --update  # as the default, then writes the counts there as thresholds
 #
 # Each run counts the whole program twice, with a short and a long loop, and divides the
 # difference by the difference in cycles: start-up, warm-up and exit cancel out. What is left
@@ -16,12 +19,16 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-runs=2 short=1000000 long=3000000 contended_short=100000 contended_long=300000
+runs=2 short=1000000 long=3000000 contended_short=100000 contended_long=300000 mode=report
 case "${1:-}" in
     "") ;;
     --quick) runs=1 short=200000 long=600000 contended_short=30000 contended_long=90000 ;;
-    *) echo "usage: scripts/instructions.sh [--quick]" >&2; exit 2 ;;
+    --check) mode=check ;;
+    --update) mode=update ;;
+    *) echo "usage: scripts/instructions.sh [--quick | --check | --update]" >&2; exit 2 ;;
 esac
+thresholds=Benchmarks/Thresholds/instructions.json
+counts=.build-instructions/counts.txt
 
 if ! command -v qemu-x86_64 >/dev/null; then
     if [[ "$(id -u)" != 0 ]]; then
@@ -47,10 +54,11 @@ count() {
         Benchmarks/.build/release/lease-benchmark --only "$pool" "$@" --cycles "$cycles" 2>&1 >/dev/null | sed -n 's/^instructions: //p'
 }
 
-# One table: $1 its title, $2 and $3 the short and long loops, the rest lease-benchmark options.
+# One table: $1 its row's key in the thresholds, $2 its title, $3 and $4 the short and long
+# loops, the rest lease-benchmark options. Each pool's mean goes to $counts as well.
 table() {
-    local title=$1 short=$2 long=$3
-    shift 3
+    local row=$1 title=$2 short=$3 long=$4
+    shift 4
     echo "### Instructions per cycle, $title (qemu-user, $runs run(s), $short and $long cycles)"
     echo
     echo "| pool | instructions per cycle, each run | × floor |"
@@ -67,9 +75,17 @@ table() {
         [[ -z "$floor" ]] && floor=$first
         ratio=$(awk -v x="$first" -v f="$floor" 'BEGIN { printf "%.2f×", x / f }')
         echo "| $pool | $(IFS=/; echo "${figures[*]}" | sed 's#/# / #g') | $ratio |"
+        echo "$row $pool $(printf '%s\n' "${figures[@]}" | awk '{ s += $1 } END { printf "%.1f", s / NR }')" >>"$counts"
     done
     echo
 }
 
-table "uncontended" "$short" "$long"
-table "64 tasks on 8 connections, body suspends once" "$contended_short" "$contended_long" --tasks 64 --body yield
+: >"$counts"
+table uncontended "uncontended" "$short" "$long"
+table suspending "64 tasks on 8 connections, body suspends once" "$contended_short" "$contended_long" --tasks 64 --body yield
+
+case $mode in
+    report) ;;
+    update) python3 Benchmarks/Tools/instruction_thresholds.py update "$thresholds" "$counts" ;;
+    check) python3 Benchmarks/Tools/instruction_thresholds.py check "$thresholds" "$counts" ;;
+esac
