@@ -176,3 +176,33 @@ extension PostgresPoolTests {
         #expect(rows == 5)
     }
 }
+
+extension PostgresPoolTests {
+    @Test("a second shutdown with a zero grace period ends a running statement at once, with or without a coalescer (the server's backends gone)",
+          arguments: [false, true])
+    func secondShutdownEndsTheGracePeriod(withCoalescer: Bool) async throws {
+        let application = "lg-second-shutdown-\(withCoalescer)"
+        let configuration = try TestDatabase.configuration(application: application, budget: 2)
+        let pool = try PostgresPool(configuration: configuration, logger: TestDatabase.logger)
+        if withCoalescer { _ = try pool.writeCoalescer() }
+        let run = Task { await pool.run() }
+        let statement = Task { try await pool.query("SELECT pg_sleep(20)", lane: .retrieval) }
+        try await TestDatabase.withObserver { observer in
+            func running() async throws -> Int {
+                try await observer.integer(
+                    "SELECT count(*)::int FROM pg_stat_activity WHERE application_name = \(application) AND query = 'SELECT pg_sleep(20)' AND state = 'active'")
+            }
+            for _ in 0..<400 where try await running() == 0 { try await Task.sleep(for: .milliseconds(10)) }
+            #expect(try await running() == 1)
+            pool.shutdown(gracePeriod: .seconds(30))
+            try await Task.sleep(for: .milliseconds(100))
+            let started = ContinuousClock.now
+            pool.shutdown(gracePeriod: .zero)
+            #expect(await finishes(within: .seconds(10)) { await run.value } != nil, "run() returned without waiting for the 30 s")
+            print("run() returned \(started.duration(to: .now)) after shutdown(gracePeriod: .zero)")
+            for _ in 0..<400 where try await running() > 0 { try await Task.sleep(for: .milliseconds(10)) }
+            #expect(try await running() == 0, "the statement no longer runs on the server")
+        }
+        #expect(await outcome { try await statement.value }.failure != nil)
+    }
+}

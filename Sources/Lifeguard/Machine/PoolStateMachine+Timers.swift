@@ -64,11 +64,28 @@ extension PoolStateMachine {
     }
 
     /// Stops granting leases: fails every waiter, closes idle connections, and lets leases run
-    /// until `gracePeriod` has passed, when their connections are closed.
+    /// until `gracePeriod` has passed, when their connections are closed. While draining, a
+    /// second call may end the grace period sooner (with `.zero`: now), never later.
     package mutating func shutdown(gracePeriod: Duration, now: Instant) -> PoolActions {
         var actions = PoolActions()
-        guard case .running = self.lifecycle else { return actions }
         let deadline = now.advanced(by: gracePeriod)
+        switch self.lifecycle {
+        case .running:
+            break
+        case .draining(let current):
+            // A second shutdown may end the grace period sooner, never later.
+            guard deadline < current else { return actions }
+            self.lifecycle = .draining(deadline: deadline)
+            if gracePeriod <= .zero {
+                self.closeLeasedConnections(now: now, into: &actions)
+            } else if self.leasedCount > 0 {
+                self.arm(deadline, into: &actions)
+            }
+            self.finishIfDrained(into: &actions)
+            return actions
+        case .stopped:
+            return actions
+        }
         self.lifecycle = .draining(deadline: deadline)
         for lane in self.lanes.indices {
             for waiter in self.removeAllWaiters(lane: lane, now: now) {

@@ -603,7 +603,8 @@ public final class ConnectionPool<Factory: ConnectionFactory, Clock: PoolClock>:
     /// work first (it still gets connections), then waiters fail with
     /// ``LifeguardError/Code/shutdown``, idle connections close, and running leases may finish
     /// within what is left of the grace period. ``run()`` returns once every connection is
-    /// closed.
+    /// closed. Called again, a sooner end of the grace period wins (`.zero` closes running
+    /// leases at once); a later one changes nothing.
     ///
     /// - Parameter gracePeriod: How long companions and running leases may continue; `nil`
     ///   uses ``PoolConfiguration/shutdownGracePeriod``.

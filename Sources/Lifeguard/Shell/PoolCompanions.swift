@@ -77,12 +77,14 @@ final class PoolCompanions<Clock: PoolClock>: Sendable {
 
     /// Shuts the companions down, then the pool: at once when none is unfinished, else when the
     /// last one ends, or when the grace period is over, whichever comes first (the pool then
-    /// closes what is leased, which ends a flush still running).
+    /// closes what is leased, which ends a flush still running). Called again, a sooner end of
+    /// the grace period wins, for the companions and for the pool.
     func shutdown(gracePeriod: Duration, shuttingDownPool: @escaping @Sendable (Duration) -> Void) {
         let deadline = self.clock.now.advanced(by: gracePeriod)
         let (companions, now, timer) = self.state.withLock { state -> ([any PoolCompanion], Bool, Bool) in
             state.isShuttingDown = true
-            guard !state.isPoolShutDown else { return ([], false, false) }
+            // The pool is shutting down already: it takes a sooner end of its grace period.
+            guard !state.isPoolShutDown else { return ([], true, false) }
             if state.unfinished == 0 {
                 state.isPoolShutDown = true
                 return (state.all, true, false)

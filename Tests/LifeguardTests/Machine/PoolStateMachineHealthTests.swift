@@ -176,6 +176,28 @@ struct PoolStateMachineHealthTests {
         #expect(machine.connectionClosed(slot: grant.slot, now: at(1_003)).finished)
     }
 
+    @Test("a second shutdown with a sooner end shortens the grace period; a later one does not extend it")
+    func secondShutdownShortens() {
+        var machine = Machine(.testing(budget: 1, lanes: [.write: .init()]))
+        machine.warmUp(1, now: at(0))
+        let grant = machine.leaseNow(.write, now: at(0))!
+        let first = machine.shutdown(gracePeriod: .seconds(30), now: at(1))
+        #expect(first.wakeUp == at(30_001))
+        #expect(machine.shutdown(gracePeriod: .seconds(60), now: at(2)).close.isEmpty, "a later end changes nothing")
+        let sooner = machine.shutdown(gracePeriod: .seconds(5), now: at(3))
+        #expect(sooner.wakeUp == at(5_003), "the sooner end is the timer now")
+        #expect(machine.tick(now: at(5_003)).close == [grant.slot])
+        let now = machine.shutdown(gracePeriod: .zero, now: at(5_004))
+        #expect(now.close.isEmpty, "nothing left to close")
+        #expect(machine.connectionClosed(slot: grant.slot, now: at(5_005)).finished)
+
+        var immediate = Machine(.testing(budget: 1, lanes: [.write: .init()]))
+        immediate.warmUp(1, now: at(0))
+        let held = immediate.leaseNow(.write, now: at(0))!
+        _ = immediate.shutdown(gracePeriod: .seconds(30), now: at(1))
+        #expect(immediate.shutdown(gracePeriod: .zero, now: at(2)).close == [held.slot], "a zero grace period closes running leases at once")
+    }
+
     @Test("a connection that opens during shutdown is closed at once")
     func openingDuringShutdown() {
         var machine = Machine(.testing(budget: 1, lanes: [.write: .init()]))

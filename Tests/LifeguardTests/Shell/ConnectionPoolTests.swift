@@ -306,6 +306,25 @@ struct ConnectionPoolTests {
         #expect(pool.status().isShuttingDown)
     }
 
+    @Test("a second shutdown with a shorter grace period closes the running lease at once, and run() returns", .timeLimit(.minutes(1)))
+    func secondShutdownShortens() async throws {
+        let clock = ManualClock()
+        let factory = InMemoryConnectionFactory(clock: clock)
+        let pool = try ConnectionPool(
+            configuration: .testing(budget: 2, lanes: [.write: .patient]), factory: factory, clock: clock, logger: Logger(label: "test"))
+        let runner = Task { await pool.run() }
+        let lease = Task {
+            try await pool.withConnection(lane: .write) { _ in try await clock.sleep(for: .seconds(60)) }
+        }
+        await clock.sleeper(until: clock.now.advanced(by: .seconds(60)))
+        pool.shutdown(gracePeriod: .seconds(30))
+        pool.shutdown(gracePeriod: .zero)
+        await runner.value
+        #expect(factory.openCount == 0, "the running lease's connection was closed without waiting for the 30 s")
+        clock.advance(by: .seconds(60))
+        _ = try? await lease.value
+    }
+
     @Test("in a ServiceGroup, graceful shutdown lets the running lease finish, then closes everything")
     func serviceGroupGracefulShutdown() async throws {
         let clock = ManualClock()
