@@ -377,6 +377,8 @@ public final class WriteCoalescer: Service, PoolCompanion, Sendable {
     /// `nil` once shut down with nothing queued.
     private func nextBatch() async -> [Pending]? {
         while true {
+            // Cancelled run: nothing is sent any more; run() fails what is queued with shutdown.
+            if Task.isCancelled { return nil }
             let (oldest, shuttingDown) = self.state.withLock { ($0.queue.first?.enqueuedAt, $0.isShuttingDown) }
             if let oldest {
                 let due = oldest.advanced(by: self.configuration.maxDelay)
@@ -610,7 +612,11 @@ public final class WriteCoalescer: Service, PoolCompanion, Sendable {
                     }
                 }
             } catch {
-                for pending in remaining { pending.continuation.resume(throwing: error) }
+                // The run was cancelled with this batch in flight: not committed (a commit
+                // whose answer was lost throws commitOutcomeUnknown instead), and the writers
+                // were not cancelled themselves.
+                let reported: any Error = error is CancellationError ? LifeguardError.shutdown(lane: self.configuration.lane) : error
+                for pending in remaining { pending.continuation.resume(throwing: reported) }
                 remaining = []
             }
         }

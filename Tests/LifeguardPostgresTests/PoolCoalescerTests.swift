@@ -206,3 +206,30 @@ extension PostgresPoolTests {
         #expect(await outcome { try await statement.value }.failure != nil)
     }
 }
+
+extension PostgresPoolTests {
+    @Test("cancelling the pool's run fails the coalescer's queued writes with shutdown, as documented, never sent (counted on the server); not with CancellationError, which says the writer was cancelled")
+    func cancelledRunFailsQueuedWritesWithShutdown() async throws {
+        let configuration = try TestDatabase.configuration(application: "lg-pool-coalescer-cancel", budget: 2)
+        try await Self.createTable("lg_pool_coalesced_cancel")
+        let pool = try PostgresPool(configuration: configuration, logger: TestDatabase.logger)
+        let coalescer = try pool.writeCoalescer(configuration: .init(maxDelay: .seconds(2), maxConnections: 1))
+        let run = Task { await pool.run() }
+        let writers = (0..<20).map { n in
+            Task { try await coalescer.insert(.init(into: "lg_pool_coalesced_cancel", columns: ["n"], values: [n])) }
+        }
+        try await Self.waitUntilQueued(20, in: coalescer)
+        run.cancel()
+        #expect(await finishes(within: .seconds(10)) { await run.value } != nil)
+        var codes: [String] = []
+        for writer in writers {
+            switch await writer.result {
+            case .success: codes.append("committed")
+            case .failure(let error as LifeguardError): codes.append("\(error.code)")
+            case .failure(let error): codes.append("\(type(of: error))")
+            }
+        }
+        #expect(codes == Array(repeating: "\(LifeguardError.Code.shutdown)", count: 20))
+        #expect(try await Self.rows(in: "lg_pool_coalesced_cancel") == 0)
+    }
+}
