@@ -20,8 +20,22 @@ let package = Package(
         .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.2"),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift.git", from: "0.2.0"),
         .package(url: "https://github.com/apple/swift-collections.git", from: "1.6.0"),
+        .package(url: "https://github.com/ordo-one/benchmark.git", from: "1.38.1", traits: ["MallocInterposer"]),
     ],
     targets: [
+        // The lease path on package-benchmark, thresholds in Thresholds/ (swift package benchmark).
+        .executableTarget(
+            name: "LeasePath",
+            dependencies: [
+                .product(name: "Benchmark", package: "benchmark"),
+                .product(name: "Lifeguard", package: "lifeguard"),
+                .product(name: "LifeguardTestUtils", package: "lifeguard"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
+            ],
+            path: "Benchmarks/LeasePath",
+            plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
+        ),
         // Allocation counting and callgrind toggles, in C.
         .target(name: "BenchmarkProbes"),
         .executableTarget(
