@@ -71,31 +71,22 @@ extension PoolStateMachine {
         let deadline = now.advanced(by: gracePeriod)
         switch self.lifecycle {
         case .running:
-            break
+            for lane in self.lanes.indices {
+                for waiter in self.removeAllWaiters(lane: lane, now: now) {
+                    self.statistics.current.lanes[lane].outcomes.shutdown += 1
+                    actions.failures.append(WaiterFailure(waiter: waiter.id, error: .shutdown(lane: self.lanes[lane].lane)))
+                }
+            }
+            while let slot = self.idle.popLast() {
+                self.beginClose(slot: slot, reason: .shutdown, into: &actions)
+            }
         case .draining(let current):
             // A second shutdown may end the grace period sooner, never later.
             guard deadline < current else { return actions }
-            self.lifecycle = .draining(deadline: deadline)
-            if gracePeriod <= .zero {
-                self.closeLeasedConnections(now: now, into: &actions)
-            } else if self.leasedCount > 0 {
-                self.arm(deadline, into: &actions)
-            }
-            self.finishIfDrained(into: &actions)
-            return actions
         case .stopped:
             return actions
         }
         self.lifecycle = .draining(deadline: deadline)
-        for lane in self.lanes.indices {
-            for waiter in self.removeAllWaiters(lane: lane, now: now) {
-                self.statistics.current.lanes[lane].outcomes.shutdown += 1
-                actions.failures.append(WaiterFailure(waiter: waiter.id, error: .shutdown(lane: self.lanes[lane].lane)))
-            }
-        }
-        while let slot = self.idle.popLast() {
-            self.beginClose(slot: slot, reason: .shutdown, into: &actions)
-        }
         if gracePeriod <= .zero {
             self.closeLeasedConnections(now: now, into: &actions)
         } else if self.leasedCount > 0 {
