@@ -21,6 +21,7 @@ let package = Package(
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift.git", from: "0.2.0"),
         .package(url: "https://github.com/apple/swift-collections.git", from: "1.6.0"),
         .package(url: "https://github.com/ordo-one/benchmark.git", from: "1.38.1", traits: ["MallocInterposer"]),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
     ],
     targets: [
         // The lease path on package-benchmark, thresholds in Thresholds/ (swift package benchmark).
@@ -38,6 +39,8 @@ let package = Package(
         ),
         // Allocation counting and callgrind toggles, in C.
         .target(name: "BenchmarkProbes"),
+        // What the programs against a server share: --database-url, and how figures print.
+        .target(name: "BenchSupport", dependencies: [.product(name: "ArgumentParser", package: "swift-argument-parser")]),
         .executableTarget(
             name: "LeaseBenchmark",
             dependencies: [
@@ -54,6 +57,8 @@ let package = Package(
         .executableTarget(
             name: "OverloadBenchmark",
             dependencies: [
+                "BenchSupport",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Lifeguard", package: "lifeguard"),
                 .product(name: "LifeguardPostgres", package: "lifeguard"),
                 .product(name: "Logging", package: "swift-log"),
@@ -64,6 +69,8 @@ let package = Package(
         .executableTarget(
             name: "AgentStormBenchmark",
             dependencies: [
+                "BenchSupport",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Lifeguard", package: "lifeguard"),
                 .product(name: "LifeguardPostgres", package: "lifeguard"),
                 .product(name: "Logging", package: "swift-log"),
@@ -74,6 +81,8 @@ let package = Package(
         .executableTarget(
             name: "SelectBenchmark",
             dependencies: [
+                "BenchSupport",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 "BenchmarkProbes",
                 .product(name: "Lifeguard", package: "lifeguard"),
                 .product(name: "LifeguardPostgres", package: "lifeguard"),

@@ -15,33 +15,24 @@ import Lifeguard
 import LifeguardPostgres
 import Logging
 import PostgresNIO
+import ArgumentParser
+import BenchSupport
 import Synchronization
 
-struct Options {
-    var databaseURL = ProcessInfo.processInfo.environment["DATABASE_URL"] ?? ""
-    var duration = 20.0
-    var agents = 50
-    var budget = 20
+struct Options: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "agent-storm-benchmark", abstract: "Agents' small writes: one lease per write against the WriteCoalescer, against PostgreSQL.")
+
+    @OptionGroup var database: DatabaseOptions
+    @Flag(help: "8 s per design instead of 20.") var quick = false
     /// The burst shape of the coalescer's acceptance test instead: 200 agents writing 25 rows
     /// each, back to back, with no tool calls.
-    var burst = false
+    @Flag(help: "The coalescer's burst instead: 200 agents writing 25 rows each, back to back.") var burst = false
+    @Option(name: .customLong("duration"), help: "Seconds per design (default 20, 8 with --quick).") var seconds: Double?
+    @Option(help: "Agents running at once.") var agents = 50
+    @Option(help: "The pool's budget.") var budget = 20
 
-    init(arguments: [String]) {
-        var rest = arguments.dropFirst()
-        while let argument = rest.popFirst() {
-            switch argument {
-            case "--quick": self.duration = 8
-            case "--burst": self.burst = true
-            case "--duration": self.duration = Double(rest.popFirst() ?? "") ?? self.duration
-            case "--agents": self.agents = Int(rest.popFirst() ?? "") ?? self.agents
-            case "--budget": self.budget = Int(rest.popFirst() ?? "") ?? self.budget
-            case "--database-url": self.databaseURL = rest.popFirst() ?? ""
-            default:
-                print("unknown argument \(argument); options: --quick, --duration S, --agents N, --budget N, --database-url URL")
-                exit(2)
-            }
-        }
-    }
+    var duration: Double { self.seconds ?? (self.quick ? 8 : 20) }
+    var databaseURL: String { self.database.url }
 }
 
 /// Write latencies and failures, shared by the agents of one run.
@@ -102,12 +93,8 @@ func storm(
 }
 
 func run() async throws {
-    var options = Options(arguments: CommandLine.arguments)
+    var options = Options.parseOrExit()
     if options.burst { options.agents = 200 }
-    guard !options.databaseURL.isEmpty else {
-        print("set DATABASE_URL or pass --database-url (./scripts/postgres.sh start && ./scripts/postgres.sh url)")
-        exit(2)
-    }
     var logger = Logger(label: "agent-storm-benchmark")
     logger.logLevel = .error
     print("agent-storm: \(options.agents) agents, each step a tool call of 200–800 ms then 2 small writes; "
@@ -157,8 +144,5 @@ func run() async throws {
     }
 }
 
-func format(_ value: Double) -> String {
-    value >= 100 ? "\(Int(value.rounded()))" : "\((value * 100).rounded() / 100)"
-}
 
 try await Task.detached { try await run() }.value

@@ -15,30 +15,22 @@ import Lifeguard
 import LifeguardPostgres
 import Logging
 import PostgresNIO
+import ArgumentParser
+import BenchSupport
 import Synchronization
 
-struct Options {
-    var databaseURL = ProcessInfo.processInfo.environment["DATABASE_URL"] ?? ""
-    var duration = 30.0
-    var load = 1.5
-    /// Connections of the retrieval lane, the whole budget.
-    var connections = 16
+struct Options: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "overload-benchmark", abstract: "retrieval-burst above a lane's capacity, shedding off against its designs, against PostgreSQL.")
 
-    init(arguments: [String]) {
-        var rest = arguments.dropFirst()
-        while let argument = rest.popFirst() {
-            switch argument {
-            case "--quick": self.duration = 10
-            case "--duration": self.duration = Double(rest.popFirst() ?? "") ?? self.duration
-            case "--load": self.load = Double(rest.popFirst() ?? "") ?? self.load
-            case "--connections": self.connections = Int(rest.popFirst() ?? "") ?? self.connections
-            case "--database-url": self.databaseURL = rest.popFirst() ?? ""
-            default:
-                print("unknown argument \(argument); options: --quick, --duration S, --load F, --connections N, --database-url URL")
-                exit(2)
-            }
-        }
-    }
+    @OptionGroup var database: DatabaseOptions
+    @Flag(help: "10 s per design instead of 30.") var quick = false
+    @Option(name: .customLong("duration"), help: "Seconds per design (default 30, 10 with --quick).") var seconds: Double?
+    @Option(help: "Arrivals as a multiple of the retrieval lane's capacity.") var load = 1.5
+    /// Connections of the retrieval lane, the whole budget.
+    @Option(help: "Connections of the retrieval lane, the whole budget.") var connections = 16
+
+    var duration: Double { self.seconds ?? (self.quick ? 10 : 30) }
+    var databaseURL: String { self.database.url }
 }
 
 let fanOut = 8
@@ -125,11 +117,7 @@ func drive(_ pool: PostgresPool, rate: Double, duration: Double) async -> Tally 
 }
 
 func run() async throws {
-    let options = Options(arguments: CommandLine.arguments)
-    guard !options.databaseURL.isEmpty else {
-        print("set DATABASE_URL or pass --database-url (./scripts/postgres.sh start && ./scripts/postgres.sh url)")
-        exit(2)
-    }
+    let options = Options.parseOrExit()
     var logger = Logger(label: "overload-benchmark")
     logger.logLevel = .error
     let designs = [
@@ -179,8 +167,5 @@ func run() async throws {
     }
 }
 
-func format(_ value: Double) -> String {
-    value >= 100 ? "\(Int(value.rounded()))" : "\((value * 10).rounded() / 10)"
-}
 
 try await Task.detached { try await run() }.value

@@ -19,46 +19,36 @@ import Lifeguard
 import LifeguardPostgres
 import Logging
 import PostgresNIO
+import ArgumentParser
+import BenchSupport
 import Synchronization
 
-struct Options {
-    var databaseURL = ProcessInfo.processInfo.environment["DATABASE_URL"] ?? ""
-    var duration = 5.0
-    var rounds = 3
-    var pgbench: String?
+struct Options: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "select-benchmark", abstract: "SELECT 1 through Lifeguard, PostgresClient and pgbench, side by side.")
+
+    @OptionGroup var database: DatabaseOptions
+    @Flag(help: "2 s per row and 1 round instead of 5 s and 3.") var quick = false
+    @Option(name: .customLong("duration"), help: "Seconds per row (default 5, 2 with --quick).") var seconds: Double?
+    @Option(name: .customLong("rounds"), help: "Rounds (default 3, 1 with --quick).") var roundsGiven: Int?
+    @Option(help: "pgbench to compare with (default: the one on PATH).") var pgbench: String?
     /// Runs one design at one concurrency and nothing else (for profiling).
-    var only: (design: String, tasks: Int)?
+    @Option(name: .customLong("only"), parsing: .upToNextOption,
+            help: "DESIGN [TASKS]: one design alone (lifeguard, postgresclient, lifeguard-prepared, postgresclient-prepared), 20 tasks unless given.")
+    var onlyGiven: [String] = []
     /// With `--only`: run exactly this many queries instead of for a duration (for counting
     /// instructions per query under qemu-user, as `scripts/instructions.sh` does per lease).
-    var queries: Int?
-    /// The plain designs' statement (`--statement`), `SELECT 1` unless given: a write, to see
-    /// what Lifeguard's hold-back of writes behind a pooler costs (create its table first).
-    var statement = "SELECT 1"
+    @Option(help: "With --only: this many queries instead of a duration.") var queries: Int?
+    /// The plain designs' statement, `SELECT 1` unless given: a write, to see what Lifeguard's
+    /// hold-back of writes behind a pooler costs (create its table first).
+    @Option(help: "The plain designs' statement.") var statement = "SELECT 1"
 
-    init(arguments: [String]) {
-        var remaining = arguments.dropFirst()[...]
-        if remaining.contains("--quick") {
-            self.duration = 2
-            self.rounds = 1
-        }
-        while let argument = remaining.popFirst() {
-            switch argument {
-            case "--quick": break
-            case "--duration": self.duration = remaining.popFirst().flatMap { Double($0) } ?? self.duration
-            case "--rounds": self.rounds = remaining.popFirst().flatMap { Int($0) } ?? self.rounds
-            case "--pgbench": self.pgbench = remaining.popFirst()
-            case "--database-url": self.databaseURL = remaining.popFirst() ?? ""
-            case "--queries": self.queries = remaining.popFirst().flatMap { Int($0) }
-            case "--statement": self.statement = remaining.popFirst() ?? self.statement
-            case "--only":
-                let design = remaining.popFirst() ?? ""
-                self.only = (design, remaining.popFirst().flatMap { Int($0) } ?? 20)
-            default:
-                print("usage: select-benchmark [--quick] [--duration SECONDS] [--rounds N] [--pgbench PATH] [--database-url URL] [--only lifeguard|postgresclient|lifeguard-prepared|postgresclient-prepared TASKS [--queries N]] [--statement SQL]")
-                exit(2)
-            }
-        }
+    var duration: Double { self.seconds ?? (self.quick ? 2 : 5) }
+    var rounds: Int { self.roundsGiven ?? (self.quick ? 1 : 3) }
+    var only: (design: String, tasks: Int)? {
+        guard let design = self.onlyGiven.first else { return nil }
+        return (design, self.onlyGiven.dropFirst().first.flatMap { Int($0) } ?? 20)
     }
+    var databaseURL: String { self.database.url }
 }
 
 let connections = 20
@@ -236,11 +226,7 @@ func format(_ rate: Double) -> String { "\(Int((rate / 100).rounded()) * 100)" }
 func ratio(_ value: Double) -> String { "\((value * 100).rounded() / 100)×" }
 
 func run() async throws {
-    let options = Options(arguments: CommandLine.arguments)
-    guard !options.databaseURL.isEmpty else {
-        print("set DATABASE_URL or pass --database-url (./scripts/postgres.sh start && ./scripts/postgres.sh url)")
-        exit(2)
-    }
+    let options = Options.parseOrExit()
     var logger = Logger(label: "select-benchmark")
     logger.logLevel = .critical  // 64 tasks on 20 connections wait, on purpose
 
