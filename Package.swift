@@ -37,7 +37,7 @@ let package = Package(
         ),
         // Reads the processor's timestamp counter, for the pool's clock.
         .target(name: "CTimestampCounter"),
-        // A manual clock and an in-memory connection factory, shared by tests, benchmarks and the simulator.
+        // A manual clock and an in-memory connection factory, shared by tests and benchmarks.
         .target(
             name: "LifeguardTestUtils",
             dependencies: ["Lifeguard"]

@@ -9,6 +9,7 @@
 # Instruction counts, the stable measure of the lease path's time: scripts/instructions.sh --check.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../Benchmarks"
+[[ $# -le 1 ]] || { echo "usage: scripts/benchmark-thresholds.sh [check | update]" >&2; exit 2; }
 case "${1:-check}" in
     check) swift package benchmark thresholds check --target LeasePath --path "$PWD/Thresholds" --no-progress ;;
     update) swift package --allow-writing-to-package-directory benchmark thresholds update --target LeasePath --path "$PWD/Thresholds" --no-progress ;;

@@ -20,6 +20,8 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 runs=2 short=1000000 long=3000000 contended_short=100000 contended_long=300000 mode=report
+# One option at the most: --check and --update use the full loops, which the thresholds are.
+[[ $# -le 1 ]] || { echo "usage: scripts/instructions.sh [--quick | --check | --update]" >&2; exit 2; }
 case "${1:-}" in
     "") ;;
     --quick) runs=1 short=200000 long=600000 contended_short=30000 contended_long=90000 ;;
