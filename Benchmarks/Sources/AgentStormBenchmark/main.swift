@@ -137,9 +137,9 @@ func run() async throws {
         let elapsed = seconds(started.duration(to: .now))
         pool.shutdown(gracePeriod: .seconds(5))
         await runner.value
-        func ms(_ percentile: Double) -> String { format(Double(tally.latencies.valueAtPercentile(percentile)) / 1000) }
-        print("| \(design) | \(ms(50)) / \(ms(99)) ms | \(format(Double(rows) / elapsed)) "
-            + "| \(format(after.wait.p99)) ms | \(format(holdSeconds)) s (\(after.hold.count - before.hold.count) leases) "
+        func ms(_ percentile: Double) -> String { Figures.format(Double(tally.latencies.valueAtPercentile(percentile)) / 1000) }
+        print("| \(design) | \(ms(50)) / \(ms(99)) ms | \(Figures.format(Double(rows) / elapsed)) "
+            + "| \(Figures.format(after.wait.p99)) ms | \(Figures.format(holdSeconds)) s (\(after.hold.count - before.hold.count) leases) "
             + "| \(tally.failures) |")
     }
 }

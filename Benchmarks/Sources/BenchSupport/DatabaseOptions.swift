@@ -18,11 +18,3 @@ public struct DatabaseOptions: ParsableArguments {
         }
     }
 }
-
-/// A figure for the programs' tables: whole from 100, one decimal from 10, two below.
-public func format(_ value: Double) -> String {
-    if !value.isFinite || abs(value) >= 1e15 { return "\(value)" }
-    if value >= 100 { return "\(Int(value.rounded()))" }
-    if value >= 10 { return "\((value * 10).rounded() / 10)" }
-    return "\((value * 100).rounded() / 100)"
-}

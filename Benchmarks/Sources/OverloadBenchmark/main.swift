@@ -136,8 +136,8 @@ func run() async throws {
         let hold = try await calibrate(pool)
         let capacity = Double(options.connections) / (Double(fanOut) * hold)
         let rate = capacity * options.load
-        print("  \(design.name): hold per read \(format(hold * 1000)) ms → capacity \(format(capacity)) requests/s; "
-            + "offering \(format(rate))/s …")
+        print("  \(design.name): hold per read \(Figures.format(hold * 1000)) ms → capacity \(Figures.format(capacity)) requests/s; "
+            + "offering \(Figures.format(rate))/s …")
         let tally = await drive(pool, rate: rate, duration: options.duration)
         let lane = pool.statistics()[.retrieval]
         pool.shutdown(gracePeriod: .seconds(5))
@@ -150,19 +150,19 @@ func run() async throws {
     print("|---|---|---|---|---|---|")
     for (design, tally, capacity, rate, _) in rows {
         let waits = tally.waits
-        func ms(_ percentile: Double) -> String { format(Double(waits.valueAtPercentile(percentile)) / 1000) }
+        func ms(_ percentile: Double) -> String { Figures.format(Double(waits.valueAtPercentile(percentile)) / 1000) }
         let goodput = Double(tally.completed) / options.duration
         let failures = tally.failed.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
-        print("| \(design.name) | \(format(rate)) | \(ms(50)) / \(ms(99)) / \(ms(99.9)) ms "
-            + "| \(format(goodput)) (\(Int((goodput / capacity * 100).rounded()))%) "
-            + "| \(format(Double(tally.failedTotal) / options.duration)) | \(failures.isEmpty ? "none" : failures) |")
+        print("| \(design.name) | \(Figures.format(rate)) | \(ms(50)) / \(ms(99)) / \(ms(99.9)) ms "
+            + "| \(Figures.format(goodput)) (\(Int((goodput / capacity * 100).rounded()))%) "
+            + "| \(Figures.format(Double(tally.failedTotal) / options.duration)) | \(failures.isEmpty ? "none" : failures) |")
     }
     print("")
     print("The pool's own statistics for the lane (leases, not requests):")
     for (design, _, _, _, lane) in rows {
         guard let lane else { continue }
         let o = lane.outcomes
-        print("  \(design.name): wait p99 \(format(lane.wait.p99)) ms, hold p50 \(format(lane.hold.p50)) ms; "
+        print("  \(design.name): wait p99 \(Figures.format(lane.wait.p99)) ms, hold p50 \(Figures.format(lane.hold.p50)) ms; "
             + "granted \(o.granted), shed \(o.shed), timeout \(o.timeout), overloaded \(o.overloaded), cancelled \(o.cancelled)")
     }
 }
