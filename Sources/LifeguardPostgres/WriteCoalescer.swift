@@ -1,9 +1,7 @@
-import DequeModule
 import Lifeguard
 import Logging
 import PostgresNIO
 import ServiceLifecycle
-import Synchronization
 
 /// Group commit for agents' small writes: many callers' statements run in one short transaction
 /// on one connection of the write lane, and each caller's `write` returns once its own statement
@@ -116,33 +114,14 @@ public final class WriteCoalescer: Service, PoolCompanion, Sendable {
         case insert(Insert)
     }
 
-    struct Pending {
-        let id: UInt64
-        let write: Write
-        let enqueuedAt: ContinuousClock.Instant
-        let continuation: CheckedContinuation<Void, any Error>
-    }
-
-    struct State {
-        var queue = Deque<Pending>()
-        /// Writers waiting for room in a full queue, in order.
-        var waitingForRoom = Deque<(id: UInt64, continuation: CheckedContinuation<Void, any Error>)>()
-        /// Flushers waiting for a first write.
-        var idleFlushers: [CheckedContinuation<Void, Never>] = []
-        var nextID: UInt64 = 0
-        var isShuttingDown = false
-        var runStarted = false
-        var runEnded = false
-        /// Tasks waiting for the shutdown (a flusher waiting out `maxDelay`), by id.
-        var shutdownWaiters: [(id: UInt64, continuation: CheckedContinuation<Void, Never>)] = []
-        /// Tasks waiting for the run to end (a second `run()`).
-        var runWaiters: [CheckedContinuation<Void, Never>] = []
-    }
+    /// A write of a batch, with its number.
+    typealias Pending = CoalescerStateMachine<Write>.Submitted
 
     /// The coalescer's settings.
     public let configuration: Configuration
     let pool: PostgresPool
-    let state = Mutex(State())
+    /// The queue, its flushers and their decisions; this type adds what a batch does.
+    let queue: CoalescingQueue<Write, SystemPoolClock>
 
     /// Creates a coalescer; it flushes nothing until ``run()`` runs.
     ///
@@ -160,6 +139,12 @@ public final class WriteCoalescer: Service, PoolCompanion, Sendable {
         guard problems.isEmpty else { throw LifeguardError.invalidConfiguration(problems) }
         self.pool = pool
         self.configuration = configuration
+        let lane = configuration.lane
+        self.queue = CoalescingQueue(
+            configuration: .init(
+                maxBatch: configuration.maxBatch, maxDelay: configuration.maxDelay, maxQueued: configuration.maxQueued,
+                flushers: configuration.maxConnections),
+            clock: pool.clock, logger: pool.logger, stopped: { LifeguardError.shutdown(lane: lane) })
     }
 
     /// Queues `statement` and returns once it committed.
@@ -179,7 +164,7 @@ public final class WriteCoalescer: Service, PoolCompanion, Sendable {
                 "WriteCoalescer.write got a transaction-control statement; statements must stand alone (the coalescer runs them in its own transactions)"
             ])
         }
-        try await self.enqueue(.statement(statement))
+        try await self.queue.submit(.statement(statement))
     }
 
     /// Queues a row insert, which may share one multi-row `INSERT` with the batch's other rows
@@ -193,239 +178,33 @@ public final class WriteCoalescer: Service, PoolCompanion, Sendable {
                 "WriteCoalescer insert into \(row.table) has \(row.columns.count) columns and \(row.values.count) values; give one value per column"
             ])
         }
-        try await self.enqueue(.insert(row))
+        try await self.queue.submit(.insert(row))
     }
 
-    private func enqueue(_ write: Write) async throws {
-        try Task.checkCancellation()
-        try await self.waitForRoom()
-        let id = self.state.withLock { state in
-            state.nextID += 1
-            return state.nextID
-        }
-        try await withTaskCancellationHandler {
-            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
-                let (accepted, flusher) = self.state.withLock { state -> (Bool, CheckedContinuation<Void, Never>?) in
-                    guard !state.isShuttingDown else { return (false, nil) }
-                    state.queue.append(Pending(id: id, write: write, enqueuedAt: .now, continuation: continuation))
-                    return (true, state.idleFlushers.popLast())
-                }
-                guard accepted else {
-                    continuation.resume(throwing: LifeguardError.shutdown(lane: self.configuration.lane))
-                    return
-                }
-                flusher?.resume()
-            }
-        } onCancel: {
-            // Still queued: it leaves the queue; already in a batch: it runs to its outcome.
-            let removed = self.state.withLock { state -> Pending? in
-                guard let index = state.queue.firstIndex(where: { $0.id == id }) else { return nil }
-                return state.queue.remove(at: index)
-            }
-            removed?.continuation.resume(throwing: CancellationError())
-        }
-    }
-
-    /// Waits while the queue is full.
-    private func waitForRoom() async throws {
-        let id = self.state.withLock { state in
-            state.nextID += 1
-            return state.nextID
-        }
-        try await withTaskCancellationHandler {
-            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
-                let hasRoom = self.state.withLock { state -> Bool in
-                    if state.queue.count < self.configuration.maxQueued && state.waitingForRoom.isEmpty || state.isShuttingDown {
-                        return true
-                    }
-                    state.waitingForRoom.append((id, continuation))
-                    return false
-                }
-                if hasRoom { continuation.resume() }
-            }
-        } onCancel: {
-            let waiting = self.state.withLock { state -> CheckedContinuation<Void, any Error>? in
-                guard let index = state.waitingForRoom.firstIndex(where: { $0.id == id }) else { return nil }
-                return state.waitingForRoom.remove(at: index).continuation
-            }
-            waiting?.resume(throwing: CancellationError())
-        }
-    }
+    /// How many writes are queued, and how many wait for room.
+    package var counts: (queued: Int, waitingForRoom: Int) { self.queue.counts }
 
     /// Flushes batches until the task is cancelled or a graceful shutdown is triggered. After a
-    /// graceful shutdown it flushes what is queued and fails later writes with
-    /// ``LifeguardError/Code/shutdown``; cancelled, it returns at once (batches under way end
-    /// first) and fails the writes still queued, never sent, with that error.
+    /// graceful shutdown it flushes what was submitted (queued, or waiting for room) and fails
+    /// later writes with ``LifeguardError/Code/shutdown``; cancelled, it returns at once
+    /// (batches under way end first) and fails the writes not sent with that error.
     ///
     /// A coalescer from `PostgresPool.writeCoalescer(configuration:)` is run by its pool; a
     /// second `run()` of the same coalescer only waits for the first to return.
     public func run() async {
-        let alreadyRunning = self.state.withLock { state in
-            defer { state.runStarted = true }
-            return state.runStarted
-        }
-        guard !alreadyRunning else {
-            self.pool.logger.error("Lifeguard: WriteCoalescer.run() was called twice on the same coalescer (a pool's writeCoalescer() is run by the pool); the second call only waits for the first to return")
-            await self.awaitRunEnded()
-            return
-        }
-        defer {
-            let waiting = self.state.withLock { state in
-                state.runEnded = true
-                defer { state.runWaiters.removeAll() }
-                return state.runWaiters
-            }
-            for waiter in waiting { waiter.resume() }
-        }
-        await withGracefulShutdownHandler {
-            await withDiscardingTaskGroup { group in
-                for _ in 0..<self.configuration.maxConnections {
-                    group.addTask { await self.flushUntilShutdown() }
-                }
-            }
-        } onGracefulShutdown: {
-            self.shutdown()
-        }
-        // Cancelled: nothing flushes any more. Writes still queued were never sent.
-        self.abandon()
+        await self.queue.run(flushingWith: { batch in await self.flush(batch) })
     }
 
-    /// Stops taking writes and fails those queued or waiting for room, never sent, with
-    /// ``LifeguardError/Code/shutdown``: for a coalescer that will not flush any more (its run
-    /// ended, or its pool's run ended without starting it).
+    /// Stops taking writes and fails those not sent with ``LifeguardError/Code/shutdown``: for
+    /// a coalescer that will not flush any more (its pool's run ended without starting it).
     package func abandon() {
-        let (queued, waiting) = self.state.withLock { state in
-            state.isShuttingDown = true
-            defer {
-                state.queue.removeAll()
-                state.waitingForRoom.removeAll()
-            }
-            return (state.queue.map(\.continuation), state.waitingForRoom.map(\.continuation))
-        }
-        for writer in queued + waiting {
-            writer.resume(throwing: LifeguardError.shutdown(lane: self.configuration.lane))
-        }
+        self.queue.abandon()
     }
 
-    /// Stops accepting writes; what is queued is still flushed, at once (a batch waiting out
-    /// `maxDelay` goes now).
+    /// Stops accepting writes; what was submitted is still flushed, at once (a batch waiting
+    /// out `maxDelay` goes now).
     public func shutdown() {
-        let (flushers, waiters) = self.state.withLock { state in
-            state.isShuttingDown = true
-            defer {
-                state.idleFlushers.removeAll()
-                state.shutdownWaiters.removeAll()
-            }
-            return (state.idleFlushers, state.shutdownWaiters.map(\.continuation))
-        }
-        for flusher in flushers { flusher.resume() }
-        for waiter in waiters { waiter.resume() }
-    }
-
-    /// Returns once the first `run()` has returned.
-    private func awaitRunEnded() async {
-        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-            let ended = self.state.withLock { state in
-                if !state.runEnded { state.runWaiters.append(continuation) }
-                return state.runEnded
-            }
-            if ended { continuation.resume() }
-        }
-    }
-
-    /// Waits until `due`, the shutdown, or the task's cancellation, whichever comes first.
-    private func waitForDelay(until due: ContinuousClock.Instant) async {
-        await withTaskGroup(of: Void.self) { group in
-            group.addTask { try? await Task.sleep(until: due, clock: .continuous) }
-            group.addTask { await self.awaitShutdown() }
-            await group.next()
-            group.cancelAll()
-        }
-    }
-
-    /// Returns once ``shutdown()`` is called (at once if it was), or the task is cancelled.
-    private func awaitShutdown() async {
-        let id = self.state.withLock { state in
-            state.nextID += 1
-            return state.nextID
-        }
-        await withTaskCancellationHandler {
-            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-                let now = self.state.withLock { state -> Bool in
-                    if state.isShuttingDown || Task.isCancelled { return true }
-                    state.shutdownWaiters.append((id, continuation))
-                    return false
-                }
-                if now { continuation.resume() }
-            }
-        } onCancel: {
-            let waiter = self.state.withLock { state -> CheckedContinuation<Void, Never>? in
-                guard let index = state.shutdownWaiters.firstIndex(where: { $0.id == id }) else { return nil }
-                return state.shutdownWaiters.remove(at: index).continuation
-            }
-            waiter?.resume()
-        }
-    }
-
-    private func flushUntilShutdown() async {
-        while let batch = await self.nextBatch() {
-            await self.flush(batch)
-        }
-    }
-
-    /// The next batch: waits for a first write, then up to `maxDelay` for the batch to fill.
-    /// `nil` once shut down with nothing queued.
-    private func nextBatch() async -> [Pending]? {
-        while true {
-            // Cancelled run: nothing is sent any more; run() fails what is queued with shutdown.
-            if Task.isCancelled { return nil }
-            let (oldest, shuttingDown) = self.state.withLock { ($0.queue.first?.enqueuedAt, $0.isShuttingDown) }
-            if let oldest {
-                let due = oldest.advanced(by: self.configuration.maxDelay)
-                let full = self.state.withLock { $0.queue.count >= self.configuration.maxBatch }
-                if !full && !shuttingDown && due > .now && !Task.isCancelled {
-                    await self.waitForDelay(until: due)
-                }
-                if let batch = self.takeBatch() { return batch }
-                continue
-            }
-            if shuttingDown || Task.isCancelled { return nil }
-            await withTaskCancellationHandler {
-                await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-                    let ready = self.state.withLock { state -> Bool in
-                        // Checked under the lock the cancellation handler takes: a cancel
-                        // either finds this flusher waiting, or this finds the task cancelled.
-                        if !state.queue.isEmpty || state.isShuttingDown || Task.isCancelled { return true }
-                        state.idleFlushers.append(continuation)
-                        return false
-                    }
-                    if ready { continuation.resume() }
-                }
-            } onCancel: {
-                // Wakes every idle flusher; those of a task still running wait again.
-                let flushers = self.state.withLock { state in
-                    defer { state.idleFlushers.removeAll() }
-                    return state.idleFlushers
-                }
-                for flusher in flushers { flusher.resume() }
-            }
-        }
-    }
-
-    /// Takes up to `maxBatch` writes off the queue and lets writers waiting for room in.
-    private func takeBatch() -> [Pending]? {
-        let (batch, admitted) = self.state.withLock { state -> ([Pending], [CheckedContinuation<Void, any Error>]) in
-            let count = min(state.queue.count, self.configuration.maxBatch)
-            let batch = Array(state.queue.prefix(count))
-            state.queue.removeFirst(count)
-            var admitted: [CheckedContinuation<Void, any Error>] = []
-            while state.queue.count + admitted.count < self.configuration.maxQueued, let next = state.waitingForRoom.popFirst() {
-                admitted.append(next.continuation)
-            }
-            return (batch, admitted)
-        }
-        for writer in admitted { writer.resume() }
-        return batch.isEmpty ? nil : batch
+        self.queue.shutdown()
     }
 
     /// How a batch's transaction ended.
@@ -553,7 +332,7 @@ public final class WriteCoalescer: Service, PoolCompanion, Sendable {
             let (statements, unencodable) = Self.plan(remaining.map(\.write), merging: merging)
             if !unencodable.isEmpty {
                 for (index, error) in unencodable.sorted(by: { $0.0 > $1.0 }) {
-                    remaining.remove(at: index).continuation.resume(throwing: error)
+                    self.queue.resolve(remaining.remove(at: index).id, with: .failure(error))
                 }
                 continue
             }
@@ -594,18 +373,18 @@ public final class WriteCoalescer: Service, PoolCompanion, Sendable {
                 }
                 switch outcome {
                 case .committed:
-                    for pending in remaining { pending.continuation.resume() }
+                    for pending in remaining { self.queue.resolve(pending.id, with: .success(())) }
                     remaining = []
                 case .statementFailed(let index, let error):
                     let members = statements[index].members
                     if members.count == 1 {
-                        remaining.remove(at: members[0]).continuation.resume(throwing: error)
+                        self.queue.resolve(remaining.remove(at: members[0]).id, with: .failure(error))
                     } else {
                         merging = false
                     }
                 case .commitRefused(let error):
                     if remaining.count == 1 {
-                        remaining.removeFirst().continuation.resume(throwing: error)
+                        self.queue.resolve(remaining.removeFirst().id, with: .failure(error))
                     } else {
                         for pending in remaining { await self.flush([pending]) }
                         remaining = []
@@ -616,7 +395,7 @@ public final class WriteCoalescer: Service, PoolCompanion, Sendable {
                 // whose answer was lost throws commitOutcomeUnknown instead), and the writers
                 // were not cancelled themselves.
                 let reported: any Error = error is CancellationError ? LifeguardError.shutdown(lane: self.configuration.lane) : error
-                for pending in remaining { pending.continuation.resume(throwing: reported) }
+                for pending in remaining { self.queue.resolve(pending.id, with: .failure(reported)) }
                 remaining = []
             }
         }

@@ -42,7 +42,7 @@ extension PostgresPoolTests {
         }
         // Every write queued (none flushed yet: the batch waits for its delay).
         try await Self.waitUntilQueued(30, in: coalescer)
-        #expect(coalescer.state.withLock { $0.queue.count } == 30)
+        #expect(coalescer.counts.queued == 30)
         await group.triggerGracefulShutdown()
         var failures: [String] = []
         for writer in writers {
@@ -76,7 +76,7 @@ extension PostgresPoolTests {
 
     /// Returns once `count` writes wait in the coalescer's queue (none flushed yet).
     static func waitUntilQueued(_ count: Int, in coalescer: WriteCoalescer) async throws {
-        for _ in 0..<400 where coalescer.state.withLock({ $0.queue.count }) < count { try await Task.sleep(for: .milliseconds(5)) }
+        for _ in 0..<400 where coalescer.counts.queued < count { try await Task.sleep(for: .milliseconds(5)) }
     }
 }
 
@@ -231,5 +231,44 @@ extension PostgresPoolTests {
         }
         #expect(codes == Array(repeating: "\(LifeguardError.Code.shutdown)", count: 20))
         #expect(try await Self.rows(in: "lg_pool_coalesced_cancel") == 0)
+    }
+}
+
+extension PostgresPoolTests {
+    @Test("shutdown flushes the writers waiting for room in a full queue too: they were submitted before it (rows counted on the server)")
+    func shutdownFlushesWritersWaitingForRoom() async throws {
+        let configuration = try TestDatabase.configuration(application: "lg-coalescer-room-stop", budget: 3)
+        try await Self.createTable("lg_coalescer_room_stop")
+        try await TestDatabase.withPool(configuration) { pool in
+            let coalescer = try pool.writeCoalescer(configuration: .init(maxBatch: 1, maxQueued: 1, maxConnections: 1))
+            // The one flusher is busy for 300 ms; one row is queued, two wait for room.
+            let busy = Task { try await coalescer.write("SELECT pg_sleep(0.3)") }
+            for _ in 0..<400 {
+                if coalescer.counts.queued == 0, await Self.isSleeping("lg-coalescer-room-stop") { break }
+                try await Task.sleep(for: .milliseconds(5))
+            }
+            let writers = (0..<3).map { n in
+                Task { try await coalescer.insert(.init(into: "lg_coalescer_room_stop", columns: ["n"], values: [n])) }
+            }
+            for _ in 0..<400 where coalescer.counts.waitingForRoom < 2 { try await Task.sleep(for: .milliseconds(5)) }
+            #expect(coalescer.counts == (queued: 1, waitingForRoom: 2))
+            coalescer.shutdown()
+            try await busy.value
+            var failures: [String] = []
+            for writer in writers {
+                if case .failure(let error) = await writer.result { failures.append("\(error)") }
+            }
+            #expect(failures.isEmpty, "submitted before the shutdown, so flushed: \(failures)")
+        }
+        #expect(try await Self.rows(in: "lg_coalescer_room_stop") == 3)
+    }
+
+    /// Whether a backend of `application` is in `pg_sleep` (seen by a session of its own).
+    static func isSleeping(_ application: String) async -> Bool {
+        let sleeping = try? await TestDatabase.withObserver { observer in
+            try await observer.integer(PostgresQuery(unsafeSQL:
+                "SELECT count(*)::int FROM pg_stat_activity WHERE application_name = '\(application)' AND query LIKE 'SELECT pg_sleep%' AND state = 'active'"))
+        }
+        return (sleeping ?? 0) > 0
     }
 }

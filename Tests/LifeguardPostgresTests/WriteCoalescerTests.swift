@@ -121,7 +121,8 @@ extension PostgresPoolTests {
             // One statement runs, one is queued, the other two wait for room.
             var observed = (queued: 0, waiting: 0)
             for _ in 0..<200 {
-                observed = coalescer.state.withLock { ($0.queue.count, $0.waitingForRoom.count) }
+                let counts = coalescer.counts
+                observed = (counts.queued, counts.waitingForRoom)
                 if observed.waiting == 2 { break }
                 try await Task.sleep(for: .milliseconds(5))
             }

@@ -139,7 +139,7 @@ public final class ConnectionPool<Factory: ConnectionFactory, Clock: PoolClock>:
     public let configuration: PoolConfiguration
     @usableFromInline package let factory: Factory
     /// Where the pool reads the time, and waits on it.
-    @usableFromInline let clock: Clock
+    @usableFromInline package let clock: Clock
     /// The machine's timers that are scheduled and have not fired.
     @usableFromInline let timers = Mutex(TimerTable())
     /// Tests waiting for a status (see ``status(where:)``).
