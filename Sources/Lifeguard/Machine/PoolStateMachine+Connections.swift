@@ -29,7 +29,7 @@ extension PoolStateMachine {
         precondition(self.slots[slot].state == .opening, "connectionEstablished for a slot that is not opening")
         self.openingCount -= 1
         self.outage = nil
-        self.statistics.current.connections.opened += 1
+        self.recorder.record(.connectionOpened)
         self.slots[slot].lastActive = now
         if let lifetime = self.configuration.maxLifetime {
             let shortening = lifetime * (self.configuration.maxLifetimeJitter * self.random.nextUnitInterval())
@@ -52,7 +52,7 @@ extension PoolStateMachine {
         precondition(self.slots[slot].state == .opening, "connectionFailed for a slot that is not opening")
         self.openingCount -= 1
         self.freeSlot(slot)
-        self.statistics.current.connections.connectFailures += 1
+        self.recorder.record(.connectFailed)
         let failures = (self.outage?.failures ?? 0) + 1
         let outage = Outage(failures: failures, lastError: error, retryAt: now.advanced(by: self.backoff(afterFailures: failures)))
         self.outage = outage
@@ -91,7 +91,7 @@ extension PoolStateMachine {
     }
 
     private mutating func checkCompleted(
-        slot: Int, succeeded: Bool, failure: StatisticsRecorder.CloseReason, now: Instant
+        slot: Int, succeeded: Bool, failure: PoolEvent.CloseReason, now: Instant
     ) -> PoolActions {
         var actions = PoolActions()
         if !succeeded {

@@ -79,7 +79,7 @@ extension PoolStateMachine {
     mutating func failWaitersNeedingConnections(now: Instant, with outage: Outage, into actions: inout PoolActions) {
         for lane in self.lanes.indices where self.canAdmit(lane) {
             for waiter in self.removeAllWaiters(lane: lane, now: now) {
-                self.statistics.current.lanes[lane].outcomes.unavailable += 1
+                self.recorder.record(.requestEnded(lane: lane, .unavailable, count: 1))
                 actions.failures.append(WaiterFailure(
                     waiter: waiter.id,
                     error: .databaseUnavailable(

@@ -185,14 +185,14 @@ extension PoolStateMachine {
         // The expected wait is an average: admitting up to half the target leaves room for its
         // spread, so that what is admitted is rarely shed later, after part of a request ran.
         if let shedder = self.lanes[lane].shedder, shedder.isOverloaded, expected > shedder.target / 2 {
-            self.statistics.current.lanes[lane].outcomes.shed += UInt64(leases)
+            self.recorder.record(.requestEnded(lane: lane, .shed, count: leases))
             return .shed(
                 lane: self.lanes[lane].lane, waited: .zero, queueDepth: self.lanes[lane].waiters.count,
                 expectedWait: .nanoseconds(expected))
         }
         // Not within the lane's own wait budget either: it would time out after waiting it all.
         if expected > self.lanes[lane].waitTimeoutNanoseconds {
-            self.statistics.current.lanes[lane].outcomes.timeout += UInt64(leases)
+            self.recorder.record(.requestEnded(lane: lane, .timeout, count: leases))
             self.lanes[lane].shedder?.noteBudgetExceeded(now: now)
             return .waitTimeout(
                 lane: self.lanes[lane].lane, waited: .zero, queueDepth: self.lanes[lane].waiters.count,
@@ -201,7 +201,7 @@ extension PoolStateMachine {
         if let callerDeadline {
             let remaining = now.nanoseconds(to: callerDeadline)
             if remaining <= 0 || remaining < expected {
-                self.statistics.current.lanes[lane].outcomes.deadlineExceeded += UInt64(leases)
+                self.recorder.record(.requestEnded(lane: lane, .deadlineExceeded, count: leases))
                 return .deadlineExceeded(
                     lane: self.lanes[lane].lane, waited: .zero, queueDepth: self.lanes[lane].waiters.count,
                     expectedWait: .nanoseconds(expected), remaining: .nanoseconds(max(0, remaining)))
@@ -244,7 +244,7 @@ extension PoolStateMachine {
         guard queued > 0 else { return nil }
         let rejection = self.rejectionAtAdmission(lane: lane, leases: queued, callerDeadline: callerDeadline, now: now)
         if rejection != nil {
-            self.statistics.current.lanes[lane].arrivals += UInt64(queued)
+            self.recorder.record(.arrived(lane: lane, count: queued))
         }
         return rejection
     }
@@ -336,7 +336,7 @@ extension PoolStateMachine {
                 let error: LifeguardError
                 switch waiter.expiry {
                 case .waitTimeout:
-                    self.statistics.current.lanes[lane].outcomes.timeout += 1
+                    self.recorder.record(.requestEnded(lane: lane, .timeout, count: 1))
                     self.lanes[lane].shedder?.noteBudgetExceeded(now: now)
                     // No connection open, some opening: the database is slow or unreachable,
                     // not the pool saturated; the error says so.
@@ -348,10 +348,10 @@ extension PoolStateMachine {
                             lane: name, waited: waited, queueDepth: depth, connectionsOpening: opening,
                             lastConnectError: self.outage?.lastError)
                 case .shed:
-                    self.statistics.current.lanes[lane].outcomes.shed += 1
+                    self.recorder.record(.requestEnded(lane: lane, .shed, count: 1))
                     error = .shed(lane: name, waited: waited, queueDepth: depth)
                 case .callerDeadline:
-                    self.statistics.current.lanes[lane].outcomes.deadlineExceeded += 1
+                    self.recorder.record(.requestEnded(lane: lane, .deadlineExceeded, count: 1))
                     error = .deadlineExceeded(
                         lane: name, waited: waited, queueDepth: depth, expectedWait: nil, remaining: .zero)
                 }

@@ -49,7 +49,7 @@ extension PoolStateMachine {
             }
         }
         return StatisticsInputs(
-            recorder: self.statistics,
+            recorder: self.recorder,
             laneNames: self.lanes.map(\.lane.name),
             total: self.leasedCount,
             lanes: self.lanes.map(\.leased),

@@ -15,8 +15,8 @@ extension PoolStateMachine {
                 actions.cancelledTimer = armed.id
             }
         }
-        if self.statistics.isRotationDue(now: now) {
-            self.statistics.rotate(total: self.leasedCount, lanes: self.lanes.map(\.leased), now: now)
+        if self.recorder.isRotationDue(now: now) {
+            self.recorder.rotate(total: self.leasedCount, lanes: self.lanes.map(\.leased), now: now)
         }
         self.expireWaiters(now: now, into: &actions)
         switch self.lifecycle {
@@ -73,7 +73,7 @@ extension PoolStateMachine {
         case .running:
             for lane in self.lanes.indices {
                 for waiter in self.removeAllWaiters(lane: lane, now: now) {
-                    self.statistics.current.lanes[lane].outcomes.shutdown += 1
+                    self.recorder.record(.requestEnded(lane: lane, .shutdown, count: 1))
                     actions.failures.append(WaiterFailure(waiter: waiter.id, error: .shutdown(lane: self.lanes[lane].lane)))
                 }
             }

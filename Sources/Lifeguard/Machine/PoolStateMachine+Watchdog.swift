@@ -23,23 +23,16 @@ extension PoolStateMachine {
         else { return nil }
         self.slots[lease.slot].reported |= kind.bit
         let finding = WatchdogFinding(
-            kind: kind,
-            lane: self.lanes[lease.lane].lane.name,
-            callSite: lease.callSite?.location ?? "unknown",
-            function: lease.callSite.map { "\($0.function)" } ?? "unknown",
-            heldSeconds: Double(lease.leasedAt.nanoseconds(to: now)) / 1e9,
-            idleSeconds: idleSince.map { Double($0.nanoseconds(to: now)) / 1e9 })
-        self.statistics.record(finding, lane: lease.lane)
+            kind: kind, lane: self.lanes[lease.lane].lane.name, callSite: lease.callSite,
+            heldNanoseconds: lease.leasedAt.nanoseconds(to: now), idleNanoseconds: idleSince.map { $0.nanoseconds(to: now) })
+        self.recorder.record(.finding(finding, lane: lease.lane))
         return finding
     }
 
     /// Records a lease requested during a generation step; `true` when its call site had not
     /// been reported yet.
     mutating func recordLeaseDuringGeneration(_ finding: WatchdogFinding, lane: Lane) -> Bool {
-        guard let index = self.laneIndex(of: lane),
-            self.statistics.generationLeaseSites.insert(finding.callSite).inserted
-        else { return false }
-        self.statistics.record(finding, lane: index)
-        return true
+        guard let index = self.laneIndex(of: lane) else { return false }
+        return self.recorder.recordFirstAtItsCallSite(finding, lane: index)
     }
 }

@@ -163,8 +163,8 @@ package struct PoolStateMachine {
     var armedWakeUp: PoolTimer?
     var nextTimerID = 0
     var random: SplitMix64
-    /// What the pool observed; recorded as it decides, under the same lock.
-    var statistics: StatisticsRecorder
+    /// Counts what the machine observes (``PoolEvent``), as it decides, under the same lock.
+    var recorder: StatisticsRecorder
     /// `validationThreshold` in nanoseconds (`Int64.max` when validation is off).
     let validationThresholdNanoseconds: Int64
 
@@ -196,7 +196,7 @@ package struct PoolStateMachine {
         self.freeSlots.reserveCapacity(configuration.budget)
         self.random = SplitMix64(seed: seed)
         self.validationThresholdNanoseconds = configuration.validationThreshold?.wholeNanoseconds ?? .max
-        self.statistics = StatisticsRecorder(
+        self.recorder = StatisticsRecorder(
             laneLimits: self.lanes.map(\.limit), budget: configuration.budget,
             windowLength: configuration.statisticsWindow, now: now)
     }
@@ -226,7 +226,7 @@ package struct PoolStateMachine {
         guard case .running = self.lifecycle, self.lanes[lane].waiters.isEmpty, self.canAdmit(lane),
             let slot = self.idle.popLast()
         else { return nil }
-        self.statistics.current.lanes[lane].arrivals += 1
+        self.recorder.record(.arrived(lane: lane, count: 1))
         return self.hand(slot: slot, to: lane, now: now, waitingSince: nil, callSite: callSite)
     }
 
@@ -248,20 +248,20 @@ package struct PoolStateMachine {
         lane: Int, now: Instant, callSite: CallSite? = nil, deadline callerDeadline: Instant? = nil,
         id reserved: WaiterID? = nil
     ) -> LeaseDecision {
-        self.statistics.current.lanes[lane].arrivals += 1
+        self.recorder.record(.arrived(lane: lane, count: 1))
         guard case .running = self.lifecycle else {
-            self.statistics.current.lanes[lane].outcomes.shutdown += 1
+            self.recorder.record(.requestEnded(lane: lane, .shutdown, count: 1))
             return .failed(.shutdown(lane: self.lanes[lane].lane))
         }
         if self.lanes[lane].waiters.isEmpty, self.canAdmit(lane), let slot = self.idle.popLast() {
             return .granted(self.hand(slot: slot, to: lane, now: now, waitingSince: nil, callSite: callSite))
         }
         if let outage = self.outage, self.idle.isEmpty, self.canAdmit(lane), now < outage.retryAt {
-            self.statistics.current.lanes[lane].outcomes.unavailable += 1
+            self.recorder.record(.requestEnded(lane: lane, .unavailable, count: 1))
             return .failed(.databaseUnavailable(lane: self.lanes[lane].lane, waited: .zero, lastError: outage.lastError))
         }
         if self.lanes[lane].waiters.count >= self.lanes[lane].maxWaiters {
-            self.statistics.current.lanes[lane].outcomes.overloaded += 1
+            self.recorder.record(.requestEnded(lane: lane, .overloaded, count: 1))
             return .failed(.overloaded(lane: self.lanes[lane].lane, queueDepth: self.lanes[lane].waiters.count))
         }
         self.observeQueue(lane: lane, now: now)
@@ -292,7 +292,7 @@ package struct PoolStateMachine {
         var actions = PoolActions()
         if let index = self.lanes[lane].waiters.firstIndex(where: { $0.id == id }) {
             self.removeWaiter(at: index, lane: lane, now: now)
-            self.statistics.current.lanes[lane].outcomes.cancelled += 1
+            self.recorder.record(.requestEnded(lane: lane, .cancelled, count: 1))
             actions.cancelled.append(id)
         }
         return actions
@@ -416,7 +416,7 @@ package struct PoolStateMachine {
     ) -> (actions: PoolActions, failure: LifeguardError?) {
         let actions = self.releaseInFull(grant, disposition: .close, now: now)
         guard brokenInARow > self.configuration.budget else { return (actions, nil) }
-        self.statistics.current.lanes[grant.lane].outcomes.unavailable += 1
+        self.recorder.record(.requestEnded(lane: grant.lane, .unavailable, count: 1))
         let error = LifeguardError.databaseUnavailable(
             lane: self.lanes[grant.lane].lane, waited: since.duration(to: now), lastError: self.outage?.lastError)
         return (actions, error)
@@ -434,7 +434,7 @@ package struct PoolStateMachine {
         }
         self.unlease(slot: grant.slot, lane: lane, now: now)
         if cancelled {
-            self.statistics.current.lanes[lane].cancelledLeases += 1
+            self.recorder.record(.leaseCancelled(lane: lane))
         }
         switch disposition {
         case .reuse:
@@ -469,8 +469,8 @@ package struct PoolStateMachine {
     /// Moves an idle connection to a lease of `lane`, and records the grant and its wait.
     mutating func hand(slot: Int, to lane: Int, now: Instant, waitingSince: Instant?, callSite: CallSite?) -> Grant {
         if self.configuration.recordsStatistics {
-            self.statistics.leaseBegan(
-                lane: lane, laneLevel: self.lanes[lane].leased, total: self.leasedCount, waitingSince: waitingSince, now: now)
+            self.recorder.record(.leaseBegan(
+                lane: lane, laneLevel: self.lanes[lane].leased, total: self.leasedCount, waitingSince: waitingSince, now: now))
         }
         self.slots[slot].state = .leased(lane: lane)
         self.slots[slot].leasedAt = now
@@ -481,7 +481,7 @@ package struct PoolStateMachine {
         }
         self.lanes[lane].leased += 1
         self.leasedCount += 1
-        self.statistics.current.lanes[lane].outcomes.granted += 1
+        self.recorder.record(.requestEnded(lane: lane, .granted, count: 1))
         var needsValidation = false
         if let lastActive = self.slots[slot].lastActive {
             needsValidation = lastActive.nanoseconds(to: now) > self.validationThresholdNanoseconds
@@ -493,8 +493,8 @@ package struct PoolStateMachine {
     mutating func unlease(slot: Int, lane: Int, now: Instant) {
         if let leasedAt = self.slots[slot].leasedAt {
             if self.configuration.recordsStatistics {
-                self.statistics.leaseEnded(
-                    lane: lane, laneLevel: self.lanes[lane].leased, total: self.leasedCount, leasedAt: leasedAt, now: now)
+                self.recorder.record(.leaseEnded(
+                    lane: lane, laneLevel: self.lanes[lane].leased, total: self.leasedCount, leasedAt: leasedAt, now: now))
             }
             let held = leasedAt.nanoseconds(to: now)
             let recent = self.lanes[lane].recentHoldNanoseconds
@@ -513,9 +513,9 @@ package struct PoolStateMachine {
         return expiresAt <= now
     }
 
-    mutating func beginClose(slot: Int, reason: StatisticsRecorder.CloseReason, into actions: inout PoolActions) {
+    mutating func beginClose(slot: Int, reason: PoolEvent.CloseReason, into actions: inout PoolActions) {
         self.slots[slot].state = .closing
-        self.statistics.recordClose(reason)
+        self.recorder.record(.connectionClosed(reason))
         actions.close.append(slot)
     }
 

@@ -1,7 +1,8 @@
 import Histogram
 
-/// Records what the state machine decides, under the pool's own lock: no lock or allocation of
-/// its own on the lease path.
+/// Counts what the state machine observes (``PoolEvent``s, through ``record(_:)``) and the
+/// shell's incidents, under the pool's own lock: no lock or allocation of its own on the lease
+/// path.
 ///
 /// What a lease changes is kept in one flat array of counters per window (see ``Layout``), so
 /// that a lease's start or end writes five entries behind one uniqueness check:
@@ -17,10 +18,6 @@ import Histogram
 /// always spans between one and two window lengths.
 struct StatisticsRecorder {
     typealias Instant = PoolInstant
-
-    enum CloseReason {
-        case idle, expired, broken, resetFailed, shutdown
-    }
 
     /// Where each statistic lives in ``Window/counters``: the pool's level stamps
     /// (`0...budget`), each lane's level stamps (`0...limit`), then each lane's wait buckets
@@ -124,9 +121,44 @@ struct StatisticsRecorder {
     /// The most recent incidents, newest last, at most ``findingsKept``.
     var incidents: [Incident] = []
     /// The call sites already reported for leasing during a generation step.
-    var generationLeaseSites: Set<String> = []
+    private var generationLeaseSites: Set<String> = []
 
-    mutating func record(_ incident: Incident) {
+    /// Counts what happened.
+    @inline(__always)
+    mutating func record(_ event: PoolEvent) {
+        switch event {
+        case .arrived(let lane, let count):
+            self.current.lanes[lane].arrivals += UInt64(count)
+        case .requestEnded(let lane, let end, let count):
+            self.current.lanes[lane].outcomes.count(end, UInt64(count))
+        case .leaseCancelled(let lane):
+            self.current.lanes[lane].cancelledLeases += 1
+        case .leaseBegan(let lane, let laneLevel, let total, let waitingSince, let now):
+            self.leaseBegan(lane: lane, laneLevel: laneLevel, total: total, waitingSince: waitingSince, now: now)
+        case .leaseEnded(let lane, let laneLevel, let total, let leasedAt, let now):
+            self.leaseEnded(lane: lane, laneLevel: laneLevel, total: total, leasedAt: leasedAt, now: now)
+        case .connectionOpened:
+            self.current.connections.opened += 1
+        case .connectFailed:
+            self.current.connections.connectFailures += 1
+        case .connectionClosed(let reason):
+            self.recordClose(reason)
+        case .finding(let finding, let lane):
+            self.record(finding, lane: lane)
+        case .incident(let incident):
+            self.record(incident)
+        }
+    }
+
+    /// Records a lease asked for during a generation step, once per call site: `true` when
+    /// its call site had not been reported yet.
+    mutating func recordFirstAtItsCallSite(_ finding: WatchdogFinding, lane: Int) -> Bool {
+        guard self.generationLeaseSites.insert(finding.callSite).inserted else { return false }
+        self.record(finding, lane: lane)
+        return true
+    }
+
+    private mutating func record(_ incident: Incident) {
         self.incidents.append(incident)
         if self.incidents.count > Self.findingsKept {
             self.incidents.removeFirst(self.incidents.count - Self.findingsKept)
@@ -148,7 +180,7 @@ struct StatisticsRecorder {
     /// A lease of `lane` began at `now`, the lane being at in-use level `laneLevel` and the pool
     /// at `total` before it; it waited since `waitingSince`, or not at all when `nil`.
     @inline(__always)
-    mutating func leaseBegan(lane: Int, laneLevel: Int, total: Int, waitingSince: Instant?, now: Instant) {
+    private mutating func leaseBegan(lane: Int, laneLevel: Int, total: Int, waitingSince: Instant?, now: Instant) {
         let waited = waitingSince.map { $0.nanoseconds(to: now) } ?? 0
         self.record(
             lane: lane, laneLevel: laneLevel, total: total, step: 1,
@@ -158,7 +190,7 @@ struct StatisticsRecorder {
     /// A lease of `lane` that began at `leasedAt` ended at `now`, the lane being at in-use level
     /// `laneLevel` and the pool at `total` before it ended.
     @inline(__always)
-    mutating func leaseEnded(lane: Int, laneLevel: Int, total: Int, leasedAt: Instant, now: Instant) {
+    private mutating func leaseEnded(lane: Int, laneLevel: Int, total: Int, leasedAt: Instant, now: Instant) {
         let held = leasedAt.nanoseconds(to: now)
         self.record(
             lane: lane, laneLevel: laneLevel, total: total, step: -1,
@@ -171,7 +203,7 @@ struct StatisticsRecorder {
     /// Levels stay within `0...limit` and buckets within their histogram by construction, so the
     /// writes go through one uniqueness check and no bounds checks (debug builds keep them).
     @inline(__always)
-    mutating func record(lane: Int, laneLevel: Int, total: Int, step: Int, bucket: Int, now: Instant) {
+    private mutating func record(lane: Int, laneLevel: Int, total: Int, step: Int, bucket: Int, now: Instant) {
         let stamp = now.stamp
         let laneLevels = self.layout.laneLevelStarts[lane] &+ laneLevel
         self.current.counters.withUnsafeMutableBufferPointer { counters in
@@ -183,7 +215,7 @@ struct StatisticsRecorder {
         }
     }
 
-    mutating func record(_ finding: WatchdogFinding, lane: Int) {
+    private mutating func record(_ finding: WatchdogFinding, lane: Int) {
         switch finding.kind {
         case .longHold: self.current.lanes[lane].longHolds += 1
         case .generationHold, .leaseDuringGeneration: self.current.lanes[lane].generationHolds += 1
@@ -194,7 +226,7 @@ struct StatisticsRecorder {
         }
     }
 
-    mutating func recordClose(_ reason: CloseReason) {
+    private mutating func recordClose(_ reason: PoolEvent.CloseReason) {
         switch reason {
         case .idle: self.current.connections.closedIdle += 1
         case .expired: self.current.connections.closedExpired += 1
@@ -330,6 +362,21 @@ struct StatisticsRecorder {
 }
 
 extension PoolStatistics.Outcomes {
+    /// Counts `count` requests that ended as `end`.
+    @inline(__always)
+    mutating func count(_ end: PoolEvent.RequestEnd, _ count: UInt64) {
+        switch end {
+        case .granted: self.granted += count
+        case .timeout: self.timeout += count
+        case .overloaded: self.overloaded += count
+        case .shed: self.shed += count
+        case .deadlineExceeded: self.deadlineExceeded += count
+        case .cancelled: self.cancelled += count
+        case .unavailable: self.unavailable += count
+        case .shutdown: self.shutdown += count
+        }
+    }
+
     mutating func add(_ other: Self) {
         self.granted += other.granted
         self.timeout += other.timeout

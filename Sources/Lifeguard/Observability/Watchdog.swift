@@ -74,6 +74,19 @@ public struct WatchdogFinding: Sendable, Hashable, Codable, CustomStringConverti
         self.generationStep = generationStep
     }
 
+    /// A finding about a lease asked for at `callSite` (`unknown` when the caller gave none),
+    /// held for `heldNanoseconds` and idle for `idleNanoseconds`.
+    init(
+        kind: Kind, lane: String, callSite: CallSite?, heldNanoseconds: Int64, idleNanoseconds: Int64?,
+        generationStep: String? = nil
+    ) {
+        self.init(
+            kind: kind, lane: lane, callSite: callSite?.location ?? "unknown",
+            function: callSite.map { "\($0.function)" } ?? "unknown",
+            heldSeconds: Double(heldNanoseconds) / 1e9, idleSeconds: idleNanoseconds.map { Double($0) / 1e9 },
+            generationStep: generationStep)
+    }
+
     public var description: String {
         switch self.kind {
         case .longHold:

@@ -42,13 +42,11 @@ struct WatchdogRules: Sendable {
     /// refused with ``LifeguardError/Code/leaseDuringGeneration`` under `.forbid`, or granted
     /// and reported (once per call site) under `.warn`.
     func leaseDuringGeneration(step: CallSite, lane: Lane, callSite: CallSite?) -> Result<WatchdogFinding, LifeguardError> {
-        let site = callSite?.location ?? "unknown"
         if case .forbid = self.leaseDuringGeneration {
-            return .failure(.leaseDuringGeneration(lane: lane, callSite: site, step: step.location))
+            return .failure(.leaseDuringGeneration(lane: lane, callSite: callSite?.location ?? "unknown", step: step.location))
         }
         return .success(WatchdogFinding(
-            kind: .leaseDuringGeneration, lane: lane.name, callSite: site,
-            function: callSite.map { "\($0.function)" } ?? "unknown", heldSeconds: 0, idleSeconds: nil,
+            kind: .leaseDuringGeneration, lane: lane.name, callSite: callSite, heldNanoseconds: 0, idleNanoseconds: nil,
             generationStep: step.location))
     }
 }

@@ -153,7 +153,10 @@ public final class ConnectionPool<Factory: ConnectionFactory, Clock: PoolClock>:
     /// The next waiter's identity, reserved before its request takes the lock.
     @usableFromInline let waiterIDs = Atomic<Int>(0)
     /// Each lane's queue length as of the last settlement, read without the lock: while a lane
-    /// has waiters, the fast path (which would refuse) skips the lock and queues at once.
+    /// has waiters, the fast path (which the machine would refuse) skips the lock and queues at
+    /// once. A hint, never a decision: a stale value costs a lock taken for nothing or a wait
+    /// granted at once, and the machine decides either way. Asking the machine instead (one
+    /// more lock per queued lease) measured +2% to +4% instructions per cycle with 64 tasks on 8.
     @usableFromInline let queueLengths: [QueueLength]
 
     /// A lane's queue length, published for the fast path.
@@ -684,7 +687,7 @@ public final class ConnectionPool<Factory: ConnectionFactory, Clock: PoolClock>:
         let found = self.incidents.withLock { $0.check(inputs) }
         guard !found.isEmpty else { return }
         self.shared.withLock { shared in
-            for incident in found { shared.machine.statistics.record(incident) }
+            for incident in found { shared.machine.recorder.record(.incident(incident)) }
         }
         for incident in found {
             self.logger.error("Lifeguard: \(incident)")
@@ -697,7 +700,7 @@ public final class ConnectionPool<Factory: ConnectionFactory, Clock: PoolClock>:
     func watch() {
         let now = self.clock.now
         let (running, windowStart) = self.shared.withLock { shared in
-            (shared.machine.runningLeases.map { lease in (lease, shared.connections[lease.slot]) }, shared.machine.statistics.current.start)
+            (shared.machine.runningLeases.map { lease in (lease, shared.connections[lease.slot]) }, shared.machine.recorder.current.start)
         }
         self.incidents.withLock { $0.sample(running.map(\.0), windowStart: windowStart, now: now) }
         for (lease, connection) in running {

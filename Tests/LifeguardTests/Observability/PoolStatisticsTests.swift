@@ -10,6 +10,38 @@ struct PoolStatisticsTests {
         abs(value - expected) <= expected * 0.01 + 0.001
     }
 
+    @Test("the recorder counts each event where it belongs: outcomes and arrivals by lane, cancelled leases, connections by reason, findings and incidents kept")
+    func eventsAreCountedWhereTheyBelong() {
+        var recorder = StatisticsRecorder(laneLimits: [2, 2], budget: 4, windowLength: .seconds(60), now: at(0))
+        let ends: [PoolEvent.RequestEnd] = [.granted, .timeout, .overloaded, .shed, .deadlineExceeded, .cancelled, .unavailable, .shutdown]
+        for (index, end) in ends.enumerated() { recorder.record(.requestEnded(lane: 1, end, count: index + 1)) }
+        recorder.record(.arrived(lane: 0, count: 3))
+        recorder.record(.leaseCancelled(lane: 1))
+        recorder.record(.connectionOpened)
+        recorder.record(.connectFailed)
+        for reason in [PoolEvent.CloseReason.idle, .expired, .broken, .broken, .resetFailed, .shutdown] { recorder.record(.connectionClosed(reason)) }
+        let finding = WatchdogFinding(kind: .longHold, lane: "b", callSite: nil, heldNanoseconds: 2_000_000_000, idleNanoseconds: nil)
+        recorder.record(.finding(finding, lane: 1))
+        let first = recorder.recordFirstAtItsCallSite(
+            WatchdogFinding(kind: .leaseDuringGeneration, lane: "a", callSite: nil, heldNanoseconds: 0, idleNanoseconds: nil), lane: 0)
+        let again = recorder.recordFirstAtItsCallSite(
+            WatchdogFinding(kind: .leaseDuringGeneration, lane: "a", callSite: nil, heldNanoseconds: 0, idleNanoseconds: nil), lane: 0)
+        let statistics = recorder.snapshot(laneNames: ["a", "b"], total: 0, lanes: [0, 0], capacity: 4, now: at(1_000))
+        let b = statistics.lanes[1]
+        #expect([b.outcomes.granted, b.outcomes.timeout, b.outcomes.overloaded, b.outcomes.shed, b.outcomes.deadlineExceeded,
+                  b.outcomes.cancelled, b.outcomes.unavailable, b.outcomes.shutdown] == [1, 2, 3, 4, 5, 6, 7, 8])
+        #expect(statistics.lanes[0].outcomes == PoolStatistics.Outcomes())
+        #expect(isClose(statistics.lanes[0].arrivalsPerSecond, to: 3))
+        #expect(b.cancelledLeases == 1 && b.longHolds == 1)
+        #expect(first && !again, "a lease during generation is reported once per call site")
+        #expect(statistics.lanes[0].generationHolds == 1)
+        let connections = statistics.connections
+        #expect([connections.opened, connections.connectFailures, connections.closedIdle, connections.closedExpired,
+                 connections.closedBroken, connections.closedResetFailed, connections.closedShutdown] == [1, 1, 1, 1, 2, 1, 1])
+        #expect(statistics.findings.map(\.callSite) == ["unknown", "unknown"])
+        #expect(statistics.findings[0].heldSeconds == 2)
+    }
+
     @Test("10 leases that each wait 100 ms: p99 wait 100 ms; holds, outcomes, arrival rate and time-weighted utilization")
     func waitsHoldsAndUtilization() {
         var machine = Machine(.testing(budget: 1, lanes: [.write: .init()]))
