@@ -49,7 +49,7 @@ public final class ConnectionPool<Factory: ConnectionFactory, Clock: PoolClock>:
 
     @usableFromInline typealias Outcome = Result<LeasedSlot, any Error>
     /// A waiter's continuation. Unsafe rather than checked: the waiter table holds each one
-    /// exactly once, and ``Shared/settle(_:publishingTo:)`` takes it out as it resolves the
+    /// exactly once, and ``Shared/settle(_:)`` takes it out as it resolves the
     /// waiter, so it is resumed once (a second resolution stops at a precondition). A checked
     /// continuation would allocate a canary per wait, and its opaque layout made every table
     /// operation go through value witnesses.
@@ -98,10 +98,7 @@ public final class ConnectionPool<Factory: ConnectionFactory, Clock: PoolClock>:
         /// waiter paired with its continuation, and background work carrying the connections
         /// it concerns.
         @inlinable
-        mutating func settle(_ actions: PoolActions, publishingTo queueLengths: [QueueLength]) -> Settlement {
-            for (lane, length) in queueLengths.enumerated() {
-                length.value.store(self.machine.queueLength(ofLane: lane), ordering: .relaxed)
-            }
+        mutating func settle(_ actions: PoolActions) -> Settlement {
             var settlement = Settlement()
             func resolve(_ id: WaiterID, _ outcome: Outcome) {
                 guard let continuation = self.waiting.remove(id) else {
@@ -152,19 +149,6 @@ public final class ConnectionPool<Factory: ConnectionFactory, Clock: PoolClock>:
     @usableFromInline let shared: Mutex<Shared>
     /// The next waiter's identity, reserved before its request takes the lock.
     @usableFromInline let waiterIDs = Atomic<Int>(0)
-    /// Each lane's queue length as of the last settlement, read without the lock: while a lane
-    /// has waiters, the fast path (which the machine would refuse) skips the lock and queues at
-    /// once. A hint, never a decision: a stale value costs a lock taken for nothing or a wait
-    /// granted at once, and the machine decides either way. Asking the machine instead (one
-    /// more lock per queued lease) measured +2% to +4% instructions per cycle with 64 tasks on 8.
-    @usableFromInline let queueLengths: [QueueLength]
-
-    /// A lane's queue length, published for the fast path.
-    @usableFromInline
-    final class QueueLength: Sendable {
-        @usableFromInline let value = Atomic<Int>(0)
-        init() {}
-    }
     let work: AsyncStream<BackgroundWork>
     @usableFromInline let workContinuation: AsyncStream<BackgroundWork>.Continuation
     let metrics: MetricsExporter
@@ -197,7 +181,6 @@ public final class ConnectionPool<Factory: ConnectionFactory, Clock: PoolClock>:
         let machine = PoolStateMachine(configuration: configuration, seed: UInt64.random(in: .min ... .max), now: clock.now)
         self.lanes = machine.lanes.map(\.lane)
         self.metrics = MetricsExporter(laneNames: self.lanes.map(\.name), factory: metricsFactory ?? MetricsSystem.factory)
-        self.queueLengths = machine.lanes.map { _ in QueueLength() }
         self.shared = Mutex(Shared(machine: machine))
         self.companions = PoolCompanions(clock: clock)
         (self.work, self.workContinuation) = AsyncStream.makeStream(bufferingPolicy: .unbounded)
@@ -293,7 +276,7 @@ public final class ConnectionPool<Factory: ConnectionFactory, Clock: PoolClock>:
     /// The fast path: takes the lock once and does not suspend. It leases an idle, healthy
     /// connection when the lane has room; anything else is left to ``leaseSlowly``. A cancelled
     /// task gets `CancellationError` here, before the pool counts it. While the lane has
-    /// waiters (as last published), the machine would refuse: it queues without the lock.
+    /// waiters the machine refuses, so that no one passes them.
     @inlinable
     func leaseIfIdle(lane: Lane, callSite: CallSite?) throws -> FastLease {
         guard let laneIndex = self.lanes.firstIndex(of: lane) else {
@@ -303,9 +286,6 @@ public final class ConnectionPool<Factory: ConnectionFactory, Clock: PoolClock>:
             try self.leaseDuringGeneration(step: step, lane: lane, callSite: callSite)
         }
         guard !Task.isCancelled else { throw CancellationError() }
-        if self.queueLengths[laneIndex].value.load(ordering: .relaxed) > 0 {
-            return .slowly(laneIndex: laneIndex, first: nil)
-        }
         let now = self.clock.now
         let immediate: LeasedSlot? = self.shared.withLock { shared in
             guard let grant = shared.machine.leaseIfIdle(lane: laneIndex, now: now, callSite: callSite) else { return nil }
@@ -429,12 +409,8 @@ public final class ConnectionPool<Factory: ConnectionFactory, Clock: PoolClock>:
                 return (.success(LeasedSlot(grant: grant, connection: shared.connections[grant.slot]!)), nil)
             case .wait(_, let actions):
                 shared.waiting.insert(continuation, for: id)
-                guard actions.resolvesWaiters || actions.hasBackgroundWork else {
-                    // Queued and nothing else: only this lane's queue length changed.
-                    self.queueLengths[laneIndex].value.store(shared.machine.queueLength(ofLane: laneIndex), ordering: .relaxed)
-                    return (nil, nil)
-                }
-                return (nil, shared.settle(actions, publishingTo: self.queueLengths))
+                guard actions.resolvesWaiters || actions.hasBackgroundWork else { return (nil, nil) }
+                return (nil, shared.settle(actions))
             case .failed(let error):
                 return (.failure(error), nil)
             }
@@ -488,15 +464,13 @@ public final class ConnectionPool<Factory: ConnectionFactory, Clock: PoolClock>:
             case .idle:
                 return .nothing
             case .handedOff(let handed):
-                let lane = handed.grant.lane
-                self.queueLengths[lane].value.store(shared.machine.queueLength(ofLane: lane), ordering: .relaxed)
                 guard let continuation = shared.waiting.remove(handed.waiter) else {
                     preconditionFailure("Lifeguard: \(handed.waiter) was granted but never stored its continuation")
                 }
                 return .resume(continuation, handed.grant)
             case .settled(let actions):
                 guard actions.resolvesWaiters || actions.hasBackgroundWork else { return .nothing }
-                return .settle(shared.settle(actions, publishingTo: self.queueLengths))
+                return .settle(shared.settle(actions))
             }
         }
         switch next {
@@ -725,7 +699,7 @@ public final class ConnectionPool<Factory: ConnectionFactory, Clock: PoolClock>:
     private func apply(_ event: (inout Shared, PoolInstant) -> PoolActions) {
         let now = self.clock.now
         let settlement = self.shared.withLock { shared in
-            shared.settle(event(&shared, now), publishingTo: self.queueLengths)
+            shared.settle(event(&shared, now))
         }
         self.carryOut(settlement)
     }
