@@ -8,6 +8,7 @@ let package = Package(
         .library(name: "Lifeguard", targets: ["Lifeguard"]),
         .library(name: "LifeguardPostgres", targets: ["LifeguardPostgres"]),
         .library(name: "LifeguardTestUtils", targets: ["LifeguardTestUtils"]),
+        .library(name: "LifeguardBench", targets: ["LifeguardBench", "LifeguardLab"]),
         .executable(name: "lifeguard", targets: ["LifeguardCLI"]),
     ],
     dependencies: [
@@ -66,11 +67,24 @@ let package = Package(
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
             ]
         ),
+        // The drivers of `lifeguard bench` and of the benchmark programs against a server.
+        .target(
+            name: "LifeguardBench",
+            dependencies: [
+                "Lifeguard",
+                "LifeguardLab",
+                "LifeguardPostgres",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         // The `lifeguard` command-line tool.
         .executableTarget(
             name: "LifeguardCLI",
             dependencies: [
                 "Lifeguard",
+                "LifeguardBench",
                 "LifeguardLab",
                 "LifeguardPostgres",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -101,7 +115,7 @@ let package = Package(
                 .product(name: "MetricsTestKit", package: "swift-metrics"),
             ]
         ),
-        .testTarget(name: "LifeguardCLITests", dependencies: ["LifeguardCLI"]),
+        .testTarget(name: "LifeguardCLITests", dependencies: ["LifeguardCLI", "LifeguardBench"]),
         .testTarget(name: "LifeguardLabTests", dependencies: ["LifeguardLab", "Lifeguard"]),
     ],
     swiftLanguageModes: [.v6]

@@ -45,6 +45,7 @@ let package = Package(
             name: "LeaseBenchmark",
             dependencies: [
                 "BenchmarkProbes",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Lifeguard", package: "lifeguard"),
                 .product(name: "LifeguardTestUtils", package: "lifeguard"),
                 .product(name: "Logging", package: "swift-log"),
@@ -60,10 +61,10 @@ let package = Package(
                 "BenchSupport",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Lifeguard", package: "lifeguard"),
+                .product(name: "LifeguardBench", package: "lifeguard"),
                 .product(name: "LifeguardPostgres", package: "lifeguard"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "PostgresNIO", package: "postgres-nio"),
-                .product(name: "Histogram", package: "hdrhistogram-swift"),
             ]
         ),
         .executableTarget(

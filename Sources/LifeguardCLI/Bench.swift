@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Histogram
 import Lifeguard
+import LifeguardBench
 import LifeguardLab
 import LifeguardPostgres
 import Logging
@@ -76,9 +77,14 @@ struct Bench: AsyncParsableCommand {
         logger.logLevel = .critical
         var results: [SimulationResult] = []
         for pool in self.pools {
-            let target: any BenchTarget = pool == "lifeguard"
-                ? try LifeguardTarget(configuration: configuration, lanesUsed: scenario.lanesUsed(by: design), budget: scenario.budget, logger: logger)
-                : try PostgresClientTarget(configuration: configuration, budget: scenario.budget, logger: logger)
+            let target: any BenchTarget
+            do {
+                target = pool == "lifeguard"
+                    ? try LifeguardTarget(configuration: configuration, lanesUsed: scenario.lanesUsed(by: design), budget: scenario.budget, logger: logger)
+                    : try PostgresClientTarget(configuration: configuration, budget: scenario.budget, logger: logger)
+            } catch let error as LifeguardError {
+                throw ValidationError("--pool \(pool): \(error.problems.joined(separator: "; "))")
+            }
             let runner = Task { await target.run() }
             // Both pools open their connections before the first arrival: a cold start is not
             // what is compared.
@@ -107,112 +113,6 @@ struct Bench: AsyncParsableCommand {
             for result in results { print(String(decoding: try encoder.encode(result), as: UTF8.self)) }
         } else {
             print(SimulationTable(scenario: scenario, results: results, firstColumn: self.pools).text)
-        }
-    }
-}
-
-/// A pool the benchmark drives: leases run statements; the wait is measured by the caller.
-protocol BenchTarget: Sendable {
-    func run() async
-    func shutdown()
-    /// Runs `body` on a connection of `lane`.
-    func withConnection<Value: Sendable>(
-        lane: Lane, _ body: @Sendable (_ execute: @escaping @Sendable (PostgresQuery) async throws -> Void) async throws -> Value
-    ) async throws -> Value
-    /// Runs `body` `count` times in parallel, each on a connection of `lane` (one request's
-    /// parallel reads); the first error cancels the rest and is thrown.
-    func fanOut(
-        lane: Lane, count: Int,
-        _ body: @escaping @Sendable (_ index: Int, _ execute: @escaping @Sendable (PostgresQuery) async throws -> Void) async throws -> Void
-    ) async throws
-    /// Lifeguard's statistics, when the target is Lifeguard.
-    var statistics: PoolStatistics? { get }
-}
-
-/// Lifeguard as a user configures it for the scenario: the lanes the requests use, with
-/// Lifeguard's default lane settings (``Simulator/configuration(for:budget:duration:lanesUsed:)``
-/// for the `lifeguard` design), whatever the requests' design.
-struct LifeguardTarget: BenchTarget {
-    let pool: PostgresPool
-    let laneMap: [Lane: Lane]
-
-    init(configuration: PostgresPool.Configuration, lanesUsed: Set<Lane>, budget: Int, logger: Logger) throws {
-        var configuration = configuration
-        configuration.budget = budget
-        let core = Simulator.configuration(for: .lifeguard, budget: budget, duration: 3_600, lanesUsed: lanesUsed)
-        configuration.lanes = core.lanes
-        configuration.pool.minimumIdle = budget  // warm, like the PostgresClient beside it
-        configuration.pool.longHoldThreshold = nil
-        configuration.pool.idleInLeaseThreshold = nil
-        self.pool = try PostgresPool(configuration: configuration, logger: logger)
-        self.laneMap = Dictionary(uniqueKeysWithValues: [Lane.retrieval, .write, .generation].map { lane in
-            (lane, core.lanes[lane] != nil ? lane : .write)
-        })
-    }
-
-    func fanOut(
-        lane: Lane, count: Int,
-        _ body: @escaping @Sendable (_ index: Int, _ execute: @escaping @Sendable (PostgresQuery) async throws -> Void) async throws -> Void
-    ) async throws {
-        _ = try await self.pool.fanOut(lane: self.laneMap[lane] ?? lane, maxConcurrent: count, Array(0..<count)) { lease, index in
-            try await body(index) { statement in try await lease.execute(statement) }
-        }
-    }
-
-    func run() async { await self.pool.run() }
-    func shutdown() { self.pool.shutdown(gracePeriod: .seconds(5)) }
-    var statistics: PoolStatistics? { self.pool.statistics() }
-
-    func withConnection<Value: Sendable>(
-        lane: Lane, _ body: @Sendable (_ execute: @escaping @Sendable (PostgresQuery) async throws -> Void) async throws -> Value
-    ) async throws -> Value {
-        try await self.pool.withConnection(lane: self.laneMap[lane] ?? lane) { lease in
-            try await body { statement in try await lease.execute(statement) }
-        }
-    }
-}
-
-struct PostgresClientTarget: BenchTarget {
-    let client: PostgresClient
-    let logger: Logger
-
-    init(configuration: PostgresPool.Configuration, budget: Int, logger: Logger) throws {
-        guard configuration.tlsMode == .disable else {
-            throw ValidationError("--pool postgresclient runs with sslmode=disable only; add ?sslmode=disable to the URL of a local server")
-        }
-        var client = PostgresClient.Configuration(
-            host: configuration.host ?? "localhost", port: configuration.port, username: configuration.username,
-            password: configuration.password, database: configuration.database, tls: .disable)
-        client.options.maximumConnections = budget
-        client.options.minimumConnections = budget
-        self.client = PostgresClient(configuration: client, backgroundLogger: logger)
-        self.logger = logger
-    }
-
-    func run() async { await self.client.run() }
-    func shutdown() {}
-    var statistics: PoolStatistics? { nil }
-
-    func fanOut(
-        lane: Lane, count: Int,
-        _ body: @escaping @Sendable (_ index: Int, _ execute: @escaping @Sendable (PostgresQuery) async throws -> Void) async throws -> Void
-    ) async throws {
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            for index in 0..<count {
-                group.addTask { try await self.withConnection(lane: lane) { execute in try await body(index, execute) } }
-            }
-            try await group.waitForAll()
-        }
-    }
-
-    func withConnection<Value: Sendable>(
-        lane: Lane, _ body: @Sendable (_ execute: @escaping @Sendable (PostgresQuery) async throws -> Void) async throws -> Value
-    ) async throws -> Value {
-        let logger = self.logger
-        return try await self.client.withConnection { connection in
-            try await body { statement in
-                for try await _ in try await connection.query(statement, logger: logger) {}
-            }
         }
     }
 }

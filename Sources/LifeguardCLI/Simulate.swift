@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Lifeguard
+import LifeguardBench
 import LifeguardLab
 import Synchronization
 

@@ -1,5 +1,6 @@
 import Lifeguard
 @testable import LifeguardCLI
+@testable import LifeguardBench
 import LifeguardLab
 import Testing
 

@@ -12,31 +12,39 @@
 //
 // Every time is the median of several rounds (the spread is min…max), each round tens of
 // milliseconds, the pools interleaved round by round. Ratios compare figures of the same run.
+import ArgumentParser
 import BenchmarkProbes
 import Glibc
 
-struct Options {
-    var quick = false
-    var onlyPool: String?
-    var onlyTasks = 1
-    var onlyBody = Body.nothing
-    var onlyCycles = 100_000
-    var memoryOnly = false
+struct Options: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "lease-benchmark", abstract: "What a pool costs on the lease path, with no database: the floor, Lifeguard and _ConnectionPoolModule side by side.")
 
-    init(arguments: [String]) {
-        var remaining = arguments.dropFirst()[...]
-        while let argument = remaining.popFirst() {
-            switch argument {
-            case "--quick": self.quick = true
-            case "--memory": self.memoryOnly = true
-            case "--only": self.onlyPool = remaining.popFirst()
-            case "--tasks": self.onlyTasks = remaining.popFirst().flatMap { Int($0) } ?? self.onlyTasks
-            case "--body": self.onlyBody = remaining.popFirst() == "yield" ? .yield : .nothing
-            case "--cycles": self.onlyCycles = remaining.popFirst().flatMap { Int($0) } ?? self.onlyCycles
-            default:
-                print("usage: lease-benchmark [--quick] [--memory] [--only floor|lifeguard|lifeguard-nostats|postgresnio [--tasks N] [--body nothing|yield] [--cycles N]]")
-                exit(2)
-            }
+    /// The pools `--only` can run.
+    static let pools = ["floor", "lifeguard", "lifeguard-nostats", "postgresnio"]
+
+    /// What each lease's body does, as `--body` names it.
+    enum BodyOption: String, ExpressibleByArgument, CaseIterable {
+        case nothing, yield
+        var body: Body { self == .yield ? .yield : .nothing }
+    }
+
+    @Flag(help: "Fewer and shorter rounds: about 30 s instead of 2 minutes.") var quick = false
+    @Flag(name: .customLong("memory"), help: "Only the memory each waiter costs.") var memoryOnly = false
+    @Option(name: .customLong("only"), help: "Run one loop of this pool and nothing else (\(Options.pools.joined(separator: ", "))), for callgrind, perf or instruction counts.")
+    var onlyPool: String?
+    @Option(name: .customLong("tasks"), help: "With --only: tasks leasing at once.") var onlyTasks = 1
+    @Option(name: .customLong("body"), help: "With --only: what each lease's body does.") var bodyOption = BodyOption.nothing
+    @Option(name: .customLong("cycles"), help: "With --only: lease and release cycles.") var onlyCycles = 100_000
+
+    var onlyBody: Body { self.bodyOption.body }
+
+    func validate() throws {
+        if let onlyPool, !Self.pools.contains(onlyPool) {
+            throw ValidationError("--only takes \(Self.pools.joined(separator: ", ")), got '\(onlyPool)'")
+        }
+        guard self.onlyTasks >= 1, self.onlyCycles >= 1 else {
+            throw ValidationError("--tasks and --cycles must be at least 1")
         }
     }
 }
@@ -177,7 +185,7 @@ func runBenchmark(_ options: Options) async throws {
     for finding in findings { print(finding) }
 }
 
-let options = Options(arguments: CommandLine.arguments)
+let options = Options.parseOrExit()
 try await Task.detached {
     if options.memoryOnly {
         try await printMemoryPerWaiter()

@@ -3,21 +3,23 @@
 //
 // Each arrival (open-loop, Poisson) is a request of 8 parallel reads of 15 ms (`pg_sleep`),
 // issued at the same instant through `fanOut`. A request completes when all 8 did; the first
-// failed lease fails it (and cancels the rest). Reported per design: pool wait of the leases
-// that were granted (measured in the client, from asking to entering the body), goodput
-// (completed requests/s, and as a share of the lane's capacity) and rejected requests/s.
+// failed lease fails it (and cancels the rest). Driven by `lifeguard bench`'s driver
+// (LifeguardBench's BenchRun). Reported per design: pool wait of the leases that were granted
+// (measured in the client, from asking to entering the body), goodput (requests completed
+// while the arrivals ran, per second, and as a share of the lane's capacity) and rejected
+// requests/s.
 //
 //   DATABASE_URL=postgres://… swift run -c release --package-path Benchmarks overload-benchmark [--quick]
 //   options: --duration SECONDS (30; --quick: 10)  --load FACTOR (1.5)  --connections N (16)
 import Foundation
-import Histogram
 import Lifeguard
+import LifeguardBench
+import LifeguardLab
 import LifeguardPostgres
 import Logging
 import PostgresNIO
 import ArgumentParser
 import BenchSupport
-import Synchronization
 
 struct Options: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "overload-benchmark", abstract: "retrieval-burst above a lane's capacity, shedding off against its designs, against PostgreSQL.")
@@ -35,21 +37,6 @@ struct Options: ParsableCommand {
 
 let fanOut = 8
 let serviceSeconds = 0.015
-
-/// What the clients saw during one design's run.
-struct Tally {
-    var waits = Histogram<UInt64>(highestTrackableValue: 60_000_000, numberOfSignificantValueDigits: .three)
-    var completed = 0
-    var failed: [String: Int] = [:]
-    var arrivals = 0
-
-    var failedTotal: Int { self.failed.values.reduce(0, +) }
-}
-
-/// The tally, shared by the requests of one run.
-final class Recorder: Sendable {
-    let tally = Mutex(Tally())
-}
 
 struct Design {
     let name: String
@@ -84,36 +71,15 @@ func seconds(_ duration: Duration) -> Double {
     Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
 }
 
-/// Open-loop Poisson arrivals at `rate` per second for `duration` seconds; waits for every
-/// request to end.
-func drive(_ pool: PostgresPool, rate: Double, duration: Double) async -> Tally {
-    let recorder = Recorder()
-    let start = ContinuousClock.now
-    await withDiscardingTaskGroup { group in
-        var next = 0.0
-        while true {
-            next += -log(1 - Double.random(in: 0..<1)) / rate
-            guard next < duration else { break }
-            try? await Task.sleep(until: start.advanced(by: .nanoseconds(Int64(next * 1e9))), clock: .continuous)
-            recorder.tally.withLock { $0.arrivals += 1 }
-            group.addTask {
-                let asked = ContinuousClock.now
-                do {
-                    _ = try await pool.fanOut(lane: .retrieval, maxConcurrent: fanOut, Array(0..<fanOut)) { lease, _ in
-                        let waited = asked.duration(to: .now)
-                        recorder.tally.withLock { _ = $0.waits.record(UInt64(max(0, seconds(waited) * 1e6))) }
-                        try await lease.query("SELECT pg_sleep(\(serviceSeconds))")
-                    }
-                    recorder.tally.withLock { $0.completed += 1 }
-                } catch let error as LifeguardError {
-                    recorder.tally.withLock { $0.failed[error.code.description, default: 0] += 1 }
-                } catch {
-                    recorder.tally.withLock { $0.failed["\(type(of: error))", default: 0] += 1 }
-                }
-            }
-        }
-    }
-    return recorder.tally.withLock { $0 }
+/// `retrieval-burst` (8 parallel reads of 15 ms per request, Poisson arrivals) at `rate`
+/// requests per second for `duration` seconds, through `pool`, with the driver of
+/// `lifeguard bench`.
+func drive(_ pool: PostgresPool, rate: Double, duration: Double, label: String) async -> SimulationResult {
+    let base = Scenario.named("retrieval-burst")!
+    var scenario = base.scaled(by: rate / base.kinds.reduce(0) { $0 + $1.rate })
+    scenario.duration = duration
+    scenario.budget = pool.configuration.budget
+    return await BenchRun(scenario: scenario, design: .lifeguard, target: LifeguardTarget(pool: pool), label: label).run()
 }
 
 func run() async throws {
@@ -129,7 +95,7 @@ func run() async throws {
     print("retrieval-burst: \(fanOut) parallel reads of \(Int(serviceSeconds * 1000)) ms per request, Poisson arrivals, "
         + "\(options.connections) connections for the retrieval lane (the whole budget), "
         + "\(Int(options.duration)) s per design")
-    var rows: [(Design, Tally, Double, Double, PoolStatistics.LaneStatistics?)] = []
+    var rows: [(Design, SimulationResult, Double, Double, PoolStatistics.LaneStatistics?)] = []
     for design in designs {
         let pool = try makePool(options, shedding: design.shedding, logger: logger)
         let runner = Task { await pool.run() }
@@ -138,24 +104,24 @@ func run() async throws {
         let rate = capacity * options.load
         print("  \(design.name): hold per read \(Figures.format(hold * 1000)) ms → capacity \(Figures.format(capacity)) requests/s; "
             + "offering \(Figures.format(rate))/s …")
-        let tally = await drive(pool, rate: rate, duration: options.duration)
+        let result = await drive(pool, rate: rate, duration: options.duration, label: design.name)
         let lane = pool.statistics()[.retrieval]
         pool.shutdown(gracePeriod: .seconds(5))
         await runner.value
-        rows.append((design, tally, capacity, rate, lane))
+        rows.append((design, result, capacity, rate, lane))
     }
 
     print("")
     print("| design | offered /s | admitted wait p50 / p99 / p99.9 | goodput /s (of capacity) | rejected /s | failures |")
     print("|---|---|---|---|---|---|")
-    for (design, tally, capacity, rate, _) in rows {
-        let waits = tally.waits
-        func ms(_ percentile: Double) -> String { Figures.format(Double(waits.valueAtPercentile(percentile)) / 1000) }
-        let goodput = Double(tally.completed) / options.duration
-        let failures = tally.failed.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
-        print("| \(design.name) | \(Figures.format(rate)) | \(ms(50)) / \(ms(99)) / \(ms(99.9)) ms "
+    for (design, result, capacity, rate, _) in rows {
+        let waits = result.waitMilliseconds[Lane.retrieval.name] ?? .init(p50: 0, p99: 0, p999: 0)
+        let goodput = result.throughputPerSecond
+        let rejected = result.failedRequests.values.reduce(0, +)
+        let failures = result.failedRequests.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
+        print("| \(design.name) | \(Figures.format(rate)) | \(Figures.format(waits.p50)) / \(Figures.format(waits.p99)) / \(waits.p999.map { Figures.format($0) } ?? "–") ms "
             + "| \(Figures.format(goodput)) (\(Int((goodput / capacity * 100).rounded()))%) "
-            + "| \(Figures.format(Double(tally.failedTotal) / options.duration)) | \(failures.isEmpty ? "none" : failures) |")
+            + "| \(Figures.format(Double(rejected) / options.duration)) | \(failures.isEmpty ? "none" : failures) |")
     }
     print("")
     print("The pool's own statistics for the lane (leases, not requests):")

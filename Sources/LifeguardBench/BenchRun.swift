@@ -7,15 +7,34 @@ import Synchronization
 
 /// One pool's run of a scenario against the server: open-loop arrivals or a closed loop of
 /// users, each request's steps as `pg_sleep` statements and sleeps, measured from the client.
-struct BenchRun {
-    let scenario: Scenario
-    let design: DesignKind
-    let target: any BenchTarget
-    let label: String
+/// The driver of `lifeguard bench` and of the `Benchmarks/` programs against a server.
+public struct BenchRun: Sendable {
+    /// The requests, their arrivals (open or closed loop), duration and seed.
+    public let scenario: Scenario
+    /// How the requests are written (which steps of each kind run).
+    public let design: DesignKind
+    /// The pool driven.
+    public let target: any BenchTarget
+    /// The name on the progress bar.
+    public let label: String
     /// How long requests still running when arrivals end may take before they are cancelled
     /// and counted as `unfinished`: a pool that deadlocks (every connection held by a
     /// transaction waiting for another) would otherwise never end the run.
-    var drainLimit: Duration = .seconds(30)
+    public var drainLimit: Duration = .seconds(30)
+
+    /// A run of `scenario`'s requests, written as `design`, through `target`.
+    ///
+    /// - Parameters:
+    ///   - scenario: The requests and their arrivals.
+    ///   - design: How the requests are written.
+    ///   - target: The pool, running already.
+    ///   - label: The name on the progress bar (standard error).
+    public init(scenario: Scenario, design: DesignKind, target: any BenchTarget, label: String) {
+        self.scenario = scenario
+        self.design = design
+        self.target = target
+        self.label = label
+    }
 
     /// What the requests saw, shared by them.
     final class Tally: Sendable {
@@ -71,11 +90,16 @@ struct BenchRun {
         }
     }
 
-    static func seconds(_ duration: Duration) -> Double {
+    /// `duration` in seconds.
+    package static func seconds(_ duration: Duration) -> Double {
         Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
     }
 
-    func run() async -> SimulationResult {
+    /// Runs the requests, waits for them to end (within ``drainLimit``), and reports what the
+    /// client saw, with the keys and columns of `lifeguard simulate`: goodput, waits per lane,
+    /// end-to-end times, rejections (from the pool's statistics, when it keeps them),
+    /// failures by cause, cancellations.
+    public func run() async -> SimulationResult {
         let tally = Tally()
         let started = ContinuousClock.now
         let label = self.label
