@@ -25,7 +25,7 @@ public protocol BenchTarget: Sendable {
 }
 
 /// Lifeguard as a user configures it for the scenario: the lanes the requests use, with
-/// Lifeguard's default lane settings (``Simulator/configuration(for:budget:duration:lanesUsed:)``
+/// Lifeguard's default lane settings (`Simulator.configuration(for:budget:duration:lanesUsed:)`
 /// for the `lifeguard` design), whatever the requests' design.
 public struct LifeguardTarget: BenchTarget {
     /// The pool driven.
