@@ -306,7 +306,7 @@ public struct Simulator {
             let token = self.requests[id]!.nextLease
             self.requests[id]!.nextLease += 1
             self.requests[id]!.leases[token] = LeaseState(hold: hold, lane: laneIndex)
-            switch self.machine.lease(lane: laneIndex, now: instant) {
+            switch self.machine.lease(lane: laneIndex, now: instant, admittedWhole: fansOut) {
             case .granted(let grant):
                 self.granted(grant, request: id, lease: token)
             case .wait(let waiter, let actions):

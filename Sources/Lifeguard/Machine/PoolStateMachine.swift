@@ -243,10 +243,15 @@ package struct PoolStateMachine {
     ///   - id: The waiter's identity if it must queue, reserved by the caller (the shell reserves
     ///     it before taking the lock, so that its cancellation handler knows it); `nil` lets the
     ///     machine number it.
+    ///   - admittedWhole: A lease of a fan-out that ``admitFanOut(lane:leases:deadline:now:)``
+    ///     admitted: it is not judged again on its own (its wait to expect, the shedding target,
+    ///     the caller's deadline), since part of a request is worth nothing and rejecting it
+    ///     now would waste the leases of its request that ran. It still waits at most its
+    ///     deadline, and a full queue still refuses it.
     @usableFromInline
     package mutating func lease(
         lane: Int, now: Instant, callSite: CallSite? = nil, deadline callerDeadline: Instant? = nil,
-        id reserved: WaiterID? = nil
+        id reserved: WaiterID? = nil, admittedWhole: Bool = false
     ) -> LeaseDecision {
         self.recorder.record(.arrived(lane: lane, count: 1))
         guard case .running = self.lifecycle else {
@@ -265,7 +270,7 @@ package struct PoolStateMachine {
             return .failed(.overloaded(lane: self.lanes[lane].lane, queueDepth: self.lanes[lane].waiters.count))
         }
         self.observeQueue(lane: lane, now: now)
-        if let rejection = self.rejectionAtAdmission(lane: lane, leases: 1, callerDeadline: callerDeadline, now: now) {
+        if !admittedWhole, let rejection = self.rejectionAtAdmission(lane: lane, leases: 1, callerDeadline: callerDeadline, now: now) {
             return .failed(rejection)
         }
         let (deadline, expiry) = self.admissionDeadline(lane: lane, callerDeadline: callerDeadline, now: now)

@@ -3,13 +3,21 @@
 /// Retrieval often fans out into 5–15 queries at once. Unchecked, one complex request takes a
 /// whole lane and the requests behind it wait for all of its queries. A fan-out runs at most
 /// `maxConcurrent` of its queries at a time, and its leases are judged as one request: an
-/// overloaded lane or a deadline rejects them all before the first takes a connection. The lane
-/// serves waiters in the order they came, a fan-out's leases together.
+/// overloaded lane or a deadline rejects them all before the first takes a connection, and a
+/// request admitted is not judged again lease by lease (each lease still waits at most its
+/// lane's `waitTimeout` or the deadline). The lane serves waiters in the order they came, a
+/// fan-out's leases together.
 ///
 /// Use it through ``ConnectionPool/fanOut(lane:maxConcurrent:_:fileID:line:function:_:)`` or the
 /// adapters' equivalents.
 @usableFromInline
 enum FanOut {
+    /// The lane of the fan-out whose lease the current task asks for, which admission judged
+    /// with its request: the machine does not judge it again on its own. Bound around each of a
+    /// fan-out's leases, never around its body, so that a lease the body makes is judged as
+    /// usual.
+    @TaskLocal @usableFromInline static var admittedLane: Lane?
+
     /// Runs `operation` for each input, at most `maxConcurrent` at a time; returns the outputs
     /// in the order of the inputs.
     ///
@@ -94,8 +102,10 @@ extension ConnectionPool {
             throw rejection
         }
         return try await FanOut.run(maxConcurrent: maxConcurrent, inputs) { input in
-            try await self.withConnection(lane: lane, fileID: fileID, line: line, function: function) { lease in
-                try await body(lease, input)
+            try await FanOut.$admittedLane.withValue(lane) {
+                try await self.withConnection(lane: lane, fileID: fileID, line: line, function: function) { lease in
+                    try await FanOut.$admittedLane.withValue(nil) { try await body(lease, input) }
+                }
             }
         }
     }

@@ -400,10 +400,11 @@ public final class ConnectionPool<Factory: ConnectionFactory, Clock: PoolClock>:
     func queue(_ continuation: Waiting, id: WaiterID, laneIndex: Int, callSite: CallSite?) {
         // Task-locals are read here, on the way to the queue, never on the fast path.
         let deadline = RequestDeadline.current
+        let admittedWhole = FanOut.admittedLane == self.lanes[laneIndex]
         let now = self.clock.now
         let (immediate, settlement) = self.shared.withLock { shared -> (Outcome?, Settlement?) in
             switch shared.machine.lease(
-                lane: laneIndex, now: now, callSite: callSite, deadline: deadline, id: id)
+                lane: laneIndex, now: now, callSite: callSite, deadline: deadline, id: id, admittedWhole: admittedWhole)
             {
             case .granted(let grant):
                 return (.success(LeasedSlot(grant: grant, connection: shared.connections[grant.slot]!)), nil)

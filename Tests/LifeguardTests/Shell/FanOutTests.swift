@@ -76,4 +76,43 @@ struct FanOutTests {
             }
         }
     }
+
+    @Test("a fan-out admitted whole is not judged again lease by lease: a later lease waits its turn instead of failing at once after the first ran")
+    func admittedFanOutIsNotRejudged() async throws {
+        let clock = ManualClock()
+        var configuration = PoolConfiguration.testing(
+            budget: 1, lanes: [.retrieval: .init(waitTimeout: .seconds(1), maxWaiters: 100, shedding: nil)])
+        configuration.minimumIdle = 1
+        try await withRunningPool(configuration, clock: clock) { pool, _ in
+            @Sendable func instant(_ milliseconds: Int) -> PoolInstant { clock.instant(at: .milliseconds(milliseconds)) }
+            // The lane's recent hold: one lease of 300 ms.
+            let warm = Task { try await pool.withConnection(lane: .retrieval) { _ in try await clock.sleep(until: instant(300)) } }
+            await clock.sleeper(until: instant(300))
+            clock.advance(by: .milliseconds(300))
+            try await warm.value
+            // A fan-out of two leases, one at a time: the first takes the connection for 900 ms.
+            let fan = Task {
+                try await pool.fanOut(lane: .retrieval, maxConcurrent: 1, [0, 1]) { _, index in
+                    if index == 0 { try await clock.sleep(until: instant(1_200)) }
+                    return index
+                }
+            }
+            await clock.sleeper(until: instant(1_200))
+            // Three requests queue behind it (their waits to expect: 300, 600 and 900 ms).
+            let others = (1...3).map { n in
+                Task { try await pool.withConnection(lane: .retrieval) { _ in try await clock.sleep(until: instant(1_200 + 10 * n)) } }
+            }
+            await pool.status(where: { $0.lanes[.retrieval]?.waiters == 3 })
+            // The first lease ends after 900 ms (the recent hold rises to 375 ms) and the
+            // second asks with two ahead: 1,125 ms to expect, past the 1 s budget. Judged alone it
+            // would fail at once, after the first had run; admitted with its request, it waits.
+            clock.advance(by: .milliseconds(900))
+            for n in 1...3 {
+                await clock.sleeper(until: instant(1_200 + 10 * n))
+                clock.advance(by: .milliseconds(10))
+                try await others[n - 1].value
+            }
+            #expect(try await fan.value == [0, 1], "served 30 ms after it asked, within its wait budget")
+        }
+    }
 }
