@@ -52,8 +52,12 @@ public struct PoolInstant: InstantProtocol, Hashable, Sendable, CustomStringConv
         other.nanoseconds &- self.nanoseconds
     }
 
+    /// This instant moved by `duration`; a move past the clock's range stops at its end (a
+    /// timeout too long to count is never, not a wrap into the past).
     public func advanced(by duration: Duration) -> PoolInstant {
-        PoolInstant(nanoseconds: self.nanoseconds &+ duration.wholeNanoseconds)
+        let (moved, overflow) = self.nanoseconds.addingReportingOverflow(duration.wholeNanoseconds)
+        guard overflow else { return PoolInstant(nanoseconds: moved) }
+        return PoolInstant(nanoseconds: duration > .zero ? .max : .min)
     }
 
     public func duration(to other: PoolInstant) -> Duration {

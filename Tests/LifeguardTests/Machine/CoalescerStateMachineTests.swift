@@ -61,6 +61,14 @@ struct CoalescerStateMachineTests {
         #expect(Self.batch(of: &machine, flusher: 0, at: at(11)) == ["a", "b"])
     }
 
+    @Test("a delay too long for the clock parks the flusher until the clock's end, instead of wrapping into the past and flushing at once")
+    func hugeDelayParks() throws {
+        var machine = Self.machine(maxDelay: .seconds(Int64.max))
+        Self.submit("a", to: &machine, at: at(1_000))
+        let parked = try #require(Self.parkedTimer(machine.nextStep(flusher: 0, now: at(1_000))))
+        #expect(parked.deadline == PoolInstant(nanoseconds: .max))
+    }
+
     @Test("a batch that fills during its delay goes at once: the write that fills it wakes the flusher")
     func fullBatchCutsTheDelayShort() throws {
         var machine = Self.machine(maxBatch: 3, maxDelay: .seconds(8))

@@ -27,4 +27,13 @@ struct PoolInstantTests {
         let reading = counter.nanoseconds(at: TimestampCounter.ticks)
         #expect(abs(reading &- PoolInstant.monotonic.nanoseconds) < 1_000_000)
     }
+
+    @Test("an instant moved by a duration too long for the clock stops at the clock's end instead of wrapping into the past")
+    func advancingSaturates() {
+        let now = PoolInstant(nanoseconds: 1_000)
+        #expect(now.advanced(by: .seconds(Int64.max)) == PoolInstant(nanoseconds: .max))
+        #expect(now.advanced(by: .nanoseconds(Int64.max)) == PoolInstant(nanoseconds: .max))
+        #expect(PoolInstant(nanoseconds: -1_000).advanced(by: .seconds(Int64.min)) == PoolInstant(nanoseconds: .min))
+        #expect(now.advanced(by: .milliseconds(5)) == PoolInstant(nanoseconds: 5_001_000))
+    }
 }
