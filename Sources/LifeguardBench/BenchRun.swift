@@ -7,7 +7,7 @@ import Synchronization
 
 /// One pool's run of a scenario against the server: open-loop arrivals or a closed loop of
 /// users, each request's steps as `pg_sleep` statements and sleeps, measured from the client.
-/// The driver of `lifeguard bench` and of the `Benchmarks/` programs against a server.
+/// The driver of `lifeguard bench` and of `overload-benchmark`.
 public struct BenchRun: Sendable {
     /// The requests, their arrivals (open or closed loop), duration and seed.
     public let scenario: Scenario

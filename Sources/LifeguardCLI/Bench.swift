@@ -50,8 +50,10 @@ struct Bench: AsyncParsableCommand {
     var pools: [String] { self.pool.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } }
 
     func validate() throws {
-        guard !self.pools.isEmpty, self.pools.allSatisfy({ ["lifeguard", "postgresclient"].contains($0) }) else {
-            throw ValidationError("--pool must be a comma-separated list of lifeguard, postgresclient, got '\(self.pool)'")
+        guard !self.pools.isEmpty, self.pools.allSatisfy({ ["lifeguard", "postgresclient"].contains($0) }),
+            Set(self.pools).count == self.pools.count
+        else {
+            throw ValidationError("--pool must be a comma-separated list of lifeguard, postgresclient, each once, got '\(self.pool)'")
         }
         guard DesignKind(rawValue: self.design) != nil else {
             throw ValidationError("--design must be naive, windows or lifeguard, got '\(self.design)'")

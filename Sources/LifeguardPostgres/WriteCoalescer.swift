@@ -40,8 +40,8 @@ public final class WriteCoalescer: Service, PoolCompanion, Sendable {
         /// The most writes waiting to be flushed; beyond it `write` waits for room.
         /// Default: 10,000.
         public var maxQueued: Int
-        /// How many batches may be in flight at once, each on its own connection. Default: 2:
-        /// one commits while the next fills.
+        /// How many batches may be in flight at once, each on its own connection; more than the
+        /// lane can lease are not used. Default: 2: one commits while the next fills.
         public var maxConnections: Int
         /// The lane of the coalescer's leases. Default: ``Lifeguard/Lane/write``.
         public var lane: Lane
@@ -125,25 +125,37 @@ public final class WriteCoalescer: Service, PoolCompanion, Sendable {
 
     /// Creates a coalescer; it flushes nothing until ``run()`` runs.
     ///
-    /// - Throws: ``LifeguardError/Code/invalidConfiguration`` listing every bad setting.
+    /// - Throws: ``LifeguardError/Code/invalidConfiguration`` listing every bad setting: a
+    ///   count below 1, `maxQueued` below `maxBatch`, `maxDelay` negative or past a year,
+    ///   a lane the pool lacks, `maxConnections` beyond 100,000.
     public init(pool: PostgresPool, configuration: Configuration = Configuration()) throws(LifeguardError) {
         var problems: [String] = []
         if configuration.maxBatch < 1 { problems.append("WriteCoalescer maxBatch is \(configuration.maxBatch); it must be at least 1") }
-        if configuration.maxDelay < .zero { problems.append("WriteCoalescer maxDelay is \(configuration.maxDelay); it must be 0 or more") }
+        if configuration.maxDelay < .zero || configuration.maxDelay > PoolConfiguration.longestDuration {
+            problems.append("WriteCoalescer maxDelay is \(configuration.maxDelay); it must be 0 or more and at most a year")
+        }
         if configuration.maxQueued < configuration.maxBatch {
             problems.append("WriteCoalescer maxQueued (\(configuration.maxQueued)) is below maxBatch (\(configuration.maxBatch)); raise it")
         }
-        if configuration.maxConnections < 1 {
-            problems.append("WriteCoalescer maxConnections is \(configuration.maxConnections); it must be at least 1")
+        let laneConfiguration = pool.configuration.lanes[configuration.lane]
+        if laneConfiguration == nil {
+            let known = pool.configuration.lanes.keys.map(\.name).sorted().joined(separator: ", ")
+            problems.append("WriteCoalescer lane '\(configuration.lane)' is not one of the pool's lanes (\(known)); use one of them")
+        }
+        if configuration.maxConnections < 1 || configuration.maxConnections > PoolConfiguration.largestBudget {
+            problems.append(
+                "WriteCoalescer maxConnections is \(configuration.maxConnections); it must be from 1 to \(PoolConfiguration.largestBudget)")
         }
         guard problems.isEmpty else { throw LifeguardError.invalidConfiguration(problems) }
+        let laneCapacity = min(laneConfiguration?.limit ?? pool.configuration.budget, pool.configuration.budget)
         self.pool = pool
         self.configuration = configuration
         let lane = configuration.lane
         self.queue = CoalescingQueue(
             configuration: .init(
                 maxBatch: configuration.maxBatch, maxDelay: configuration.maxDelay, maxQueued: configuration.maxQueued,
-                flushers: configuration.maxConnections),
+                // More flushers than the lane can lease would only wait for each other's connections.
+                flushers: min(configuration.maxConnections, laneCapacity)),
             clock: pool.clock, logger: pool.logger, stopped: { LifeguardError.shutdown(lane: lane) })
     }
 
@@ -154,10 +166,17 @@ public final class WriteCoalescer: Service, PoolCompanion, Sendable {
     ///   connection was lost before `COMMIT` was sent (then the statement did not commit);
     ///   ``PostgresPoolError/Code/commitOutcomeUnknown`` when it was lost during `COMMIT` (it
     ///   may have committed); ``LifeguardError/Code/invalidConfiguration`` at once for a
-    ///   transaction-control statement (`BEGIN`, `COMMIT`, `ROLLBACK`, `SAVEPOINT`, …);
+    ///   transaction-control statement (`BEGIN`, `COMMIT`, `ROLLBACK`, `SAVEPOINT`, …) or one
+    ///   of more than 65,535 bind parameters (the protocol's limit);
     ///   ``LifeguardError/Code/shutdown`` once the coalescer stopped, or
     ///   `CancellationError` when the task was cancelled before its statement was sent.
     public func write(_ statement: PostgresQuery) async throws {
+        guard statement.binds.count <= Self.maxParameters else {
+            // PostgresNIO would refuse it at sending, after it joined a batch.
+            throw LifeguardError.invalidConfiguration([
+                "WriteCoalescer.write got a statement with \(statement.binds.count) bind parameters; PostgreSQL's protocol carries at most \(Self.maxParameters)"
+            ])
+        }
         if [.transactionControl, .commit].contains(StatementKind(of: statement.sql)) {
             // Inside a batch's transaction it would commit or undo its batch-mates' writes.
             throw LifeguardError.invalidConfiguration([
@@ -170,12 +189,18 @@ public final class WriteCoalescer: Service, PoolCompanion, Sendable {
     /// Queues a row insert, which may share one multi-row `INSERT` with the batch's other rows
     /// for the same table, and returns once it committed.
     ///
-    /// - Throws: ``LifeguardError/Code/invalidConfiguration`` at once when `columns` is empty
-    ///   or the number of values differs from it; otherwise as ``write(_:)``.
+    /// - Throws: ``LifeguardError/Code/invalidConfiguration`` at once when `columns` is empty,
+    ///   has more than 65,535 entries, or the number of values differs from it; otherwise as
+    ///   ``write(_:)``.
     public func insert(_ row: Insert) async throws {
         guard !row.columns.isEmpty, row.columns.count == row.values.count else {
             throw LifeguardError.invalidConfiguration([
                 "WriteCoalescer insert into \(row.table) has \(row.columns.count) columns and \(row.values.count) values; give one value per column"
+            ])
+        }
+        guard row.columns.count <= Self.maxParameters else {
+            throw LifeguardError.invalidConfiguration([
+                "WriteCoalescer insert into \(row.table) has \(row.columns.count) columns; PostgreSQL's protocol carries at most \(Self.maxParameters) bind parameters"
             ])
         }
         try await self.queue.submit(.insert(row))

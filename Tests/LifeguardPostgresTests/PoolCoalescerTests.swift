@@ -272,3 +272,43 @@ extension PostgresPoolTests {
         return (sleeping ?? 0) > 0
     }
 }
+
+extension PostgresPoolTests {
+    @Test("a write PostgreSQL's protocol cannot carry (over 65,535 bind parameters) is refused at once, never queued; its would-be batch-mates commit (rows counted)")
+    func oversizedWriteIsRefusedAlone() async throws {
+        let configuration = try TestDatabase.configuration(application: "lg-coalescer-oversized", budget: 3)
+        try await Self.createTable("lg_coalescer_oversized")
+        try await TestDatabase.withPool(configuration) { pool in
+            let coalescer = try pool.writeCoalescer(configuration: .init(maxBatch: 4, maxDelay: .milliseconds(200), maxConnections: 1))
+            var binds = PostgresBindings()
+            for n in 0..<70_000 { binds.append(n) }
+            let oversized = PostgresQuery(unsafeSQL: "SELECT 1", binds: binds)
+            let good = (0..<3).map { n in
+                Task { try await coalescer.insert(.init(into: "lg_coalescer_oversized", columns: ["n"], values: [n])) }
+            }
+            await #expect(throws: LifeguardError.self, "refused before it is queued") { try await coalescer.write(oversized) }
+            await #expect(throws: LifeguardError.self, "an insert of as many columns too") {
+                try await coalescer.insert(.init(
+                    into: "lg_coalescer_oversized", columns: Array(repeating: "n", count: 65_536),
+                    values: Array(repeating: 1, count: 65_536)))
+            }
+            for write in good { try await write.value }
+        }
+        #expect(try await Self.rows(in: "lg_coalescer_oversized") == 3)
+    }
+
+    @Test("coalescer settings out of range are refused at construction, all at once: flushers past any budget, an unknown lane, a delay past a year; no more flushers run than the lane can lease")
+    func coalescerSettingsOutOfRange() async throws {
+        let configuration = try TestDatabase.configuration(application: "lg-coalescer-settings", budget: 3)
+        let pool = try PostgresPool(configuration: configuration, logger: TestDatabase.logger)
+        do {
+            _ = try WriteCoalescer(pool: pool, configuration: .init(maxDelay: .seconds(Int64.max), maxConnections: .max, lane: Lane("nope")))
+            Issue.record("expected invalidConfiguration")
+        } catch {
+            #expect(error.code == .invalidConfiguration)
+            #expect(error.problems.count == 3, "\(error.problems)")
+        }
+        let capped = try WriteCoalescer(pool: pool, configuration: .init(maxConnections: 50_000))
+        #expect(capped.queue.flushers == 3, "the budget's 3 connections")
+    }
+}

@@ -191,7 +191,7 @@ public struct PoolConfiguration: Sendable, Hashable {
 
     /// The longest duration any setting accepts: a year. Longer ones would overflow the
     /// pool's clock arithmetic, and mean "never" anyway (use `nil` where a setting allows it).
-    static let longestDuration: Duration = .seconds(365 * 86_400)
+    package static let longestDuration: Duration = .seconds(365 * 86_400)
 
     private static func requirePositive(_ value: Duration?, _ name: String, _ problems: inout [String]) {
         if let value, value <= .zero || value > Self.longestDuration {

@@ -65,6 +65,9 @@ package final class CoalescingQueue<Write: Sendable, Clock: PoolClock>: Sendable
         self.stopped = stopped
     }
 
+    /// How many flushers run: batches in flight at once.
+    package var flushers: Int { self.state.withLock { $0.machine.configuration.flushers } }
+
     /// How many writes are queued, and how many wait for room.
     package var counts: (queued: Int, waitingForRoom: Int) {
         self.state.withLock { $0.machine.counts }
@@ -131,7 +134,7 @@ package final class CoalescingQueue<Write: Sendable, Clock: PoolClock>: Sendable
         }
         await withGracefulShutdownHandler {
             await withDiscardingTaskGroup { group in
-                for flusher in 0..<self.state.withLock({ $0.machine.configuration.flushers }) {
+                for flusher in 0..<self.flushers {
                     group.addTask { await self.flushUntilStopped(flusher, flush: flush) }
                 }
             }
