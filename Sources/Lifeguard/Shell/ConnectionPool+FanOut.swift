@@ -12,11 +12,6 @@
 /// adapters' equivalents.
 @usableFromInline
 enum FanOut {
-    /// The lane of the fan-out whose lease the current task asks for, which admission judged
-    /// with its request: the machine does not judge it again on its own. Bound around each of a
-    /// fan-out's leases, never around its body, so that a lease the body makes is judged as
-    /// usual.
-    @TaskLocal @usableFromInline static var admittedLane: Lane?
 
     /// Runs `operation` for each input, at most `maxConcurrent` at a time; returns the outputs
     /// in the order of the inputs.
@@ -101,11 +96,11 @@ extension ConnectionPool {
         if let rejection = self.shared.withLock({ $0.machine.admitFanOut(lane: laneIndex, leases: leases, deadline: deadline, now: now) }) {
             throw rejection
         }
+        let callSite = CallSite(fileID: fileID, line: line, function: function)
         return try await FanOut.run(maxConcurrent: maxConcurrent, inputs) { input in
-            try await FanOut.$admittedLane.withValue(lane) {
-                try await self.withConnection(lane: lane, fileID: fileID, line: line, function: function) { lease in
-                    try await FanOut.$admittedLane.withValue(nil) { try await body(lease, input) }
-                }
+            // Admitted with its request: the machine does not judge each lease again.
+            try await self.withConnection(lane: lane, callSite: callSite, admittedWhole: true) { lease in
+                try await body(lease, input)
             }
         }
     }

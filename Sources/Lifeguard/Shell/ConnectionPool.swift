@@ -241,7 +241,21 @@ public final class ConnectionPool<Factory: ConnectionFactory, Clock: PoolClock>:
         isolation: isolated (any Actor)? = #isolation,
         _ body: (Lease) async throws -> Value
     ) async throws -> Value {
-        let callSite = CallSite(fileID: fileID, line: line, function: function)
+        try await self.withConnection(
+            lane: lane, callSite: CallSite(fileID: fileID, line: line, function: function), admittedWhole: false,
+            isolation: isolation, body)
+    }
+
+    /// ``withConnection(lane:fileID:line:function:isolation:_:)``, for a lease of a fan-out
+    /// admitted whole when `admittedWhole` (the machine does not judge it again on its own).
+    @inlinable @inline(__always)
+    func withConnection<Value>(
+        lane: Lane,
+        callSite: CallSite,
+        admittedWhole: Bool,
+        isolation: isolated (any Actor)? = #isolation,
+        _ body: (Lease) async throws -> Value
+    ) async throws -> Value {
         // The fast path is synchronous: no async call, so no frame to allocate and no executor
         // check, before the body runs.
         let lease: LeasedSlot
@@ -249,7 +263,7 @@ public final class ConnectionPool<Factory: ConnectionFactory, Clock: PoolClock>:
         case .leased(let idle):
             lease = idle
         case .slowly(let laneIndex, let first):
-            lease = try await self.leaseSlowly(index: laneIndex, callSite: callSite, first: first)
+            lease = try await self.leaseSlowly(index: laneIndex, callSite: callSite, admittedWhole: admittedWhole, first: first)
         }
         let value: Value
         do {
@@ -305,17 +319,17 @@ public final class ConnectionPool<Factory: ConnectionFactory, Clock: PoolClock>:
     /// frame and value-witness calls on the optional lease (+6.5% instructions per cycle with
     /// 64 tasks on 8).
     @inlinable @inline(__always)
-    func leaseSlowly(index laneIndex: Int, callSite: CallSite?, first: LeasedSlot?) async throws -> LeasedSlot {
+    func leaseSlowly(index laneIndex: Int, callSite: CallSite?, admittedWhole: Bool, first: LeasedSlot?) async throws -> LeasedSlot {
         let lease: LeasedSlot
         if let first {
             lease = first
         } else {
-            lease = try await self.acquire(laneIndex: laneIndex, callSite: callSite)
+            lease = try await self.acquire(laneIndex: laneIndex, callSite: callSite, admittedWhole: admittedWhole)
         }
         if !lease.grant.needsValidation && self.factory.condition(of: lease.connection) != .broken {
             return lease
         }
-        return try await self.replaceOrValidate(lease, index: laneIndex, callSite: callSite)
+        return try await self.replaceOrValidate(lease, index: laneIndex, callSite: callSite, admittedWhole: admittedWhole)
     }
 
     /// A lease whose connection looks broken, or must be validated before use: closes broken
@@ -323,7 +337,7 @@ public final class ConnectionPool<Factory: ConnectionFactory, Clock: PoolClock>:
     /// that a waiting task's async frame does not carry this rare path (it took a slab of its
     /// own per waiter).
     @inlinable @inline(never)
-    func replaceOrValidate(_ first: LeasedSlot, index laneIndex: Int, callSite: CallSite?) async throws -> LeasedSlot {
+    func replaceOrValidate(_ first: LeasedSlot, index laneIndex: Int, callSite: CallSite?, admittedWhole: Bool) async throws -> LeasedSlot {
         var candidate: LeasedSlot? = first
         var brokenInARow = 0
         let started = self.clock.now
@@ -333,7 +347,7 @@ public final class ConnectionPool<Factory: ConnectionFactory, Clock: PoolClock>:
                 lease = taken
                 candidate = nil
             } else {
-                lease = try await self.acquire(laneIndex: laneIndex, callSite: callSite)
+                lease = try await self.acquire(laneIndex: laneIndex, callSite: callSite, admittedWhole: admittedWhole)
             }
             if self.factory.condition(of: lease.connection) == .broken {
                 brokenInARow += 1
@@ -374,11 +388,11 @@ public final class ConnectionPool<Factory: ConnectionFactory, Clock: PoolClock>:
     /// decision and the continuation are then stored under one lock, so no grant can come
     /// before the continuation is there to take it.
     @inlinable @inline(__always)
-    func acquire(laneIndex: Int, callSite: CallSite?) async throws -> LeasedSlot {
+    func acquire(laneIndex: Int, callSite: CallSite?, admittedWhole: Bool) async throws -> LeasedSlot {
         let id = WaiterID(value: self.waiterIDs.wrappingAdd(1, ordering: .relaxed).oldValue)
         let lease = try await withTaskCancellationHandler {
             try await withUnsafeThrowingContinuation { (continuation: Waiting) in
-                self.queue(continuation, id: id, laneIndex: laneIndex, callSite: callSite)
+                self.queue(continuation, id: id, laneIndex: laneIndex, callSite: callSite, admittedWhole: admittedWhole)
             }
         } onCancel: {
             self.cancelWaiter(id, lane: laneIndex)
@@ -397,10 +411,9 @@ public final class ConnectionPool<Factory: ConnectionFactory, Clock: PoolClock>:
     /// inlined into the continuation's closure, its locals took 750 bytes of the waiting
     /// task's frame, and a slab of its own.
     @inlinable @inline(never)
-    func queue(_ continuation: Waiting, id: WaiterID, laneIndex: Int, callSite: CallSite?) {
+    func queue(_ continuation: Waiting, id: WaiterID, laneIndex: Int, callSite: CallSite?, admittedWhole: Bool) {
         // Task-locals are read here, on the way to the queue, never on the fast path.
         let deadline = RequestDeadline.current
-        let admittedWhole = FanOut.admittedLane == self.lanes[laneIndex]
         let now = self.clock.now
         let (immediate, settlement) = self.shared.withLock { shared -> (Outcome?, Settlement?) in
             switch shared.machine.lease(
