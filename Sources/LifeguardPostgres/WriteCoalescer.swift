@@ -137,8 +137,8 @@ public final class WriteCoalescer: Service, PoolCompanion, Sendable {
         if configuration.maxQueued < configuration.maxBatch {
             problems.append("WriteCoalescer maxQueued (\(configuration.maxQueued)) is below maxBatch (\(configuration.maxBatch)); raise it")
         }
-        let laneConfiguration = pool.configuration.lanes[configuration.lane]
-        if laneConfiguration == nil {
+        let laneCapacity = pool.capacity(of: configuration.lane)
+        if laneCapacity == nil {
             let known = pool.configuration.lanes.keys.map(\.name).sorted().joined(separator: ", ")
             problems.append("WriteCoalescer lane '\(configuration.lane)' is not one of the pool's lanes (\(known)); use one of them")
         }
@@ -146,8 +146,8 @@ public final class WriteCoalescer: Service, PoolCompanion, Sendable {
             problems.append(
                 "WriteCoalescer maxConnections is \(configuration.maxConnections); it must be from 1 to \(PoolConfiguration.largestBudget)")
         }
-        guard problems.isEmpty else { throw LifeguardError.invalidConfiguration(problems) }
-        let laneCapacity = min(laneConfiguration?.limit ?? pool.configuration.budget, pool.configuration.budget)
+        // An unknown lane is among the problems.
+        guard problems.isEmpty, let laneCapacity else { throw LifeguardError.invalidConfiguration(problems) }
         self.pool = pool
         self.configuration = configuration
         let lane = configuration.lane

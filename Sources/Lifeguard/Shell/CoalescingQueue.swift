@@ -96,7 +96,7 @@ package final class CoalescingQueue<Write: Sendable, Clock: PoolClock>: Sendable
                         return .yes(nil)
                     case .queued(let wake):
                         state.writers[id] = writer
-                        return .yes(state.take(wake.map { [$0] } ?? []).first)
+                        return .yes(wake.flatMap { state.take([$0]).first })
                     }
                 }
                 switch accepted {

@@ -605,6 +605,13 @@ public final class ConnectionPool<Factory: ConnectionFactory, Clock: PoolClock>:
         }
     }
 
+    /// How many connections `lane` can hold at once: its limit, within what the other lanes'
+    /// reservations leave (the machine's own figure); `nil` for a lane the pool lacks.
+    package func capacity(of lane: Lane) -> Int? {
+        guard let index = self.lanes.firstIndex(of: lane) else { return nil }
+        return self.shared.withLock { $0.machine.capacity(ofLane: index) }
+    }
+
     /// Runs `companion` with the pool: ``run()`` starts it, and ``shutdown(gracePeriod:)`` lets
     /// it finish its queued work before the pool stops granting leases.
     package func add(companion: any PoolCompanion) {
