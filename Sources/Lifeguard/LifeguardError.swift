@@ -62,6 +62,10 @@ public struct LifeguardError: Error, Sendable, CustomStringConvertible {
     public let expectedWait: Duration?
     /// For ``Code/deadlineExceeded``: the time that was left before the caller's deadline.
     public let remaining: Duration?
+    /// For ``Code/waitTimeout`` rejected at once: the longest wait to expect that the lane
+    /// admits, four fifths of its `waitTimeout` (the last fifth is left for the wait's spread
+    /// around what is expected).
+    public let admissionLimit: Duration?
     /// Every problem found in an invalid configuration.
     public let problems: [String]
     /// For ``Code/waitTimeout`` when no connection was open: how many were still opening.
@@ -80,6 +84,7 @@ public struct LifeguardError: Error, Sendable, CustomStringConvertible {
         setting: String? = nil,
         expectedWait: Duration? = nil,
         remaining: Duration? = nil,
+        admissionLimit: Duration? = nil,
         problems: [String] = [],
         underlying: (any Error & Sendable)? = nil,
         connectionsOpening: Int? = nil
@@ -91,6 +96,7 @@ public struct LifeguardError: Error, Sendable, CustomStringConvertible {
         self.setting = setting
         self.expectedWait = expectedWait
         self.remaining = remaining
+        self.admissionLimit = admissionLimit
         self.problems = problems
         self.underlying = underlying
         self.connectionsOpening = connectionsOpening
@@ -115,13 +121,13 @@ public struct LifeguardError: Error, Sendable, CustomStringConvertible {
     }
 
     static func waitTimeout(
-        lane: Lane, waited: Duration, queueDepth: Int, expectedWait: Duration? = nil, connectionsOpening: Int? = nil,
-        lastConnectError: (any Error & Sendable)? = nil
+        lane: Lane, waited: Duration, queueDepth: Int, expectedWait: Duration? = nil, admissionLimit: Duration? = nil,
+        connectionsOpening: Int? = nil, lastConnectError: (any Error & Sendable)? = nil
     ) -> LifeguardError {
         LifeguardError(
             code: .waitTimeout, lane: lane, waited: waited, queueDepth: queueDepth,
-            setting: "lanes[\"\(lane.name)\"].waitTimeout", expectedWait: expectedWait, underlying: lastConnectError,
-            connectionsOpening: connectionsOpening)
+            setting: "lanes[\"\(lane.name)\"].waitTimeout", expectedWait: expectedWait, admissionLimit: admissionLimit,
+            underlying: lastConnectError, connectionsOpening: connectionsOpening)
     }
 
     @usableFromInline static func notRunning(lane: Lane, waited: Duration, queueDepth: Int) -> LifeguardError {
@@ -184,7 +190,8 @@ public struct LifeguardError: Error, Sendable, CustomStringConvertible {
                 + (self.underlying.map { "; the last attempt failed: \(String(describing: $0))" } ?? ".")
         case .waitTimeout where self.expectedWait != nil:
             return "Lifeguard: lane '\(self.laneName)' rejected the request at once: \(self.queueDepth ?? 0) requests are ahead "
-                + "and the wait to expect is \(Self.format(self.expectedWait)), longer than its \(self.setting ?? "waitTimeout"). "
+                + "and the wait to expect is \(Self.format(self.expectedWait)), more than the \(Self.format(self.admissionLimit)) it admits "
+                + "(four fifths of its \(self.setting ?? "waitTimeout"), the rest left for the wait's spread). "
                 + "The pool is saturated: shorten what holds connections, raise the lane's limit or the budget, or raise the wait timeout."
         case .waitTimeout:
             return "Lifeguard: lane '\(self.laneName)' found no connection within \(Self.format(self.waited)) "
@@ -208,7 +215,8 @@ public struct LifeguardError: Error, Sendable, CustomStringConvertible {
             if let expectedWait = self.expectedWait {
                 return "Lifeguard: lane '\(self.laneName)' rejected the request at once: its deadline leaves "
                     + "\(Self.format(self.remaining)) but \(self.queueDepth ?? 0) requests are ahead and the wait to expect "
-                    + "is \(Self.format(expectedWait)). Give the request more time, or make room in the lane."
+                    + "is \(Self.format(expectedWait)), more than the four fifths of it that a request may expect to wait "
+                    + "(the rest is the wait's spread). Give the request more time, or make room in the lane."
             }
             return "Lifeguard: lane '\(self.laneName)' reached the request's deadline after waiting "
                 + "\(Self.format(self.waited)) (\(self.queueDepth ?? 0) waiting). Give the request more time, or make room in the lane."
@@ -249,6 +257,7 @@ extension LifeguardError: Equatable {
     public static func == (lhs: LifeguardError, rhs: LifeguardError) -> Bool {
         lhs.code == rhs.code && lhs.lane == rhs.lane && lhs.waited == rhs.waited && lhs.queueDepth == rhs.queueDepth
             && lhs.setting == rhs.setting && lhs.expectedWait == rhs.expectedWait && lhs.remaining == rhs.remaining
+            && lhs.admissionLimit == rhs.admissionLimit
             && lhs.problems == rhs.problems && lhs.connectionsOpening == rhs.connectionsOpening
             && lhs.underlying.map { String(describing: $0) } == rhs.underlying.map { String(describing: $0) }
     }

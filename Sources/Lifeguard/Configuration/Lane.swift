@@ -96,8 +96,9 @@ public struct LaneConfiguration: Sendable, Hashable {
 ///
 /// Whatever the shedding, a request whose wait to expect (the requests ahead, times the lane's
 /// recent hold time over its capacity or the interval at which it has been serving, whichever
-/// is longer) exceeds the lane's `waitTimeout` is rejected at once with
-/// ``LifeguardError/Code/waitTimeout``, instead of failing after waiting it all.
+/// is longer) exceeds four fifths of the lane's `waitTimeout` is rejected at once with
+/// ``LifeguardError/Code/waitTimeout``, instead of failing after waiting it all (the last fifth
+/// is left for the wait's spread, so that a fan-out admitted whole rarely fails partway).
 public struct Shedding: Sendable, Hashable {
     /// The wait a standing queue may impose, and the wait allowed to requests while the lane is
     /// overloaded. Default: 50 ms, the line above which a wait is an incident. A target at or

@@ -113,6 +113,9 @@ package struct PoolStateMachine {
         /// The lane's `waitTimeout` in nanoseconds, converted once: `Duration` arithmetic takes
         /// 128-bit multiplications, on every request that queues.
         let waitTimeoutNanoseconds: Int64
+        /// The longest wait to expect that the lane admits: four fifths of its `waitTimeout`
+        /// (see ``PoolStateMachine/rejectionAtAdmission(lane:leases:callerDeadline:now:)``).
+        let admissionLimitNanoseconds: Int64
         let maxWaiters: Int
         var leased = 0
         /// In arrival order (see ``PoolStateMachine/enqueue``).
@@ -184,6 +187,7 @@ package struct PoolStateMachine {
                     reserved: settings.reserved,
                     limit: min(settings.limit ?? configuration.budget, configuration.budget),
                     waitTimeoutNanoseconds: settings.waitTimeout.wholeNanoseconds,
+                    admissionLimitNanoseconds: settings.waitTimeout.wholeNanoseconds / 5 * 4,
                     maxWaiters: settings.maxWaiters,
                     shedder: settings.shedding.map(Shedder.init))
             }

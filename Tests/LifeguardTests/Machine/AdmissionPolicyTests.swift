@@ -197,6 +197,31 @@ struct AdmissionPolicyTests {
         #expect(error.map { String(describing: $0).contains("at once") } == true)
         #expect(machine.statisticsSnapshot(now: at(203))[.retrieval]?.outcomes.timeout == 1)
     }
+
+    @Test("a request whose wait to expect is within the lane's waitTimeout but past four fifths of it is rejected at once: the last fifth is the wait's spread, and a fan-out admitted at the edge timed out partway")
+    func admissionLeavesAFifthOfTheBudgetForTheSpread() {
+        var (machine, grants) = self.fullMachine(capacity: 1, .init(waitTimeout: .milliseconds(500), shedding: nil))
+        // Holds of 150 ms lately.
+        _ = machine.release(grants[0], disposition: .reuse, now: at(150))
+        _ = machine.leaseNow(.retrieval, now: at(150))!
+        // 150 and 300 ms to expect: within 400 ms, they wait.
+        _ = machine.leaseWaiting(.retrieval, now: at(151))!
+        _ = machine.leaseWaiting(.retrieval, now: at(152))!
+        // 450 ms: within the 500 ms budget, but an average: the spread of the wait around it
+        // would time out the request after waiting. Rejected now, saying what it would wait.
+        let error = machine.leaseFailure(.retrieval, now: at(153))
+        #expect(error?.code == .waitTimeout)
+        #expect(error?.expectedWait == .milliseconds(450))
+        #expect(error.map { String(describing: $0).contains("400.0 ms") } == true, "\(String(describing: error))")
+        // A fan-out of two, its last lease 450 ms away: rejected whole, before it takes any.
+        var fresh = self.fullMachine(capacity: 1, .init(waitTimeout: .milliseconds(500), shedding: nil))
+        _ = fresh.0.release(fresh.1[0], disposition: .reuse, now: at(150))
+        _ = fresh.0.leaseNow(.retrieval, now: at(150))!
+        _ = fresh.0.leaseWaiting(.retrieval, now: at(151))!
+        let fanOut = fresh.0.admitFanOut(lane: fresh.0.lane(.retrieval), leases: 2, deadline: nil, now: at(152))
+        #expect(fanOut?.code == .waitTimeout)
+        #expect(fanOut?.expectedWait == .milliseconds(450))
+    }
 }
 
 extension PoolStateMachine.LeaseDecision {

@@ -81,7 +81,7 @@ struct FanOutTests {
     func admittedFanOutIsNotRejudged() async throws {
         let clock = ManualClock()
         var configuration = PoolConfiguration.testing(
-            budget: 1, lanes: [.retrieval: .init(waitTimeout: .seconds(1), maxWaiters: 100, shedding: nil)])
+            budget: 1, lanes: [.retrieval: .init(waitTimeout: .milliseconds(1_250), maxWaiters: 100, shedding: nil)])
         configuration.minimumIdle = 1
         try await withRunningPool(configuration, clock: clock) { pool, _ in
             @Sendable func instant(_ milliseconds: Int) -> PoolInstant { clock.instant(at: .milliseconds(milliseconds)) }
@@ -98,13 +98,14 @@ struct FanOutTests {
                 }
             }
             await clock.sleeper(until: instant(1_200))
-            // Three requests queue behind it (their waits to expect: 300, 600 and 900 ms).
+            // Three requests queue behind it (their waits to expect: 300, 600 and 900 ms, within
+            // the 1 s, four fifths of the budget, that the lane admits).
             let others = (1...3).map { n in
                 Task { try await pool.withConnection(lane: .retrieval) { _ in try await clock.sleep(until: instant(1_200 + 10 * n)) } }
             }
             await pool.status(where: { $0.lanes[.retrieval]?.waiters == 3 })
             // The first lease ends after 900 ms (the recent hold rises to 375 ms) and the
-            // second asks with two ahead: 1,125 ms to expect, past the 1 s budget. Judged alone it
+            // second asks with two ahead: 1,125 ms to expect, past the 1 s admitted. Judged alone it
             // would fail at once, after the first had run; admitted with its request, it waits.
             clock.advance(by: .milliseconds(900))
             for n in 1...3 {
