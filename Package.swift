@@ -7,9 +7,11 @@ let package = Package(
     products: [
         .library(name: "Lifeguard", targets: ["Lifeguard"]),
         .library(name: "LifeguardPostgres", targets: ["LifeguardPostgres"]),
+        .library(name: "LifeguardHummingbird", targets: ["LifeguardHummingbird"]),
         .library(name: "LifeguardTestUtils", targets: ["LifeguardTestUtils"]),
         .library(name: "LifeguardBench", targets: ["LifeguardBench", "LifeguardLab"]),
         .executable(name: "lifeguard", targets: ["LifeguardCLI"]),
+        .executable(name: "rag-service", targets: ["RAGService"]),
     ],
     dependencies: [
         .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.2"),
@@ -22,6 +24,9 @@ let package = Package(
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift.git", from: "0.2.0"),
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
         .package(url: "https://github.com/x-sheep/swift-property-based.git", from: "2.0.1"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
+        .package(url: "https://github.com/apple/swift-http-types.git", from: "1.8.0"),
     ],
     targets: [
         // The pool itself: generic over any connection, no NIO and no Postgres.
@@ -58,6 +63,17 @@ let package = Package(
                 .product(name: "CoreMetrics", package: "swift-metrics"),
             ]
         ),
+        // Hummingbird 2: LifeguardError as HTTP, a deadline per request, the pool's routes and
+        // live dashboard. Lifeguard and LifeguardPostgres never depend on Hummingbird.
+        .target(
+            name: "LifeguardHummingbird",
+            dependencies: [
+                "Lifeguard",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+            ]
+        ),
         // Scenarios, sizing and the simulator that runs the real state machine on a virtual clock.
         .target(
             name: "LifeguardLab",
@@ -91,6 +107,23 @@ let package = Package(
                 .product(name: "PostgresNIO", package: "postgres-nio"),
             ]
         ),
+        // Examples/rag-service: a Hummingbird 2 app on Lifeguard (or PostgresClient), built
+        // with the package so that CI builds it once.
+        .executableTarget(
+            name: "RAGService",
+            dependencies: [
+                "Lifeguard",
+                "LifeguardHummingbird",
+                "LifeguardPostgres",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            path: "Examples/rag-service/Sources"
+        ),
         .testTarget(
             name: "LifeguardTests",
             dependencies: [
@@ -113,6 +146,22 @@ let package = Package(
                 .product(name: "InMemoryLogging", package: "swift-log"),
                 .product(name: "PropertyBased", package: "swift-property-based"),
                 .product(name: "MetricsTestKit", package: "swift-metrics"),
+            ]
+        ),
+        .testTarget(
+            name: "LifeguardHummingbirdTests",
+            dependencies: [
+                "Lifeguard",
+                "LifeguardHummingbird",
+                "LifeguardPostgres",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                "LifeguardTestUtils",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
             ]
         ),
         .testTarget(name: "LifeguardCLITests", dependencies: ["LifeguardCLI", "LifeguardBench"]),

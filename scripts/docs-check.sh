@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Checks the DocC of Lifeguard, LifeguardPostgres and LifeguardBench: every symbol link
+# Checks the DocC of Lifeguard, LifeguardPostgres, LifeguardBench and LifeguardHummingbird: every symbol link
 # resolves, every parameter of a public symbol is documented. Reads the modules of the debug build (run
 # `swift build` first); prints each problem and exits 1 if there is any.
 #
@@ -21,7 +21,7 @@ for map in $(find -L "$build" -maxdepth 3 -name module.modulemap | grep -v -e '-
     flags+=(-Xcc "-fmodule-map-file=$map")
 done
 problems=0
-for module in Lifeguard LifeguardPostgres LifeguardBench; do
+for module in Lifeguard LifeguardPostgres LifeguardBench LifeguardHummingbird; do
     mkdir -p "$work/$module"
     swift symbolgraph-extract -module-name "$module" -I "$build/Modules" "${flags[@]}" \
         -target "$(uname -m)-unknown-linux-gnu" -minimum-access-level public -output-dir "$work/$module"

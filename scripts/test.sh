@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The test entry point: starts a throwaway PostgreSQL and a PgBouncer in front of it, runs
-# `swift test` against them (after scripts/docs-check.sh), and stops both on every exit path. Extra arguments go to `swift test` (e.g. --filter Postgres).
+# `swift test` against them (after scripts/docs-check.sh and scripts/dashboard-test.sh, the
+# live dashboard in headless Chromium), and stops both on every exit path. Extra arguments go
+# to `swift test` (e.g. --filter Postgres).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -16,4 +18,6 @@ export LIFEGUARD_POSTGRES_SCRIPT="$PWD/scripts/postgres.sh"
 # The documentation first: every DocC link resolves, every public parameter is documented.
 swift build 2>&1 | tail -1
 scripts/docs-check.sh
+# The example service's dashboard in a real browser (installs Debian's chromium if missing).
+scripts/dashboard-test.sh
 swift test "$@"

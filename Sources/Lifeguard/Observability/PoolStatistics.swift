@@ -19,6 +19,25 @@ public struct PoolStatistics: Sendable, Hashable, Codable {
         public var max: Double
         /// The mean, in milliseconds.
         public var mean: Double
+        /// How many values fell in each of ``Bin/boundsMilliseconds``' ranges, for a histogram
+        /// (`nil` in statistics saved before bins were recorded).
+        public var bins: [Bin]?
+    }
+
+    /// One range of a ``Distribution``'s histogram.
+    public struct Bin: Sendable, Hashable, Codable {
+        /// The range's upper bound in milliseconds (its lower bound is the previous bin's), or
+        /// `nil` for the last range, which has none.
+        public var upToMilliseconds: Double?
+        /// How many values fell in the range.
+        public var count: UInt64
+
+        /// The upper bounds of the bins, in milliseconds: from 1 ms (a lease that waited on
+        /// nothing, a short query) to a minute (a generation held in a transaction), in steps
+        /// of 1, 2 and 5; a last bin holds the rest.
+        public static let boundsMilliseconds: [Double] = [
+            1, 2, 5, 10, 20, 50, 100, 200, 500, 1_000, 2_000, 5_000, 10_000, 20_000, 60_000,
+        ]
     }
 
     /// How requests for connections ended.

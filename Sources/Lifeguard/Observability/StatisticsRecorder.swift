@@ -328,7 +328,7 @@ struct StatisticsRecorder {
 
     static func distribution(_ histogram: Histogram<UInt64>) -> PoolStatistics.Distribution {
         guard histogram.totalCount > 0 else {
-            return .init(count: 0, p50: 0, p99: 0, p999: 0, max: 0, mean: 0)
+            return .init(count: 0, p50: 0, p99: 0, p999: 0, max: 0, mean: 0, bins: Self.bins(histogram))
         }
         func milliseconds(_ microseconds: UInt64) -> Double { Double(microseconds) / 1_000 }
         return .init(
@@ -337,7 +337,20 @@ struct StatisticsRecorder {
             p99: milliseconds(histogram.valueAtPercentile(99)),
             p999: milliseconds(histogram.valueAtPercentile(99.9)),
             max: milliseconds(histogram.max),
-            mean: histogram.mean / 1_000)
+            mean: histogram.mean / 1_000,
+            bins: Self.bins(histogram))
+    }
+
+    /// The counts of `histogram` (microseconds) in the ranges of ``PoolStatistics/Bin/boundsMilliseconds``.
+    static func bins(_ histogram: Histogram<UInt64>) -> [PoolStatistics.Bin] {
+        let bounds = PoolStatistics.Bin.boundsMilliseconds
+        var counts = [UInt64](repeating: 0, count: bounds.count + 1)
+        for value in histogram.recordedValues() {
+            let milliseconds = Double(value.value) / 1_000
+            let bin = bounds.firstIndex { milliseconds <= $0 } ?? bounds.count
+            counts[bin] &+= value.count
+        }
+        return counts.indices.map { .init(upToMilliseconds: $0 < bounds.count ? bounds[$0] : nil, count: counts[$0]) }
     }
 
     /// The time-weighted distribution of a level; its maximum is the highest level at which

@@ -1,0 +1,229 @@
+import ArgumentParser
+import Foundation
+import Hummingbird
+import Lifeguard
+import LifeguardHummingbird
+import LifeguardPostgres
+import Logging
+import PostgresNIO
+import Prometheus
+import ServiceLifecycle
+import Synchronization
+
+/// A retrieval-augmented service on Hummingbird 2 and Lifeguard: `/search` fans out over a
+/// seeded table, `/answer` writes a generation in three short windows through the generation
+/// journal, `/agents/:agent/steps` writes agent state through the write coalescer, and
+/// `/pool` shows the pool live. `--pool postgresclient` serves the same routes through
+/// PostgresNIO's `PostgresClient`, for comparison.
+@main
+struct RAGService: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "rag-service",
+        abstract: "A RAG service on Hummingbird 2 and Lifeguard, with the pool's live dashboard at /pool.")
+
+    @Option(help: "postgres://user:password@host:port/database (default: DATABASE_URL).")
+    var databaseURL: String?
+
+    @Option(help: "The address to listen on.")
+    var host = "127.0.0.1"
+
+    @Option(help: "The port to listen on.")
+    var port = 8080
+
+    @Option(help: "Connections the pool may open.")
+    var budget = 20
+
+    @Option(help: "The fake model's latency, in milliseconds.")
+    var modelMilliseconds = 300
+
+    @Option(help: "The time each request has, in milliseconds (its leases wait at most that long).")
+    var requestBudgetMilliseconds = 2_000
+
+    @Option(help: "The pool behind the routes: lifeguard or postgresclient.")
+    var pool = "lifeguard"
+
+    @Flag(help: "Create and seed the tables, then exit.")
+    var seedOnly = false
+
+    func validate() throws {
+        guard (1...65_535).contains(self.port) else { throw ValidationError("--port is \(self.port); it must be 1 to 65535") }
+        guard (2...1_000).contains(self.budget) else { throw ValidationError("--budget is \(self.budget); it must be 2 to 1000") }
+        guard (0...600_000).contains(self.modelMilliseconds) else {
+            throw ValidationError("--model-milliseconds is \(self.modelMilliseconds); it must be 0 to 600000")
+        }
+        guard (1...600_000).contains(self.requestBudgetMilliseconds) else {
+            throw ValidationError("--request-budget-milliseconds is \(self.requestBudgetMilliseconds); it must be 1 to 600000")
+        }
+        guard ["lifeguard", "postgresclient"].contains(self.pool) else {
+            throw ValidationError("--pool is '\(self.pool)'; it must be lifeguard or postgresclient")
+        }
+    }
+
+    func run() async throws {
+        let logger = Logger(label: "rag-service")
+        let url = self.databaseURL ?? ProcessInfo.processInfo.environment["DATABASE_URL"]
+        guard let url else {
+            throw ValidationError("no database: pass --database-url or set DATABASE_URL (scripts/postgres.sh start prints one)")
+        }
+        var configuration = try PostgresPool.Configuration(url: url)
+        configuration.budget = self.budget
+        configuration.applicationName = "rag-service"
+        let settings = Settings(
+            model: .milliseconds(self.modelMilliseconds), requestBudget: .milliseconds(self.requestBudgetMilliseconds))
+
+        let registry = PrometheusCollectorRegistry()
+        let router = Router()
+        router.add(middleware: RequestDeadlineMiddleware(budget: settings.requestBudget))
+        // Ready once the tables are seeded: the load script waits for it.
+        let seeded = Seeded()
+        router.get("/health") { _, _ in
+            seeded.isDone ? Response(status: .ok) : Response(status: .serviceUnavailable)
+        }
+        router.addMetricsRoute(registry)
+
+        let services: [any Service]
+        let seed: @Sendable () async throws -> Void
+        switch self.pool {
+        case "postgresclient":
+            let client = try PlainBackend.makeClient(configuration, budget: self.budget, logger: logger)
+            let backend = PlainBackend(client: client, settings: settings)
+            backend.addRoutes(to: router)
+            services = [client]
+            seed = { try await backend.seed() }
+        default:
+            let pool = try PostgresPool(
+                configuration: configuration, logger: logger, metricsFactory: PrometheusMetricsFactory(registry: registry))
+            let backend = try LifeguardBackend(pool: pool, settings: settings)
+            backend.addRoutes(to: router)
+            router.addPoolRoutes(pool)
+            services = [pool]
+            seed = { try await backend.seed() }
+        }
+        if self.seedOnly {
+            try await Self.seedOnly(services: services, logger: logger, seed)
+            return
+        }
+
+        let app = Application(
+            router: router,
+            configuration: .init(address: .hostname(self.host, port: self.port), serverName: "rag-service"),
+            services: services,
+            onServerRunning: { [host, port, pool] _ in
+                logger.info("rag-service listening on http://\(host):\(port) (pool: \(pool)); dashboard at /pool")
+                Task {
+                    do {
+                        try await seed()
+                        seeded.markDone()
+                    } catch {
+                        logger.error("seeding the tables failed: \(PostgresPoolError.describe(error))")
+                    }
+                }
+            },
+            logger: logger)
+        try await app.runService(gracefulShutdownSignals: [.sigterm, .sigint])
+    }
+
+    /// Runs `services` just long enough to seed the tables.
+    static func seedOnly(services: [any Service], logger: Logger, _ seed: @escaping @Sendable () async throws -> Void) async throws {
+        let group = ServiceGroup(services: services, gracefulShutdownSignals: [], logger: logger)
+        try await withThrowingTaskGroup(of: Void.self) { tasks in
+            tasks.addTask { try await group.run() }
+            try await seed()
+            await group.triggerGracefulShutdown()
+            try await tasks.waitForAll()
+        }
+    }
+}
+
+/// Whether the tables are seeded.
+final class Seeded: Sendable {
+    private let done = Atomic(false)
+    var isDone: Bool { self.done.load(ordering: .acquiring) }
+    func markDone() { self.done.store(true, ordering: .releasing) }
+}
+
+/// What the routes take from the command line.
+struct Settings: Sendable {
+    /// How long the fake model takes to answer.
+    var model: Duration
+    /// How long each request has.
+    var requestBudget: Duration
+    /// How many parallel reads a search makes.
+    var fanOut = 8
+    /// How many topics the seeded table has.
+    static let topics = 64
+    /// Rows per topic.
+    static let rowsPerTopic = 50
+}
+
+/// The seeded schema, the same for both backends.
+enum Schema {
+    static let statements: [PostgresQuery] = [
+        """
+        CREATE TABLE IF NOT EXISTS rag_documents (
+            id bigserial PRIMARY KEY, topic int NOT NULL, title text NOT NULL, body text NOT NULL)
+        """,
+        "CREATE INDEX IF NOT EXISTS rag_documents_topic ON rag_documents (topic, id)",
+        """
+        CREATE TABLE IF NOT EXISTS rag_agent_steps (
+            agent text NOT NULL, step bigint NOT NULL, state text NOT NULL,
+            written_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (agent, step))
+        """,
+        """
+        CREATE TABLE IF NOT EXISTS rag_answers_plain (
+            key text PRIMARY KEY, question text NOT NULL, status text NOT NULL, answer text)
+        """,
+    ]
+
+    static var fill: PostgresQuery {
+        """
+        INSERT INTO rag_documents (topic, title, body)
+        SELECT n % \(Settings.topics), 'document ' || n, repeat('passage ' || n || ' ', 20)
+        FROM generate_series(1, \(Settings.topics * Settings.rowsPerTopic)) AS n
+        WHERE NOT EXISTS (SELECT 1 FROM rag_documents)
+        """
+    }
+
+    /// The topics a question's search reads: `fanOut` of them, from the question's hash.
+    static func topics(for question: String, count: Int) -> [Int] {
+        var hash: UInt64 = 1_469_598_103_934_665_603
+        for byte in question.utf8 { hash = (hash ^ UInt64(byte)) &* 1_099_511_628_211 }
+        return (0..<count).map { Int((hash &+ UInt64($0) &* 7_919) % UInt64(Settings.topics)) }
+    }
+
+    static func fakeAnswer(_ question: String, passages: [String]) -> String {
+        "An answer to '\(question.prefix(200))' from \(passages.count) passages"
+    }
+}
+
+/// One search hit.
+struct Passage: ResponseCodable {
+    var id: Int64
+    var title: String
+}
+
+/// What `/search` returns.
+struct SearchResult: ResponseCodable {
+    var question: String
+    var passages: [Passage]
+}
+
+/// What `/answer` returns.
+struct AnswerResult: ResponseCodable {
+    var key: String
+    var status: String
+    var answer: String?
+}
+
+extension Request {
+    /// The question of a `/search` or `/answer` request (`?q=`), at most 1,000 characters.
+    var question: String {
+        get throws {
+            guard let question = self.uri.queryParameters["q"].map(String.init), !question.isEmpty else {
+                throw HTTPError(.badRequest, message: "give a question: ?q=...")
+            }
+            guard question.count <= 1_000 else { throw HTTPError(.badRequest, message: "the question is longer than 1000 characters") }
+            return question
+        }
+    }
+}
