@@ -206,7 +206,9 @@ enum PoolDashboard {
           const series = names.map((name, i) => ({ name, color: colors[i % colors.length], points: history.filter((p) => name in p.lanes).map((p) => ({ t: p.t, v: p.lanes[name] })) }));
           lineChart($("wait-chart"), series, {
             floor: 60, cap: 1000, ticks: (m) => [0, 50, 100, 250, 500, 1000].filter((t) => t <= m), label: (t) => t,
-            lines: [{ value: 50, color: "#b86e00", text: "50 ms: incident" }, { value: 500, color: "#c62828", text: "500 ms: wait budget" }] });
+            lines: [{ value: snapshot.incidentWaitMilliseconds, color: "#b86e00", text: snapshot.incidentWaitMilliseconds + " ms: incident" }]
+              .concat([...new Set(snapshot.lanes.map((l) => l.waitTimeoutMilliseconds))].map((budget) => ({ value: budget, color: "#c62828",
+                text: budget + " ms: waitTimeout of " + snapshot.lanes.filter((l) => l.waitTimeoutMilliseconds === budget).map((l) => l.lane).join(", ") }))) });
           const legend = clear($("wait-legend"));
           series.forEach((s) => legend.append(el("span", {}, el("i", { style: "background:" + s.color }), s.name)));
           lineChart($("utilization-chart"), [{ color: "#2f6fd6", points: history.map((p) => ({ t: p.t, v: p.utilization * 100 })) }], {

@@ -34,6 +34,8 @@ public struct PoolSnapshot: Sendable, Encodable {
         public var limit: Int
         /// Whether it is shedding (see ``Lifeguard/Shedding``).
         public var isOverloaded: Bool
+        /// Its `waitTimeout`, in milliseconds: the wait budget of its requests.
+        public var waitTimeoutMilliseconds: Double
     }
 
     /// When the snapshot was taken, in seconds since 1970.
@@ -69,12 +71,17 @@ public struct PoolSnapshot: Sendable, Encodable {
         self.lanes = status.lanes.sorted { $0.key.name < $1.key.name }.map { lane, now in
             LaneNow(
                 lane: lane.name, leased: now.leased, waiters: now.waiters, reserved: now.reserved, limit: now.limit,
-                isOverloaded: now.isOverloaded)
+                isOverloaded: now.isOverloaded,
+                waitTimeoutMilliseconds: pool.configuration.lanes[lane].map { Self.milliseconds($0.waitTimeout) } ?? 0)
         }
         self.waiters = status.waiters
         self.isDatabaseAvailable = status.isDatabaseAvailable
         self.isShuttingDown = status.isShuttingDown
         self.advice = SizingAdvice(statistics: statistics)
         self.incidentWaitMilliseconds = SizingAdvice.incidentWaitMilliseconds
+    }
+
+    static func milliseconds(_ duration: Duration) -> Double {
+        Double(duration.components.seconds) * 1_000 + Double(duration.components.attoseconds) / 1e15
     }
 }

@@ -7,7 +7,9 @@ import PostgresNIO
 ///
 /// ``run(key:request:fileID:line:function:generate:)`` persists the request as `pending` in one
 /// short transaction, runs the generation with no connection held, and persists the result as
-/// `done` in a second one. A process that dies in between leaves the request `pending`:
+/// `done` in a second one (retried for a moment if the pool is saturated, and unbound by the
+/// caller's deadline, which the model may have used up). A process that dies in between
+/// leaves the request `pending`:
 /// ``orphans(olderThan:)`` lists such requests, and ``recover(key:result:)`` or
 /// ``fail(key:reason:)`` resolves them. The idempotency key makes a retried request return the
 /// first record instead of generating again, and a result is written at most once per key.
@@ -154,7 +156,36 @@ public struct GenerationJournal: Sendable {
             }.value
             throw error
         }
-        return try await self.complete(key: key, result: result)
+        return try await self.persist(key: key, result: result)
+    }
+
+    /// Persists a generated result as ``complete(key:result:)`` does, from a task of its own,
+    /// without the caller's deadline, and again after a pause when the pool refused it for
+    /// saturation (up to five tries over about 1.5 s): the generation is the expensive part, and
+    /// a write lane busy for a moment, or a deadline the model used up, must not throw its result
+    /// away and leave the request `pending` for a retry that would only find it so.
+    func persist(key: String, result: String) async throws -> Entry {
+        let journal = self
+        return try await Task {
+            try await RequestDeadline.$current.withValue(nil) {
+                var pause = Duration.milliseconds(100)
+                for _ in 1..<5 {
+                    do {
+                        return try await journal.complete(key: key, result: result)
+                    } catch let error as LifeguardError where Self.isSaturation(error) {
+                        try await Task.sleep(for: pause)
+                        pause *= 2
+                    }
+                }
+                return try await journal.complete(key: key, result: result)
+            }
+        }.value
+    }
+
+    /// Whether the pool refused a lease because it was busy, not because it is shutting down,
+    /// misconfigured or cut off from the database.
+    static func isSaturation(_ error: LifeguardError) -> Bool {
+        [.waitTimeout, .shed, .overloaded, .deadlineExceeded].contains(error.code)
     }
 
     /// Persists a request as `pending`, in one short transaction, unless its key was seen before.

@@ -36,6 +36,33 @@ extension PostgresPoolTests {
         }
     }
 
+    @Test("journal: a generated result whose write meets a saturated write lane after the caller's deadline has passed is still persisted, once the lane frees: not thrown away with its row left pending")
+    func journalPersistsThroughSaturation() async throws {
+        var configuration = try TestDatabase.configuration(application: "lg-journal-busy", budget: 4)
+        configuration.lanes[.write] = .init(limit: 1, waitTimeout: .milliseconds(100))
+        try await TestDatabase.withPool(configuration) { pool in
+            let journal = try GenerationJournal(pool: pool, table: "lg_journal_busy")
+            try await pool.query("DROP TABLE IF EXISTS lg_journal_busy", lane: .write)
+            try await journal.migrate()
+            let holder = Mutex<Task<Void, any Error>?>(nil)
+            let entry = try await RequestDeadline.withDeadline(in: .milliseconds(150)) {
+                try await journal.run(key: "busy-1", request: "q") { _ in
+                    // The write lane's one connection taken for 400 ms by someone else: the
+                    // result's write waits past its 100 ms waitTimeout and past the deadline.
+                    let task = Task.detached {
+                        try await pool.withConnection(lane: .write) { lease in try await lease.execute("SELECT pg_sleep(0.4)") }
+                    }
+                    holder.withLock { $0 = task }
+                    await pool.status(where: { $0.lanes[.write]?.leased == 1 })
+                    return "answer"
+                }
+            }
+            #expect(entry.status == .done)
+            #expect(try await journal.entry(key: "busy-1")?.result == "answer", "the server holds the result")
+            try await holder.withLock { $0 }?.value
+        }
+    }
+
     @Test("journal: a task killed between the windows leaves a pending row that orphans finds; recover and fail resolve it")
     func journalOrphans() async throws {
         try await self.withJournal("orphans") { _, journal in

@@ -49,25 +49,24 @@ struct LifeguardBackend: Sendable {
         // Window 1: retrieval. Window 2: the request persisted as pending (the journal's first
         // transaction). The model runs with no connection held. Window 3: the answer persisted.
         router.post("/answer") { request, _ in
-            let question = try request.question
-            let key = request.uri.queryParameters["key"].map(String.init) ?? UUID().uuidString
+            let (question, key) = (try request.question, try request.answerKey)
             let passages = try await self.search(question).map(\.title)
             let entry = try await self.journal.run(key: key, request: question) { question in
                 try await Task.sleep(for: self.settings.model)
                 return Schema.fakeAnswer(question, passages: passages)
+            }
+            // Another request with this key is generating, or one was orphaned (its answer could
+            // not be persisted): not an answer. The journal's `orphans(olderThan:)` finds those.
+            guard entry.status != .pending else {
+                throw HTTPError(.conflict, headers: [.retryAfter: "1"], message: "this key's answer is still being generated, or was lost; retry later")
             }
             return AnswerResult(key: entry.key, status: entry.status.rawValue, answer: entry.result)
         }
         // Agents write state in bursts: each step is one row, grouped with other agents' rows
         // into one INSERT per batch.
         router.post("/agents/:agent/steps") { request, context in
-            let agent = try context.parameters.require("agent")
-            guard agent.count <= 100 else { throw HTTPError(.badRequest, message: "the agent's name is longer than 100 characters") }
-            let state = request.uri.queryParameters["state"].map(String.init) ?? "step"
-            let step = Int64(Date().timeIntervalSince1970 * 1_000_000)
-            try await self.steps.insert(.init(
-                into: "rag_agent_steps", columns: ["agent", "step", "state"], values: [agent, step, String(state.prefix(1_000))],
-                onConflict: "(agent, step) DO NOTHING"))
+            let step = try AgentStep(request, context)
+            try await self.steps.insert(.init(into: "rag_agent_log", columns: ["agent", "state"], values: [step.agent, step.state]))
             return Response(status: .accepted)
         }
     }
@@ -118,8 +117,7 @@ struct PlainBackend: Sendable {
             return SearchResult(question: question, passages: try await self.search(question))
         }
         router.post("/answer") { request, _ in
-            let question = try request.question
-            let key = request.uri.queryParameters["key"].map(String.init) ?? UUID().uuidString
+            let (question, key) = (try request.question, try request.answerKey)
             let passages = try await self.search(question).map(\.title)
             try await self.client.query(
                 "INSERT INTO rag_answers_plain (key, question, status) VALUES (\(key), \(question), 'pending') ON CONFLICT DO NOTHING")
@@ -129,12 +127,8 @@ struct PlainBackend: Sendable {
             return AnswerResult(key: key, status: "done", answer: answer)
         }
         router.post("/agents/:agent/steps") { request, context in
-            let agent = try context.parameters.require("agent")
-            guard agent.count <= 100 else { throw HTTPError(.badRequest, message: "the agent's name is longer than 100 characters") }
-            let state = request.uri.queryParameters["state"].map(String.init) ?? "step"
-            let step = Int64(Date().timeIntervalSince1970 * 1_000_000)
-            try await self.client.query(
-                "INSERT INTO rag_agent_steps (agent, step, state) VALUES (\(agent), \(step), \(String(state.prefix(1_000)))) ON CONFLICT DO NOTHING")
+            let step = try AgentStep(request, context)
+            try await self.client.query("INSERT INTO rag_agent_log (agent, state) VALUES (\(step.agent), \(step.state))")
             return Response(status: .accepted)
         }
     }

@@ -165,9 +165,9 @@ enum Schema {
         """,
         "CREATE INDEX IF NOT EXISTS rag_documents_topic ON rag_documents (topic, id)",
         """
-        CREATE TABLE IF NOT EXISTS rag_agent_steps (
-            agent text NOT NULL, step bigint NOT NULL, state text NOT NULL,
-            written_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (agent, step))
+        CREATE TABLE IF NOT EXISTS rag_agent_log (
+            step bigserial PRIMARY KEY, agent text NOT NULL, state text NOT NULL,
+            written_at timestamptz NOT NULL DEFAULT now())
         """,
         """
         CREATE TABLE IF NOT EXISTS rag_answers_plain (
@@ -215,15 +215,48 @@ struct AnswerResult: ResponseCodable {
     var answer: String?
 }
 
+/// A text parameter: at most `limit` characters and no control characters (PostgreSQL refuses a
+/// NUL in text; the others have no business in a question, key or name), or a 400 that says so.
+func checkedText(_ value: String, _ name: String, limit: Int) throws -> String {
+    guard !value.isEmpty, value.count <= limit else {
+        throw HTTPError(.badRequest, message: "\(name) must have 1 to \(limit) characters")
+    }
+    guard !value.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) else {
+        throw HTTPError(.badRequest, message: "\(name) must not contain control characters")
+    }
+    return value
+}
+
 extension Request {
     /// The question of a `/search` or `/answer` request (`?q=`), at most 1,000 characters.
     var question: String {
         get throws {
-            guard let question = self.uri.queryParameters["q"].map(String.init), !question.isEmpty else {
+            guard let question = self.uri.queryParameters["q"].map(String.init) else {
                 throw HTTPError(.badRequest, message: "give a question: ?q=...")
             }
-            guard question.count <= 1_000 else { throw HTTPError(.badRequest, message: "the question is longer than 1000 characters") }
-            return question
+            return try checkedText(question, "the question (?q=)", limit: 1_000)
         }
+    }
+
+    /// The idempotency key of an `/answer` request (`?key=`, at most 200 characters), or a new
+    /// one: a request retried with its key is answered from the journal, not generated again.
+    var answerKey: String {
+        get throws {
+            guard let key = self.uri.queryParameters["key"].map(String.init) else { return UUID().uuidString }
+            return try checkedText(key, "the key (?key=)", limit: 200)
+        }
+    }
+}
+
+/// One step of `POST /agents/:agent/steps?state=`: the agent (at most 100 characters) and its
+/// state (at most 1,000). Each step is its own row.
+struct AgentStep {
+    let agent: String
+    let state: String
+
+    init(_ request: Request, _ context: BasicRequestContext) throws {
+        let raw = try context.parameters.require("agent")
+        self.agent = try checkedText(raw.removingPercentEncoding ?? raw, "the agent's name", limit: 100)
+        self.state = try checkedText(request.uri.queryParameters["state"].map(String.init) ?? "step", "the state (?state=)", limit: 1_000)
     }
 }
