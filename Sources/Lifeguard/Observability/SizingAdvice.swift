@@ -50,11 +50,13 @@ public struct SizingAdvice: Sendable, Hashable, Codable, CustomStringConvertible
             let averageInUse = Self.clamped(lane.arrivalsPerSecond) * Self.clamped(lane.hold.mean) / 1_000
             let p99InUse = min(max(0, lane.inUse.p99), Self.largestCount)
             let reserved = lane.outcomes.granted <= 0 ? 0 : p99InUse + 1
-            let peak = max(min(max(0, lane.inUse.max), Self.largestCount), reserved)
+            let observedPeak = min(max(0, lane.inUse.max), Self.largestCount)
+            // The limit covers the reservation and the peak observed, with a quarter to spare.
+            let peak = max(observedPeak, reserved)
             let limit = max(1, reserved, peak + (peak + 3) / 4)
             let waitTimeout = Int(min(1_000, max(100, (4 * Self.clamped(lane.hold.p99)).rounded(.up))))
             let reasoning = "\(lane.lane): \(Figures.format(lane.arrivalsPerSecond)) arrivals/s × \(Figures.format(lane.hold.mean)) ms hold "
-                + "= \(Figures.format(averageInUse)) in use on average, p99 in-use \(p99InUse), peak \(peak): "
+                + "= \(Figures.format(averageInUse)) in use on average, p99 in-use \(p99InUse), peak \(observedPeak): "
                 + "reserve \(reserved), limit \(limit), waitTimeout \(waitTimeout) ms"
             lanes.append(LaneAdvice(
                 lane: lane.lane, arrivalsPerSecond: lane.arrivalsPerSecond, meanHoldMilliseconds: lane.hold.mean,
@@ -71,7 +73,8 @@ public struct SizingAdvice: Sendable, Hashable, Codable, CustomStringConvertible
             if lane.wait.p99 > Self.incidentWaitMilliseconds {
                 warnings.append(
                     "\(lane.lane): INCIDENT: wait p99 \(Figures.format(lane.wait.p99)) ms is above \(Int(Self.incidentWaitMilliseconds)) ms; "
-                        + "the lane is saturated (p99 in-use \(lane.inUse.p99) of its limit).")
+                        + "its requests queued for connections (p99 in-use \(p99InUse) in this lane, "
+                        + "\(min(max(0, statistics.inUse.p99), Self.largestCount)) of the budget of \(statistics.budget) overall).")
             }
         }
         let reservedTotal = lanes.reduce(0) { min($0 + $1.reserved, Self.largestCount) }

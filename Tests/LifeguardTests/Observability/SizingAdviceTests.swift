@@ -53,4 +53,18 @@ struct SizingAdviceTests {
         #expect(report.contains("retrieval: wait p50/p99/p99.9 0.0/120/120 ms"))
         #expect(report.contains("Advice:"))
     }
+
+    @Test("the reasoning names the peak observed, not the reservation when that is larger, and an incident claims only what the statistics know: this lane's p99 in-use and the pool's")
+    func reasoningSaysWhatWasObserved() {
+        var statistics = self.statistics
+        // p99 and peak both 4: the reservation (p99 + 1) is 5, the peak observed still 4.
+        statistics.lanes[1] = self.lane("retrieval", arrivals: 42, holdMean: 18, holdP99: 40, waitP99: 120, p99InUse: 4, peak: 4)
+        let advice = SizingAdvice(statistics: statistics)
+        let retrieval = advice.lanes.first { $0.lane == "retrieval" }!
+        #expect(retrieval.reserved == 5)
+        #expect(retrieval.reasoning.contains("peak 4: reserve 5"), "\(retrieval.reasoning)")
+        let incident = advice.warnings.first { $0.contains("INCIDENT") } ?? ""
+        #expect(!incident.contains("of its limit"), "\(incident)")
+        #expect(incident.contains("p99 in-use 4 in this lane, 12 of the budget of 20 overall"), "\(incident)")
+    }
 }
