@@ -142,7 +142,15 @@ struct LifeguardHummingbirdTests {
         try await withRunning(pool) {
             // Teach the lane a 400 ms hold, then hold its one connection again.
             try await pool.withConnection(lane: .retrieval) { _ in try await Task.sleep(for: .milliseconds(400)) }
-            let held = Task { try await pool.withConnection(lane: .retrieval) { _ in try await Task.sleep(for: .milliseconds(400)) } }
+            // Held until the test lets go, not for a fixed time: on a loaded machine the test may
+            // not run again before a timed hold ended, and then waited for ever to see it.
+            let (release, letGo) = AsyncStream<Void>.makeStream()
+            defer { letGo.finish() }
+            let held = Task {
+                try await pool.withConnection(lane: .retrieval) { _ in
+                    for await _ in release { break }
+                }
+            }
             await pool.status(where: { $0.leased == 1 })
             try await Application(router: router).test(.router) { client in
                 // 400 ms to expect, 100 ms allowed: refused at once.
@@ -155,6 +163,7 @@ struct LifeguardHummingbirdTests {
                 #expect(error?.waited == .zero)
                 #expect(error?.expectedWait != nil)
             }
+            letGo.finish()
             try await held.value
             #expect(pool.statistics()[.retrieval]?.outcomes.deadlineExceeded == 1)
         }
