@@ -47,13 +47,23 @@ extension PostgresPoolTests {
             let holder = Mutex<Task<Void, any Error>?>(nil)
             let entry = try await RequestDeadline.withDeadline(in: .milliseconds(150)) {
                 try await journal.run(key: "busy-1", request: "q") { _ in
-                    // The write lane's one connection taken for 400 ms by someone else: the
-                    // result's write waits past its 100 ms waitTimeout and past the deadline.
+                    // The write lane's one connection taken by someone else until 300 ms after this
+                    // returns: the result's write waits past its 100 ms waitTimeout and past the
+                    // deadline. (Held until let go, not for a fixed time: on a loaded machine a
+                    // timed hold could end before this task saw it held, and it would wait for ever.)
+                    let (release, letGo) = AsyncStream<Void>.makeStream()
                     let task = Task.detached {
-                        try await pool.withConnection(lane: .write) { lease in try await lease.execute("SELECT pg_sleep(0.4)") }
+                        try await pool.withConnection(lane: .write) { lease in
+                            try await lease.execute("SELECT 1")
+                            for await _ in release { break }
+                        }
                     }
                     holder.withLock { $0 = task }
                     await pool.status(where: { $0.lanes[.write]?.leased == 1 })
+                    Task.detached {
+                        try? await Task.sleep(for: .milliseconds(300))
+                        letGo.finish()
+                    }
                     return "answer"
                 }
             }
