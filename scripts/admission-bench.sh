@@ -34,9 +34,17 @@ fi
 
 results=$(mktemp)
 run() {
-    # run LABEL ARGS…: one `bench --json` of both pools, each line tagged with LABEL.
+    # run LABEL ARGS…: one `bench --json` of both pools, each line tagged with LABEL. A row that
+    # fails says why (bench's own message) and the table is still printed without it.
     local label="$1"; shift
-    "$lifeguard" bench --json --duration "$duration" "$@" 2>/dev/null | sed "s/^/$label\t/" >> "$results"
+    local output errors
+    errors=$(mktemp)
+    if output=$("$lifeguard" bench --json --duration "$duration" "$@" 2>"$errors"); then
+        sed "s/^/$label\t/" <<<"$output" >> "$results"
+    else
+        echo "  $label: bench failed (exit $?): $(tr '\r' '\n' < "$errors" | grep -v '^bench ' | grep -v '^\s*$' | tail -3)" >&2
+    fi
+    rm -f "$errors"
 }
 
 echo "closed loop: rag, budget 20, ${duration} s per pool" >&2
