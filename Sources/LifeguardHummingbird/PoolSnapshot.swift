@@ -72,16 +72,12 @@ public struct PoolSnapshot: Sendable, Encodable {
             LaneNow(
                 lane: lane.name, leased: now.leased, waiters: now.waiters, reserved: now.reserved, limit: now.limit,
                 isOverloaded: now.isOverloaded,
-                waitTimeoutMilliseconds: pool.configuration.lanes[lane].map { Self.milliseconds($0.waitTimeout) } ?? 0)
+                waitTimeoutMilliseconds: pool.configuration.lanes[lane].map { Double($0.waitTimeout.wholeNanoseconds) / 1e6 } ?? 0)
         }
         self.waiters = status.waiters
         self.isDatabaseAvailable = status.isDatabaseAvailable
         self.isShuttingDown = status.isShuttingDown
         self.advice = SizingAdvice(statistics: statistics)
         self.incidentWaitMilliseconds = SizingAdvice.incidentWaitMilliseconds
-    }
-
-    static func milliseconds(_ duration: Duration) -> Double {
-        Double(duration.components.seconds) * 1_000 + Double(duration.components.attoseconds) / 1e15
     }
 }

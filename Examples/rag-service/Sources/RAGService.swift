@@ -81,24 +81,19 @@ struct RAGService: AsyncParsableCommand {
         }
         router.addMetricsRoute(registry)
 
-        let services: [any Service]
-        let seed: @Sendable () async throws -> Void
+        let backend: any RAGBackend
         switch self.pool {
         case "postgresclient":
-            let client = try PlainBackend.makeClient(configuration, budget: self.budget, logger: logger)
-            let backend = PlainBackend(client: client, settings: settings)
-            backend.addRoutes(to: router)
-            services = [client]
-            seed = { try await backend.seed() }
+            backend = PlainBackend(client: try PlainBackend.makeClient(configuration, budget: self.budget, logger: logger), settings: settings)
         default:
             let pool = try PostgresPool(
                 configuration: configuration, logger: logger, metricsFactory: PrometheusMetricsFactory(registry: registry))
-            let backend = try LifeguardBackend(pool: pool, settings: settings)
-            backend.addRoutes(to: router)
+            backend = try LifeguardBackend(pool: pool, settings: settings)
             router.addPoolRoutes(pool)
-            services = [pool]
-            seed = { try await backend.seed() }
         }
+        backend.addRoutes(to: router)
+        let services = backend.services
+        let seed: @Sendable () async throws -> Void = { try await backend.seed() }
         if self.seedOnly {
             try await Self.seedOnly(services: services, logger: logger, seed)
             return

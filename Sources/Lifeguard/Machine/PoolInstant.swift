@@ -77,7 +77,7 @@ public struct PoolInstant: InstantProtocol, Hashable, Sendable, CustomStringConv
 
 extension Duration {
     /// The duration in whole nanoseconds, saturating at the bounds of `Int64`.
-    var wholeNanoseconds: Int64 {
+    package var wholeNanoseconds: Int64 {
         let (seconds, attoseconds) = self.components
         let (product, overflow) = seconds.multipliedReportingOverflow(by: 1_000_000_000)
         if overflow { return seconds < 0 ? .min : .max }

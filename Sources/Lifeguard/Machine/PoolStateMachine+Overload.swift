@@ -149,6 +149,13 @@ extension PoolStateMachine {
         }
     }
 
+    /// The longest wait to expect admitted within a budget of `nanoseconds`: four fifths of it,
+    /// the last fifth left for the spread of real waits around what is expected (see
+    /// ``rejectionAtAdmission(lane:leases:callerDeadline:now:)``).
+    static func admissible(within nanoseconds: Int64) -> Int64 {
+        nanoseconds / 5 * 4
+    }
+
     /// How many connections a lane can hold at most: its limit, within what the other lanes'
     /// reservations leave.
     func capacity(ofLane lane: Int) -> Int {
@@ -207,7 +214,7 @@ extension PoolStateMachine {
             let remaining = now.nanoseconds(to: callerDeadline)
             // Four fifths of the time left, as of the lane's budget: a wait admitted at the edge of
             // the deadline meets it as often as not, after part of the request ran.
-            if remaining <= 0 || remaining / 5 * 4 < expected {
+            if remaining <= 0 || Self.admissible(within: remaining) < expected {
                 self.recorder.record(.requestEnded(lane: lane, .deadlineExceeded, count: leases))
                 return .deadlineExceeded(
                     lane: self.lanes[lane].lane, waited: .zero, queueDepth: self.lanes[lane].waiters.count,

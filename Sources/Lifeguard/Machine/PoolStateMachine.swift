@@ -187,7 +187,7 @@ package struct PoolStateMachine {
                     reserved: settings.reserved,
                     limit: min(settings.limit ?? configuration.budget, configuration.budget),
                     waitTimeoutNanoseconds: settings.waitTimeout.wholeNanoseconds,
-                    admissionLimitNanoseconds: settings.waitTimeout.wholeNanoseconds / 5 * 4,
+                    admissionLimitNanoseconds: Self.admissible(within: settings.waitTimeout.wholeNanoseconds),
                     maxWaiters: settings.maxWaiters,
                     shedder: settings.shedding.map(Shedder.init))
             }
