@@ -46,7 +46,12 @@ public struct LaneConfiguration: Sendable, Hashable {
     public var waitTimeout: Duration
 
     /// The most requests that may wait in this lane's queue; a request beyond it fails at once
-    /// with ``LifeguardError/Code/overloaded``. Default: 1,000.
+    /// with ``LifeguardError/Code/overloaded``. Default: 10,000.
+    ///
+    /// The wait to expect already bounds the queue in time (a request that could not be served
+    /// within four fifths of `waitTimeout` is rejected at once); this bound is for memory. Each
+    /// lease of a fan-out waits on its own: 200 concurrent HTTP requests of 8 reads each are
+    /// 1,600 waiters, and a bound of 1,000 rejected their last 600 however short the wait.
     public var maxWaiters: Int
 
     /// Adaptive shedding: when the lane is overloaded (its queue stands above a target and has
@@ -62,13 +67,13 @@ public struct LaneConfiguration: Sendable, Hashable {
     ///   - reserved: Connections guaranteed to the lane. Default: 0.
     ///   - limit: The most connections the lane may hold at once; `nil` for the whole budget.
     ///   - waitTimeout: How long a request may wait for a connection. Default: 500 ms.
-    ///   - maxWaiters: The bound of the lane's queue. Default: 1,000.
+    ///   - maxWaiters: The bound of the lane's queue. Default: 10,000.
     ///   - shedding: Adaptive shedding, or `nil` for none. Default: a 50 ms target over 100 ms.
     public init(
         reserved: Int = 0,
         limit: Int? = nil,
         waitTimeout: Duration = .milliseconds(500),
-        maxWaiters: Int = 1_000,
+        maxWaiters: Int = 10_000,
         shedding: Shedding? = Shedding()
     ) {
         self.reserved = reserved

@@ -18,7 +18,7 @@ extension PoolStateMachine {
         if self.recorder.isRotationDue(now: now) {
             self.recorder.rotate(total: self.leasedCount, lanes: self.lanes.map(\.leased), now: now)
         }
-        self.expireWaiters(now: now, into: &actions)
+        let earliestWaiterDeadline = self.expireWaiters(now: now, into: &actions)
         switch self.lifecycle {
         case .running:
             self.houseKeepIdleConnections(now: now, into: &actions)
@@ -31,20 +31,29 @@ extension PoolStateMachine {
             break
         }
         self.finishIfDrained(into: &actions)
-        if let next = self.nextWakeUp(now: now) {
+        if let next = self.nextWakeUp(now: now, earliestWaiterDeadline: earliestWaiterDeadline) {
             self.arm(next, into: &actions)
         }
         return actions
     }
 
-    /// The earliest instant at which something is due: a waiter's deadline, the grace period's
-    /// end, a reconnect probe, or housekeeping while connections are open.
-    func nextWakeUp(now: Instant) -> Instant? {
+    /// The earliest instant at which something is due: a waiter's deadline (`earliestWaiterDeadline`,
+    /// a millisecond from now at the soonest), the grace period's end, a reconnect probe, or
+    /// housekeeping while connections are open.
+    ///
+    /// Each tick passes over every queue, so ticks are a millisecond apart at least: when waits
+    /// time out at the edge of `waitTimeout`, deadlines come a fraction of a millisecond apart,
+    /// and a tick for each (twice over 1,600 waiters, under the pool's lock) took the CPU and
+    /// the lock that the leases needed, so that more waits timed out. A wait ends at most a
+    /// millisecond past its deadline.
+    func nextWakeUp(now: Instant, earliestWaiterDeadline: Instant?) -> Instant? {
         var next: Instant?
         func consider(_ instant: Instant) {
             if next == nil || instant < next! { next = instant }
         }
-        if let deadline = self.earliestWaiterDeadline { consider(deadline) }
+        if let deadline = earliestWaiterDeadline {
+            consider(max(deadline, now.advanced(by: Self.shortestTickInterval)))
+        }
         switch self.lifecycle {
         case .running:
             if let outage = self.outage, self.openingCount == 0,

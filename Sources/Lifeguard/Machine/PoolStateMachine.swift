@@ -133,11 +133,16 @@ package struct PoolStateMachine {
         var servedGaps: Int64 = 0
         /// When the last waiter was served, if the queue still stood then.
         var lastServedAt: PoolInstant?
+        /// Whether the lane's early rejections feed themselves.
+        var retryStorm = RetryStorm()
     }
 
     /// Housekeeping (idle timeout, lifetime, keepalive) runs at least this often while
     /// connections are open.
     static var housekeepingInterval: Duration { .seconds(1) }
+
+    /// The shortest time between two ticks for waiters' deadlines (see ``nextWakeUp(now:earliestWaiterDeadline:)``).
+    static var shortestTickInterval: Duration { .milliseconds(1) }
 
     let configuration: PoolConfiguration
     var lanes: [LaneState]
