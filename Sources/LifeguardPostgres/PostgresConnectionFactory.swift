@@ -4,6 +4,7 @@ import NIOCore
 import NIOPosix
 import PostgresNIO
 import Synchronization
+import Tracing
 
 /// Opens, validates, resets and closes PostgresNIO connections for the pool.
 ///
@@ -19,6 +20,8 @@ public final class PostgresConnectionFactory: TransactionalConnectionFactory {
     /// Cancels a cancelled task's running statement on the server; `nil` when
     /// `serverSideCancellation` is off.
     @usableFromInline let canceller: ServerCanceller?
+    /// Spans for statements, when a tracer records.
+    @usableFromInline let tracing: StatementTracing?
     let eventLoopGroup: any EventLoopGroup
     /// Sends the CancelRequests of this factory's connections.
     let cancelRequests: CancelRequestSender
@@ -30,8 +33,9 @@ public final class PostgresConnectionFactory: TransactionalConnectionFactory {
     /// The probe of ``poolerIsUnavailable()`` under way, if any.
     private let poolerProbe = Mutex<Task<Bool, Never>?>(nil)
 
-    init(configuration: PostgresPool.Configuration, logger: Logger, eventLoopGroup: any EventLoopGroup) {
+    init(configuration: PostgresPool.Configuration, logger: Logger, eventLoopGroup: any EventLoopGroup, tracer: (any Tracer)? = nil) {
         self.configuration = configuration
+        self.tracing = tracer.map { StatementTracing(tracer: $0, configuration: configuration) }
         self.logger = logger
         self.eventLoopGroup = eventLoopGroup
         self.cancelRequests = CancelRequestSender(configuration: configuration, eventLoopGroup: eventLoopGroup)
@@ -52,7 +56,7 @@ public final class PostgresConnectionFactory: TransactionalConnectionFactory {
         of connection: PooledPostgresConnection, lane: Lane, isolation: isolated (any Actor)? = #isolation,
         _ body: (PostgresLease) async throws -> Value
     ) async throws -> Value {
-        let lease = PostgresLease(connection: connection, lane: lane, canceller: self.canceller, logger: self.logger)
+        let lease = PostgresLease(connection: connection, lane: lane, canceller: self.canceller, logger: self.logger, tracing: self.tracing)
         defer { lease.end() }
         return try await body(lease)
     }

@@ -5,6 +5,7 @@ import NIOCore
 import NIOPosix
 import PostgresNIO
 import ServiceLifecycle
+import Tracing
 
 /// A Lifeguard pool of PostgreSQL connections: lanes, bounded fail-fast waits, connections
 /// reset after abandoned leases, and cancellation that reaches the server.
@@ -40,19 +41,26 @@ extension PostgresPool {
     ///     statements do not touch it.
     ///   - metricsFactory: Where the pool's metrics go, once per `metricsInterval` (1 s) while
     ///     `run()` runs; default: swift-metrics' bootstrapped backend (`MetricsSystem.factory`).
+    ///   - tracer: Records a span per lease and one per statement, its child (OpenTelemetry's
+    ///     database conventions; see ``Lifeguard/ConnectionPool/init(configuration:factory:clock:logger:metricsFactory:tracer:)``).
+    ///     Default: the tracer bootstrapped with swift-distributed-tracing's
+    ///     `InstrumentationSystem` when the pool is created; none records nothing, at no cost.
     /// - Throws: ``Lifeguard/LifeguardError`` with code
     ///   ``Lifeguard/LifeguardError/Code/invalidConfiguration`` listing every problem.
     public convenience init(
         configuration: Configuration,
         eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
         logger: Logger,
-        metricsFactory: (any MetricsFactory)? = nil
+        metricsFactory: (any MetricsFactory)? = nil,
+        tracer: (any Tracer)? = nil
     ) throws(LifeguardError) {
         try configuration.validate()
-        let factory = PostgresConnectionFactory(configuration: configuration, logger: logger, eventLoopGroup: eventLoopGroup)
+        let tracer = Self.recordingTracer(tracer)
+        let factory = PostgresConnectionFactory(
+            configuration: configuration, logger: logger, eventLoopGroup: eventLoopGroup, tracer: tracer)
         try self.init(
             configuration: configuration.pool, factory: factory, clock: SystemPoolClock(), logger: logger,
-            metricsFactory: metricsFactory)
+            metricsFactory: metricsFactory, tracer: tracer ?? NoOpTracer())
     }
 
     /// The server, session and pool settings this pool was made with.

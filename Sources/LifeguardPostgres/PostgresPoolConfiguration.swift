@@ -79,6 +79,10 @@ extension PostgresPool {
         /// How the pool makes sure that a lease inherits nothing of the session of the lease
         /// before it. Default: ``SessionReset/whenStatementsChangeIt``.
         public var sessionReset: SessionReset = .whenStatementsChangeIt
+        /// Whether a statement's span carries its text (`db.query.text`). Parameters are sent
+        /// apart from the text and never recorded, but a text built by hand may hold values.
+        /// Default: `false`.
+        public var recordsQueryText = false
         /// Budget, lanes, and connection health settings of the pool.
         public var pool: PoolConfiguration
 

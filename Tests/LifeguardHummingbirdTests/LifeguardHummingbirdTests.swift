@@ -174,6 +174,7 @@ struct LifeguardHummingbirdTests {
         var configuration = PoolConfiguration(budget: 4)
         configuration.lanes = [.retrieval: .init(waitTimeout: .seconds(20)), .write: .init(waitTimeout: .seconds(20))]
         configuration.metricsInterval = .milliseconds(100)
+        configuration.metricNames = [.lifeguard, .openTelemetry]
         let registry = PrometheusCollectorRegistry()
         let pool = try ConnectionPool(
             configuration: configuration, factory: InMemoryConnectionFactory(), logger: .init(label: "test"),
@@ -222,6 +223,9 @@ struct LifeguardHummingbirdTests {
                     metrics = try await client.execute(uri: "/metrics", method: .get) { String(buffer: $0.body) }
                 }
                 #expect(metrics.contains(#"lifeguard_lease_outcomes_total{lane="retrieval",outcome="granted"} 7"#), "\(metrics)")
+                // OpenTelemetry's names beside them, with Prometheus's underscores for dots.
+                #expect(metrics.contains(#"db_client_connection_max{db_client_connection_pool_name="lifeguard"} 4"#), "\(metrics)")
+                #expect(metrics.contains(#"db_client_connection_use_time_count{db_client_connection_pool_name="lifeguard"} 8"#), "\(metrics)")
             }
         }
     }

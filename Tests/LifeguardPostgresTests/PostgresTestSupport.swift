@@ -6,6 +6,7 @@ import Logging
 import NIOPosix
 import PostgresNIO
 import Synchronization
+import Tracing
 
 enum TestDatabase {
     static let url = ProcessInfo.processInfo.environment["DATABASE_URL"]
@@ -59,9 +60,10 @@ enum TestDatabase {
         _ configuration: PostgresPool.Configuration,
         logger: Logger = TestDatabase.logger,
         metricsFactory: (any MetricsFactory)? = nil,
+        tracer: (any Tracer)? = nil,
         _ body: (PostgresPool) async throws -> Value
     ) async throws -> Value {
-        let pool = try PostgresPool(configuration: configuration, logger: logger, metricsFactory: metricsFactory)
+        let pool = try PostgresPool(configuration: configuration, logger: logger, metricsFactory: metricsFactory, tracer: tracer)
         return try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { await pool.run() }
             do {

@@ -1,7 +1,7 @@
 /// The settings of a ``ConnectionPool``: its budget, its lanes and how it keeps connections healthy.
 ///
 /// Every setting has a documented default. ``validate()`` reports every problem at once;
-/// ``ConnectionPool/init(configuration:factory:clock:logger:metricsFactory:)`` calls it, so a pool never runs with a
+/// ``ConnectionPool/init(configuration:factory:clock:logger:metricsFactory:tracer:)`` calls it, so a pool never runs with a
 /// bad configuration.
 public struct PoolConfiguration: Sendable, Hashable {
     /// The number of server connections this pool may open at once (per database host).
@@ -14,6 +14,15 @@ public struct PoolConfiguration: Sendable, Hashable {
     /// ``Lane/generation`` capped at 2 connections. A request for a lane not listed here fails
     /// with ``LifeguardError/Code/unknownLane``.
     public var lanes: [Lane: LaneConfiguration]
+
+    /// The pool's name where observers tell pools apart: its trace spans and the OpenTelemetry
+    /// metrics (`db.client.connection.pool.name`). Default: `lifeguard`.
+    public var name: String
+
+    /// Which names the pool's metrics go out under: Lifeguard's own (`lifeguard_*`, the
+    /// dashboards and alerts of DESIGN.md), OpenTelemetry's database client conventions
+    /// (`db.client.connection.*`), or both. Default: ``MetricNames/lifeguard``.
+    public var metricNames: MetricNames
 
     /// Idle connections the pool keeps open even when nothing asks for them. Default: 0.
     public var minimumIdle: Int
@@ -89,6 +98,8 @@ public struct PoolConfiguration: Sendable, Hashable {
     /// - Parameter budget: The number of server connections this pool may open. Default: 10.
     public init(budget: Int = 10) {
         self.budget = budget
+        self.name = "lifeguard"
+        self.metricNames = .lifeguard
         self.lanes = [
             .retrieval: LaneConfiguration(),
             .write: LaneConfiguration(),
@@ -121,6 +132,9 @@ public struct PoolConfiguration: Sendable, Hashable {
         var problems: [String] = []
         if self.budget < 1 || self.budget > Self.largestBudget {
             problems.append("budget is \(self.budget); it must be from 1 to \(Self.largestBudget)")
+        }
+        if self.name.isEmpty {
+            problems.append("name is empty; name the pool (its spans and metrics carry the name)")
         }
         if self.lanes.isEmpty {
             problems.append("lanes is empty; configure at least one lane")
@@ -198,4 +212,30 @@ public struct PoolConfiguration: Sendable, Hashable {
             problems.append("\(name) is \(value); it must be positive and at most a year (or nil where allowed)")
         }
     }
+}
+
+/// The names a pool's metrics go out under (``PoolConfiguration/metricNames``).
+public struct MetricNames: OptionSet, Sendable, Hashable {
+    public let rawValue: Int
+
+    /// Creates a set of names from its raw value.
+    public init(rawValue: Int) { self.rawValue = rawValue }
+
+    /// Lifeguard's own: `lifeguard_pool_wait_seconds`, `lifeguard_lease_hold_seconds`,
+    /// `lifeguard_lease_outcomes_total`, `lifeguard_connections`, `lifeguard_waiters`,
+    /// `lifeguard_utilization`, `lifeguard_capacity`, `lifeguard_generation_holds_total`,
+    /// `lifeguard_long_holds_total`, `lifeguard_cancellations_total`, by lane.
+    public static let lifeguard = MetricNames(rawValue: 1 << 0)
+
+    /// OpenTelemetry's semantic conventions for database client connection pools, each with
+    /// `db.client.connection.pool.name` (``PoolConfiguration/name``):
+    /// `db.client.connection.count` (with `db.client.connection.state` `idle` or `used`),
+    /// `db.client.connection.max` (the budget), `db.client.connection.idle.max` (the budget:
+    /// every connection may idle), `db.client.connection.idle.min` (`minimumIdle`),
+    /// `db.client.connection.pending_requests` (waiters, all lanes), the counter
+    /// `db.client.connection.timeouts` (leases that failed `waitTimeout`, at once or after
+    /// waiting), and the histograms, in seconds, `db.client.connection.create_time` (opening a
+    /// connection), `db.client.connection.wait_time` and `db.client.connection.use_time`
+    /// (waiting for a lease, and holding it). Prometheus writes the dots as underscores.
+    public static let openTelemetry = MetricNames(rawValue: 1 << 1)
 }

@@ -2,11 +2,12 @@ import CoreMetrics
 import Histogram
 import Synchronization
 
-/// Publishes the pool's statistics through swift-metrics, with the names and labels of the
-/// design (`lifeguard_pool_wait_seconds`, `lifeguard_lease_hold_seconds`,
+/// Publishes the pool's statistics through swift-metrics, under Lifeguard's names
+/// (`lifeguard_pool_wait_seconds`, `lifeguard_lease_hold_seconds`,
 /// `lifeguard_lease_outcomes_total`, `lifeguard_connections`, `lifeguard_waiters`,
 /// `lifeguard_utilization`, `lifeguard_generation_holds_total`, `lifeguard_long_holds_total`,
-/// `lifeguard_cancellations_total`, `lifeguard_capacity`).
+/// `lifeguard_cancellations_total`, `lifeguard_capacity`), OpenTelemetry's
+/// (`db.client.connection.*`, see ``MetricNames/openTelemetry``), or both.
 ///
 /// It runs in the pool's run loop, once per `metricsInterval` (1 s), from what the state machine recorded:
 /// counters move by what changed since the last export, timers get the waits and holds recorded
@@ -21,18 +22,56 @@ final class MetricsExporter: Sendable {
         let waiters: Gauge
     }
 
+    struct PoolMetrics {
+        let idle, leased, opening: Gauge
+        let utilizationP50, utilizationP99, capacity: Gauge
+    }
+
+    /// OpenTelemetry's database client connection pool metrics.
+    struct OpenTelemetryMetrics {
+        let idle, used, max, idleMax, idleMin, pendingRequests: Gauge
+        let timeouts: Counter
+        let createTime, waitTime, useTime: Timer
+
+        init(poolName: String, factory: any MetricsFactory) {
+            let pool = [("db.client.connection.pool.name", poolName)]
+            self.idle = Gauge(label: "db.client.connection.count", dimensions: pool + [("db.client.connection.state", "idle")], factory: factory)
+            self.used = Gauge(label: "db.client.connection.count", dimensions: pool + [("db.client.connection.state", "used")], factory: factory)
+            self.max = Gauge(label: "db.client.connection.max", dimensions: pool, factory: factory)
+            self.idleMax = Gauge(label: "db.client.connection.idle.max", dimensions: pool, factory: factory)
+            self.idleMin = Gauge(label: "db.client.connection.idle.min", dimensions: pool, factory: factory)
+            self.pendingRequests = Gauge(label: "db.client.connection.pending_requests", dimensions: pool, factory: factory)
+            self.timeouts = Counter(label: "db.client.connection.timeouts", dimensions: pool, factory: factory)
+            self.createTime = Timer(label: "db.client.connection.create_time", dimensions: pool, preferredDisplayUnit: .seconds, factory: factory)
+            self.waitTime = Timer(label: "db.client.connection.wait_time", dimensions: pool, preferredDisplayUnit: .seconds, factory: factory)
+            self.useTime = Timer(label: "db.client.connection.use_time", dimensions: pool, preferredDisplayUnit: .seconds, factory: factory)
+        }
+    }
+
     /// What was exported last, to export only what changed.
     struct Exported {
         var windowStart: PoolInstant?
         var window: StatisticsRecorder.Window?
     }
 
+    /// Empty without ``MetricNames/lifeguard``.
     let lanes: [LaneMetrics]
-    let idle, leased, opening: Gauge
-    let utilizationP50, utilizationP99, capacity: Gauge
+    let pool: PoolMetrics?
+    let openTelemetry: OpenTelemetryMetrics?
+    let budget: Int
+    let minimumIdle: Int
     let exported = Mutex(Exported())
 
-    init(laneNames: [String], factory: any MetricsFactory) {
+    init(laneNames: [String], configuration: PoolConfiguration, factory: any MetricsFactory) {
+        self.budget = configuration.budget
+        self.minimumIdle = configuration.minimumIdle
+        self.openTelemetry = configuration.metricNames.contains(.openTelemetry)
+            ? OpenTelemetryMetrics(poolName: configuration.name, factory: factory) : nil
+        guard configuration.metricNames.contains(.lifeguard) else {
+            self.lanes = []
+            self.pool = nil
+            return
+        }
         self.lanes = laneNames.map { name in
             let lane = [("lane", name)]
             func outcome(_ outcome: String) -> Counter {
@@ -49,12 +88,18 @@ final class MetricsExporter: Sendable {
                 cancellations: Counter(label: "lifeguard_cancellations_total", dimensions: lane, factory: factory),
                 waiters: Gauge(label: "lifeguard_waiters", dimensions: lane, factory: factory))
         }
-        self.idle = Gauge(label: "lifeguard_connections", dimensions: [("state", "idle")], factory: factory)
-        self.leased = Gauge(label: "lifeguard_connections", dimensions: [("state", "leased")], factory: factory)
-        self.opening = Gauge(label: "lifeguard_connections", dimensions: [("state", "opening")], factory: factory)
-        self.utilizationP50 = Gauge(label: "lifeguard_utilization", dimensions: [("quantile", "0.5")], factory: factory)
-        self.utilizationP99 = Gauge(label: "lifeguard_utilization", dimensions: [("quantile", "0.99")], factory: factory)
-        self.capacity = Gauge(label: "lifeguard_capacity", factory: factory)
+        self.pool = PoolMetrics(
+            idle: Gauge(label: "lifeguard_connections", dimensions: [("state", "idle")], factory: factory),
+            leased: Gauge(label: "lifeguard_connections", dimensions: [("state", "leased")], factory: factory),
+            opening: Gauge(label: "lifeguard_connections", dimensions: [("state", "opening")], factory: factory),
+            utilizationP50: Gauge(label: "lifeguard_utilization", dimensions: [("quantile", "0.5")], factory: factory),
+            utilizationP99: Gauge(label: "lifeguard_utilization", dimensions: [("quantile", "0.99")], factory: factory),
+            capacity: Gauge(label: "lifeguard_capacity", factory: factory))
+    }
+
+    /// A connection took `duration` to open (OpenTelemetry's `db.client.connection.create_time`).
+    func connectionCreated(in duration: Duration) {
+        self.openTelemetry?.createTime.recordNanoseconds(duration.wholeNanoseconds)
     }
 
     /// Exports what changed since the last call.
@@ -78,6 +123,15 @@ final class MetricsExporter: Sendable {
         for (index, window) in fresh.enumerated() {
             // Only the first window can have been partly exported before.
             let before = index == 0 ? last.flatMap { $0.start == window.start ? $0 : nil } : nil
+            if let openTelemetry = self.openTelemetry {
+                for lane in window.lanes.indices {
+                    let waits = recorder.layout.waitBuckets(ofLane: lane)
+                    let holds = recorder.layout.holdBuckets(ofLane: lane)
+                    Self.replay(window.counters[waits], since: before?.counters[waits], into: openTelemetry.waitTime)
+                    Self.replay(window.counters[holds], since: before?.counters[holds], into: openTelemetry.useTime)
+                    Self.increment(openTelemetry.timeouts, window.lanes[lane].outcomes.timeout, before?.lanes[lane].outcomes.timeout)
+                }
+            }
             for lane in self.lanes.indices {
                 let metrics = self.lanes[lane]
                 let now = window.lanes[lane]
@@ -99,16 +153,25 @@ final class MetricsExporter: Sendable {
                     then.map { $0.outcomes.cancelled + $0.cancelledLeases })
             }
         }
+        if let openTelemetry = self.openTelemetry {
+            openTelemetry.idle.record(status.idle)
+            openTelemetry.used.record(status.leased)
+            openTelemetry.max.record(self.budget)
+            openTelemetry.idleMax.record(self.budget)
+            openTelemetry.idleMin.record(self.minimumIdle)
+            openTelemetry.pendingRequests.record(status.waiters)
+        }
+        guard let pool = self.pool else { return }
         for (index, lane) in laneOrder.enumerated() {
             self.lanes[index].waiters.record(status.lanes[lane]?.waiters ?? 0)
         }
-        self.idle.record(status.idle)
-        self.leased.record(status.leased)
-        self.opening.record(status.opening)
+        pool.idle.record(status.idle)
+        pool.leased.record(status.leased)
+        pool.opening.record(status.opening)
         let snapshot = inputs.snapshot(now: now)
-        self.utilizationP50.record(snapshot.utilizationP50)
-        self.utilizationP99.record(snapshot.utilizationP99)
-        self.capacity.record(snapshot.capacity)
+        pool.utilizationP50.record(snapshot.utilizationP50)
+        pool.utilizationP99.record(snapshot.utilizationP99)
+        pool.capacity.record(snapshot.capacity)
     }
 
     static func increment(_ counter: Counter, _ now: UInt64, _ then: UInt64?) {

@@ -2,6 +2,7 @@ import CoreMetrics
 import Logging
 import ServiceLifecycle
 import Synchronization
+import Tracing
 
 /// A pool of connections with lanes, bounded fail-fast waits and cancellation safety.
 ///
@@ -17,7 +18,7 @@ import Synchronization
 /// granting leases, lets running ones finish within the grace period, then closes everything.
 ///
 /// The pool reads time from its `Clock` and waits on it: ``SystemPoolClock`` unless you pass
-/// another (a test's manual clock) to ``init(configuration:factory:clock:logger:metricsFactory:)``.
+/// another (a test's manual clock) to ``init(configuration:factory:clock:logger:metricsFactory:tracer:)``.
 /// Its timers (wait deadlines, housekeeping, reconnect probes, the grace period) are the
 /// machine's, each with an id, and one that a sooner one supersedes is cancelled.
 ///
@@ -152,6 +153,9 @@ public final class ConnectionPool<Factory: ConnectionFactory, Clock: PoolClock>:
     let work: AsyncStream<BackgroundWork>
     @usableFromInline let workContinuation: AsyncStream<BackgroundWork>.Continuation
     let metrics: MetricsExporter
+    /// The tracer of lease spans, `nil` when there is none (the bootstrapped tracer is the
+    /// no-op one): the lease path then pays one comparison for tracing.
+    @usableFromInline let tracer: (any Tracer)?
     let incidents = Mutex(IncidentTracker())
     /// What the watchdog reports, and what a lease inside a generation step gets.
     let watchdogRules: WatchdogRules
@@ -166,21 +170,28 @@ public final class ConnectionPool<Factory: ConnectionFactory, Clock: PoolClock>:
     ///   - logger: Receives connection failures, watchdog findings and the pool's lifecycle.
     ///   - metricsFactory: Where metrics go, once per `metricsInterval` (1 s) while ``run()`` runs;
     ///     default: swift-metrics' bootstrapped backend (`MetricsSystem.factory`).
+    ///   - tracer: Records a span per lease, from the request to the release, as a child of the
+    ///     task's current span: its lane, its wait and its outcome (README, "Seeing the pool"). Default: the
+    ///     tracer bootstrapped with swift-distributed-tracing's `InstrumentationSystem` (or set
+    ///     with `withTracer`) when the pool is created, so bootstrap first. With none, or the
+    ///     no-op tracer, a lease costs what it costs untraced: one comparison more.
     /// - Throws: ``LifeguardError`` with code ``LifeguardError/Code/invalidConfiguration``
     ///   listing every problem of the configuration.
     public init(
         configuration: PoolConfiguration, factory: Factory, clock: Clock, logger: Logger,
-        metricsFactory: (any MetricsFactory)? = nil
+        metricsFactory: (any MetricsFactory)? = nil, tracer: (any Tracer)? = nil
     ) throws(LifeguardError) {
         try configuration.validate()
         self.configuration = configuration
         self.factory = factory
         self.clock = clock
         self.logger = logger
+        self.tracer = Self.recordingTracer(tracer)
         self.watchdogRules = WatchdogRules(configuration)
         let machine = PoolStateMachine(configuration: configuration, seed: UInt64.random(in: .min ... .max), now: clock.now)
         self.lanes = machine.lanes.map(\.lane)
-        self.metrics = MetricsExporter(laneNames: self.lanes.map(\.name), factory: metricsFactory ?? MetricsSystem.factory)
+        self.metrics = MetricsExporter(
+            laneNames: self.lanes.map(\.name), configuration: configuration, factory: metricsFactory ?? MetricsSystem.factory)
         self.shared = Mutex(Shared(machine: machine))
         self.companions = PoolCompanions(clock: clock)
         (self.work, self.workContinuation) = AsyncStream.makeStream(bufferingPolicy: .unbounded)
@@ -256,6 +267,10 @@ public final class ConnectionPool<Factory: ConnectionFactory, Clock: PoolClock>:
         isolation: isolated (any Actor)? = #isolation,
         _ body: (Lease) async throws -> Value
     ) async throws -> Value {
+        if let tracer = self.tracer {
+            return try await self.withTracedConnection(
+                tracer: tracer, lane: lane, callSite: callSite, admittedWhole: admittedWhole, isolation: isolation, body)
+        }
         // The fast path is synchronous: no async call, so no frame to allocate and no executor
         // check, before the body runs.
         let lease: LeasedSlot
@@ -265,6 +280,15 @@ public final class ConnectionPool<Factory: ConnectionFactory, Clock: PoolClock>:
         case .slowly(let laneIndex, let first):
             lease = try await self.leaseSlowly(index: laneIndex, callSite: callSite, admittedWhole: admittedWhole, first: first)
         }
+        return try await self.use(lease, lane: lane, isolation: isolation, body)
+    }
+
+    /// Runs `body` on `lease`, then releases it: abandoned when `body` threw or the task was
+    /// cancelled.
+    @inlinable @inline(__always)
+    func use<Value>(
+        _ lease: LeasedSlot, lane: Lane, isolation: isolated (any Actor)?, _ body: (Lease) async throws -> Value
+    ) async throws -> Value {
         let value: Value
         do {
             value = try await self.factory.withLease(of: lease.connection, lane: lane, isolation: isolation, body)
@@ -275,6 +299,49 @@ public final class ConnectionPool<Factory: ConnectionFactory, Clock: PoolClock>:
         let cancelled = Task.isCancelled
         self.release(lease, abandoned: cancelled, cancelled: cancelled)
         return value
+    }
+
+    /// A lease in its span (``LeaseSpan``), `body` run in the span's context so that the spans
+    /// of its statements are the lease's children. The lease itself is taken as
+    /// ``withConnection(lane:callSite:admittedWhole:isolation:_:)`` takes it (the fast path
+    /// written out again rather than called: an async call there would cost the untraced path
+    /// a hop and a frame).
+    @inlinable @inline(never)
+    func withTracedConnection<Value>(
+        tracer: any Tracer, lane: Lane, callSite: CallSite, admittedWhole: Bool,
+        isolation: isolated (any Actor)?, _ body: (Lease) async throws -> Value
+    ) async throws -> Value {
+        let span = LeaseSpan(tracer: tracer, poolName: self.configuration.name, lane: lane, callSite: callSite, now: self.clock.now)
+        let lease: LeasedSlot
+        do {
+            switch try self.leaseIfIdle(lane: lane, callSite: callSite) {
+            case .leased(let idle):
+                lease = idle
+            case .slowly(let laneIndex, let first):
+                lease = try await self.leaseSlowly(index: laneIndex, callSite: callSite, admittedWhole: admittedWhole, first: first)
+            }
+        } catch {
+            span.refused(error)
+            throw error
+        }
+        span.granted(now: self.clock.now)
+        do {
+            let value = try await InstrumentationContext.$current.withValue(span.span.context, operation: {
+                try await self.use(lease, lane: lane, isolation: isolation, body)
+            }, isolation: isolation)
+            span.ended(throwing: nil)
+            return value
+        } catch {
+            span.ended(throwing: error)
+            throw error
+        }
+    }
+
+    /// The tracer to record with: `tracer`, or the bootstrapped one when `nil`; `nil` when that
+    /// is the no-op tracer.
+    package static func recordingTracer(_ tracer: (any Tracer)?) -> (any Tracer)? {
+        let tracer = tracer ?? InstrumentationSystem.tracer
+        return tracer is NoOpTracer ? nil : tracer
     }
 
     /// What the fast path found.
@@ -627,7 +694,9 @@ public final class ConnectionPool<Factory: ConnectionFactory, Clock: PoolClock>:
         switch work {
         case .connect(let slot):
             do {
+                let started = self.clock.now
                 let connection = try await self.factory.connect()
+                self.metrics.connectionCreated(in: started.duration(to: self.clock.now))
                 self.apply { shared, now in
                     shared.connections[slot] = connection
                     return shared.machine.connectionEstablished(slot: slot, now: now)
@@ -770,13 +839,16 @@ extension ConnectionPool where Clock == SystemPoolClock {
     ///   - logger: Receives connection failures, watchdog findings and the pool's lifecycle.
     ///   - metricsFactory: Where metrics go, once per `metricsInterval` (1 s) while ``run()`` runs;
     ///     default: swift-metrics' bootstrapped backend (`MetricsSystem.factory`).
+    ///   - tracer: Records a span per lease; default: the tracer bootstrapped when the pool is
+    ///     created (see the initializer that takes a clock).
     /// - Throws: ``LifeguardError`` with code ``LifeguardError/Code/invalidConfiguration``
     ///   listing every problem of the configuration.
     public convenience init(
-        configuration: PoolConfiguration, factory: Factory, logger: Logger, metricsFactory: (any MetricsFactory)? = nil
+        configuration: PoolConfiguration, factory: Factory, logger: Logger, metricsFactory: (any MetricsFactory)? = nil,
+        tracer: (any Tracer)? = nil
     ) throws(LifeguardError) {
         try self.init(
             configuration: configuration, factory: factory, clock: SystemPoolClock(), logger: logger,
-            metricsFactory: metricsFactory)
+            metricsFactory: metricsFactory, tracer: tracer)
     }
 }

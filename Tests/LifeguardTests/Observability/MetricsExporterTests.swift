@@ -150,3 +150,36 @@ extension PoolStatus {
     /// No connection leased, opening or being reset.
     var isAllIdle: Bool { self.connections > 0 && self.idle == self.connections }
 }
+
+extension MetricsExporterTests {
+    @Test("with OpenTelemetry's names the pool exports db.client.connection.* with its pool name, beside or instead of lifeguard_*")
+    func openTelemetryNames() async throws {
+        let metrics = TestMetrics()
+        var configuration = PoolConfiguration.testing(budget: 3, lanes: [.write: .patient, .retrieval: .patient])
+        configuration.name = "rag"
+        configuration.minimumIdle = 1
+        configuration.metricNames = [.openTelemetry]
+        let pool = try ConnectionPool(
+            configuration: configuration, factory: InMemoryConnectionFactory(), logger: Logger(label: "test"), metricsFactory: metrics)
+        let runner = Task { await pool.run() }
+        for _ in 0..<4 { try await pool.withConnection(lane: .write) { _ in } }
+        try await pool.withConnection(lane: .retrieval) { _ in
+            pool.exportMetrics()
+        }
+        let name = ("db.client.connection.pool.name", "rag")
+        #expect(try metrics.expectGauge("db.client.connection.count", [name, ("db.client.connection.state", "used")]).lastValue == 1)
+        #expect(try metrics.expectGauge("db.client.connection.count", [name, ("db.client.connection.state", "idle")]).lastValue != nil)
+        #expect(try metrics.expectGauge("db.client.connection.max", [name]).lastValue == 3)
+        #expect(try metrics.expectGauge("db.client.connection.idle.max", [name]).lastValue == 3)
+        #expect(try metrics.expectGauge("db.client.connection.idle.min", [name]).lastValue == 1)
+        #expect(try metrics.expectGauge("db.client.connection.pending_requests", [name]).lastValue == 0)
+        #expect(try metrics.expectCounter("db.client.connection.timeouts", [name]).totalValue == 0)
+        // Waits of every lane in one histogram; the lease still held has waited, not been used.
+        #expect(try metrics.expectTimer("db.client.connection.wait_time", [name]).values.count == 5)
+        #expect(try metrics.expectTimer("db.client.connection.use_time", [name]).values.count == 4)
+        #expect(try metrics.expectTimer("db.client.connection.create_time", [name]).values.isEmpty == false)
+        #expect(throws: (any Error).self) { try metrics.expectCounter("lifeguard_lease_outcomes_total", [("lane", "write"), ("outcome", "granted")]) }
+        pool.shutdown(gracePeriod: .zero)
+        await runner.value
+    }
+}
