@@ -283,6 +283,40 @@ struct AdmissionPolicyTests {
             #expect(seconds[second].served >= 190, "second \(second): \(seconds[second])")
         }
     }
+
+    @Test("a plain pool that does not cope after a storm (its queued waits time out) leaves storms to the wait to expect for 2 s, then twice as long after each such failure")
+    func stormCooldown() {
+        var storm = Machine.RetryStorm()
+        func second(ending at: Int, rejected: Int, served: Int, expired: Int = 0) -> Bool {
+            storm.rejected = rejected
+            storm.served = served
+            storm.expired = expired
+            return storm.roll(now: PoolInstant(nanoseconds: Int64(at) * 1_000_000))
+        }
+        let judged1 = storm.roll(now: at(0))
+        #expect(!judged1)
+        let judged2 = second(ending: 1_000, rejected: 1_000, served: 10)
+        #expect(judged2)
+        #expect(storm.queuesEveryone(at: at(1_500)))
+        // Queueing served more, but one in five timed out: it did not cope.
+        let judged3 = second(ending: 2_000, rejected: 0, served: 100, expired: 20)
+        #expect(!judged3)
+        #expect(!storm.queuesEveryone(at: at(2_000)))
+        let judged4 = second(ending: 3_000, rejected: 1_000, served: 10)
+        #expect(!judged4, "within the 2 s cooldown")
+        let judged5 = second(ending: 4_000, rejected: 1_000, served: 10)
+        #expect(judged5)
+        let judged6 = second(ending: 5_000, rejected: 0, served: 100, expired: 20)
+        #expect(!judged6)
+        let judged7 = second(ending: 8_000, rejected: 1_000, served: 10)
+        #expect(!judged7, "within the 4 s cooldown")
+        let judged8 = second(ending: 9_000, rejected: 1_000, served: 10)
+        #expect(judged8)
+        // This time it copes: another second queued, and the cooldown forgotten.
+        let judged9 = second(ending: 10_000, rejected: 0, served: 100, expired: 5)
+        #expect(!judged9)
+        #expect(storm.queuesEveryone(at: at(10_500)))
+    }
 }
 
 extension PoolStateMachine.LeaseDecision {
