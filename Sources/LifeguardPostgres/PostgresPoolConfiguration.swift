@@ -1,3 +1,4 @@
+import Configuration
 import Foundation
 import Lifeguard
 import NIOSSL
@@ -271,16 +272,15 @@ extension PostgresPool {
             }
         }
 
-        /// Creates a configuration from the `DATABASE_URL` environment variable.
+        /// Creates a configuration from environment variables: `LIFEGUARD_URL` or `DATABASE_URL`,
+        /// and the `LIFEGUARD_*` settings of ``init(config:)``.
         ///
         /// - Parameter environment: The environment to read. Default: the process's.
         /// - Throws: ``LifeguardError`` with code ``LifeguardError/Code/invalidConfiguration``
-        ///   when the variable is missing or its URL is invalid.
+        ///   listing every problem: no URL, an invalid one, a setting that does not parse or
+        ///   does not validate.
         public init(environment: [String: String] = ProcessInfo.processInfo.environment) throws(LifeguardError) {
-            guard let url = environment["DATABASE_URL"], !url.isEmpty else {
-                throw LifeguardError.invalidConfiguration(["DATABASE_URL is not set; set it to postgres://user:password@host:port/database"])
-            }
-            try self.init(url: url)
+            try self.init(config: ConfigReader(provider: EnvironmentVariablesProvider(environmentVariables: environment)))
         }
 
         /// The connection target without the password, e.g. `postgres://app:***@db:5432/app?sslmode=prefer`.
