@@ -122,7 +122,7 @@ extension PostgresPoolTests {
 }
 
 extension PostgresPoolTests {
-    @Test("behind PgBouncer with its server down, a statement on a connection already open fails within connect_timeout and never runs later",
+    @Test("behind PgBouncer with its server down, a statement on a connection already open fails within connect_timeout; a write reported unavailable never runs later",
           .enabled(if: TestDatabase.bouncerURL != nil, "needs PGBOUNCER_URL: run ./scripts/test.sh"))
     func bouncerOutageOpenConnection() async throws {
         var configuration = try TestDatabase.bouncerConfiguration(application: "lg-bouncer-outage-open", budget: 2)
@@ -156,7 +156,14 @@ extension PostgresPoolTests {
             try await TestDatabase.untilServes(pool)
             try await Task.sleep(for: .seconds(1))
             let rows = try await pool.query("SELECT count(*)::int FROM lg_bouncer_open", lane: .retrieval)[0].decode(Int.self)
-            #expect(rows == 0, "the INSERT that waited for a server ran once the server came back")
+            // The promise: a write reported unavailable never ran and never runs. One whose
+            // outcome is unknown may have (it was with PgBouncer when the server went).
+            if (writeResult.failure as? LifeguardError)?.code == .databaseUnavailable {
+                #expect(rows == 0, "the INSERT reported unavailable ran once the server came back")
+            } else {
+                #expect(rows <= 1, "the INSERT ran \(rows) times")
+                print("behind PgBouncer, a write of unknown outcome: \(rows) rows once the server came back")
+            }
         }
     }
 

@@ -371,12 +371,13 @@ struct PostgresPoolTests {
     func cancelWithoutServerSideCancellation() async throws {
         var configuration = try TestDatabase.configuration(application: "lg-cancel-local", budget: 1)
         configuration.serverSideCancellation = false
+        configuration.pool.resetTimeout = .seconds(10)   // the reset waits out the 4 s sleep
         try await TestDatabase.withObserver { observer in try await TestDatabase.withPool(configuration) { pool in
             let started = AsyncStream<Int32>.makeStream()
             let task = Task {
                 try await pool.withConnection(lane: .retrieval) { lease in
                     started.continuation.yield(lease.backendPID)
-                    try await lease.execute("SELECT pg_sleep(1.5)")
+                    try await lease.execute("SELECT pg_sleep(4)")
                 }
             }
             var iterator = started.stream.makeAsyncIterator()
@@ -384,7 +385,11 @@ struct PostgresPoolTests {
             func isActive() async throws -> Bool {
                 try await observer.integer("SELECT count(*)::int FROM pg_stat_activity WHERE pid = \(pid) AND state = 'active'") == 1
             }
-            for _ in 0..<500 where try await !isActive() {
+            // The sleep is long enough that a loaded machine still cancels inside it
+            // (a 1.5 s sleep once ended before the cancel under CI's whole suite).
+            let sleepSent = ContinuousClock.now
+            while try await !isActive() {
+                try #require(ContinuousClock.now - sleepSent < .seconds(2), "the sleep never showed as active")
                 try await Task.sleep(for: .milliseconds(2))
             }
             task.cancel()
@@ -394,8 +399,9 @@ struct PostgresPoolTests {
             #expect(try await isActive())
             #expect(pool.status().idle == 0)
             // Reset with ROLLBACK behind the sleep, then idle again, on the same backend.
-            for _ in 0..<5_000 where pool.status().idle != 1 {
-                try await Task.sleep(for: .milliseconds(1))
+            let cancelled = ContinuousClock.now
+            while pool.status().idle != 1, ContinuousClock.now - cancelled < .seconds(10) {
+                try await Task.sleep(for: .milliseconds(5))
             }
             #expect(pool.status().idle == 1)
             let samePID = try await pool.withConnection(lane: .retrieval) { lease in lease.backendPID }
