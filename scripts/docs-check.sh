@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Checks the DocC of Lifeguard, LifeguardPostgres, LifeguardBench and LifeguardHummingbird: every symbol link
-# resolves, every parameter of a public symbol is documented. Reads the modules of the debug build (run
+# Checks the DocC of Lifeguard, LifeguardPostgres, LifeguardBench, LifeguardHummingbird and LifeguardTestUtils, their catalogs
+# (Sources/<module>/<module>.docc: landing pages, articles) with them: every symbol link resolves, every
+# parameter of a public symbol is documented. Reads the modules of the debug build (run
 # `swift build` first); prints each problem and exits 1 if there is any.
 #
 #   scripts/docs-check.sh
@@ -21,13 +22,15 @@ for map in $(find -L "$build" -maxdepth 3 -name module.modulemap | grep -v -e '-
     flags+=(-Xcc "-fmodule-map-file=$map")
 done
 problems=0
-for module in Lifeguard LifeguardPostgres LifeguardBench LifeguardHummingbird; do
+for module in Lifeguard LifeguardPostgres LifeguardBench LifeguardHummingbird LifeguardTestUtils; do
     mkdir -p "$work/$module"
     swift symbolgraph-extract -module-name "$module" -I "$build/Modules" "${flags[@]}" \
         -target "$(uname -m)-unknown-linux-gnu" -minimum-access-level public -output-dir "$work/$module"
     rm -f "$work/$module"/*@*.symbols.json   # extensions of other modules' types
     # Each warning with the place it points at; the links into Lifeguard left out.
-    found=$(docc convert --additional-symbol-graph-dir "$work/$module" --fallback-display-name "$module" \
+    catalog=()
+    [[ -d "Sources/$module/$module.docc" ]] && catalog=("Sources/$module/$module.docc")
+    found=$(docc convert "${catalog[@]}" --additional-symbol-graph-dir "$work/$module" --fallback-display-name "$module" \
         --fallback-bundle-identifier "$module" --output-path "$work/$module.doccarchive" --analyze 2>&1 \
         | awk '/^warning/ { keep = $0 !~ /.(LifeguardError|Lifeguard|Lane). doesn.t exist|No valid content was found/ }
                keep && (/^warning/ || /-->/) { print }')

@@ -78,7 +78,7 @@ public final class InMemoryConnection: Sendable, Hashable, CustomStringConvertib
     public var description: String { "connection#\(self.id)" }
 }
 
-/// A ``ConnectionFactory`` of ``InMemoryConnection``s with injectable failures and latencies,
+/// A ``Lifeguard/ConnectionFactory`` of ``InMemoryConnection``s with injectable failures and latencies,
 /// shared by tests, benchmarks and the simulator. Its latencies pass on its clock: give it the
 /// pool's ``ManualClock`` and a reset takes the time the test advances.
 public final class InMemoryConnectionFactory: ConnectionFactory, Sendable {

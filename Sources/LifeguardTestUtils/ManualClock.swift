@@ -3,7 +3,7 @@ import Synchronization
 
 /// A clock that moves only when told to, for deterministic tests and simulations.
 ///
-/// Its instants are ``PoolInstant``s counted from zero, so the pool's state machine runs on it
+/// Its instants are ``Lifeguard/PoolInstant``s counted from zero, so the pool's state machine runs on it
 /// unchanged. Sleepers resume, in deadline order, when ``advance(by:)`` moves the clock past
 /// their deadline.
 ///

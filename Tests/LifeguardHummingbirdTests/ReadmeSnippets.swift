@@ -52,35 +52,139 @@ enum ReadmeSnippets {
     }
 }
 
-@Suite("README: its compiled snippets")
+/// The getting-started article's Swift snippets (`LifeguardPostgres.docc/GettingStarted.md`),
+/// line for line, in order: every one of its `swift` blocks compiles here.
+enum GettingStartedSnippets {
+    static func steps(tenant: String, requestID: String, answer: String) async throws {
+        var configuration = try PostgresPool.Configuration(url: "postgres://app:secret@127.0.0.1:5432/app")
+        configuration.budget = 10
+        configuration.lanes[.retrieval] = .init(reserved: 4, limit: 8, waitTimeout: .milliseconds(500))
+        configuration.lanes[.write] = .init(reserved: 2, limit: 4, waitTimeout: .milliseconds(500))
+        let pool = try PostgresPool(configuration: configuration, logger: Logger(label: "db"))
+
+        let services = ServiceGroup(services: [pool], gracefulShutdownSignals: [.sigterm], logger: Logger(label: "app"))
+        try await services.run()
+
+        let titles = try await pool.withConnection(lane: .retrieval) { lease in
+            try await lease.query("SELECT title FROM docs WHERE tenant = \(tenant) LIMIT 8").map { try $0.decode(String.self) }
+        }
+        try await pool.withTransaction(lane: .write) { lease in
+            try await lease.execute("INSERT INTO answers (request, body) VALUES (\(requestID), \(answer))")
+        }
+
+        let counts = try await pool.fanOut(lane: .retrieval, maxConcurrent: 4, ["rust", "swift", "go"]) { lease, topic in
+            try await lease.query("SELECT count(*) FROM docs WHERE topic = \(topic)").count
+        }
+
+        let router = Router()
+        router.add(middleware: RequestDeadlineMiddleware(budget: .seconds(2)))
+        router.addPoolRoutes(pool)   // /pool, /pool/statistics, /pool/report, /pool/snapshot
+        router.get("/titles") { request, _ in
+            try await pool.withConnection(lane: .retrieval) { lease in
+                try await lease.query("SELECT title FROM docs LIMIT 8").map { try $0.decode(String.self) }
+            }.joined(separator: "\n")
+        }
+        let app = Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: 8080)), services: [pool])
+        try await app.runService()
+        _ = (titles, counts)
+    }
+}
+
+/// The `Lifeguard` catalog's landing page's snippet (`Lifeguard.docc/Lifeguard.md`), on a
+/// factory of its own.
+enum LandingPageSnippets {
+    /// A connection with one call, for the snippet.
+    struct SearchConnection: Sendable {
+        func search(_ text: String) async throws -> [String] { [text] }
+    }
+
+    /// The snippet's `MyConnectionFactory`.
+    struct MyConnectionFactory: ConnectionFactory {
+        func connect() async throws -> SearchConnection { SearchConnection() }
+        func validate(_ connection: SearchConnection) async throws {}
+        func reset(_ connection: SearchConnection) async throws {}
+        func close(_ connection: SearchConnection) async {}
+    }
+
+    static func landingPage() async throws {
+        var configuration = PoolConfiguration(budget: 20)
+        configuration.lanes[.retrieval] = LaneConfiguration(reserved: 8, limit: 16, waitTimeout: .milliseconds(500))
+        let pool = try ConnectionPool(configuration: configuration, factory: MyConnectionFactory(), logger: Logger(label: "db"))
+        // Run it: `await pool.run()` in a task, or as a service of a ServiceGroup.
+        let rows = try await pool.withConnection(lane: .retrieval) { connection in
+            try await connection.search("…")
+        }
+        _ = rows
+    }
+}
+
+/// The imports of `blocks` among `compiled`'s, and their other lines in `compiled`, in order,
+/// from its line that starts with `start` on.
+private func expectCompiled(_ blocks: [Substring], in compiled: String, from document: String, startingAt start: String = "") {
+    let compiledLines = compiled.split(separator: "\n", omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) }
+    var at = compiledLines.firstIndex { $0.hasPrefix(start) } ?? compiledLines.endIndex
+    for block in blocks {
+        for line in block.split(separator: "\n").map({ $0.trimmingCharacters(in: .whitespaces) }) where !line.isEmpty {
+            if line.hasPrefix("import ") {
+                #expect(compiledLines.contains(line), "\(document) imports what ReadmeSnippets.swift does not: \(line)")
+                continue
+            }
+            guard let found = compiledLines[at...].firstIndex(of: line) else {
+                Issue.record("\(document)'s line is not in ReadmeSnippets.swift (in order): \(line)")
+                continue
+            }
+            at = found + 1
+        }
+    }
+}
+
+/// The code blocks of `text` that follow `opening`.
+private func blocks(of text: String, after opening: String) -> [Substring] {
+    var found: [Substring] = []
+    var rest = text[...]
+    while let start = rest.range(of: opening), let end = rest[start.upperBound...].range(of: "\n```") {
+        found.append(rest[start.upperBound..<end.lowerBound])
+        rest = rest[end.upperBound...]
+    }
+    return found
+}
+
+@Suite("README and the getting-started article: their compiled snippets")
 struct ReadmeSnippetTests {
+    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+
     @Test("every README snippet marked compiled appears line for line in ReadmeSnippets.swift, which compiles")
     func snippetsMatchReadme() throws {
-        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-        let readme = try String(contentsOf: root.appendingPathComponent("README.md"), encoding: .utf8)
+        let readme = try String(contentsOf: Self.root.appendingPathComponent("README.md"), encoding: .utf8)
         let compiled = try String(contentsOf: URL(fileURLWithPath: #filePath), encoding: .utf8)
-        let compiledLines = compiled.split(separator: "\n", omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) }
-        let marker = "<!-- compiled: Tests/LifeguardHummingbirdTests/ReadmeSnippets.swift -->\n```swift\n"
-        var blocks = 0
-        var rest = readme[...]
-        while let start = rest.range(of: marker) {
-            guard let end = rest[start.upperBound...].range(of: "\n```") else { break }
-            let block = rest[start.upperBound..<end.lowerBound]
-            blocks += 1
-            var at = 0
-            for line in block.split(separator: "\n").map({ $0.trimmingCharacters(in: .whitespaces) }) where !line.isEmpty {
-                if line.hasPrefix("import ") {
-                    #expect(compiledLines.contains(line), "README imports what this file does not: \(line)")
-                    continue
-                }
-                guard let found = compiledLines[at...].firstIndex(of: line) else {
-                    Issue.record("README's line is not in ReadmeSnippets.swift (in order): \(line)")
-                    continue
-                }
-                at = found + 1
-            }
-            rest = rest[end.upperBound...]
+        let readmeBlocks = blocks(of: readme, after: "<!-- compiled: Tests/LifeguardHummingbirdTests/ReadmeSnippets.swift -->\n```swift\n")
+        #expect(readmeBlocks.count == 2)
+        // Each README block on its own: the first is the usage function, the second the Hummingbird one.
+        for block in readmeBlocks { expectCompiled([block], in: compiled, from: "README") }
+    }
+
+    @Test("every Swift snippet of the getting-started article appears line for line, in order, in ReadmeSnippets.swift")
+    func snippetsMatchGettingStarted() throws {
+        let article = try String(
+            contentsOf: Self.root.appendingPathComponent("Sources/LifeguardPostgres/LifeguardPostgres.docc/GettingStarted.md"), encoding: .utf8)
+        let compiled = try String(contentsOf: URL(fileURLWithPath: #filePath), encoding: .utf8)
+        let articleBlocks = blocks(of: article, after: "```swift\n")
+        #expect(articleBlocks.count == 5)
+        expectCompiled(articleBlocks, in: compiled, from: "GettingStarted.md", startingAt: "enum GettingStartedSnippets")
+    }
+
+    @Test("the Swift snippets of the libraries' landing pages appear line for line in ReadmeSnippets.swift")
+    func snippetsMatchLandingPages() throws {
+        let compiled = try String(contentsOf: URL(fileURLWithPath: #filePath), encoding: .utf8)
+        let pages = [
+            ("Lifeguard", "enum LandingPageSnippets"),
+            ("LifeguardHummingbird", "static func hummingbird"),
+        ]
+        for (library, start) in pages {
+            let page = try String(contentsOf: Self.root.appendingPathComponent("Sources/\(library)/\(library).docc/\(library).md"), encoding: .utf8)
+            let pageBlocks = blocks(of: page, after: "```swift\n")
+            #expect(pageBlocks.count == 1, "\(library).md")
+            expectCompiled(pageBlocks, in: compiled, from: "\(library).md", startingAt: start)
         }
-        #expect(blocks == 2)
     }
 }
