@@ -5,7 +5,10 @@
 # PostgreSQL (or DATABASE_URL). Prints a Markdown table of the median round: requests/s served
 # (2xx), non-2xx %, p50/p99, and the spread of requests/s over the rounds.
 #
-#   Examples/rag-service/load/run.sh [--duration SECONDS] [--rounds N] [--mix search|answer|all] [--clients "2 20 80"]
+#   Examples/rag-service/load/run.sh [--duration SECONDS] [--rounds N] [--mix search|answer|all] [--clients "2 20 80"] [--budget N]
+#
+# --budget sets both apps' connections (default 20); a small one with many clients is a storm
+# of rejections (issue 19: budget 4, 200 clients).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../../.."
 
@@ -13,13 +16,15 @@ duration=10
 rounds=3
 mix=all
 clients="2 20 80"
+budget=20
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --duration) duration="$2"; shift 2 ;;
         --rounds) rounds="$2"; shift 2 ;;
         --mix) mix="$2"; shift 2 ;;
         --clients) clients="$2"; shift 2 ;;
-        *) echo "usage: Examples/rag-service/load/run.sh [--duration SECONDS] [--rounds N] [--mix search|answer|all] [--clients \"2 20 80\"]" >&2; exit 2 ;;
+        --budget) budget="$2"; shift 2 ;;
+        *) echo "usage: Examples/rag-service/load/run.sh [--duration SECONDS] [--rounds N] [--mix search|answer|all] [--clients \"2 20 80\"] [--budget N]" >&2; exit 2 ;;
     esac
 done
 command -v wrk >/dev/null || { echo "wrk is missing: apt-get install wrk" >&2; exit 1; }
@@ -47,7 +52,7 @@ trap stop EXIT
 declare -A ports
 for pool in lifeguard postgresclient; do
     ports[$pool]=$(free_port)
-    "$binary" --port "${ports[$pool]}" --pool "$pool" >"/tmp/rag-service-$pool.log" 2>&1 &
+    "$binary" --port "${ports[$pool]}" --pool "$pool" --budget "$budget" >"/tmp/rag-service-$pool.log" 2>&1 &
     apps+=($!)
     for _ in $(seq 1 300); do
         curl -sf "http://127.0.0.1:${ports[$pool]}/health" >/dev/null && break
