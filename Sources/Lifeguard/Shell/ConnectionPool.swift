@@ -156,6 +156,10 @@ public final class ConnectionPool<Factory: ConnectionFactory, Clock: PoolClock>:
     /// The tracer of lease spans, `nil` when there is none (the bootstrapped tracer is the
     /// no-op one): the lease path then pays one comparison for tracing.
     @usableFromInline let tracer: (any Tracer)?
+    /// Whether ``tracer`` is set: what the lease path tests. Unwrapping the tracer there would
+    /// copy the existential and destroy the copy, through its value witnesses, on every lease
+    /// (+12% instructions per uncontended cycle, with no tracer at all).
+    @usableFromInline let isTraced: Bool
     let incidents = Mutex(IncidentTracker())
     /// What the watchdog reports, and what a lease inside a generation step gets.
     let watchdogRules: WatchdogRules
@@ -187,6 +191,7 @@ public final class ConnectionPool<Factory: ConnectionFactory, Clock: PoolClock>:
         self.clock = clock
         self.logger = logger
         self.tracer = Self.recordingTracer(tracer)
+        self.isTraced = self.tracer != nil
         self.watchdogRules = WatchdogRules(configuration)
         let machine = PoolStateMachine(configuration: configuration, seed: UInt64.random(in: .min ... .max), now: clock.now)
         self.lanes = machine.lanes.map(\.lane)
@@ -267,9 +272,9 @@ public final class ConnectionPool<Factory: ConnectionFactory, Clock: PoolClock>:
         isolation: isolated (any Actor)? = #isolation,
         _ body: (Lease) async throws -> Value
     ) async throws -> Value {
-        if let tracer = self.tracer {
+        if self.isTraced {
             return try await self.withTracedConnection(
-                tracer: tracer, lane: lane, callSite: callSite, admittedWhole: admittedWhole, isolation: isolation, body)
+                lane: lane, callSite: callSite, admittedWhole: admittedWhole, isolation: isolation, body)
         }
         // The fast path is synchronous: no async call, so no frame to allocate and no executor
         // check, before the body runs.
@@ -308,10 +313,10 @@ public final class ConnectionPool<Factory: ConnectionFactory, Clock: PoolClock>:
     /// a hop and a frame).
     @inlinable @inline(never)
     func withTracedConnection<Value>(
-        tracer: any Tracer, lane: Lane, callSite: CallSite, admittedWhole: Bool,
+        lane: Lane, callSite: CallSite, admittedWhole: Bool,
         isolation: isolated (any Actor)?, _ body: (Lease) async throws -> Value
     ) async throws -> Value {
-        let span = LeaseSpan(tracer: tracer, poolName: self.configuration.name, lane: lane, callSite: callSite, now: self.clock.now)
+        let span = LeaseSpan(tracer: self.tracer ?? NoOpTracer(), poolName: self.configuration.name, lane: lane, callSite: callSite, now: self.clock.now)
         let lease: LeasedSlot
         do {
             switch try self.leaseIfIdle(lane: lane, callSite: callSite) {
