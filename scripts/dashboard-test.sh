@@ -129,6 +129,10 @@ check(number(after.get("granted-retrieval", "0")) > number(under.get("granted-re
 check(number(after.get("waiters", "1")) == 0 and number(after.get("connections-leased", "1")) == 0,
       f"after the load: nothing waiting ({after.get('waiters')!r}), nothing leased ({after.get('connections-leased')!r})")
 check(after.get("state") == "healthy" or "slow waits" in after.get("state", ""), f"state after the load: {after.get('state')!r}")
+# The database is up all along: no lane says otherwise.
+for lane in ("retrieval", "write"):
+    check(under.get(f"state-{lane}") in ("ok", "overloaded") and after.get(f"state-{lane}") == "ok",
+          f"{lane}'s state under load {under.get(f'state-{lane}')!r}, after {after.get(f'state-{lane}')!r}")
 if problems:
     print(f"dashboard-test: {len(problems)} problems", file=sys.stderr)
     sys.exit(1)

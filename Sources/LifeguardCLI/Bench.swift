@@ -25,7 +25,7 @@ struct Bench: AsyncParsableCommand {
             """
     )
 
-    @Option(help: "postgres://user:password@host:port/database (default: DATABASE_URL).")
+    @Option(help: "postgres://user:password@host:port/database (default: LIFEGUARD_URL or DATABASE_URL).")
     var databaseURL: String?
 
     @OptionGroup var workload: ScenarioOptions
@@ -62,8 +62,8 @@ struct Bench: AsyncParsableCommand {
             throw ValidationError("--duration must be between 1 and 3600 seconds, got \(self.duration)")
         }
         if let budget, !(2...1_000).contains(budget) { throw ValidationError("--budget must be between 2 and 1000, got \(budget)") }
-        if self.databaseURL == nil && ProcessInfo.processInfo.environment["DATABASE_URL"] == nil {
-            throw ValidationError("give --database-url postgres://user:password@host:port/database, or set DATABASE_URL")
+        if self.databaseURL == nil && !PostgresPool.Configuration.environmentNamesURL() {
+            throw ValidationError("give --database-url postgres://user:password@host:port/database, or set LIFEGUARD_URL or DATABASE_URL")
         }
     }
 

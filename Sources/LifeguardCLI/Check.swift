@@ -17,24 +17,24 @@ struct Check: AsyncParsableCommand {
             """
     )
 
-    @Option(name: .customLong("database-url"), help: "postgres://user:password@host:port/database (default: $DATABASE_URL).")
+    @Option(name: .customLong("database-url"), help: "postgres://user:password@host:port/database (default: $LIFEGUARD_URL or $DATABASE_URL).")
     var databaseURL: String?
 
-    @Option(help: "Connections each instance of the application may open (1...10000).")
-    var budget: Int = 10
+    @Option(help: "Connections each instance of the application may open (1...10000; default: $LIFEGUARD_BUDGET, else 10).")
+    var budget: Int?
 
     @Option(help: "Instances of the application that share the server (1...10000).")
     var instances: Int = 1
 
     func validate() throws {
-        guard (1...10_000).contains(self.budget) else {
-            throw ValidationError("--budget must be between 1 and 10000, got \(self.budget)")
+        if let budget = self.budget, !(1...10_000).contains(budget) {
+            throw ValidationError("--budget must be between 1 and 10000, got \(budget)")
         }
         guard (1...10_000).contains(self.instances) else {
             throw ValidationError("--instances must be between 1 and 10000, got \(self.instances)")
         }
-        if self.databaseURL == nil && ProcessInfo.processInfo.environment["DATABASE_URL"] == nil {
-            throw ValidationError("give --database-url postgres://user:password@host:port/database, or set DATABASE_URL")
+        if self.databaseURL == nil && !PostgresPool.Configuration.environmentNamesURL() {
+            throw ValidationError("give --database-url postgres://user:password@host:port/database, or set LIFEGUARD_URL or DATABASE_URL")
         }
     }
 
@@ -45,6 +45,7 @@ struct Check: AsyncParsableCommand {
         } catch {
             throw ValidationError(String(describing: error))
         }
+        let budget = min(self.budget ?? configuration.budget, 10_000)
         configuration.applicationName = "lifeguard-check"
         configuration.serverSideCancellation = false
         configuration.budget = 1
@@ -61,7 +62,7 @@ struct Check: AsyncParsableCommand {
                 }
                 defer { pool.shutdown(gracePeriod: .seconds(1)) }
                 return try await pool.withConnection(lane: .retrieval) { lease in
-                    try await CheckReport.read(from: lease, target: configuration.description, budget: self.budget, instances: self.instances)
+                    try await CheckReport.read(from: lease, target: configuration.description, budget: budget, instances: self.instances)
                 }
             }
         } catch {

@@ -62,7 +62,7 @@ enum PoolDashboard {
           <section class="narrow"><h2>Connections by state</h2><svg id="connections-chart" viewBox="0 0 400 90" role="img" aria-label="connections by state"></svg><div class="legend" id="connections-legend"></div>
             <h2 style="margin-top:14px">Utilization p99, last 2 minutes</h2><svg id="utilization-chart" viewBox="0 0 400 90" role="img" aria-label="utilization p99 over time"></svg></section>
           <section class="full"><h2>Lanes (statistics window: <span id="window-seconds">–</span> s)</h2>
-            <table id="lanes"><thead><tr><th>lane</th><th>leased / limit</th><th>waiting</th><th>arrivals/s</th><th>wait p50</th><th>wait p99</th><th>hold p50</th><th>hold p99</th><th>granted</th><th>timeout</th><th>shed</th><th>overloaded</th><th>deadline</th><th>cancelled</th><th>state</th></tr></thead><tbody></tbody></table></section>
+            <table id="lanes"><thead><tr><th>lane</th><th>leased / limit</th><th>waiting</th><th>arrivals/s</th><th>wait p50</th><th>wait p99</th><th>hold p50</th><th>hold p99</th><th>granted</th><th>timeout</th><th>shed</th><th>overloaded</th><th>deadline</th><th>unavailable</th><th>cancelled</th><th>state</th></tr></thead><tbody></tbody></table></section>
           <section class="half"><h2>Hold time (all lanes, in window)</h2><svg id="hold-chart" viewBox="0 0 600 200" role="img" aria-label="hold-time histogram"></svg></section>
           <section class="half"><h2>Generation holds (a connection held across a model call)</h2><div id="generation-holds"></div></section>
           <section class="half"><h2>Incidents and leak signal</h2><div id="incidents"></div></section>
@@ -137,10 +137,10 @@ enum PoolDashboard {
           const svg = clear($("hold-chart"));
           const bins = distribution.bins || [];
           if (bins.length === 0 || distribution.count === 0) { svg.append(el("svg:text", { x: 10, y: 30, fill: "#5b6673" }, "no leases in the window")); return; }
-          const [width, height] = [600, 200], left = 36, bottom = 46, top = 10;
+          const [width, height] = [600, 200], left = 46, bottom = 46, top = 10;
           const maxCount = Math.max(...bins.map((b) => b.count), 1);
           const w = (width - left) / bins.length;
-          svg.append(el("svg:text", { x: left - 6, y: top + 10, "text-anchor": "end", "font-size": 11, fill: "#5b6673" }, maxCount));
+          svg.append(el("svg:text", { x: left - 6, y: top + 10, "text-anchor": "end", "font-size": 11, fill: "#5b6673" }, maxCount >= 10000 ? Math.round(maxCount / 1000) + "k" : maxCount));
           svg.append(el("svg:text", { x: left - 6, y: height - bottom, "text-anchor": "end", "font-size": 11, fill: "#5b6673" }, 0));
           bins.forEach((b, i) => {
             const h = (height - top - bottom) * b.count / maxCount;
@@ -151,7 +151,7 @@ enum PoolDashboard {
             // Upper bounds, on two rows so that they do not overlap.
             svg.append(el("svg:text", { x: left + i * w + w / 2, y: height - bottom + 13 + (i % 2) * 11, "text-anchor": "middle", "font-size": 10, fill: "#5b6673" }, label));
           });
-          svg.append(el("svg:text", { x: left, y: height - 4, "font-size": 11, fill: "#5b6673" }, "p50 " + ms(distribution.p50) + " · p99 " + ms(distribution.p99) + " · max " + ms(distribution.max) + " · " + distribution.count + " leases; bars end at the bound below them (red: over 1 s)"));
+          svg.append(el("svg:text", { x: left, y: height - 4, "font-size": 11, fill: "#5b6673" }, "p50 " + ms(distribution.p50) + " · p99 " + ms(distribution.p99) + " · max " + ms(distribution.max) + " · " + distribution.count + " leases · red: over 1 s"));
         }
 
         function list(container, items, empty) {
@@ -227,8 +227,9 @@ enum PoolDashboard {
               cell(lane.arrivalsPerSecond.toFixed(1)),
               cell(ms(lane.wait.p50), "wait-p50-" + lane.lane), cell(ms(lane.wait.p99), "wait-p99-" + lane.lane, level(lane.wait.p99)),
               cell(ms(lane.hold.p50), "hold-p50-" + lane.lane), cell(ms(lane.hold.p99), "hold-p99-" + lane.lane),
-              cell(o.granted, "granted-" + lane.lane), cell(o.timeout), cell(o.shed), cell(o.overloaded), cell(o.deadlineExceeded), cell(o.cancelled),
-              cell(live.isOverloaded ? "overloaded" : "ok", null, live.isOverloaded ? "critical" : "good")));
+              cell(o.granted, "granted-" + lane.lane), cell(o.timeout), cell(o.shed), cell(o.overloaded), cell(o.deadlineExceeded), cell(o.unavailable), cell(o.cancelled),
+              !snapshot.isDatabaseAvailable ? cell("database unavailable", "state-" + lane.lane, "critical")
+                : cell(live.isOverloaded ? "overloaded" : "ok", "state-" + lane.lane, live.isOverloaded ? "critical" : "good")));
           }
           drawHolds(s.hold);
 

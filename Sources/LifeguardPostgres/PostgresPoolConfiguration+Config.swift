@@ -41,13 +41,17 @@ extension PostgresPool.Configuration {
     public init(config: ConfigReader) throws(LifeguardError) {
         var problems: [String] = []
         let reader = ConfigSettingReader(config.scoped(to: "lifeguard"))
-        let url = reader.config.string(forKey: "url", isSecret: true) ?? config.string(forKey: "database.url", isSecret: true)
+        let ownURL = reader.config.string(forKey: "url", isSecret: true)
+        let url = ownURL ?? config.string(forKey: "database.url", isSecret: true)
         var configuration = PostgresPool.Configuration(host: "localhost", username: "postgres", password: nil, database: nil)
         if let url, !url.isEmpty {
             do {
                 configuration = try PostgresPool.Configuration(url: url)
             } catch {
-                problems += error.problems.map { "lifeguard.url (LIFEGUARD_URL): \($0)" }
+                let key = ownURL != nil ? "lifeguard.url (LIFEGUARD_URL)" : "database.url (DATABASE_URL)"
+                problems += error.problems.map { "\(key): \($0)" }
+                // The URL's password, to keep out of the other problems.
+                configuration.password = URLComponents(string: url)?.password
             }
         } else {
             problems.append(
@@ -55,9 +59,11 @@ extension PostgresPool.Configuration {
         }
         if let name = reader.string("name") { configuration.pool.name = name }
         if let name = reader.string("applicationName") { configuration.applicationName = name }
-        if let budget = reader.integer("budget", &problems) { configuration.budget = budget }
-        if let idle = reader.integer("minimumIdle", &problems) { configuration.pool.minimumIdle = idle }
-        if let timeout = reader.integer("connectTimeoutMilliseconds", &problems) { configuration.connectTimeout = .milliseconds(timeout) }
+        if let budget = reader.integer("budget", &problems, in: 1...PoolConfiguration.largestBudget) { configuration.budget = budget }
+        if let idle = reader.integer("minimumIdle", &problems, in: 0...PoolConfiguration.largestBudget) { configuration.pool.minimumIdle = idle }
+        if let timeout = reader.integer("connectTimeoutMilliseconds", &problems, in: 1...Self.longestConnectTimeoutSeconds * 1_000) {
+            configuration.connectTimeout = .milliseconds(timeout)
+        }
         if let record = reader.boolean("recordsQueryText", &problems) { configuration.recordsQueryText = record }
         if let names = reader.list("metricNames") {
             var metricNames: MetricNames = []
@@ -79,10 +85,12 @@ extension PostgresPool.Configuration {
         for (lane, settings) in lanes {
             var settings = settings
             let key = "lanes.\(lane.name)"
-            if let limit = reader.integer("\(key).limit", &problems) { settings.limit = limit }
-            if let reserved = reader.integer("\(key).reserved", &problems) { settings.reserved = reserved }
-            if let timeout = reader.integer("\(key).waitTimeoutMilliseconds", &problems) { settings.waitTimeout = .milliseconds(timeout) }
-            if let waiters = reader.integer("\(key).maxWaiters", &problems) { settings.maxWaiters = waiters }
+            if let limit = reader.integer("\(key).limit", &problems, in: 1...PoolConfiguration.largestBudget) { settings.limit = limit }
+            if let reserved = reader.integer("\(key).reserved", &problems, in: 0...PoolConfiguration.largestBudget) { settings.reserved = reserved }
+            if let timeout = reader.integer("\(key).waitTimeoutMilliseconds", &problems, in: 1...Self.longestWaitTimeoutMilliseconds) {
+                settings.waitTimeout = .milliseconds(timeout)
+            }
+            if let waiters = reader.integer("\(key).maxWaiters", &problems, in: 0...Int.max) { settings.maxWaiters = waiters }
             lanes[lane] = settings
         }
         configuration.lanes = lanes
@@ -91,9 +99,12 @@ extension PostgresPool.Configuration {
         } catch {
             problems += error.problems
         }
-        guard problems.isEmpty else { throw LifeguardError.invalidConfiguration(problems) }
+        guard problems.isEmpty else { throw LifeguardError.invalidConfiguration(configuration.redactingPassword(in: problems)) }
         self = configuration
     }
+
+    /// The longest `waitTimeoutMilliseconds` read: a day (a wait longer than that is a hang).
+    static let longestWaitTimeoutMilliseconds = 86_400_000
 }
 
 /// Reads the settings of ``PostgresPool/Configuration/init(config:)`` under `lifeguard`,
@@ -130,8 +141,17 @@ struct ConfigSettingReader {
         self.config.stringArray(forKey: ConfigKey(key))?.map { $0.trimmingCharacters(in: .whitespaces) }
     }
 
-    func integer(_ key: String, _ problems: inout [String]) -> Int? {
-        if let value = self.config.int(forKey: ConfigKey(key)) { return value }
+    /// The whole number at `key`, or `nil` when it is not set; one that does not parse, or
+    /// lies outside `range`, is a problem (naming the key) and `nil`.
+    func integer(_ key: String, _ problems: inout [String], in range: ClosedRange<Int>) -> Int? {
+        if let value = self.config.int(forKey: ConfigKey(key)) {
+            guard range.contains(value) else {
+                let bound = value < range.lowerBound ? "at least \(range.lowerBound)" : "at most \(range.upperBound)"
+                problems.append("\(self.describe(key)) is \(value); it must be \(bound)")
+                return nil
+            }
+            return value
+        }
         if let text = self.config.string(forKey: ConfigKey(key)) {
             problems.append("\(self.describe(key)) is '\(PostgresPool.Configuration.quoted(text))'; it must be a whole number")
         }

@@ -248,8 +248,15 @@ extension PostgresPool {
             // (An empty user name is already said in the URL's terms.)
             problems += self.settingProblems().filter { !problems.contains($0) && !$0.hasPrefix("username is empty") }
             if !problems.isEmpty {
-                throw LifeguardError.invalidConfiguration(problems)
+                throw LifeguardError.invalidConfiguration(self.redactingPassword(in: problems))
             }
+        }
+
+        /// `problems` with every value quoted in them that is the password (pasted into the
+        /// wrong field, or the wrong variable) written `'***'`.
+        func redactingPassword(in problems: [String]) -> [String] {
+            guard let password = self.password, !password.isEmpty else { return problems }
+            return problems.map { $0.replacingOccurrences(of: "'\(password)'", with: "'***'") }
         }
 
         private static func isHexDigit(_ byte: UInt8) -> Bool {
@@ -281,6 +288,15 @@ extension PostgresPool {
         ///   does not validate.
         public init(environment: [String: String] = ProcessInfo.processInfo.environment) throws(LifeguardError) {
             try self.init(config: ConfigReader(provider: EnvironmentVariablesProvider(environmentVariables: environment)))
+        }
+
+        /// Whether `environment` names a database for ``init(environment:)``: `LIFEGUARD_URL`
+        /// or `DATABASE_URL`, not empty.
+        ///
+        /// - Parameter environment: The environment to read. Default: the process's.
+        /// - Returns: `true` when one of the two is set.
+        public static func environmentNamesURL(_ environment: [String: String] = ProcessInfo.processInfo.environment) -> Bool {
+            !(environment["LIFEGUARD_URL"] ?? environment["DATABASE_URL"] ?? "").isEmpty
         }
 
         /// The connection target without the password, e.g. `postgres://app:***@db:5432/app?sslmode=prefer`.

@@ -63,7 +63,7 @@ enum GettingStartedSnippets {
         let pool = try PostgresPool(configuration: configuration, logger: Logger(label: "db"))
 
         let services = ServiceGroup(services: [pool], gracefulShutdownSignals: [.sigterm], logger: Logger(label: "app"))
-        try await services.run()
+        async let _ = services.run()
 
         let titles = try await pool.withConnection(lane: .retrieval) { lease in
             try await lease.query("SELECT title FROM docs WHERE tenant = \(tenant) LIMIT 8").map { try $0.decode(String.self) }

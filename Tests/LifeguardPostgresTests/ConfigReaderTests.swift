@@ -64,7 +64,9 @@ struct ConfigReaderTests {
             #expect(problems.contains("lifeguard.recordsQueryText (LIFEGUARD_RECORDS_QUERY_TEXT) is 'maybe'"), "\(problems)")
             #expect(problems.contains("lifeguard.metricNames (LIFEGUARD_METRIC_NAMES) names 'statsd'"), "\(problems)")
             #expect(problems.contains("sslmode"), "\(problems)")
-            #expect(problems.contains("lanes[\"retrieval\"].limit"), "\(problems)")
+            #expect(problems.contains("lifeguard.lanes.retrieval.limit (LIFEGUARD_LANES_RETRIEVAL_LIMIT) is 0; it must be at least 1"), "\(problems)")
+            // The URL came from DATABASE_URL: its problems name that variable.
+            #expect(problems.contains("database.url (DATABASE_URL): sslmode 'sometimes'"), "\(problems)")
             #expect(!problems.contains("hunter2") && !"\(error)".contains("hunter2"), "\(problems)")
             return error.code == .invalidConfiguration && error.problems.count >= 5
         }
@@ -72,6 +74,47 @@ struct ConfigReaderTests {
             try self.configuration([:])
         } throws: { error in
             (error as? LifeguardError)?.problems.first?.contains("DATABASE_URL") == true
+        }
+    }
+
+    @Test("a value out of range names its key and variable; the password pasted into another setting never shows")
+    func rangesAndPasswordElsewhere() {
+        #expect {
+            try self.configuration([
+                "LIFEGUARD_URL": "postgres://app:Secret99@db/rag?sslmode=Secret99&connect_timeout=Secret99",
+                "LIFEGUARD_BUDGET": "Secret99",
+                "LIFEGUARD_MINIMUM_IDLE": "-1",
+                "LIFEGUARD_CONNECT_TIMEOUT_MILLISECONDS": "0",
+                "LIFEGUARD_LANES_RETRIEVAL_WAIT_TIMEOUT_MILLISECONDS": "-5",
+                "LIFEGUARD_LANES_WRITE_RESERVED": "-2",
+                "LIFEGUARD_LANES_WRITE_MAX_WAITERS": "-3",
+            ])
+        } throws: { error in
+            guard let error = error as? LifeguardError else { return false }
+            let problems = error.problems.joined(separator: "\n")
+            for expected in [
+                "lifeguard.minimumIdle (LIFEGUARD_MINIMUM_IDLE) is -1; it must be at least 0",
+                "lifeguard.connectTimeoutMilliseconds (LIFEGUARD_CONNECT_TIMEOUT_MILLISECONDS) is 0; it must be at least 1",
+                "lifeguard.lanes.retrieval.waitTimeoutMilliseconds (LIFEGUARD_LANES_RETRIEVAL_WAIT_TIMEOUT_MILLISECONDS) is -5; it must be at least 1",
+                "lifeguard.lanes.write.reserved (LIFEGUARD_LANES_WRITE_RESERVED) is -2; it must be at least 0",
+                "lifeguard.lanes.write.maxWaiters (LIFEGUARD_LANES_WRITE_MAX_WAITERS) is -3; it must be at least 0",
+                "lifeguard.url (LIFEGUARD_URL): sslmode '***'",
+                "lifeguard.budget (LIFEGUARD_BUDGET) is '***'",
+            ] {
+                #expect(problems.contains(expected), "\(expected) in \(problems)")
+            }
+            #expect(!problems.contains("Secret99") && !"\(error)".contains("Secret99"), "\(problems)")
+            return error.code == .invalidConfiguration
+        }
+    }
+
+    @Test("a URL whose password also stands in an option never shows it in the problems")
+    func urlPasswordInAnOption() {
+        #expect {
+            try PostgresPool.Configuration(url: "postgres://u:Secret99@127.0.0.1:5432/db?sslmode=Secret99&connect_timeout=Secret99&Secret99=1")
+        } throws: { error in
+            guard let error = error as? LifeguardError else { return false }
+            return error.problems.count == 3 && !"\(error)".contains("Secret99") && !error.problems.joined().contains("Secret99")
         }
     }
 

@@ -21,7 +21,7 @@ struct RAGService: AsyncParsableCommand {
         commandName: "rag-service",
         abstract: "A RAG service on Hummingbird 2 and Lifeguard, with the pool's live dashboard at /pool.")
 
-    @Option(help: "postgres://user:password@host:port/database (default: DATABASE_URL).")
+    @Option(help: "postgres://user:password@host:port/database (default: LIFEGUARD_URL or DATABASE_URL). The pool's other settings come from LIFEGUARD_* variables (README, \"Configuration without code\").")
     var databaseURL: String?
 
     @Option(help: "The address to listen on.")
@@ -30,8 +30,8 @@ struct RAGService: AsyncParsableCommand {
     @Option(help: "The port to listen on.")
     var port = 8080
 
-    @Option(help: "Connections the pool may open.")
-    var budget = 20
+    @Option(help: "Connections the pool may open (default: LIFEGUARD_BUDGET, else 20).")
+    var budget: Int?
 
     @Option(help: "The fake model's latency, in milliseconds.")
     var modelMilliseconds = 300
@@ -47,7 +47,9 @@ struct RAGService: AsyncParsableCommand {
 
     func validate() throws {
         guard (1...65_535).contains(self.port) else { throw ValidationError("--port is \(self.port); it must be 1 to 65535") }
-        guard (2...1_000).contains(self.budget) else { throw ValidationError("--budget is \(self.budget); it must be 2 to 1000") }
+        if let budget = self.budget, !(2...1_000).contains(budget) {
+            throw ValidationError("--budget is \(budget); it must be 2 to 1000")
+        }
         guard (0...600_000).contains(self.modelMilliseconds) else {
             throw ValidationError("--model-milliseconds is \(self.modelMilliseconds); it must be 0 to 600000")
         }
@@ -61,13 +63,17 @@ struct RAGService: AsyncParsableCommand {
 
     func run() async throws {
         let logger = Logger(label: "rag-service")
-        let url = self.databaseURL ?? ProcessInfo.processInfo.environment["DATABASE_URL"]
-        guard let url else {
-            throw ValidationError("no database: pass --database-url or set DATABASE_URL (scripts/postgres.sh start prints one)")
+        // The pool's configuration as README's "Configuration without code" has it: the
+        // LIFEGUARD_* variables, the URL from --database-url, LIFEGUARD_URL or DATABASE_URL.
+        var environment = ProcessInfo.processInfo.environment
+        if let url = self.databaseURL { environment["LIFEGUARD_URL"] = url }
+        guard PostgresPool.Configuration.environmentNamesURL(environment) else {
+            throw ValidationError("no database: pass --database-url or set LIFEGUARD_URL or DATABASE_URL (scripts/postgres.sh start prints one)")
         }
-        var configuration = try PostgresPool.Configuration(url: url)
-        configuration.budget = self.budget
-        configuration.applicationName = "rag-service"
+        if environment["LIFEGUARD_BUDGET"] == nil { environment["LIFEGUARD_BUDGET"] = "20" }
+        if let budget = self.budget { environment["LIFEGUARD_BUDGET"] = String(budget) }
+        if environment["LIFEGUARD_APPLICATION_NAME"] == nil { environment["LIFEGUARD_APPLICATION_NAME"] = "rag-service" }
+        let configuration = try PostgresPool.Configuration(environment: environment)
         let settings = Settings(
             model: .milliseconds(self.modelMilliseconds), requestBudget: .milliseconds(self.requestBudgetMilliseconds))
 
@@ -84,7 +90,7 @@ struct RAGService: AsyncParsableCommand {
         let backend: any RAGBackend
         switch self.pool {
         case "postgresclient":
-            backend = PlainBackend(client: try PlainBackend.makeClient(configuration, budget: self.budget, logger: logger), settings: settings)
+            backend = PlainBackend(client: try PlainBackend.makeClient(configuration, budget: configuration.budget, logger: logger), settings: settings)
         default:
             let pool = try PostgresPool(
                 configuration: configuration, logger: logger, metricsFactory: PrometheusMetricsFactory(registry: registry))
@@ -106,11 +112,18 @@ struct RAGService: AsyncParsableCommand {
             onServerRunning: { [host, port, pool] _ in
                 logger.info("rag-service listening on http://\(host):\(port) (pool: \(pool)); dashboard at /pool")
                 Task {
-                    do {
-                        try await seed()
-                        seeded.markDone()
-                    } catch {
-                        logger.error("seeding the tables failed: \(PostgresPoolError.describe(error))")
+                    // Until the database lets it: /health answers 503 meanwhile.
+                    var delay = Duration.seconds(1)
+                    while !Task.isCancelled {
+                        do {
+                            try await seed()
+                            seeded.markDone()
+                            return
+                        } catch {
+                            logger.error("seeding the tables failed, trying again in \(delay): \(PostgresPoolError.describe(error))")
+                        }
+                        try? await Task.sleep(for: delay)
+                        delay = min(delay * 2, .seconds(10))
                     }
                 }
             },

@@ -6,7 +6,8 @@ import Synchronization
 /// (`lifeguard_pool_wait_seconds`, `lifeguard_lease_hold_seconds`,
 /// `lifeguard_lease_outcomes_total`, `lifeguard_connections`, `lifeguard_waiters`,
 /// `lifeguard_utilization`, `lifeguard_generation_holds_total`, `lifeguard_long_holds_total`,
-/// `lifeguard_cancellations_total`, `lifeguard_capacity`), OpenTelemetry's
+/// `lifeguard_cancellations_total`, `lifeguard_capacity`, `lifeguard_database_available`,
+/// `lifeguard_connect_failures_total`), OpenTelemetry's
 /// (`db.client.connection.*`, see ``MetricNames/openTelemetry``), or both.
 ///
 /// It runs in the pool's run loop, once per `metricsInterval` (1 s), from what the state machine recorded:
@@ -17,7 +18,7 @@ final class MetricsExporter: Sendable {
     struct LaneMetrics {
         let wait: Timer
         let hold: Timer
-        let granted, timeout, shed, overloaded, deadlineExceeded, cancelled: Counter
+        let granted, timeout, shed, overloaded, deadlineExceeded, cancelled, unavailable, shutdown: Counter
         let generationHolds, longHolds, cancellations: Counter
         let waiters: Gauge
     }
@@ -25,6 +26,8 @@ final class MetricsExporter: Sendable {
     struct PoolMetrics {
         let idle, leased, opening: Gauge
         let utilizationP50, utilizationP99, capacity: Gauge
+        let databaseAvailable: Gauge
+        let connectFailures: Counter
     }
 
     /// OpenTelemetry's database client connection pool metrics.
@@ -82,7 +85,7 @@ final class MetricsExporter: Sendable {
                 hold: Timer(label: "lifeguard_lease_hold_seconds", dimensions: lane, factory: factory),
                 granted: outcome("granted"), timeout: outcome("timeout"), shed: outcome("shed"),
                 overloaded: outcome("overloaded"), deadlineExceeded: outcome("deadline_exceeded"),
-                cancelled: outcome("cancelled"),
+                cancelled: outcome("cancelled"), unavailable: outcome("unavailable"), shutdown: outcome("shutdown"),
                 generationHolds: Counter(label: "lifeguard_generation_holds_total", dimensions: lane, factory: factory),
                 longHolds: Counter(label: "lifeguard_long_holds_total", dimensions: lane, factory: factory),
                 cancellations: Counter(label: "lifeguard_cancellations_total", dimensions: lane, factory: factory),
@@ -94,7 +97,9 @@ final class MetricsExporter: Sendable {
             opening: Gauge(label: "lifeguard_connections", dimensions: [("state", "opening")], factory: factory),
             utilizationP50: Gauge(label: "lifeguard_utilization", dimensions: [("quantile", "0.5")], factory: factory),
             utilizationP99: Gauge(label: "lifeguard_utilization", dimensions: [("quantile", "0.99")], factory: factory),
-            capacity: Gauge(label: "lifeguard_capacity", factory: factory))
+            capacity: Gauge(label: "lifeguard_capacity", factory: factory),
+            databaseAvailable: Gauge(label: "lifeguard_database_available", factory: factory),
+            connectFailures: Counter(label: "lifeguard_connect_failures_total", factory: factory))
     }
 
     /// A connection took `duration` to open (OpenTelemetry's `db.client.connection.create_time`).
@@ -132,6 +137,9 @@ final class MetricsExporter: Sendable {
                     Self.increment(openTelemetry.timeouts, window.lanes[lane].outcomes.timeout, before?.lanes[lane].outcomes.timeout)
                 }
             }
+            if let pool = self.pool {
+                Self.increment(pool.connectFailures, window.connections.connectFailures, before?.connections.connectFailures)
+            }
             for lane in self.lanes.indices {
                 let metrics = self.lanes[lane]
                 let now = window.lanes[lane]
@@ -146,6 +154,8 @@ final class MetricsExporter: Sendable {
                 Self.increment(metrics.overloaded, now.outcomes.overloaded, then?.outcomes.overloaded)
                 Self.increment(metrics.deadlineExceeded, now.outcomes.deadlineExceeded, then?.outcomes.deadlineExceeded)
                 Self.increment(metrics.cancelled, now.outcomes.cancelled, then?.outcomes.cancelled)
+                Self.increment(metrics.unavailable, now.outcomes.unavailable, then?.outcomes.unavailable)
+                Self.increment(metrics.shutdown, now.outcomes.shutdown, then?.outcomes.shutdown)
                 Self.increment(metrics.generationHolds, now.generationHolds, then?.generationHolds)
                 Self.increment(metrics.longHolds, now.longHolds, then?.longHolds)
                 Self.increment(
@@ -172,6 +182,7 @@ final class MetricsExporter: Sendable {
         pool.utilizationP50.record(snapshot.utilizationP50)
         pool.utilizationP99.record(snapshot.utilizationP99)
         pool.capacity.record(snapshot.capacity)
+        pool.databaseAvailable.record(status.isDatabaseAvailable ? 1 : 0)
     }
 
     static func increment(_ counter: Counter, _ now: UInt64, _ then: UInt64?) {

@@ -34,6 +34,28 @@ struct MetricsExporterTests {
 }
 
 extension MetricsExporterTests {
+    @Test("while the database refuses connections, /metrics says so: requests refused as unavailable, connect failures, availability 0")
+    func unavailableIsExported() async throws {
+        let metrics = TestMetrics()
+        let factory = InMemoryConnectionFactory()
+        factory.update { $0.connectFailure = .init("connection refused (test)") }
+        let pool = try ConnectionPool(
+            configuration: .testing(budget: 2, lanes: [.write: .patient]),
+            factory: factory, logger: Logger(label: "test"), metricsFactory: metrics)
+        let runner = Task { await pool.run() }
+        for _ in 0..<3 { _ = try? await pool.withConnection(lane: .write) { _ in } }
+        pool.exportMetrics()
+        let unavailable = try metrics.expectCounter("lifeguard_lease_outcomes_total", [("lane", "write"), ("outcome", "unavailable")])
+        #expect(unavailable.totalValue == 3)
+        #expect(try metrics.expectCounter("lifeguard_connect_failures_total").totalValue >= 1)
+        #expect(try metrics.expectGauge("lifeguard_database_available").lastValue == 0)
+        pool.shutdown(gracePeriod: .zero)
+        await runner.value
+        _ = try? await pool.withConnection(lane: .write) { _ in }
+        pool.exportMetrics()
+        #expect(try metrics.expectCounter("lifeguard_lease_outcomes_total", [("lane", "write"), ("outcome", "shutdown")]).totalValue == 1)
+    }
+
     @Test("run() exports the metrics once per metricsInterval of the pool's clock, and only then")
     func exportsOncePerInterval() async throws {
         let metrics = TestMetrics()
