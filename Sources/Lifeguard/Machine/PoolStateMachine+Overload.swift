@@ -164,7 +164,8 @@ extension PoolStateMachine {
     /// PostgresClient served 600-700 a second, all of them, p99 360-690 ms.
     ///
     /// A second in which the lane rejected early at least 256 leases and more than four for
-    /// each lease it served from its queue is such a storm: an open loop three times past the
+    /// each lease it served from its queue is such a storm, and so is a quarter of a second or
+    /// more of one that already did (judged then, not at the second's end): an open loop three times past the
     /// lane's capacity rejects two for each served. The lane then works as a plain pool for a
     /// second: nothing is rejected early, every caller queues (up to `maxWaiters`) and waits at
     /// most its `waitTimeout` or deadline; shedding steps out of overload, and waits that time
@@ -233,10 +234,20 @@ extension PoolStateMachine {
                 return false
             }
             let elapsed = start.nanoseconds(to: now)
+            let stormSoFar = now >= (self.noStormBefore ?? now)
+                && self.rejected >= Self.minimumRejected && self.rejected > Self.rejectedPerServed * self.served
+            // A storm shows within a quarter of a second: waiting out the second let it reject
+            // thousands (200 clients retrying at once reject some 8,000 leases a second). What
+            // the storm served is then counted for a whole second, as the plain pool's will be.
+            if stormSoFar, elapsed >= Self.window / 4, elapsed < Self.window {
+                self.servedInStorm = Int(Int64(self.served) * Self.window / elapsed)
+                self.startWindow(at: now)
+                self.queuesEveryoneUntil = PoolInstant(nanoseconds: now.nanoseconds &+ Self.window)
+                return true
+            }
             guard elapsed >= Self.window else { return false }
             // A second that ended long ago says nothing of the load now.
-            let storm = elapsed < 2 * Self.window && now >= (self.noStormBefore ?? now)
-                && self.rejected >= Self.minimumRejected && self.rejected > Self.rejectedPerServed * self.served
+            let storm = elapsed < 2 * Self.window && stormSoFar
             let served = self.served
             self.startWindow(at: now)
             if storm {

@@ -284,6 +284,28 @@ struct AdmissionPolicyTests {
         }
     }
 
+    @Test("a storm is judged a quarter of a second in, not after a whole second of rejections (the example service at budget 4 rejected 16,000 searches of 200 wrk clients' first 8 s)")
+    func stormJudgedEarly() {
+        var storm = Machine.RetryStorm()
+        let started = storm.roll(now: at(0))
+        #expect(!started)
+        storm.rejected = 300
+        storm.served = 10
+        let tooSoon = storm.roll(now: at(100))
+        #expect(!tooSoon, "a tenth of a second is too little to judge")
+        let judged = storm.roll(now: at(260))
+        #expect(judged)
+        #expect(storm.queuesEveryone(at: at(500)))
+        // Rejections that do not outnumber what is served four to one are no storm, early or not.
+        var busy = Machine.RetryStorm()
+        let busyStarted = busy.roll(now: at(0))
+        #expect(!busyStarted)
+        busy.rejected = 300
+        busy.served = 100
+        let notStorm = busy.roll(now: at(260))
+        #expect(!notStorm)
+    }
+
     @Test("a plain pool that does not cope after a storm (its queued waits time out) leaves storms to the wait to expect for 2 s, then twice as long after each such failure")
     func stormCooldown() {
         var storm = Machine.RetryStorm()
