@@ -162,11 +162,11 @@ struct IncidentTracker {
     var lastCapacity: Int?
     /// The window in which the leak signal was last reported.
     var leakReportedWindow: PoolInstant?
-    /// A fall of capacity that came with cancellations, at the check before: the capacity and
-    /// cancellations before it, and the connections back from a reset by then. Reported only if
-    /// capacity has not come back by the next check, and fewer connections came back since than
-    /// are missing.
-    var capacityFall: (capacity: Int, cancellations: UInt64, unusableEnded: UInt64)?
+    /// A fall of capacity that came with cancellations, at an earlier check: when, the capacity
+    /// and cancellations before it, and the connections back from a reset by then. Reported
+    /// only if capacity has not come back at a check a reset's longest time (`resetTimeout`)
+    /// or more after it, and fewer connections came back since than are missing.
+    var capacityFall: (since: PoolInstant, capacity: Int, cancellations: UInt64, unusableEnded: UInt64)?
 
     /// Adds the time since the last sample to each running lease's call site.
     mutating func sample(_ running: [PoolStateMachine.RunningLease], windowStart: PoolInstant, now: PoolInstant) {
@@ -193,8 +193,9 @@ struct IncidentTracker {
     }
 
     /// Slow-wait incidents (once per lane and window) and the leak signal (once per window),
-    /// from a snapshot.
-    mutating func check(_ inputs: PoolStateMachine.StatisticsInputs) -> [Incident] {
+    /// from a snapshot taken at `now`. A connection out of use for less than `longestReset`
+    /// may be in a slow reset (a busy machine, clients gone at once), which is no leak.
+    mutating func check(_ inputs: PoolStateMachine.StatisticsInputs, now: PoolInstant, longestReset: Duration) -> [Incident] {
         var incidents: [Incident] = []
         let window = inputs.recorder.current
         for lane in window.lanes.indices {
@@ -218,7 +219,9 @@ struct IncidentTracker {
                 // Back, or churn: under a steady stream of cancellations some connections are
                 // always being reset, but they are new ones each check.
                 self.capacityFall = nil
-            } else if self.leakReportedWindow != window.start, cancellations > fall.cancellations {
+            } else if self.leakReportedWindow != window.start, cancellations > fall.cancellations,
+                fall.since.nanoseconds(to: now) >= longestReset.wholeNanoseconds
+            {
                 // Once per window: under cancellation-heavy load, one report says it.
                 self.leakReportedWindow = window.start
                 self.capacityFall = nil
@@ -229,7 +232,7 @@ struct IncidentTracker {
         } else if let lastCancellations = self.lastCancellations, let lastCapacity = self.lastCapacity,
             cancellations > lastCancellations, inputs.capacity < lastCapacity
         {
-            self.capacityFall = (lastCapacity, lastCancellations, inputs.unusableEnded)
+            self.capacityFall = (now, lastCapacity, lastCancellations, inputs.unusableEnded)
         }
         self.lastCancellations = cancellations
         self.lastCapacity = inputs.capacity

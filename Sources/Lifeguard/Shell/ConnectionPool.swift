@@ -753,7 +753,7 @@ public final class ConnectionPool<Factory: ConnectionFactory, Clock: PoolClock>:
         let now = self.clock.now
         let (inputs, status) = self.shared.withLock { ($0.machine.statisticsInputs, $0.machine.status) }
         self.metrics.export(inputs, status: status, laneOrder: self.lanes, now: now)
-        let found = self.incidents.withLock { $0.check(inputs) }
+        let found = self.incidents.withLock { $0.check(inputs, now: now, longestReset: self.configuration.resetTimeout) }
         guard !found.isEmpty else { return }
         self.shared.withLock { shared in
             for incident in found { shared.machine.recorder.record(.incident(incident)) }

@@ -281,7 +281,7 @@ struct LeakSignalChurnTests {
         machine.warmUp(4, now: at(0))
         var grants = (0..<4).map { _ in machine.leaseNow(.write, now: at(0))! }
         var tracker = IncidentTracker()
-        var incidents = tracker.check(machine.statisticsInputs)
+        var incidents = tracker.check(machine.statisticsInputs, now: at(0), longestReset: .seconds(2))
         var resetting: [Int] = []
         for step in 1...3 {
             if comesBack {
@@ -294,7 +294,7 @@ struct LeakSignalChurnTests {
             let grant = grants.removeFirst()
             let actions = machine.release(grant, disposition: .reset, now: at(step * 1_000), cancelled: true).actions
             resetting += actions.reset
-            incidents += tracker.check(machine.statisticsInputs)
+            incidents += tracker.check(machine.statisticsInputs, now: at(step * 1_000), longestReset: .seconds(2))
         }
         return incidents.filter { $0.kind == .leakSignal }
     }

@@ -113,17 +113,15 @@ struct IncidentTests {
         }
     }
 
-    @Test("cancellations rising while capacity falls and stays fallen past a check raise the leak signal")
-    func leakSignal() async throws {
-        try await self.withCancelledLease(resetLatency: .milliseconds(1_500)) { pool, _ in
-            // The connection is now being reset (slowly): capacity fell while a cancellation came,
-            // and has not come back at the next check.
+    // That a fall lasting past resetTimeout raises the signal is LeakSignalChurnTests' (on the machine).
+    @Test("a reset slower than a check but within resetTimeout raises no leak signal (CI's dashboard test: clients gone at once, resets slow on a busy machine)")
+    func noLeakSignalForSlowResets() async throws {
+        try await self.withCancelledLease(resetLatency: .milliseconds(1_500)) { pool, clock in
+            pool.exportMetrics()   // the fall, while the connection is reset
+            clock.advance(by: .seconds(1))
+            pool.exportMetrics()   // still resetting
             pool.exportMetrics()
             #expect(pool.statistics().incidents.filter { $0.kind == .leakSignal }.isEmpty)
-            pool.exportMetrics()
-            let signals = pool.statistics().incidents.filter { $0.kind == .leakSignal }
-            #expect(signals.count == 1)
-            #expect(signals.first?.capacity == 1)
         }
     }
 
