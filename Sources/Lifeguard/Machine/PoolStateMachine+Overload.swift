@@ -237,21 +237,16 @@ extension PoolStateMachine {
             let stormSoFar = now >= (self.noStormBefore ?? now)
                 && self.rejected >= Self.minimumRejected && self.rejected > Self.rejectedPerServed * self.served
             // A storm shows within a quarter of a second: waiting out the second let it reject
-            // thousands (200 clients retrying at once reject some 8,000 leases a second). What
-            // the storm served is then counted for a whole second, as the plain pool's will be.
-            if stormSoFar, elapsed >= Self.window / 4, elapsed < Self.window {
-                self.servedInStorm = Int(Int64(self.served) * Self.window / elapsed)
-                self.startWindow(at: now)
-                self.queuesEveryoneUntil = PoolInstant(nanoseconds: now.nanoseconds &+ Self.window)
-                return true
-            }
-            guard elapsed >= Self.window else { return false }
+            // thousands (200 clients retrying at once reject some 8,000 leases a second).
+            let judgedEarly = stormSoFar && elapsed >= Self.window / 4 && elapsed < Self.window
+            guard judgedEarly || elapsed >= Self.window else { return false }
             // A second that ended long ago says nothing of the load now.
-            let storm = elapsed < 2 * Self.window && stormSoFar
-            let served = self.served
+            let storm = stormSoFar && elapsed < 2 * Self.window
+            // What the storm served in a second (a quarter's, scaled), for the plain pool to beat.
+            let servedPerSecond = Int(Int64(self.served) * Self.window / min(elapsed, Self.window))
             self.startWindow(at: now)
             if storm {
-                self.servedInStorm = served
+                self.servedInStorm = servedPerSecond
                 self.queuesEveryoneUntil = PoolInstant(nanoseconds: now.nanoseconds &+ Self.window)
             }
             return storm

@@ -286,24 +286,24 @@ struct AdmissionPolicyTests {
 
     @Test("a storm is judged a quarter of a second in, not after a whole second of rejections (the example service at budget 4 rejected 16,000 searches of 200 wrk clients' first 8 s)")
     func stormJudgedEarly() {
-        var storm = Machine.RetryStorm()
-        let started = storm.roll(now: at(0))
-        #expect(!started)
-        storm.rejected = 300
-        storm.served = 10
-        let tooSoon = storm.roll(now: at(100))
-        #expect(!tooSoon, "a tenth of a second is too little to judge")
-        let judged = storm.roll(now: at(260))
-        #expect(judged)
-        #expect(storm.queuesEveryone(at: at(500)))
+        /// A fresh detector that saw `rejected` and `served` in its first 100 ms: whether it
+        /// judged a storm then, and whether at 260 ms.
+        func judged(rejected: Int, served: Int) -> (at100: Bool, at260: Bool, storm: Machine.RetryStorm) {
+            var storm = Machine.RetryStorm()
+            _ = storm.roll(now: at(0))
+            storm.rejected = rejected
+            storm.served = served
+            let at100 = storm.roll(now: at(100))
+            let at260 = storm.roll(now: at(260))
+            return (at100, at260, storm)
+        }
+        let storm = judged(rejected: 300, served: 10)
+        #expect(!storm.at100, "a tenth of a second is too little to judge")
+        #expect(storm.at260)
+        #expect(storm.storm.queuesEveryone(at: at(500)))
         // Rejections that do not outnumber what is served four to one are no storm, early or not.
-        var busy = Machine.RetryStorm()
-        let busyStarted = busy.roll(now: at(0))
-        #expect(!busyStarted)
-        busy.rejected = 300
-        busy.served = 100
-        let notStorm = busy.roll(now: at(260))
-        #expect(!notStorm)
+        let busy = judged(rejected: 300, served: 100)
+        #expect(!busy.at100 && !busy.at260)
     }
 
     @Test("a plain pool that does not cope after a storm (its queued waits time out) leaves storms to the wait to expect for 2 s, then twice as long after each such failure")
