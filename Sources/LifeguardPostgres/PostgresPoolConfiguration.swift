@@ -131,13 +131,23 @@ extension PostgresPool {
         /// Query options: `sslmode` (disable, allow, prefer, require, verify-ca, verify-full),
         /// `sslrootcert` (a PEM file), `application_name`, `connect_timeout` (seconds), and
         /// `host` (a Unix socket folder, for URLs without a host). Percent-encoded user names
-        /// and passwords are decoded.
+        /// and passwords are decoded; a `/`, `?`, `#` or `@` in them, or an `@` in the database
+        /// name or an option, must be percent-encoded (`%2F`, `%3F`, `%23`, `%40`).
         ///
         /// - Parameter url: The URL.
         /// - Throws: ``LifeguardError`` with code ``LifeguardError/Code/invalidConfiguration``
         ///   listing every problem of the URL; the password is never part of it.
         public init(url: String) throws(LifeguardError) {
             var problems: [String] = []
+            // An '@' past the host part is a password (or user name) holding a '/', '?' or '#'
+            // that was not percent-encoded: what follows it would be read as the host, the
+            // database or an option, and quoted as one (found by the URL fuzz target). Not
+            // parsed further: any part may hold the password.
+            if Self.hasAtSignAfterAuthority(url) {
+                throw LifeguardError.invalidConfiguration([
+                    "the database URL has an '@' after its host part: percent-encode a '/', '?', '#' or '@' in the user name, password or options (%2F, %3F, %23, %40)"
+                ])
+            }
             guard let components = URLComponents(string: url) else {
                 throw LifeguardError.invalidConfiguration(["the database URL cannot be parsed; expected postgres://user:password@host:port/database"])
             }
@@ -257,6 +267,17 @@ extension PostgresPool {
         func redactingPassword(in problems: [String]) -> [String] {
             guard let password = self.password, !password.isEmpty else { return problems }
             return problems.map { $0.replacingOccurrences(of: "'\(password)'", with: "'***'") }
+        }
+
+        /// Whether `url` has an '@' after its authority (the part after `://`, up to the first
+        /// '/', '?' or '#').
+        private static func hasAtSignAfterAuthority(_ url: String) -> Bool {
+            let bytes = Array(url.utf8)
+            let separator = Array("://".utf8)
+            guard let start = bytes.indices.first(where: { bytes[$0...].starts(with: separator) }) else { return false }
+            let rest = bytes[(start + separator.count)...]
+            guard let end = rest.firstIndex(where: { "/?#".utf8.contains($0) }) else { return false }
+            return bytes[end...].contains(UInt8(ascii: "@"))
         }
 
         private static func isHexDigit(_ byte: UInt8) -> Bool {

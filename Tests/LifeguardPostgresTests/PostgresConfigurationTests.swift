@@ -158,11 +158,22 @@ struct PostgresConfigurationTests {
 
     @Test("a password that also stands in another setting never shows (found by the URL fuzz target)")
     func passwordInAnotherSetting() throws {
-        let configuration = try PostgresPool.Configuration(url: "postgresql://host=:pw-s3cr3t-0451@postgres://:pw-s3cr3t-0451@")
+        let configuration = try PostgresPool.Configuration(url: "postgresql://host=:pw-s3cr3t-0451@postgres:5432?application_name=pw-s3cr3t-0451")
         var dumped = ""
         dump(configuration, to: &dumped)
         #expect(!String(describing: configuration).contains("pw-s3cr3t-0451"))
         #expect(!dumped.contains("pw-s3cr3t-0451"))
+    }
+
+    @Test("a password with an unescaped '/', '?' or '#' is refused, and no piece of it shows (found by the URL fuzz target)", arguments: [
+        "postgres://app:Zq/xK7-secret@db/app", "postgres://app:Zq?xK7-secret@db/app", "postgres://app:Zq#xK7-secret@db/app",
+        "postgres://app@db:5432//:Zq-xK7-secret@?sslmode=prefer",
+    ])
+    func misplacedCredentials(url: String) {
+        let problems = Self.problems(of: url)
+        #expect(problems.contains { $0.contains("percent-encode") }, "\(problems)")
+        #expect(!String(describing: problems).contains("Zq"), "\(problems)")
+        #expect(!String(describing: problems).contains("xK7"), "\(problems)")
     }
 
     /// The problems a URL is refused with, or `[]` when it is accepted.
