@@ -240,7 +240,7 @@ enum PoolDashboard {
             "none: no connection was held across a model call");
           list($("incidents"), s.incidents.slice(-8).reverse().map((i) => el("li", { class: i.kind === "leakSignal" ? "critical" : "warning" },
             i.kind === "leakSignal" ? "leak signal: usable connections fell to " + i.capacity + " while " + i.cancellations + " leases were cancelled"
-              : "slow waits on " + i.lane + ": p99 " + ms(i.waitP99Milliseconds || 0) + (i.topCallSites.length ? "; longest holders " + i.topCallSites.slice(0, 3).join(", ") : ""))),
+              : "slow waits on " + i.lane + ": p99 " + ms(i.waitP99Milliseconds || 0) + (i.topCallSites.length ? "; most connection time held at " + i.topCallSites.slice(0, 3).join(", ") : ""))),
             "none in the window");
           const advice = snapshot.advice;
           const adviceItems = advice.warnings.map((w) => el("li", { class: "warning" }, w))

@@ -28,6 +28,9 @@ public struct SizingAdvice: Sendable, Hashable, Codable, CustomStringConvertible
         public var reasoning: String
     }
 
+    /// The shortest wait timeout advised, in milliseconds: ``LaneConfiguration``'s default.
+    static let defaultWaitTimeoutMilliseconds = Double(LaneConfiguration().waitTimeout.wholeNanoseconds / 1_000_000)
+
     /// The wait p99 above which a lane is in an incident, in milliseconds.
     public static let incidentWaitMilliseconds = 50.0
 
@@ -54,7 +57,10 @@ public struct SizingAdvice: Sendable, Hashable, Codable, CustomStringConvertible
             // The limit covers the reservation and the peak observed, with a quarter to spare.
             let peak = max(observedPeak, reserved)
             let limit = max(1, reserved, peak + (peak + 3) / 4)
-            let waitTimeout = Int(min(1_000, max(100, (4 * Self.clamped(lane.hold.p99)).rounded(.up))))
+            // The default wait budget (what a caller can wait, the seed's 500 ms), longer for
+            // long holds (four of them, up to 1 s): a budget cut to the holds rejects what a
+            // plain pool serves in time.
+            let waitTimeout = Int(min(1_000, max(Self.defaultWaitTimeoutMilliseconds, (4 * Self.clamped(lane.hold.p99)).rounded(.up))))
             let reasoning = "\(lane.lane): \(Figures.format(lane.arrivalsPerSecond)) arrivals/s × \(Figures.format(lane.hold.mean)) ms hold "
                 + "= \(Figures.format(averageInUse)) in use on average, p99 in-use \(p99InUse), peak \(observedPeak): "
                 + "reserve \(reserved), limit \(limit), waitTimeout \(waitTimeout) ms"

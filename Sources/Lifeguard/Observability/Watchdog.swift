@@ -131,8 +131,8 @@ public struct Incident: Sendable, Hashable, Codable, CustomStringConvertible {
     public var lane: String?
     /// The lane's wait p99 in the window, in milliseconds, for slow waits.
     public var waitP99Milliseconds: Double?
-    /// The lane's call sites that held connections longest in the window, with seconds held
-    /// (sampled by the watchdog), most first.
+    /// The lane's call sites that held its connections most in the window, each with the
+    /// seconds held summed over its leases (sampled by the watchdog), most first.
     public var topCallSites: [String]
     /// Usable connections, for the leak signal.
     public var capacity: Int?
@@ -142,7 +142,7 @@ public struct Incident: Sendable, Hashable, Codable, CustomStringConvertible {
     public var description: String {
         switch self.kind {
         case .slowWaits:
-            let sites = self.topCallSites.isEmpty ? "" : "; longest holders: \(self.topCallSites.joined(separator: ", "))"
+            let sites = self.topCallSites.isEmpty ? "" : "; most connection time held at: \(self.topCallSites.joined(separator: ", "))"
             return "INCIDENT: lane '\(self.lane ?? "-")' pool wait p99 \(Figures.format(self.waitP99Milliseconds ?? 0)) ms is above 50 ms\(sites)"
         case .leakSignal:
             return "LEAK SIGNAL: \(self.cancellations ?? 0) cancellations while capacity fell to \(self.capacity ?? 0) usable connections"
@@ -185,11 +185,12 @@ struct IncidentTracker {
         }
     }
 
-    /// The lane's three call sites that held longest, as `site (seconds s)`.
+    /// The lane's three call sites that held its connections most, as
+    /// `site (seconds s across its leases)`.
     func topCallSites(lane: Int) -> [String] {
         // A site that held for less than 0.05 s would show as 0.0 s: no holder to blame.
         (self.heldByCallSite[lane] ?? [:]).filter { $0.value >= 0.05 }.sorted { $0.value > $1.value }.prefix(3)
-            .map { "\($0.key) (\(Figures.format($0.value)) s)" }
+            .map { "\($0.key) (\(Figures.format($0.value)) s across its leases)" }
     }
 
     /// Slow-wait incidents (once per lane and window) and the leak signal (once per window),

@@ -36,8 +36,11 @@ struct SizingAdviceTests {
         #expect(abs(retrieval.averageInUse - 0.756) < 0.001)
         #expect(retrieval.reserved == 12)
         #expect(retrieval.limit == 18, "peak 14 plus a quarter")
-        #expect(retrieval.waitTimeoutMilliseconds == 160, "4 × hold p99")
-        #expect(retrieval.reasoning == "retrieval: 42.0 arrivals/s × 18.0 ms hold = 0.76 in use on average, p99 in-use 11, peak 14: reserve 12, limit 18, waitTimeout 160 ms")
+        // Not 4 × the hold p99 (160 ms): a wait budget shorter than the default rejects what a
+        // plain pool serves within the 500 ms a caller can wait (issue 19's review).
+        #expect(retrieval.waitTimeoutMilliseconds == 500, "the default, at least")
+        #expect(advice.lanes.first { $0.lane == "generation" }?.waitTimeoutMilliseconds == 1_000, "4 × a long hold p99, at most 1 s")
+        #expect(retrieval.reasoning == "retrieval: 42.0 arrivals/s × 18.0 ms hold = 0.76 in use on average, p99 in-use 11, peak 14: reserve 12, limit 18, waitTimeout 500 ms")
         #expect(advice.budget == 15, "reservations 12 + 3")
     }
 
