@@ -155,48 +155,37 @@ extension PoolStateMachine {
         }
     }
 
-    /// Tells when a lane's early rejections feed themselves, or reject what a plain pool serves.
-    /// Callers that come back at once when rejected (an HTTP server's clients, a fixed set of
-    /// users or agents that retry) keep the load whatever the lane rejects, and the CPU their
-    /// rejections burn slows the work being served, which predicts longer waits, which rejects
-    /// more: a stable storm. The example service on PostgreSQL with a budget of 4 and 200 clients
-    /// entered it after a slow second and served 61 searches a second while rejecting 17,000
-    /// (hold p50 5.6 ms instead of 0.7); PostgresClient served 600-700 a second, all of them,
-    /// p99 360-690 ms. Short of a storm, such callers at the edge of the budget are rejected
-    /// for waits a plain pool serves in time: the wait to expect is an average, admitted up to
-    /// four fifths of the budget, and its spread puts some callers past it (the example at
-    /// budget 2 under 200 clients: 22.7% of requests rejected, where PostgresClient's p99 was
-    /// 414 ms).
+    /// Tells when a lane's early rejections feed themselves. Callers that come back at once when
+    /// rejected (an HTTP server's clients, a fixed set of users or agents that retry) keep the
+    /// load whatever the lane rejects, and the CPU their rejections burn slows the work being
+    /// served, which predicts longer waits, which rejects more: a stable storm. The example
+    /// service on PostgreSQL with a budget of 4 and 200 clients entered it after a slow second
+    /// and served 61 searches a second while rejecting 17,000 (hold p50 5.6 ms instead of 0.7);
+    /// PostgresClient served 600-700 a second, all of them, p99 360-690 ms.
     ///
     /// A second in which the lane rejected early at least 256 leases and more than four for
-    /// each lease it served from its queue is a storm, and so is a quarter of a second or more
-    /// of one that already did (judged then, not at the second's end): an open loop three times
-    /// past the lane's capacity rejects two for each served. A second that rejected early at
-    /// least 64 leases and one for each 16 served is worth a trial. Either way the lane then
-    /// works as a plain pool for a second: nothing is rejected early, every caller queues (up
-    /// to `maxWaiters`) and waits at most its `waitTimeout` or deadline; shedding steps out of
-    /// overload, and waits that time out do not count towards entering it again. Callers
-    /// waiting are callers not retrying: the storm's CPU goes back to the work. While the plain
-    /// pool copes (it served twice the leases of the second before it, or seven eighths of them
-    /// with at most one in sixteen timed out: callers at the budget's edge, some of whose waits
-    /// time out, are served four times faster queued than stormed), the next second is the
-    /// same: the predictions were rejecting work that it serves (at the example's edge, holds
-    /// of 0.8-1.2 ms for 1,600 leases queued put the wait to expect on either side of the 400 ms
-    /// admitted, and judging again started the storm again: 420 searches a second instead of
-    /// 600). When it does not cope, the wait to expect judges again, storms or not, for 2 s,
-    /// twice as long after each plain pool that did not cope (up to 32 s): a flood (an open loop
-    /// past capacity, whose queue grows past the budget) or callers that hold their connections
-    /// long (a transaction held across a model call, where queued requests time out after part
-    /// of them ran: 13.4 requests/s served queueing, 20.9 rejecting) spend little time queued.
+    /// each lease it served from its queue is such a storm, and so is a quarter of a second or
+    /// more of one that already did (judged then, not at the second's end): an open loop three times past the
+    /// lane's capacity rejects two for each served. The lane then works as a plain pool for a
+    /// second: nothing is rejected early, every caller queues (up to `maxWaiters`) and waits at
+    /// most its `waitTimeout` or deadline; shedding steps out of overload, and waits that time
+    /// out do not count towards entering it again. Callers waiting are callers not retrying:
+    /// the storm's CPU goes back to the work. While the plain pool copes (it served twice the
+    /// leases the storm's second did, or more and let at most one in nine time out: callers at
+    /// the budget's edge, some of whose waits time out, are served four times faster queued
+    /// than stormed), the next second is the same: the predictions were rejecting work that it serves (at the example's edge,
+    /// holds of 0.8-1.2 ms for 1,600 leases queued put the wait to expect on either side of the
+    /// 400 ms admitted, and judging again started the storm again: 420 searches a second
+    /// instead of 600). When it does not cope, the wait to expect judges again, storms or not,
+    /// for 2 s, twice as long after each plain pool that did not cope (up to 32 s): a flood
+    /// (an open loop far past capacity) or callers that hold their connections long (a
+    /// transaction held across a model call, where queued requests time out after part of
+    /// them ran: 13.4 requests/s served queueing, 20.9 rejecting) spend little time queued.
     struct RetryStorm {
         static let window: Int64 = 1_000_000_000
         static let minimumRejected = 256
         static let rejectedPerServed = 4
-        static let minimumTried = 64
-        static let servedPerTried = 16
-        static let servedPerExpired = 16
-        /// A queue that grows by no more than this (or a sixteenth) has stopped growing, whatever its size.
-        static let noticedGrowth = 16
+        static let servedPerExpired = 8
         static let longestCooldown: Int64 = 32 * window
 
         /// When the current second began; `nil` before the first admission judged.
@@ -207,14 +196,12 @@ extension PoolStateMachine {
         var served = 0
         /// Leases whose wait timed out (their `waitTimeout` or deadline) in the current second.
         var expired = 0
-        /// The leases served in the second before the plain pool (a storm's, or a trial's).
-        var servedBefore = 0
+        /// The leases the last storm's second served.
+        var servedInStorm = 0
         /// After a plain pool that did not cope: how long storms are left to the wait to
         /// expect, and until when.
         var cooldown: Int64 = 0
         var noStormBefore: PoolInstant?
-        /// While the lane works as a plain pool: its queue a quarter of the way through the second.
-        var queuedAtQuarter: Int?
         /// Until when the lane works as a plain pool, after a storm.
         private(set) var queuesEveryoneUntil: PoolInstant?
 
@@ -223,28 +210,14 @@ extension PoolStateMachine {
             self.queuesEveryoneUntil.map { now < $0 } ?? false
         }
 
-        /// Starts a new second when the current one has passed, judging the one that ended;
-        /// `queued` is the lane's queue now. Returns whether the second was a storm or worth a
-        /// trial, after which every caller queues from `now`.
-        mutating func roll(now: PoolInstant, queued: Int) -> Bool {
+        /// Starts a new second when the current one has passed, judging the one that ended.
+        /// Returns whether it was a storm, after which every caller queues from `now`.
+        mutating func roll(now: PoolInstant) -> Bool {
             if let until = self.queuesEveryoneUntil {
-                // The queue a quarter of the way through (the callers rejected before have
-                // joined it by then), and whether it has grown since: an open loop past
-                // capacity grows its queue second after second, and its waits time out only
-                // once the queue has passed the budget, after the second that let it grow. A
-                // bounded set of callers cannot grow it. Growing half-way through ends the
-                // plain pool there.
-                let elapsed = self.windowStart.map { $0.nanoseconds(to: now) } ?? 0
-                if self.queuedAtQuarter == nil, elapsed >= Self.window / 4 {
-                    self.queuedAtQuarter = queued
-                }
-                let growing = self.queuedAtQuarter.map { queued - $0 > max(Self.noticedGrowth, $0 / 16) } ?? false
-                guard now >= until || (growing && elapsed >= Self.window / 2) else { return false }
-                // It served twice what the second before it did, or seven eighths of it with at
-                // most one in sixteen timed out, and its queue stopped growing.
-                let coped = !growing
-                    && (self.served >= 2 * self.servedBefore
-                        || (8 * self.served >= 7 * self.servedBefore && self.expired * Self.servedPerExpired <= self.served))
+                guard now >= until else { return false }
+                // It served twice what the storm did, or more with at most one in nine timed out.
+                let coped = self.served >= 2 * self.servedInStorm
+                    || (self.served > self.servedInStorm && self.expired * Self.servedPerExpired <= self.served)
                 self.startWindow(at: now)
                 if coped {
                     self.queuesEveryoneUntil = PoolInstant(nanoseconds: now.nanoseconds &+ Self.window)
@@ -270,23 +243,19 @@ extension PoolStateMachine {
             let judgedEarly = stormSoFar && elapsed >= Self.window / 4 && elapsed < Self.window
             guard judgedEarly || elapsed >= Self.window else { return false }
             // A second that ended long ago says nothing of the load now.
-            let recent = elapsed < 2 * Self.window
-            let storm = stormSoFar && recent
-            let trial = recent && elapsed >= Self.window && now >= (self.noStormBefore ?? now)
-                && self.rejected >= Self.minimumTried && self.rejected * Self.servedPerTried >= self.served
-            // What the second served (a quarter's, scaled), for the plain pool to match.
+            let storm = stormSoFar && elapsed < 2 * Self.window
+            // What the storm served in a second (a quarter's, scaled), for the plain pool to beat.
             let servedPerSecond = Int(Int64(self.served) * Self.window / min(elapsed, Self.window))
             self.startWindow(at: now)
-            if storm || trial {
-                self.servedBefore = servedPerSecond
+            if storm {
+                self.servedInStorm = servedPerSecond
                 self.queuesEveryoneUntil = PoolInstant(nanoseconds: now.nanoseconds &+ Self.window)
             }
-            return storm || trial
+            return storm
         }
 
         private mutating func startWindow(at now: PoolInstant) {
             self.windowStart = now
-            self.queuedAtQuarter = nil
             self.rejected = 0
             self.served = 0
             self.expired = 0
@@ -333,7 +302,7 @@ extension PoolStateMachine {
     /// rejected early, and nothing at all while the lane's rejections feed themselves
     /// (``RetryStorm``). The rejection is counted once per lease.
     mutating func rejectionAtAdmission(lane: Int, leases: Int, callerDeadline: Instant?, now: Instant) -> LifeguardError? {
-        if self.lanes[lane].retryStorm.roll(now: now, queued: self.lanes[lane].waiters.count) {
+        if self.lanes[lane].retryStorm.roll(now: now) {
             self.lanes[lane].shedder?.stepOut()
         }
         guard !self.lanes[lane].retryStorm.queuesEveryone(at: now) else { return nil }
