@@ -272,12 +272,10 @@ extension PostgresPool {
         /// Whether `url` has an '@' after its authority (the part after `://`, up to the first
         /// '/', '?' or '#').
         private static func hasAtSignAfterAuthority(_ url: String) -> Bool {
-            let bytes = Array(url.utf8)
-            let separator = Array("://".utf8)
-            guard let start = bytes.indices.first(where: { bytes[$0...].starts(with: separator) }) else { return false }
-            let rest = bytes[(start + separator.count)...]
-            guard let end = rest.firstIndex(where: { "/?#".utf8.contains($0) }) else { return false }
-            return bytes[end...].contains(UInt8(ascii: "@"))
+            guard let scheme = url.range(of: "://") else { return false }
+            let rest = url[scheme.upperBound...]
+            guard let end = rest.firstIndex(where: { "/?#".contains($0) }) else { return false }
+            return rest[end...].contains("@")
         }
 
         private static func isHexDigit(_ byte: UInt8) -> Bool {

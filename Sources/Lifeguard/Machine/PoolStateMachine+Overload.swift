@@ -173,10 +173,10 @@ extension PoolStateMachine {
     /// the storm's CPU goes back to the work. While the plain pool copes (it served twice the
     /// leases the storm's second did, or more and let at most one in nine time out: callers at
     /// the budget's edge, some of whose waits time out, are served four times faster queued
-    /// than stormed), the next second is the same: the predictions were rejecting work that it serves (at the example's edge,
-    /// holds of 0.8-1.2 ms for 1,600 leases queued put the wait to expect on either side of the
-    /// 400 ms admitted, and judging again started the storm again: 420 searches a second
-    /// instead of 600). When it does not cope, the wait to expect judges again, storms or not,
+    /// than stormed), the next second is the same: the predictions were rejecting work that it
+    /// serves (at the example's edge, holds of 0.8-1.2 ms for 1,600 leases queued put the wait
+    /// to expect on either side of the 400 ms admitted, and judging again started the storm
+    /// again: 420 searches a second instead of 600). When it does not cope, the wait to expect judges again, storms or not,
     /// for 2 s, twice as long after each plain pool that did not cope (up to 32 s): a flood
     /// (an open loop far past capacity) or callers that hold their connections long (a
     /// transaction held across a model call, where queued requests time out after part of
