@@ -284,10 +284,10 @@ extension PoolStateMachine {
     /// partway, wasting the leases that had run.
     func expectedWait(lane: Int, leases: Int) -> Int64 {
         let ahead = Int64(self.lanes[lane].waiters.count + leases)
-        let byHold = ahead * self.lanes[lane].recentHoldNanoseconds / Int64(self.capacity(ofLane: lane))
+        let byHold = ahead * self.lanes[lane].recentHolds.meanNanoseconds / Int64(self.capacity(ofLane: lane))
         let gaps = self.lanes[lane].servedGaps
         // Sixteen gaps at least before the interval is trusted.
-        let interval = gaps >= 16 ? self.lanes[lane].servedGapsNanoseconds / gaps : 0
+        let interval = gaps.count >= 16 ? gaps.meanNanoseconds : 0
         return max(byHold, ahead * interval)
     }
 
@@ -426,12 +426,7 @@ extension PoolStateMachine {
         let waiter = self.removeWaiter(at: index, lane: lane, now: now)
         self.lanes[lane].retryStorm.served += 1
         if let last = self.lanes[lane].lastServedAt {
-            self.lanes[lane].servedGapsNanoseconds &+= last.nanoseconds(to: now)
-            self.lanes[lane].servedGaps += 1
-            if self.lanes[lane].servedGaps >= 128 {
-                self.lanes[lane].servedGapsNanoseconds /= 2
-                self.lanes[lane].servedGaps /= 2
-            }
+            self.lanes[lane].servedGaps.add(last.nanoseconds(to: now))
         }
         self.lanes[lane].lastServedAt = self.lanes[lane].waiters.isEmpty ? nil : now
         self.observeQueue(lane: lane, now: now)

@@ -121,16 +121,12 @@ package struct PoolStateMachine {
         /// In arrival order (see ``PoolStateMachine/enqueue``).
         var waiters = Deque<Waiter>()
         var shedder: Shedder?
-        /// A moving average of recent hold times (1/8 weight to the newest, the first taken as
-        /// it is), for the wait a request can expect.
-        var recentHoldNanoseconds: Int64 = 0
-        /// The time between two waiters served while the queue stood, summed over the last 64
-        /// to 128 of them (both halved at 128), and how many: what the lane really takes per
-        /// lease when backlogged, resets, reconnects and hand-offs included, which the hold time
-        /// leaves out. A sum, not a moving average: serves come in bursts (a fan-out's leases
-        /// end together), and an average that weighs the newest gap swings with them.
-        var servedGapsNanoseconds: Int64 = 0
-        var servedGaps: Int64 = 0
+        /// Recent hold times (the last 8 at least), for the wait a request can expect.
+        var recentHolds = RecentMean(minimumCount: 8)
+        /// The time between two waiters served while the queue stood (the last 64 at least):
+        /// what the lane really takes per lease when backlogged, resets, reconnects and
+        /// hand-offs included, which the hold time leaves out.
+        var servedGaps = RecentMean(minimumCount: 64)
         /// When the last waiter was served, if the queue still stood then.
         var lastServedAt: PoolInstant?
         /// Whether the lane's early rejections feed themselves.
@@ -511,8 +507,7 @@ package struct PoolStateMachine {
                     lane: lane, laneLevel: self.lanes[lane].leased, total: self.leasedCount, leasedAt: leasedAt, now: now))
             }
             let held = leasedAt.nanoseconds(to: now)
-            let recent = self.lanes[lane].recentHoldNanoseconds
-            self.lanes[lane].recentHoldNanoseconds = recent == 0 ? held : recent &+ (held &- recent) / 8
+            self.lanes[lane].recentHolds.add(held)
         }
         self.lanes[lane].leased -= 1
         if self.lanes[lane].leased >= self.lanes[lane].reserved {
