@@ -63,8 +63,8 @@ public struct LifeguardError: Error, Sendable, CustomStringConvertible {
     /// For ``Code/deadlineExceeded``: the time that was left before the caller's deadline.
     public let remaining: Duration?
     /// For ``Code/waitTimeout`` rejected at once: the longest wait to expect that the lane
-    /// admits, four fifths of its `waitTimeout` (the last fifth is left for the wait's spread
-    /// around what is expected).
+    /// admits: its `waitTimeout` less the wait's spread around what is expected (a fifth of it
+    /// for 400 leases ahead or fewer, less for more).
     public let admissionLimit: Duration?
     /// Every problem found in an invalid configuration.
     public let problems: [String]
@@ -191,7 +191,7 @@ public struct LifeguardError: Error, Sendable, CustomStringConvertible {
         case .waitTimeout where self.expectedWait != nil:
             return "Lifeguard: lane '\(self.laneName)' rejected the request at once: \(self.queueDepth ?? 0) requests are ahead "
                 + "and the wait to expect is \(Self.format(self.expectedWait)), more than the \(Self.format(self.admissionLimit)) it admits "
-                + "(four fifths of its \(self.setting ?? "waitTimeout"), the rest left for the wait's spread). "
+                + "(its \(self.setting ?? "waitTimeout") less the wait's spread). "
                 + "The pool is saturated: shorten what holds connections, raise the lane's limit or the budget, or raise the wait timeout."
         case .waitTimeout:
             return "Lifeguard: lane '\(self.laneName)' found no connection within \(Self.format(self.waited)) "
@@ -215,8 +215,8 @@ public struct LifeguardError: Error, Sendable, CustomStringConvertible {
             if let expectedWait = self.expectedWait {
                 return "Lifeguard: lane '\(self.laneName)' rejected the request at once: its deadline leaves "
                     + "\(Self.format(self.remaining)) but \(self.queueDepth ?? 0) requests are ahead and the wait to expect "
-                    + "is \(Self.format(expectedWait)), more than the four fifths of it that a request may expect to wait "
-                    + "(the rest is the wait's spread). Give the request more time, or make room in the lane."
+                    + "is \(Self.format(expectedWait)), more than a request may expect to wait in it "
+                    + "(the time left less the wait's spread). Give the request more time, or make room in the lane."
             }
             return "Lifeguard: lane '\(self.laneName)' reached the request's deadline after waiting "
                 + "\(Self.format(self.waited)) (\(self.queueDepth ?? 0) waiting). Give the request more time, or make room in the lane."

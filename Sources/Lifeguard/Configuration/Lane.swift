@@ -49,7 +49,7 @@ public struct LaneConfiguration: Sendable, Hashable {
     /// with ``LifeguardError/Code/overloaded``. Default: 10,000.
     ///
     /// The wait to expect already bounds the queue in time (a request that could not be served
-    /// within four fifths of `waitTimeout` is rejected at once); this bound is for memory. Each
+    /// within `waitTimeout`, less the wait's spread, is rejected at once); this bound is for memory. Each
     /// lease of a fan-out waits on its own: 200 concurrent HTTP requests of 8 reads each are
     /// 1,600 waiters, and a bound of 1,000 rejected their last 600 however short the wait.
     public var maxWaiters: Int
@@ -101,9 +101,11 @@ public struct LaneConfiguration: Sendable, Hashable {
 ///
 /// Whatever the shedding, a request whose wait to expect (the requests ahead, times the lane's
 /// recent hold time over its capacity or the interval at which it has been serving, whichever
-/// is longer) exceeds four fifths of the lane's `waitTimeout` is rejected at once with
-/// ``LifeguardError/Code/waitTimeout``, instead of failing after waiting it all (the last fifth
-/// is left for the wait's spread, so that a fan-out admitted whole rarely fails partway).
+/// is longer) exceeds the lane's `waitTimeout` less the wait's spread is rejected at once with
+/// ``LifeguardError/Code/waitTimeout``, instead of failing after waiting it all. The spread left
+/// is a fifth of the budget for a queue of 400 leases or fewer, less for longer ones (whose
+/// wait, a sum of many serving intervals, spreads less): so that a fan-out admitted whole
+/// rarely fails partway.
 public struct Shedding: Sendable, Hashable {
     /// The wait a standing queue may impose, and the wait allowed to requests while the lane is
     /// overloaded. Default: 50 ms, the line above which a wait is an incident. A target at or

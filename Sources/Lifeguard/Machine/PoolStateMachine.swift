@@ -113,9 +113,6 @@ package struct PoolStateMachine {
         /// The lane's `waitTimeout` in nanoseconds, converted once: `Duration` arithmetic takes
         /// 128-bit multiplications, on every request that queues.
         let waitTimeoutNanoseconds: Int64
-        /// The longest wait to expect that the lane admits: four fifths of its `waitTimeout`
-        /// (see ``PoolStateMachine/rejectionAtAdmission(lane:leases:callerDeadline:now:)``).
-        let admissionLimitNanoseconds: Int64
         let maxWaiters: Int
         var leased = 0
         /// In arrival order (see ``PoolStateMachine/enqueue``).
@@ -188,7 +185,6 @@ package struct PoolStateMachine {
                     reserved: settings.reserved,
                     limit: min(settings.limit ?? configuration.budget, configuration.budget),
                     waitTimeoutNanoseconds: settings.waitTimeout.wholeNanoseconds,
-                    admissionLimitNanoseconds: Self.admissible(within: settings.waitTimeout.wholeNanoseconds),
                     maxWaiters: settings.maxWaiters,
                     shedder: settings.shedding.map(Shedder.init))
             }

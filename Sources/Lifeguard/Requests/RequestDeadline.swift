@@ -4,7 +4,7 @@
 /// Set it once where a request enters the server (a middleware), and every lease made for the
 /// request, in any lane and in child tasks, waits at most until then. A request that must queue
 /// and cannot be served in time (the requests ahead of it, times the lane's recent hold time,
-/// over the lane's capacity, exceeds four fifths of the time left) is rejected at once with
+/// over the lane's capacity, exceeds the time left less the wait's spread, as for `waitTimeout`) is rejected at once with
 /// ``LifeguardError/Code/deadlineExceeded`` instead of timing out later. A lease that finds an
 /// idle connection does not wait and does not look at the deadline.
 ///

@@ -104,8 +104,8 @@ struct FanOutTests {
                 Task { try await pool.withConnection(lane: .retrieval) { _ in try await clock.sleep(until: instant(1_200 + 10 * n)) } }
             }
             await pool.status(where: { $0.lanes[.retrieval]?.waiters == 3 })
-            // The first lease ends after 900 ms (the recent hold rises to 375 ms) and the
-            // second asks with two ahead: 1,125 ms to expect, past the 1 s admitted. Judged alone it
+            // The first lease ends after 900 ms (the recent holds' mean rises to 600 ms) and the
+            // second asks with two ahead: 1,800 ms to expect, past the 1 s admitted. Judged alone it
             // would fail at once, after the first had run; admitted with its request, it waits.
             clock.advance(by: .milliseconds(900))
             for n in 1...3 {
