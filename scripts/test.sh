@@ -20,4 +20,12 @@ swift build 2>&1 | tail -1
 scripts/docs-check.sh
 # The example service's dashboard in a real browser (installs Debian's chromium if missing).
 scripts/dashboard-test.sh
-swift test "$@"
+# Line-buffered, so that what a hung test printed last is seen; and bounded, so that a hang fails
+# the run in time instead of using up CI's 90 minutes (each suite of real I/O also has a 3-minute
+# limit per test, which names the test that hung).
+status=0
+timeout --signal=TERM --kill-after=30s "${LIFEGUARD_TEST_TIMEOUT:-40m}" stdbuf -oL -eL swift test "$@" || status=$?
+if (( status == 124 || status == 137 )); then
+    echo "scripts/test.sh: swift test did not finish within ${LIFEGUARD_TEST_TIMEOUT:-40m}: a test hung (its 'started' line above has no end)" >&2
+fi
+exit "$status"

@@ -2,7 +2,7 @@ import ArgumentParser
 @testable import LifeguardCLI
 import Testing
 
-@Suite("lifeguard CLI")
+@Suite("lifeguard CLI", .timeLimit(.minutes(3)))
 struct CheckTests {
     func report(budget: Int, instances: Int) -> CheckReport {
         CheckReport(

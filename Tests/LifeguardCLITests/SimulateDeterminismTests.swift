@@ -1,7 +1,7 @@
 import Foundation
 import Testing
 
-@Suite("lifeguard simulate: the same seed gives the same result")
+@Suite("lifeguard simulate: the same seed gives the same result", .timeLimit(.minutes(3)))
 struct SimulateDeterminismTests {
     /// The `lifeguard` executable that `swift build` put next to the test bundle.
     static var executable: URL {

@@ -36,7 +36,7 @@ func withRunning<Value: Sendable>(
     }
 }
 
-@Suite("Hummingbird: errors as HTTP, a deadline per request, the pool's routes")
+@Suite("Hummingbird: errors as HTTP, a deadline per request, the pool's routes", .timeLimit(.minutes(3)))
 struct LifeguardHummingbirdTests {
     static let errors: [(LifeguardError, HTTPResponse.Status, retryAfter: String?)] = [
         (.shed(lane: .retrieval, waited: .zero, queueDepth: 40, expectedWait: .milliseconds(1_200)), .serviceUnavailable, "2"),

@@ -149,7 +149,7 @@ private func blocks(of text: String, after opening: String) -> [Substring] {
     return found
 }
 
-@Suite("README and the getting-started article: their compiled snippets")
+@Suite("README and the getting-started article: their compiled snippets", .timeLimit(.minutes(3)))
 struct ReadmeSnippetTests {
     static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
 

@@ -7,7 +7,7 @@ import Logging
 import Testing
 import Tracing
 
-@Suite("Hummingbird: the pool's spans under TracingMiddleware's")
+@Suite("Hummingbird: the pool's spans under TracingMiddleware's", .timeLimit(.minutes(3)))
 struct TracingTests {
     @Test("a route's leases (a fan-out's each) are children of the request's span from TracingMiddleware")
     func leasesUnderRequestSpan() async throws {

@@ -12,7 +12,7 @@ import PostgresNIO
 import Testing
 
 /// Real-server tests. They run one at a time: one of them stops and restarts the server.
-@Suite("PostgreSQL pool against a real server", .serialized, .enabled(if: TestDatabase.isAvailable, "needs DATABASE_URL: run ./scripts/test.sh"))
+@Suite("PostgreSQL pool against a real server", .serialized, .enabled(if: TestDatabase.isAvailable, "needs DATABASE_URL: run ./scripts/test.sh"), .timeLimit(.minutes(3)))
 struct PostgresPoolTests {
     @Test("queries, transactions that commit and roll back, and application_name on the server")
     func basics() async throws {

@@ -5,7 +5,7 @@ import Tracing
 @testable import Lifeguard
 import LifeguardTestUtils
 
-@Suite("Lease spans (InMemoryTracing, in-memory connections)")
+@Suite("Lease spans (InMemoryTracing, in-memory connections)", .timeLimit(.minutes(3)))
 struct LeaseSpanTests {
     func pool(
         _ configuration: PoolConfiguration, tracer: (any Tracer)?

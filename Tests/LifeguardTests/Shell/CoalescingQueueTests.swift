@@ -6,7 +6,7 @@ import LifeguardTestUtils
 
 /// The coalescer's shell on the manual clock: a batch's delay is a timer on the pool's clock,
 /// and a parked flusher on it tells a test that its writes are queued (no polling).
-@Suite("The write coalescer's shell, on the manual clock")
+@Suite("The write coalescer's shell, on the manual clock", .timeLimit(.minutes(3)))
 struct CoalescingQueueTests {
     struct Stopped: Error, Equatable {}
 

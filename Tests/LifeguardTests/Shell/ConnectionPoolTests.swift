@@ -62,7 +62,7 @@ extension LaneConfiguration {
     static var patient: LaneConfiguration { .init(waitTimeout: .seconds(10)) }
 }
 
-@Suite("Connection pool shell (in-memory connections)")
+@Suite("Connection pool shell (in-memory connections)", .timeLimit(.minutes(3)))
 struct ConnectionPoolTests {
     @Test("a lease runs its body and returns the connection clean, without a reset")
     func cleanLease() async throws {

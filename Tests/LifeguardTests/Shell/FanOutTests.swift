@@ -3,7 +3,7 @@ import Testing
 @testable import Lifeguard
 import LifeguardTestUtils
 
-@Suite("Fan-out and deadlines through the shell (in-memory connections)")
+@Suite("Fan-out and deadlines through the shell (in-memory connections)", .timeLimit(.minutes(3)))
 struct FanOutTests {
     @Test("fanOut holds at most maxConcurrent leases and returns outputs in input order")
     func fanOutCapsAndOrders() async throws {

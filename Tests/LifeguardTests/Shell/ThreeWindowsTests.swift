@@ -2,7 +2,7 @@ import Testing
 @testable import Lifeguard
 import LifeguardTestUtils
 
-@Suite("Three short windows (in-memory connections)")
+@Suite("Three short windows (in-memory connections)", .timeLimit(.minutes(3)))
 struct ThreeWindowsTests {
     @Test("retrieval is released before the generation step, which holds nothing; persistence takes a write lease")
     func windows() async throws {
