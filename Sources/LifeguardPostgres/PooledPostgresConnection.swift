@@ -52,11 +52,23 @@ public final class PooledPostgresConnection: Sendable, CustomStringConvertible {
     let preparedStatements: PreparedStatementSupport
     private let cancelRequests: CancelRequestSender
     private let tracking = Mutex(Tracking())
+    /// The host the connection went to, its epoch then, and its server's role at connect.
+    let host: HostOrigin
+
+    /// Where a connection went: its host (an index into the factory's ``HostTable``), the
+    /// host's epoch at connect, and the role its server had then.
+    struct HostOrigin: Sendable {
+        let index: Int
+        let epoch: Int
+        let role: ServerRole
+    }
 
     init(
         postgres: PostgresConnection, channel: any Channel, wire: WireState, keyData: WireState.KeyData, isBehindPooler: Bool,
-        resetsAfterEveryLease: Bool = false, canceller: CancelRequestSender, preparedStatements: PreparedStatementSupport
+        resetsAfterEveryLease: Bool = false, canceller: CancelRequestSender, preparedStatements: PreparedStatementSupport,
+        host: HostOrigin
     ) {
+        self.host = host
         self.resetsAfterEveryLease = resetsAfterEveryLease
         self.postgres = postgres
         self.channel = channel

@@ -32,6 +32,14 @@ public final class PostgresConnectionFactory: TransactionalConnectionFactory {
     let poolerSuspicion = PoolerSuspicion()
     /// The probe of ``poolerIsUnavailable()`` under way, if any.
     private let poolerProbe = Mutex<Task<Bool, Never>?>(nil)
+    /// The hosts, which answer and as what.
+    let hosts: Mutex<HostTable>
+    /// Whether connections must be of a role, or there are hosts to choose from: roles are
+    /// then read at connect and watched afterwards. Off for one host and any server, where
+    /// the lease path does not pay for it.
+    let watchesRoles: Bool
+    /// Probes the hosts that are down while the pool runs.
+    private let hostProbes = AsyncStream<Void>.makeStream()
 
     init(configuration: PostgresPool.Configuration, logger: Logger, eventLoopGroup: any EventLoopGroup, tracer: (any Tracer)? = nil) {
         self.configuration = configuration
@@ -41,6 +49,8 @@ public final class PostgresConnectionFactory: TransactionalConnectionFactory {
         self.cancelRequests = CancelRequestSender(configuration: configuration, eventLoopGroup: eventLoopGroup)
         self.canceller = configuration.serverSideCancellation
             ? ServerCanceller(logger: logger, backendExitTimeout: configuration.backendExitTimeout) : nil
+        self.hosts = Mutex(HostTable(hosts: configuration.unixSocketDirectory == nil ? configuration.hosts : []))
+        self.watchesRoles = configuration.otherHosts.count > 0 || configuration.targetSessionAttributes != .any
     }
 
     /// Runs `body` with a ``PostgresLease`` over `connection`, and ends the lease when it returns.
@@ -92,20 +102,51 @@ public final class PostgresConnectionFactory: TransactionalConnectionFactory {
         return value
     }
 
-    /// Sends the CancelRequests of cancelled statements while the pool runs.
+    /// Sends the CancelRequests of cancelled statements while the pool runs, and with several
+    /// hosts probes those that are down every `hostRecheckInterval`.
     public func runBackgroundWork() async {
-        await self.canceller?.run()
+        await withDiscardingTaskGroup { group in
+            group.addTask { await self.canceller?.run() }
+            guard self.hosts.withLock({ $0.entries.count }) > 1 else { return }
+            let interval = self.configuration.hostRecheckInterval
+            let ticks = self.hostProbes.continuation
+            group.addTask {
+                while (try? await Task.sleep(for: interval)) != nil {
+                    if case .terminated = ticks.yield() { return }
+                }
+            }
+            for await _ in self.hostProbes.stream {
+                await self.probeDownHosts()
+            }
+            group.cancelAll()
+        }
     }
 
-    /// The pool has stopped: no more statements to cancel.
+    /// The pool has stopped: no more statements to cancel, no more hosts to probe.
     public func stopBackgroundWork() {
         self.canceller?.finish()
+        self.hostProbes.continuation.finish()
+    }
+
+    /// Opens and closes a connection to each host that is down, so that a host that answers
+    /// again is used again (and its role known) without a request waiting on it.
+    private func probeDownHosts() async {
+        let down = self.hosts.withLock { $0.downHosts }
+        await withDiscardingTaskGroup { group in
+            for index in down {
+                group.addTask {
+                    guard let (probe, _) = try? await self.connect(toHost: index, probing: true) else { return }
+                    await probe.terminate(within: .seconds(1), logger: self.logger)
+                }
+            }
+        }
     }
 
     /// Opens a PostgresNIO connection with our `application_name` and timeout, over a channel
     /// of our own that carries a ``ProtocolTap``: what the server says on the wire that
     /// PostgresNIO keeps to itself is then ours to read.
-    func openConnection() async throws -> (PostgresConnection, any Channel, WireState) {
+    func openConnection(to host: PostgresPool.Configuration.Host? = nil) async throws -> (PostgresConnection, any Channel, WireState) {
+        let host = host ?? self.configuration.hosts.first
         let password = try await self.password()
         let wire = WireState()
         let timeout = self.configuration.connectTimeout.timeAmount
@@ -121,15 +162,15 @@ public final class PostgresConnectionFactory: TransactionalConnectionFactory {
             channel = try await bootstrap.connect(unixDomainSocketPath: "\(directory)/.s.PGSQL.\(self.configuration.port)").get()
             tls = .disable
         } else {
-            channel = try await bootstrap.connect(host: self.configuration.host ?? "localhost", port: self.configuration.port).get()
+            channel = try await bootstrap.connect(host: host?.name ?? "localhost", port: host?.port ?? self.configuration.port).get()
             tls = try self.configuration.makeTLS()
         }
         var postgres = PostgresConnection.Configuration(
             establishedChannel: channel, tls: tls,
             username: self.configuration.username, password: password, database: self.configuration.database)
         postgres.options.connectTimeout = timeout
-        if let host = self.configuration.host, self.configuration.unixSocketDirectory == nil, !host.isIPAddress {
-            postgres.options.tlsServerName = host
+        if let name = host?.name, self.configuration.unixSocketDirectory == nil, !name.isIPAddress {
+            postgres.options.tlsServerName = name
         }
         postgres.options.additionalStartupParameters = [("application_name", self.configuration.applicationName)]
         let id = self.nextConnectionID.wrappingAdd(1, ordering: .relaxed).newValue
@@ -206,11 +247,15 @@ public final class PostgresConnectionFactory: TransactionalConnectionFactory {
         try await self.openConnection().0
     }
 
-    /// The server as configured, for errors.
+    /// The server as configured, for errors: its hosts, comma-separated.
     var target: String {
         if let directory = self.configuration.unixSocketDirectory { return "\(directory)/.s.PGSQL.\(self.configuration.port)" }
-        let host = self.configuration.host ?? "localhost"
-        return host.contains(":") ? "[\(host)]:\(self.configuration.port)" : "\(host):\(self.configuration.port)"
+        return self.configuration.hosts.map(\.description).joined(separator: ",")
+    }
+
+    /// One host, for errors.
+    func target(ofHost index: Int) -> String {
+        self.hosts.withLock { $0.entries[index].host }?.description ?? self.target
     }
 
     public func connect() async throws -> PooledPostgresConnection {
@@ -221,14 +266,71 @@ public final class PostgresConnectionFactory: TransactionalConnectionFactory {
     /// the pooler in front is busy rather than without a server.
     static let busyPoolerRounds = 10
 
-    /// Opens a connection. `probing`: for ``poolerIsUnavailable()``, one `connect_timeout` for
-    /// the first statement and no probe of its own.
+    /// Opens a connection to the first host, in the order of ``HostTable/candidates(in:for:)``,
+    /// whose server is what `targetSessionAttributes` asks for. A host that fails is marked
+    /// down; one of another role is closed and the next tried. With `prefer-standby`, the
+    /// first primary found is kept until every standby was tried.
+    ///
+    /// `probing`: for ``poolerIsUnavailable()``, one `connect_timeout` for the first statement
+    /// and no probe of its own.
     private func connect(probing: Bool) async throws -> PooledPostgresConnection {
+        let target = self.configuration.targetSessionAttributes
+        var order = Array(0..<self.hosts.withLock { $0.entries.count })
+        if self.configuration.loadBalanceHosts == .random { order.shuffle() }
+        let candidates = self.hosts.withLock { $0.candidates(in: order, for: target) }
+        var refusals: [String] = []
+        var lastError: (any Error)?
+        var fallback: PooledPostgresConnection?
+        for index in candidates {
+            let (connection, role): (PooledPostgresConnection, ServerRole)
+            do {
+                (connection, role) = try await self.connect(toHost: index, probing: probing)
+            } catch {
+                lastError = error
+                refusals.append("\(self.target(ofHost: index)): \(error)")
+                continue
+            }
+            if target == .preferStandby && !role.inRecovery {
+                if fallback == nil { fallback = connection } else { await connection.terminate(within: .seconds(1), logger: self.logger) }
+                continue
+            }
+            guard role.satisfies(target) else {
+                refusals.append("\(self.target(ofHost: index)): \(role.name)")
+                await connection.terminate(within: .seconds(1), logger: self.logger)
+                continue
+            }
+            if let fallback { await fallback.terminate(within: .seconds(1), logger: self.logger) }
+            return connection
+        }
+        if let fallback { return fallback }
+        if candidates.count == 1, let lastError { throw lastError }
+        throw PostgresPoolError(
+            code: .connectFailed,
+            detail: "no host is \(target == .any ? "reachable" : "a server of target_session_attrs=\(target.rawValue)"): \(refusals.joined(separator: "; "))",
+            target: self.target)
+    }
+
+    /// Opens a connection to one host, and reads its server's role with the first statement;
+    /// the host table learns whether it answered, and as what.
+    func connect(toHost index: Int, probing: Bool) async throws -> (PooledPostgresConnection, ServerRole) {
+        do {
+            let (connection, role) = try await self.connect(to: self.hosts.withLock { $0.entries[index].host }, hostIndex: index, probing: probing)
+            return (connection, role)
+        } catch {
+            self.hosts.withLock { $0.failed(index, because: PostgresPoolError.describe(error)) }
+            throw error
+        }
+    }
+
+    private func connect(
+        to host: PostgresPool.Configuration.Host?, hostIndex: Int, probing: Bool
+    ) async throws -> (PooledPostgresConnection, ServerRole) {
+        let target = host?.description ?? self.target
         let (postgres, channel, wire): (PostgresConnection, any Channel, WireState)
         do {
-            (postgres, channel, wire) = try await self.openConnection()
+            (postgres, channel, wire) = try await self.openConnection(to: host)
         } catch {
-            throw PostgresPoolError.connectFailed(to: self.target, user: self.configuration.username, error)
+            throw PostgresPoolError.connectFailed(to: target, user: self.configuration.username, error)
         }
         // The login may come from a proxy that has no server behind it now (PgBouncer accepts
         // logins during an outage and holds queries up to its query_wait_timeout): a connection
@@ -245,18 +347,25 @@ public final class PostgresConnectionFactory: TransactionalConnectionFactory {
             if !Task.isCancelled { channel.close(promise: nil) }
         }
         let serverPID: Int32?
+        let role: ServerRole
         do {
             // Its wait ends when the channel closes too: PostgresNIO never completes a statement
             // whose channel closed under it (a server killed as we connect).
             let answer = CancellableWait.Wait<PostgresQueryResult>()
             channel.closeFuture.whenComplete { _ in answer.finish(.failure(PooledPostgresConnection.ConnectionClosed(backendPID: 0))) }
-            let first: EventLoopFuture<PostgresQueryResult> = postgres.query("SELECT pg_backend_pid()", logger: self.logger, file: #fileID, line: #line)
+            // The role comes with it, from any server version (in_hot_standby is reported at
+            // startup only from PostgreSQL 14 on, default_transaction_read_only from 14 on).
+            let first: EventLoopFuture<PostgresQueryResult> = postgres.query(
+                "SELECT pg_backend_pid(), pg_is_in_recovery(), current_setting('default_transaction_read_only') = 'on'",
+                logger: self.logger, file: #fileID, line: #line)
             let result = try await withUnsafeThrowingContinuation { continuation in
                 // `Wait` resumes the continuation once, whichever of the two comes first.
                 answer.start(continuation)
                 first.whenComplete { answer.finish($0) }
             }
-            serverPID = try result.rows.first?.decode(Int32.self)
+            let row = try result.rows.first?.decode((Int32, Bool, Bool).self)
+            serverPID = row?.0
+            role = ServerRole(inRecovery: row?.1 ?? false, readOnlyByDefault: row?.2 ?? false)
             watcher.cancel()
         } catch {
             watcher.cancel()
@@ -264,13 +373,13 @@ public final class PostgresConnectionFactory: TransactionalConnectionFactory {
             if let psql = error as? PSQLError, let serverInfo = psql.serverInfo {
                 throw PostgresPoolError(
                     code: .connectFailed, sqlState: serverInfo[.sqlState], serverMessage: serverInfo[.message],
-                    detail: "the login succeeded, the first statement failed", target: self.target)
+                    detail: "the login succeeded, the first statement failed", target: target)
             }
             var unanswered = PostgresPoolError(
                 code: .connectFailed,
                 detail: "the login succeeded but the server did not answer a first statement within connect_timeout (\(connectTimeout))"
                     + ": behind PgBouncer, the server behind it may be down (\(PostgresPoolError.describe(error)))",
-                target: self.target)
+                target: target)
             unanswered.isFirstStatementUnanswered = probing
             throw unanswered
         }
@@ -289,10 +398,13 @@ public final class PostgresConnectionFactory: TransactionalConnectionFactory {
                     .watchAnswers(within: answerTimeout, suspicion: self.poolerSuspicion, askingWhetherUnavailable: { await self.poolerIsUnavailable() })
             }.get()
         }
-        return PooledPostgresConnection(
+        let epoch = self.hosts.withLock { $0.answered(hostIndex, role: role) }
+        let connection = PooledPostgresConnection(
             postgres: postgres, channel: channel, wire: wire, keyData: keyData, isBehindPooler: isBehindPooler,
             resetsAfterEveryLease: self.configuration.sessionReset == .afterEveryLease,
-            canceller: self.cancelRequests, preparedStatements: self.preparedStatements)
+            canceller: self.cancelRequests.to(host), preparedStatements: self.preparedStatements,
+            host: PooledPostgresConnection.HostOrigin(index: hostIndex, epoch: epoch, role: role))
+        return (connection, role)
     }
 
     public func validate(_ connection: PooledPostgresConnection) async throws {
@@ -326,7 +438,33 @@ public final class PostgresConnectionFactory: TransactionalConnectionFactory {
     }
 
     public func condition(of connection: PooledPostgresConnection) -> ConnectionCondition {
-        connection.condition
+        let condition = connection.condition
+        guard self.watchesRoles, condition != .broken else { return condition }
+        return self.isOfCurrentRole(connection) ? condition : .broken
+    }
+
+    /// Whether `connection`'s server is still of the role it had at connect, and its host has
+    /// not changed role since: a write refused as read-only (SQLSTATE 25006) or a change of
+    /// `in_hot_standby` reported by the server (a promotion) says it has, and the host's other
+    /// connections, opened before, are then of the old role too.
+    func isOfCurrentRole(_ connection: PooledPostgresConnection) -> Bool {
+        let origin = connection.host
+        let signals = connection.wire.roleSignals
+        // A refusal as read-only is news only from a server that took writes at connect, to a
+        // pool that asks for one (elsewhere a write on a standby is the statement's mistake).
+        let wantsWrites = [.readWrite, .primary].contains(self.configuration.targetSessionAttributes)
+        let refusedWrite = signals.refusedAsReadOnly && wantsWrites && origin.role.satisfies(.readWrite)
+        let changed = refusedWrite || (signals.inHotStandby.map { $0 != origin.role.inRecovery } ?? false)
+        return self.hosts.withLock { hosts in
+            if changed, hosts.epoch(of: origin.index) == origin.epoch {
+                hosts.roleChanged(origin.index)
+                self.logger.notice("Lifeguard: a host's role changed; its connections opened before are closed", metadata: [
+                    "host": "\(hosts.entries[origin.index].host?.description ?? self.target)",
+                    "signal": "\(refusedWrite ? "a statement refused as read-only (SQLSTATE 25006)" : "in_hot_standby reported \(signals.inHotStandby == true ? "on" : "off")")",
+                ])
+            }
+            return hosts.epoch(of: origin.index) == origin.epoch
+        }
     }
 
     public func activity(of connection: PooledPostgresConnection) -> LeaseActivity {

@@ -36,9 +36,23 @@ extension PostgresPool {
         }
 
         /// The server's host name or IP address; `nil` when connecting through a Unix socket.
+        /// With several hosts, the first (see ``hosts``).
         public var host: String?
-        /// The server's port. Default: 5432.
+        /// The server's port. Default: 5432. With several hosts, the first's.
         public var port: Int
+        /// The hosts after the first, tried in order after it (see ``hosts``). Default: none.
+        public var otherHosts: [Host] = []
+        /// Which servers a connection may be opened to, with libpq's `target_session_attrs`
+        /// names. Each new connection goes to the first host (in ``hosts`` order, or random
+        /// with ``loadBalanceHosts``) whose server is of that kind; a host that refuses or does
+        /// not answer is marked down and tried again only by a background probe, so no request
+        /// waits on it. Default: ``TargetSessionAttributes/any``.
+        public var targetSessionAttributes: TargetSessionAttributes = .any
+        /// The order hosts are tried in. Default: ``LoadBalanceHosts/disable``, as listed.
+        public var loadBalanceHosts: LoadBalanceHosts = .disable
+        /// How often a host marked down is probed (a connection opened and closed), so that it
+        /// is used again once it answers. Default: 2 s.
+        public var hostRecheckInterval: Duration = .seconds(2)
         /// The folder of the server's Unix socket, used instead of `host` when set.
         public var unixSocketDirectory: String?
         /// The user to log in as.
@@ -128,9 +142,11 @@ extension PostgresPool {
         /// Creates a configuration from a `postgres://` or `postgresql://` URL.
         ///
         /// `postgres://user:password@host:port/database?sslmode=verify-full&application_name=api`.
+        /// Several hosts are listed as libpq lists them: `postgres://u:p@h1:5432,h2:5433/db`.
         /// Query options: `sslmode` (disable, allow, prefer, require, verify-ca, verify-full),
-        /// `sslrootcert` (a PEM file), `application_name`, `connect_timeout` (seconds), and
-        /// `host` (a Unix socket folder, for URLs without a host). Percent-encoded user names
+        /// `sslrootcert` (a PEM file), `application_name`, `connect_timeout` (seconds), `host`
+        /// (a Unix socket folder, for URLs without a host), `target_session_attrs` (see
+        /// ``targetSessionAttributes``) and `load_balance_hosts` (disable, random). Percent-encoded user names
         /// and passwords are decoded; a `/`, `?`, `#` or `@` in them, or an `@` in the database
         /// name or an option, must be percent-encoded (`%2F`, `%3F`, `%23`, `%40`).
         ///
@@ -148,7 +164,11 @@ extension PostgresPool {
                     "the database URL has an '@' after its host part: percent-encode a '/', '?', '#' or '@' in the user name, password or options (%2F, %3F, %23, %40)"
                 ])
             }
-            guard let components = URLComponents(string: url) else {
+            // libpq's list of hosts (`h1:5432,h2:5433`): read here, URLComponents gets the URL
+            // with one placeholder host in its place.
+            let hostList = Self.splitHostList(url)
+            problems += hostList?.problems ?? []
+            guard let components = URLComponents(string: hostList?.url ?? url) else {
                 throw LifeguardError.invalidConfiguration(["the database URL cannot be parsed; expected postgres://user:password@host:port/database"])
             }
             if components.scheme != "postgres" && components.scheme != "postgresql" {
@@ -196,6 +216,9 @@ extension PostgresPool {
             } else {
                 self.port = 5432
             }
+            if let hostList {
+                self.hosts = hostList.hosts
+            }
             let path = components.percentEncodedPath.hasPrefix("/") ? String(components.percentEncodedPath.dropFirst()) : components.percentEncodedPath
             self.database = path.isEmpty ? nil : decoded(path)
             if self.username.isEmpty {
@@ -207,7 +230,7 @@ extension PostgresPool {
                 let name = decoded(item.name) ?? item.name
                 let value = decoded(item.value) ?? ""
                 if !seen.insert(name).inserted {
-                    if ["sslmode", "sslrootcert", "application_name", "connect_timeout", "host"].contains(name) {
+                    if Self.urlOptions.contains(name) {
                         problems.append("the URL option '\(name)' is given more than once; give it once")
                     }
                     continue
@@ -239,6 +262,18 @@ extension PostgresPool {
                     } else if self.host == nil {
                         self.host = value
                     }
+                case "target_session_attrs":
+                    if let target = TargetSessionAttributes(rawValue: value) {
+                        self.targetSessionAttributes = target
+                    } else {
+                        problems.append("target_session_attrs '\(Self.quoted(value))' is not one of \(TargetSessionAttributes.allCases.map(\.rawValue).joined(separator: ", "))")
+                    }
+                case "load_balance_hosts":
+                    if let order = LoadBalanceHosts(rawValue: value) {
+                        self.loadBalanceHosts = order
+                    } else {
+                        problems.append("load_balance_hosts '\(Self.quoted(value))' is not disable or random")
+                    }
                 default:
                     unknown.append(name)
                 }
@@ -246,7 +281,7 @@ extension PostgresPool {
             if !unknown.isEmpty {
                 let listed = unknown.prefix(5).map { "'\(Self.quoted($0))'" }.joined(separator: ", ")
                 let more = unknown.count > 5 ? " and \(unknown.count - 5) more" : ""
-                problems.append("unknown URL option\(unknown.count == 1 ? "" : "s") \(listed)\(more); known: sslmode, sslrootcert, application_name, connect_timeout, host")
+                problems.append("unknown URL option\(unknown.count == 1 ? "" : "s") \(listed)\(more); known: \(Self.urlOptions.joined(separator: ", "))")
             }
             if undecodable {
                 problems.append("the database URL has percent escapes that are not UTF-8 (e.g. %ff); names and passwords must be UTF-8")
@@ -323,10 +358,11 @@ extension PostgresPool {
         /// as `***` there too.
         public var description: String {
             let credentials = self.redacted(self.username) + (self.password == nil ? "" : ":***")
-            let target = self.unixSocketDirectory.map { "?host=\(self.redacted($0))" } ?? "\(self.redacted(self.host ?? "")):\(self.port)"
+            let target = self.unixSocketDirectory.map { "?host=\(self.redacted($0))" }
+                ?? self.hosts.map { self.redacted($0.description) }.joined(separator: ",")
             let database = self.redacted(self.database ?? "")
             return self.unixSocketDirectory == nil
-                ? "postgres://\(credentials)@\(target)/\(database)?sslmode=\(self.tlsMode.rawValue)"
+                ? "postgres://\(credentials)@\(target)/\(database)?sslmode=\(self.tlsMode.rawValue)\(self.hostOptionsDescription)"
                 : "postgres://\(credentials)@/\(database)\(target)"
         }
 
@@ -357,6 +393,7 @@ extension PostgresPool {
             if !(1...65_535).contains(self.port) {
                 problems.append("port is \(self.port); it must be from 1 to 65535")
             }
+            problems += self.hostListProblems()
             if self.username.isEmpty {
                 problems.append("username is empty; give the user to log in as")
             }
@@ -438,6 +475,9 @@ extension PostgresPool.Configuration: CustomReflectable {
     public var customMirror: Mirror {
         Mirror(self, children: [
             "host": self.host.map(self.redacted) as Any, "port": self.port,
+            "otherHosts": self.otherHosts.map { self.redacted($0.description) },
+            "targetSessionAttributes": self.targetSessionAttributes, "loadBalanceHosts": self.loadBalanceHosts,
+            "hostRecheckInterval": self.hostRecheckInterval,
             "unixSocketDirectory": self.unixSocketDirectory.map(self.redacted) as Any,
             "username": self.redacted(self.username), "password": (self.password == nil ? nil : "***") as Any,
             "passwordProvider": self.passwordProvider == nil ? "nil" : "a provider",

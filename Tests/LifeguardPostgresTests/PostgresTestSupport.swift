@@ -88,11 +88,14 @@ enum TestDatabase {
     ///   - environment: Variables set for the script on top of the process's own (e.g. another
     ///     `LIFEGUARD_POSTGRES_STATE`, to run a second cluster).
     /// - Returns: What the script printed on its standard output (`start` prints the URL).
+    ///   - script: The script of `scripts/` to run: `postgres.sh` (the primary) or
+    ///     `standby.sh` (its streaming standby).
     @discardableResult
-    static func server(_ command: String, environment: [String: String] = [:]) throws -> String {
-        guard let script = ProcessInfo.processInfo.environment["LIFEGUARD_POSTGRES_SCRIPT"] else {
+    static func server(_ command: String, environment: [String: String] = [:], script name: String = "postgres.sh") throws -> String {
+        guard let primaryScript = ProcessInfo.processInfo.environment["LIFEGUARD_POSTGRES_SCRIPT"] else {
             throw ScriptMissing()
         }
+        let script = URL(fileURLWithPath: primaryScript).deletingLastPathComponent().appendingPathComponent(name).path
         let output = FileManager.default.temporaryDirectory.appendingPathComponent("lifeguard-script-\(UUID().uuidString)").path
         defer { unlink(output) }
         // The server started by `resume` must not inherit the pool's sockets (NIO's are not
@@ -133,6 +136,40 @@ enum TestDatabase {
         let url = try self.server("start", environment: environment)
         defer { _ = try? self.server("stop", environment: environment) }
         return try await body(url) { command in try self.server(command, environment: environment) }
+    }
+
+    /// Runs `body` with a primary and its streaming standby of their own (`pg_basebackup -R
+    /// -X stream`), then removes both: tests may stop, promote and pause them.
+    ///
+    /// - Parameter body: Gets the primary's URL, the standby's, and a function that runs a
+    ///   script's command on them (`control("postgres.sh", "pause")`, `control("standby.sh",
+    ///   "promote")`).
+    static func withReplicatedServers<Value>(
+        _ body: (_ primary: String, _ standby: String, _ control: (_ script: String, _ command: String) throws -> Void) async throws -> Value
+    ) async throws -> Value {
+        guard let state = ProcessInfo.processInfo.environment["LIFEGUARD_POSTGRES_STATE"] else { throw ScriptMissing() }
+        let environment = ["LIFEGUARD_POSTGRES_STATE": state + "-replicated"]
+        let primary = try self.server("start", environment: environment)
+        defer { _ = try? self.server("stop", environment: environment) }
+        let standby = try self.server("start", environment: environment, script: "standby.sh")
+        defer { _ = try? self.server("stop", environment: environment, script: "standby.sh") }
+        return try await body(primary, standby) { script, command in try self.server(command, environment: environment, script: script) }
+    }
+
+    /// Runs `body` with a plain connection to the server at `url`, outside any pool.
+    static func withObserver<Value>(of url: String, _ body: (PostgresConnection) async throws -> Value) async throws -> Value {
+        var configuration = try PostgresPool.Configuration(url: url)
+        configuration.applicationName = "lifeguard-observer"
+        let factory = PostgresConnectionFactory(configuration: configuration, logger: logger, eventLoopGroup: MultiThreadedEventLoopGroup.singleton)
+        let observer = try await factory.openPostgresConnection()
+        do {
+            let value = try await body(observer)
+            try await observer.close()
+            return value
+        } catch {
+            try? await observer.close()
+            throw error
+        }
     }
 
     struct ScriptFailed: Error, CustomStringConvertible {

@@ -18,6 +18,22 @@ import Darwin
 struct CancelRequestSender: Sendable {
     let configuration: PostgresPool.Configuration
     let eventLoopGroup: any EventLoopGroup
+    /// The host whose sessions it cancels: the first configured, unless ``to(_:)`` says.
+    var host: PostgresPool.Configuration.Host?
+
+    init(configuration: PostgresPool.Configuration, eventLoopGroup: any EventLoopGroup) {
+        self.configuration = configuration
+        self.eventLoopGroup = eventLoopGroup
+        self.host = configuration.hosts.first
+    }
+
+    /// The sender of cancels to `host`'s sessions (a CancelRequest must reach the server that
+    /// runs the session); `nil` keeps the Unix socket.
+    func to(_ host: PostgresPool.Configuration.Host?) -> CancelRequestSender {
+        var sender = self
+        if let host { sender.host = host }
+        return sender
+    }
 
     /// Sends one CancelRequest and waits until the server has read it (it closes the
     /// connection then), at most the connect timeout.
@@ -30,7 +46,7 @@ struct CancelRequestSender: Sendable {
         if let directory = self.configuration.unixSocketDirectory {
             channel = try await bootstrap.connect(unixDomainSocketPath: "\(directory)/.s.PGSQL.\(self.configuration.port)").get()
         } else {
-            channel = try await bootstrap.connect(host: self.configuration.host ?? "localhost", port: self.configuration.port).get()
+            channel = try await bootstrap.connect(host: self.host?.name ?? "localhost", port: self.host?.port ?? self.configuration.port).get()
         }
         var request = channel.allocator.buffer(capacity: 16)
         request.writeMultipleIntegers(Int32(16), Int32(80_877_102), key.processID, key.secretKey)

@@ -52,6 +52,12 @@ final class WireState: Sendable {
         /// The last cycle whose error came after its CommandComplete: its commit failed.
         var refusedCycle: (number: Int, error: ServerErrorFields)?
         var closed = false
+        /// The server's last report of `in_hot_standby` (PostgreSQL 14 and later report it at
+        /// startup, and again after a promotion); `nil` before any.
+        var inHotStandby: Bool?
+        /// Whether the server refused a statement as read-only (SQLSTATE 25006): the server is
+        /// not, or no longer, one that takes writes.
+        var refusedAsReadOnly = false
         /// Behind a pooler, no server answered a statement within this time: the tap closed
         /// the connection.
         var unansweredWithin: Duration?
@@ -93,6 +99,12 @@ final class WireState: Sendable {
     var hasFinishedExecuting: Bool { self.state.withLock { $0.isSettled || $0.completed || $0.error != nil } }
 
     var isClosed: Bool { self.state.withLock { $0.closed } }
+
+    /// The server's last report of `in_hot_standby`, and whether it refused a statement as
+    /// read-only (SQLSTATE 25006).
+    var roleSignals: (inHotStandby: Bool?, refusedAsReadOnly: Bool) {
+        self.state.withLock { ($0.inHotStandby, $0.refusedAsReadOnly) }
+    }
 
     /// Whether the tap closed the connection because no server answered a statement within
     /// the connect timeout (behind a pooler with no server for it).
@@ -157,6 +169,7 @@ final class WireState: Sendable {
         case UInt8(ascii: "E"):
             let fields = Self.errorFields(&body)
             self.state.withLock { state in
+                if fields.sqlState == "25006" { state.refusedAsReadOnly = true }
                 if state.error == nil {
                     state.error = fields
                     // An ERROR after CommandComplete is the commit's refusal. A FATAL there is
@@ -187,6 +200,10 @@ final class WireState: Sendable {
                 return due.map(\.continuation)
             }
             for waiter in waiters { waiter.resume() }
+        case UInt8(ascii: "S"):
+            if let name = body.readNullTerminatedString(), name == "in_hot_standby", let value = body.readNullTerminatedString() {
+                self.state.withLock { $0.inHotStandby = value == "on" }
+            }
         case UInt8(ascii: "K"):
             if let (processID, secretKey) = body.readMultipleIntegers(as: (Int32, Int32).self) {
                 self.state.withLock { $0.keyData = KeyData(processID: processID, secretKey: secretKey) }

@@ -1,0 +1,96 @@
+import Lifeguard
+
+/// What a server is, as a connection finds it: in recovery (a standby) or not, and whether its
+/// transactions are read-only by default.
+struct ServerRole: Sendable, Hashable {
+    var inRecovery: Bool
+    var readOnlyByDefault: Bool
+
+    /// Whether a connection to a server of this role is what `target` asks for.
+    /// ``PostgresPool/Configuration/TargetSessionAttributes/preferStandby`` takes any server
+    /// (the standby first is the order of the attempts, not a condition).
+    func satisfies(_ target: PostgresPool.Configuration.TargetSessionAttributes) -> Bool {
+        switch target {
+        case .any, .preferStandby: true
+        case .readWrite: !self.inRecovery && !self.readOnlyByDefault
+        case .readOnly: self.inRecovery || self.readOnlyByDefault
+        case .primary: !self.inRecovery
+        case .standby: self.inRecovery
+        }
+    }
+
+    /// The role in words, for errors: "a standby", "a primary", "a read-only primary".
+    var name: String {
+        self.inRecovery ? "a standby" : self.readOnlyByDefault ? "a primary with default_transaction_read_only on" : "a primary"
+    }
+}
+
+/// The pool's knowledge of its hosts: which answered lately and as what, which are down, and
+/// the order a new connection tries them in. A value: the factory keeps it under a lock and
+/// does the I/O.
+struct HostTable: Sendable {
+    struct Entry: Sendable {
+        var host: PostgresPool.Configuration.Host?
+        /// The role the host's server had at its last connect, if it answered.
+        var role: ServerRole?
+        /// Why the host is down: its last connect failed. `nil` while it answers.
+        var downBecause: String?
+        /// Grows when the host's role changed: connections opened before are of the old role.
+        var epoch = 0
+    }
+
+    private(set) var entries: [Entry]
+
+    /// `hosts` in order; an empty list stands for one Unix socket.
+    init(hosts: [PostgresPool.Configuration.Host]) {
+        self.entries = hosts.isEmpty ? [Entry(host: nil)] : hosts.map { Entry(host: $0) }
+    }
+
+    /// The hosts a new connection tries, in order, as indexes: from `order` (every index, as
+    /// listed or shuffled), the hosts that answer, those whose last role is what `target` asks
+    /// for first, then those not yet known, then the others (a role can change: a standby is
+    /// promoted). Hosts that are down are left out, so that no request waits on one, unless
+    /// every host is down: then all are tried, in order.
+    func candidates(in order: [Int], for target: PostgresPool.Configuration.TargetSessionAttributes) -> [Int] {
+        let answering = order.filter { self.entries[$0].downBecause == nil }
+        guard !answering.isEmpty else { return order }
+        func rank(_ index: Int) -> Int {
+            guard let role = self.entries[index].role else { return 1 }
+            if target == .preferStandby { return role.inRecovery ? 0 : 2 }
+            return role.satisfies(target) ? 0 : 2
+        }
+        // A stable sort: equal ranks keep `order`.
+        return answering.enumerated().sorted { (rank($0.element), $0.offset) < (rank($1.element), $1.offset) }.map(\.element)
+    }
+
+    /// A connect to the host succeeded and found `role`. Returns the host's epoch.
+    mutating func answered(_ index: Int, role: ServerRole) -> Int {
+        if let known = self.entries[index].role, known != role {
+            self.entries[index].epoch += 1
+        }
+        self.entries[index].role = role
+        self.entries[index].downBecause = nil
+        return self.entries[index].epoch
+    }
+
+    /// A connect to the host failed: it is down until a connect or probe succeeds.
+    mutating func failed(_ index: Int, because reason: String) {
+        self.entries[index].downBecause = reason
+    }
+
+    /// A connection found the host's server of another role than at its connect (a write
+    /// refused as read-only, SQLSTATE 25006; a promotion reported): the role is unknown until
+    /// the next connect, and the connections opened before are of the old role.
+    mutating func roleChanged(_ index: Int) {
+        self.entries[index].role = nil
+        self.entries[index].epoch += 1
+    }
+
+    /// The hosts that are down, to probe in the background.
+    var downHosts: [Int] {
+        self.entries.indices.filter { self.entries[$0].downBecause != nil }
+    }
+
+    /// The host's current epoch.
+    func epoch(of index: Int) -> Int { self.entries[index].epoch }
+}
