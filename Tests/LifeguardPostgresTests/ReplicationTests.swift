@@ -94,6 +94,40 @@ extension PostgresPoolTests {
         }
     }
 
+    @Test("a write refused as read-only (SQLSTATE 25006) retires the host's connections of the old role: the next connects find no read-write server and fail fast, until it takes writes again")
+    func readOnlyRefusalRetiresConnections() async throws {
+        try await TestDatabase.withReplicatedServers { primary, standby, _ in
+            var configuration = try TestDatabase.configuration(hostsOf: [primary, standby], application: "lg-demoted", budget: 2, target: .readWrite)
+            configuration.lanes[.write] = .init(waitTimeout: .milliseconds(500))
+            try await TestDatabase.withPool(configuration) { pool in
+                try await pool.query("CREATE TABLE demoted_writes (id int)", lane: .write)
+                // The primary stops taking writes by default (what a demotion looks like to a
+                // session that survives it).
+                try await TestDatabase.withObserver(of: primary) { observer in
+                    _ = try await observer.query("ALTER SYSTEM SET default_transaction_read_only = on", logger: TestDatabase.logger).get()
+                    _ = try await observer.query("SELECT pg_reload_conf()", logger: TestDatabase.logger).get()
+                }
+                try await Task.sleep(for: .milliseconds(200))
+                let refused = await outcome { try await pool.query("INSERT INTO demoted_writes VALUES (1)", lane: .write) }
+                #expect(String(reflecting: refused.failure as Any).contains("25006"))
+                // Its connection is closed at the lease's end; the next connects find no server
+                // that takes writes (the standby neither) and the write fails fast.
+                let started = ContinuousClock.now
+                let next = await outcome { try await pool.query("INSERT INTO demoted_writes VALUES (2)", lane: .write) }
+                let waited = started.duration(to: .now)
+                print("after a 25006: the next write \(next.failure.map { String(String(describing: $0).prefix(200)) } ?? "succeeded") after \(waited)")
+                #expect((next.failure as? LifeguardError)?.code == .databaseUnavailable)
+                #expect(waited < .seconds(1))
+                try await TestDatabase.withObserver(of: primary) { observer in
+                    _ = try await observer.query("ALTER SYSTEM RESET default_transaction_read_only", logger: TestDatabase.logger).get()
+                    _ = try await observer.query("SELECT pg_reload_conf()", logger: TestDatabase.logger).get()
+                }
+                try await TestDatabase.untilServes(pool)
+                try await pool.query("INSERT INTO demoted_writes VALUES (3)", lane: .write)
+            }
+        }
+    }
+
     @Test("failover: the primary stopped and the standby promoted under writes; writes fail fast in the gap, follow the new primary, and every acknowledged write is there")
     func failoverOnPromotion() async throws {
         try await TestDatabase.withReplicatedServers { primary, standby, control in
