@@ -34,6 +34,14 @@ enum ReadmeSnippets {
         _ = titles
     }
 
+    static func severalHosts() throws -> (PostgresPool.Configuration, PostgresPool.Configuration) {
+        let writes = try PostgresPool.Configuration(
+            url: "postgres://app:secret@db1:5432,db2:5432/app?target_session_attrs=read-write")
+        let reads = try PostgresPool.Configuration(
+            url: "postgres://app:secret@db2:5432,db1:5432/app?target_session_attrs=prefer-standby&load_balance_hosts=random")
+        return (writes, reads)
+    }
+
     static func hummingbird() async throws {
         let registry = PrometheusCollectorRegistry()
         let pool = try PostgresPool(configuration: try PostgresPool.Configuration(), logger: Logger(label: "db"),
@@ -158,8 +166,8 @@ struct ReadmeSnippetTests {
         let readme = try String(contentsOf: Self.root.appendingPathComponent("README.md"), encoding: .utf8)
         let compiled = try String(contentsOf: URL(fileURLWithPath: #filePath), encoding: .utf8)
         let readmeBlocks = blocks(of: readme, after: "<!-- compiled: Tests/LifeguardHummingbirdTests/ReadmeSnippets.swift -->\n```swift\n")
-        #expect(readmeBlocks.count == 2)
-        // Each README block on its own: the first is the usage function, the second the Hummingbird one.
+        #expect(readmeBlocks.count == 3)
+        // Each README block on its own: the usage function, the Hummingbird one, several hosts.
         for block in readmeBlocks { expectCompiled([block], in: compiled, from: "README") }
     }
 
