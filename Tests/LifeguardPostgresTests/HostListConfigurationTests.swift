@@ -71,3 +71,41 @@ struct HostListConfigurationTests {
         #expect(configuration.hosts == [.init("a", port: 6000), .init("b", port: 5433)])
     }
 }
+
+@Suite("A cluster's settings and its read-your-writes token")
+struct ClusterConfigurationTests {
+    @Test("a WAL position reads back from its token; anything else a client sends is refused", arguments: [
+        "", "/", "0/", "/0", "1/2/3", "G/0", "123456789/0", "0/123456789", " 0/1", "0/1 ", "-1/0", "0x1/0", "💥/1",
+    ])
+    func hostileTokens(token: String) {
+        #expect(WALPosition(token) == nil)
+    }
+
+    @Test("a WAL position's token round-trips and orders as the log does")
+    func tokens() throws {
+        let position = try #require(WALPosition("16/B374D848"))
+        #expect(position.bytes == 0x16_B374_D848)
+        #expect(position.description == "16/B374D848")
+        #expect(WALPosition(position.description) == position)
+        #expect(try #require(WALPosition("0/FFFFFFFF")) < #require(WALPosition("1/0")))
+        #expect(WALPosition(bytes: .max).description == "FFFFFFFF/FFFFFFFF")
+    }
+
+    @Test("bad cluster settings are refused at construction, all at once")
+    func badSettings() throws {
+        var pool = try PostgresPool.Configuration(url: "postgres://u@a,b/d")
+        pool.budget = 1
+        var configuration = PostgresCluster.Configuration(pool: pool)
+        configuration.laneHosts[Lane("nowhere")] = .standby
+        configuration.maximumLag = .init(bytes: -1, time: .seconds(1))
+        configuration.lagSampleInterval = .zero
+        configuration.readYourWritesWait = .seconds(-1)
+        do {
+            _ = try PostgresCluster(configuration: configuration, logger: .init(label: "test"))
+            Issue.record("expected invalidConfiguration")
+        } catch {
+            #expect(error.code == .invalidConfiguration)
+            #expect(error.problems.count == 5, "\(error.problems)")
+        }
+    }
+}

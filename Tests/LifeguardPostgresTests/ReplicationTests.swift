@@ -208,3 +208,166 @@ private final class FailoverLog: Sendable {
         self.state.withLock { $0.isPromoted = true }
     }
 }
+
+extension TestDatabase {
+    /// Runs a cluster over `primary` and `standby` for the duration of `body`, then drains it.
+    static func withCluster<Value>(
+        primary: String, standby: String, application: String, budget: Int = 4,
+        adjust: (inout PostgresCluster.Configuration) -> Void = { _ in },
+        _ body: (PostgresCluster) async throws -> Value
+    ) async throws -> Value {
+        var pool = try self.configuration(hostsOf: [primary, standby], application: application, budget: budget, target: .any)
+        pool.lanes[.retrieval] = .init(limit: budget - 1, waitTimeout: .seconds(2))
+        pool.lanes[.write] = .init(waitTimeout: .seconds(2))
+        var configuration = PostgresCluster.Configuration(pool: pool)
+        configuration.lagSampleInterval = .milliseconds(50)
+        adjust(&configuration)
+        let cluster = try PostgresCluster(configuration: configuration, logger: logger)
+        return try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { await cluster.run() }
+            do {
+                let value = try await body(cluster)
+                cluster.shutdown(gracePeriod: .seconds(2))
+                try await group.waitForAll()
+                return value
+            } catch {
+                cluster.shutdown(gracePeriod: .zero)
+                throw error
+            }
+        }
+    }
+
+    /// Until `condition` holds, checking every 20 ms, at most `limit`.
+    static func until(_ limit: Duration = .seconds(5), _ condition: () async throws -> Bool) async throws {
+        let end = ContinuousClock.now.advanced(by: limit)
+        while ContinuousClock.now < end {
+            if try await condition() { return }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        Issue.record("not within \(limit)")
+    }
+}
+
+extension PostgresPoolTests {
+    @Test("a cluster: .retrieval reads on the standby, .write on the primary (pg_is_in_recovery in each lease; backends counted on each server)")
+    func clusterRoutesLanes() async throws {
+        try await TestDatabase.withReplicatedServers { primary, standby, _ in
+            try await TestDatabase.withCluster(primary: primary, standby: standby, application: "lg-cluster") { cluster in
+                try await cluster.withTransaction(lane: .write) { lease in
+                    try await lease.execute("CREATE TABLE cluster_docs (id int PRIMARY KEY, title text)")
+                    #expect(try await !lease.query("SELECT pg_is_in_recovery()")[0].decode(Bool.self))
+                }
+                try await TestDatabase.until { cluster.hosts().contains { $0.role == "standby" && $0.lag != nil } }
+                var onStandby = 0
+                for _ in 0..<40 {
+                    let inRecovery = try await cluster.withConnection(lane: .retrieval) { lease in
+                        try await lease.query("SELECT pg_is_in_recovery()")[0].decode(Bool.self)
+                    }
+                    if inRecovery { onStandby += 1 }
+                }
+                print("cluster: \(onStandby) of 40 reads on the standby; hosts \(cluster.hosts())")
+                #expect(onStandby == 40)
+                #expect(try await TestDatabase.backends(of: "lg-cluster", at: standby) >= 2)  // a reader and the lag sampler
+            }
+        }
+    }
+
+    @Test("a standby whose replay is paused (pg_wal_replay_pause) past the lag bound gets no reads until it catches up")
+    func lagBoundSkipsStandby() async throws {
+        try await TestDatabase.withReplicatedServers { primary, standby, _ in
+            try await TestDatabase.withCluster(primary: primary, standby: standby, application: "lg-lag", adjust: {
+                $0.maximumLag = .init(bytes: 1_024, time: .seconds(60))
+            }) { cluster in
+                try await cluster.withTransaction(lane: .write) { lease in try await lease.execute("CREATE TABLE lag_rows (id int)") }
+                try await TestDatabase.until { cluster.hosts().contains { $0.role == "standby" && $0.lag != nil && !$0.isLagging } }
+                try await TestDatabase.withObserver(of: standby) { observer in
+                    _ = try await observer.query("SELECT pg_wal_replay_pause()", logger: TestDatabase.logger).get()
+                }
+                try await cluster.withTransaction(lane: .write) { lease in try await lease.execute("INSERT INTO lag_rows SELECT generate_series(1, 1000)") }
+                try await TestDatabase.until { cluster.hosts().contains { $0.isLagging } }
+                for _ in 0..<20 {
+                    let count = try await cluster.withConnection(lane: .retrieval) { lease in
+                        try await lease.query("SELECT count(*)::int FROM lag_rows")[0].decode(Int.self)
+                    }
+                    #expect(count == 1000, "a read went to the lagging standby")
+                }
+                try await TestDatabase.withObserver(of: standby) { observer in
+                    _ = try await observer.query("SELECT pg_wal_replay_resume()", logger: TestDatabase.logger).get()
+                }
+                try await TestDatabase.until { !cluster.hosts().contains { $0.isLagging } }
+                let inRecovery = try await cluster.withConnection(lane: .retrieval) { lease in
+                    try await lease.query("SELECT pg_is_in_recovery()")[0].decode(Bool.self)
+                }
+                #expect(inRecovery, "reads did not return to the standby once it caught up")
+            }
+        }
+    }
+
+    @Test("read-your-writes: with the standby's replay paused, a read after a write (its position carried as a token) never sees the old value")
+    func readYourWrites() async throws {
+        try await TestDatabase.withReplicatedServers { primary, standby, _ in
+            // The test server commits with synchronous_commit off: its WAL reaches the standby
+            // when the WAL writer flushes it, within wal_writer_delay (200 ms).
+            try await TestDatabase.withCluster(primary: primary, standby: standby, application: "lg-ryw", adjust: {
+                $0.readYourWritesWait = .milliseconds(400)
+            }) { cluster in
+                try await cluster.withTransaction(lane: .write) { lease in
+                    try await lease.execute("CREATE TABLE ryw (id int PRIMARY KEY, version int)")
+                    try await lease.execute("INSERT INTO ryw VALUES (1, 0)")
+                }
+                try await TestDatabase.until { cluster.hosts().contains { $0.role == "standby" && $0.lag != nil && !$0.isLagging } }
+                var onStandby = 0
+                var stale = 0
+                for version in 1...30 {
+                    if version == 10 {
+                        try await TestDatabase.withObserver(of: standby) { observer in
+                            _ = try await observer.query("SELECT pg_wal_replay_pause()", logger: TestDatabase.logger).get()
+                        }
+                    }
+                    let (_, written) = try await cluster.withTransactionReturningPosition(lane: .write) { lease in
+                        try await lease.execute("UPDATE ryw SET version = \(version) WHERE id = 1")
+                    }
+                    let token = written.description
+                    let (seen, inRecovery) = try await cluster.withConnection(lane: .retrieval, readingAfter: WALPosition(token)) { lease in
+                        let row = try await lease.query("SELECT version, pg_is_in_recovery() FROM ryw WHERE id = 1")[0]
+                        return try row.decode((Int, Bool).self)
+                    }
+                    if seen != version { stale += 1 }
+                    if inRecovery { onStandby += 1 }
+                }
+                print("read-your-writes: 30 reads after writes, \(stale) stale, \(onStandby) served by the standby (replay paused from the 10th)")
+                #expect(stale == 0)
+                #expect(onStandby >= 5, "reads after writes were not served by the standby while it replayed")
+                #expect(onStandby <= 9)
+                try await TestDatabase.withObserver(of: standby) { observer in
+                    _ = try await observer.query("SELECT pg_wal_replay_resume()", logger: TestDatabase.logger).get()
+                }
+            }
+        }
+    }
+
+    @Test("a standby killed mid-run: reads move to the primary at once, and none fails")
+    func standbyKilledMidRun() async throws {
+        try await TestDatabase.withReplicatedServers { primary, standby, control in
+            try await TestDatabase.withCluster(primary: primary, standby: standby, application: "lg-standby-killed") { cluster in
+                try await TestDatabase.until { cluster.hosts().contains { $0.role == "standby" && $0.lag != nil } }
+                var failures: [String] = []
+                var onPrimaryAfterKill = 0
+                for index in 0..<200 {
+                    if index == 50 { try control("standby.sh", "crash") }
+                    do {
+                        let inRecovery = try await cluster.withConnection(lane: .retrieval) { lease in
+                            try await lease.query("SELECT pg_is_in_recovery()")[0].decode(Bool.self)
+                        }
+                        if index > 50 && !inRecovery { onPrimaryAfterKill += 1 }
+                    } catch {
+                        failures.append(String(String(reflecting: error).prefix(200)))
+                    }
+                }
+                print("standby killed: \(failures.count) of 200 reads failed \(failures.prefix(3)); \(onPrimaryAfterKill) of the 149 after on the primary")
+                #expect(failures.count <= 2, "reads failed after the standby died")
+                #expect(onPrimaryAfterKill >= 140)
+            }
+        }
+    }
+}

@@ -37,6 +37,11 @@ struct HostTable: Sendable {
         var downBecause: String?
         /// Grows when the host's role changed: connections opened before are of the old role.
         var epoch = 0
+        /// The standby's replication lag at its last sample, if sampled.
+        var lag: ReplicationLag?
+        /// Whether the lag is past the bound: no new connection goes to the host, and its
+        /// connections are not leased (a cluster's reads go elsewhere).
+        var isLagging = false
     }
 
     private(set) var entries: [Entry]
@@ -52,8 +57,9 @@ struct HostTable: Sendable {
     /// promoted). Hosts that are down are left out, so that no request waits on one, unless
     /// every host is down: then all are tried, in order.
     func candidates(in order: [Int], for target: PostgresPool.Configuration.TargetSessionAttributes) -> [Int] {
-        let answering = order.filter { self.entries[$0].downBecause == nil }
-        guard !answering.isEmpty else { return order }
+        let current = order.filter { !self.entries[$0].isLagging }
+        let answering = current.filter { self.entries[$0].downBecause == nil }
+        guard !answering.isEmpty else { return current }
         func rank(_ index: Int) -> Int {
             guard let role = self.entries[index].role else { return 1 }
             if target == .preferStandby { return role.inRecovery ? 0 : 2 }
@@ -86,6 +92,26 @@ struct HostTable: Sendable {
         self.entries[index].epoch += 1
     }
 
+    /// A host's role and, for a standby, its lag were sampled: past `bound`, the standby is
+    /// lagging until a sample within it.
+    mutating func sampled(_ index: Int, role: ServerRole, lag: ReplicationLag?, bound: ReplicationLag) {
+        _ = self.answered(index, role: role)
+        self.entries[index].lag = lag
+        self.entries[index].isLagging = lag.map { $0.bytes > bound.bytes || $0.time > bound.time } ?? false
+    }
+
+    /// Whether a lease on a connection to the host may run: the host is not down, not lagging,
+    /// and its role is the one the connection had.
+    func isUsable(_ index: Int, epoch: Int) -> Bool {
+        let entry = self.entries[index]
+        return entry.downBecause == nil && !entry.isLagging && entry.epoch == epoch
+    }
+
+    /// Whether any host is a standby that answers within the lag bound.
+    var hasUsableStandby: Bool {
+        self.entries.contains { $0.downBecause == nil && !$0.isLagging && $0.role?.inRecovery == true }
+    }
+
     /// The hosts that are down, to probe in the background.
     var downHosts: [Int] {
         self.entries.indices.filter { self.entries[$0].downBecause != nil }
@@ -93,4 +119,23 @@ struct HostTable: Sendable {
 
     /// The host's current epoch.
     func epoch(of index: Int) -> Int { self.entries[index].epoch }
+}
+
+/// How far a standby is behind what it received: bytes of WAL not yet replayed, and the age of
+/// the last transaction replayed while any is outstanding (zero when it has replayed all).
+public struct ReplicationLag: Sendable, Hashable {
+    /// Bytes received and not yet replayed.
+    public var bytes: Int64
+    /// How old the last replayed transaction is, while bytes are outstanding.
+    public var time: Duration
+
+    /// Creates a lag, or a bound on it.
+    ///
+    /// - Parameters:
+    ///   - bytes: Bytes received and not replayed.
+    ///   - time: Age of the last replayed transaction.
+    public init(bytes: Int64, time: Duration) {
+        self.bytes = bytes
+        self.time = time
+    }
 }
