@@ -42,6 +42,17 @@ enum ReadmeSnippets {
         return (writes, reads)
     }
 
+    static func cluster(logger: Logger) async throws -> String {
+        let cluster = try PostgresCluster(configuration: .init(pool: try .init(url: "postgres://app:secret@db1,db2/app")), logger: logger)
+        let (_, written) = try await cluster.withTransactionReturningPosition(lane: .write) { lease in
+            try await lease.execute("UPDATE docs SET title = 'new' WHERE id = 1")
+        }
+        let title = try await cluster.withConnection(lane: .retrieval, readingAfter: written) { lease in
+            try await lease.query("SELECT title FROM docs WHERE id = 1")[0].decode(String.self)
+        }
+        return title
+    }
+
     static func hummingbird() async throws {
         let registry = PrometheusCollectorRegistry()
         let pool = try PostgresPool(configuration: try PostgresPool.Configuration(), logger: Logger(label: "db"),
@@ -166,8 +177,8 @@ struct ReadmeSnippetTests {
         let readme = try String(contentsOf: Self.root.appendingPathComponent("README.md"), encoding: .utf8)
         let compiled = try String(contentsOf: URL(fileURLWithPath: #filePath), encoding: .utf8)
         let readmeBlocks = blocks(of: readme, after: "<!-- compiled: Tests/LifeguardHummingbirdTests/ReadmeSnippets.swift -->\n```swift\n")
-        #expect(readmeBlocks.count == 3)
-        // Each README block on its own: the usage function, the Hummingbird one, several hosts.
+        #expect(readmeBlocks.count == 4)
+        // Each README block on its own: the usage function, the Hummingbird one, several hosts, a cluster.
         for block in readmeBlocks { expectCompiled([block], in: compiled, from: "README") }
     }
 
