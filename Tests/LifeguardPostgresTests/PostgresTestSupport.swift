@@ -37,22 +37,7 @@ enum TestDatabase {
 
     /// Runs `body` with a plain connection outside any pool, to watch the server, and closes it.
     static func withObserver<Value>(_ body: (PostgresConnection) async throws -> Value) async throws -> Value {
-        let observer = try await self.observer()
-        do {
-            let value = try await body(observer)
-            try await observer.close()
-            return value
-        } catch {
-            try? await observer.close()
-            throw error
-        }
-    }
-
-    private static func observer() async throws -> PostgresConnection {
-        var configuration = try PostgresPool.Configuration(url: url!)
-        configuration.applicationName = "lifeguard-observer"
-        let factory = PostgresConnectionFactory(configuration: configuration, logger: logger, eventLoopGroup: MultiThreadedEventLoopGroup.singleton)
-        return try await factory.openPostgresConnection()
+        try await self.withObserver(of: url!, body)
     }
 
     /// Runs a pool for the duration of `body`, then drains it.
