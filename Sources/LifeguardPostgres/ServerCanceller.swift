@@ -58,11 +58,17 @@ actor ServerCanceller {
         self.requestContinuation.finish()
     }
 
+    /// How long a statement may take to end by itself before it is cancelled: a short read
+    /// (a fan-out sibling cancelled after another's rejection) usually ends within it, and
+    /// then costs no CancelRequest (a connection the server forks a process for).
+    static let grace: Duration = .milliseconds(5)
+
     private nonisolated func carryOut(_ request: Request) async {
         defer { request.connection.endCancel() }
+        if await Self.ends(request, within: Self.grace) { return }
         var interval = Self.retryInterval
         let started = ContinuousClock.now
-        while request.connection.isRunning(request.statement), !request.connection.wire.isClosed {
+        while true {
             if started.duration(to: .now) > Self.giveUpAfter {
                 self.logger.warning(
                     "Lifeguard: a cancelled statement did not stop; closing its connection",
@@ -80,8 +86,21 @@ actor ServerCanceller {
                     metadata: ["pid": "\(request.connection.backendPID)", "error": "\(String(describing: error))"])
                 return
             }
-            try? await Task.sleep(for: interval)
+            // The connection goes back to the pool as soon as the statement has stopped, not
+            // an interval later: until this returns, its reset waits for the cancel.
+            if await Self.ends(request, within: interval) { return }
             interval = min(interval * 2, Self.longestRetryInterval)
         }
+    }
+
+    /// Whether the request's statement ends (or its connection closes) within `duration`,
+    /// looked at every millisecond.
+    private static func ends(_ request: Request, within duration: Duration) async -> Bool {
+        let deadline = ContinuousClock.now.advanced(by: duration)
+        while request.connection.isRunning(request.statement), !request.connection.wire.isClosed {
+            guard ContinuousClock.now < deadline else { return false }
+            try? await Task.sleep(for: .milliseconds(1))
+        }
+        return true
     }
 }

@@ -626,3 +626,39 @@ final class StartedBodies: Sendable {
     func insert(_ index: Int) { self.indices.withLock { _ = $0.insert(index) } }
     func contains(_ index: Int) -> Bool { self.indices.withLock { $0.contains(index) } }
 }
+
+extension PostgresPoolTests {
+    @Test("a cancelled statement's connection is back in the pool as soon as the server has stopped the statement, not a retry interval (50 ms) later: on a budget of 4 under a rejection storm, every cancel held a connection that long")
+    func cancelledConnectionReturnsAtOnce() async throws {
+        let configuration = try TestDatabase.configuration(application: "lg-cancel-turnaround", budget: 1)
+        try await TestDatabase.withObserver { observer in try await TestDatabase.withPool(configuration) { pool in
+            var gaps: [Duration] = []
+            for _ in 0..<10 {
+                let started = AsyncStream<Int32>.makeStream()
+                let task = Task {
+                    try await pool.withConnection(lane: .retrieval) { lease in
+                        started.continuation.yield(lease.backendPID)
+                        try await lease.execute("SELECT pg_sleep(30)")
+                    }
+                }
+                var iterator = started.stream.makeAsyncIterator()
+                let pid = await iterator.next()!
+                for _ in 0..<500 {
+                    let active = try await observer.integer("SELECT count(*)::int FROM pg_stat_activity WHERE pid = \(pid) AND state = 'active'")
+                    if active == 1 { break }
+                    try await Task.sleep(for: .milliseconds(2))
+                }
+                task.cancel()
+                _ = await task.result
+                let ended = ContinuousClock.now
+                for _ in 0..<5_000 where pool.status().idle != 1 {
+                    try await Task.sleep(for: .milliseconds(1))
+                }
+                gaps.append(ended.duration(to: .now))
+            }
+            let median = gaps.sorted()[gaps.count / 2]
+            print("cancelled statement: connection back \(median) (median of 10) after its task ended; all: \(gaps)")
+            #expect(median < .milliseconds(25))
+        } }
+    }
+}
