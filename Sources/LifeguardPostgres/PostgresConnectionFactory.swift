@@ -275,9 +275,10 @@ public final class PostgresConnectionFactory: TransactionalConnectionFactory {
     /// and no probe of its own.
     private func connect(probing: Bool) async throws -> PooledPostgresConnection {
         let target = self.configuration.targetSessionAttributes
-        var order = Array(0..<self.hosts.withLock { $0.entries.count })
-        if self.configuration.loadBalanceHosts == .random { order.shuffle() }
-        let candidates = self.hosts.withLock { $0.candidates(in: order, for: target) }
+        let shuffles = self.configuration.loadBalanceHosts == .random
+        let candidates = self.hosts.withLock { hosts in
+            hosts.candidates(in: shuffles ? hosts.entries.indices.shuffled() : Array(hosts.entries.indices), for: target)
+        }
         var refusals: [String] = []
         var lastError: (any Error)?
         var fallback: PooledPostgresConnection?
@@ -314,17 +315,15 @@ public final class PostgresConnectionFactory: TransactionalConnectionFactory {
     /// the host table learns whether it answered, and as what.
     func connect(toHost index: Int, probing: Bool) async throws -> (PooledPostgresConnection, ServerRole) {
         do {
-            let (connection, role) = try await self.connect(to: self.hosts.withLock { $0.entries[index].host }, hostIndex: index, probing: probing)
-            return (connection, role)
+            return try await self.establish(toHost: index, probing: probing)
         } catch {
             self.hosts.withLock { $0.failed(index, because: PostgresPoolError.describe(error)) }
             throw error
         }
     }
 
-    private func connect(
-        to host: PostgresPool.Configuration.Host?, hostIndex: Int, probing: Bool
-    ) async throws -> (PooledPostgresConnection, ServerRole) {
+    private func establish(toHost hostIndex: Int, probing: Bool) async throws -> (PooledPostgresConnection, ServerRole) {
+        let host = self.hosts.withLock { $0.entries[hostIndex].host }
         let target = host?.description ?? self.target
         let (postgres, channel, wire): (PostgresConnection, any Channel, WireState)
         do {
@@ -455,16 +454,18 @@ public final class PostgresConnectionFactory: TransactionalConnectionFactory {
         let wantsWrites = [.readWrite, .primary].contains(self.configuration.targetSessionAttributes)
         let refusedWrite = signals.refusedAsReadOnly && wantsWrites && origin.role.satisfies(.readWrite)
         let changed = refusedWrite || (signals.inHotStandby.map { $0 != origin.role.inRecovery } ?? false)
-        return self.hosts.withLock { hosts in
-            if changed, hosts.epoch(of: origin.index) == origin.epoch {
-                hosts.roleChanged(origin.index)
-                self.logger.notice("Lifeguard: a host's role changed; its connections opened before are closed", metadata: [
-                    "host": "\(hosts.entries[origin.index].host?.description ?? self.target)",
-                    "signal": "\(refusedWrite ? "a statement refused as read-only (SQLSTATE 25006)" : "in_hot_standby reported \(signals.inHotStandby == true ? "on" : "off")")",
-                ])
-            }
-            return hosts.epoch(of: origin.index) == origin.epoch
+        let (isCurrent, noticed) = self.hosts.withLock { hosts -> (Bool, Bool) in
+            let noticed = changed && hosts.epoch(of: origin.index) == origin.epoch
+            if noticed { hosts.roleChanged(origin.index) }
+            return (hosts.epoch(of: origin.index) == origin.epoch, noticed)
         }
+        if noticed {
+            self.logger.notice("Lifeguard: a host's role changed; its connections opened before are closed", metadata: [
+                "host": "\(self.target(ofHost: origin.index))",
+                "signal": "\(refusedWrite ? "a statement refused as read-only (SQLSTATE 25006)" : "in_hot_standby reported \(signals.inHotStandby == true ? "on" : "off")")",
+            ])
+        }
+        return isCurrent
     }
 
     public func activity(of connection: PooledPostgresConnection) -> LeaseActivity {

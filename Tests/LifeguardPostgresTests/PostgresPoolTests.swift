@@ -326,24 +326,12 @@ struct PostgresPoolTests {
     func cancelRunningQuery(statement: String) async throws {
         let configuration = try TestDatabase.configuration(application: "lg-cancel-\(statement)", budget: 1)
         try await TestDatabase.withObserver { observer in try await TestDatabase.withPool(configuration) { pool in
-            let started = AsyncStream<Int32>.makeStream()
-            let task = Task {
-                try await pool.withConnection(lane: .retrieval) { lease in
-                    started.continuation.yield(lease.backendPID)
-                    if statement == "prepared" {
-                        try await lease.execute(Sleep(seconds: 30))
-                    } else {
-                        try await lease.execute("SELECT pg_sleep(30)")
-                    }
+            let (task, pid) = try await TestDatabase.leaseRunning(in: pool, watchedBy: observer) { lease in
+                if statement == "prepared" {
+                    try await lease.execute(Sleep(seconds: 30))
+                } else {
+                    try await lease.execute("SELECT pg_sleep(30)")
                 }
-            }
-            var iterator = started.stream.makeAsyncIterator()
-            let pid = await iterator.next()!
-            // Wait until the server is running the sleep.
-            for _ in 0..<500 {
-                let active = try await observer.integer("SELECT count(*)::int FROM pg_stat_activity WHERE pid = \(pid) AND state = 'active'")
-                if active == 1 { break }
-                try await Task.sleep(for: .milliseconds(2))
             }
             let cancelledAt = ContinuousClock.now
             task.cancel()
@@ -373,22 +361,13 @@ struct PostgresPoolTests {
         configuration.serverSideCancellation = false
         configuration.pool.resetTimeout = .seconds(10)   // the reset waits out the 4 s sleep
         try await TestDatabase.withObserver { observer in try await TestDatabase.withPool(configuration) { pool in
-            let started = AsyncStream<Int32>.makeStream()
-            let task = Task {
-                try await pool.withConnection(lane: .retrieval) { lease in
-                    started.continuation.yield(lease.backendPID)
-                    try await lease.execute("SELECT pg_sleep(4)")
-                }
-            }
-            var iterator = started.stream.makeAsyncIterator()
-            let pid = await iterator.next()!
-            func isActive() async throws -> Bool {
-                try await observer.integer("SELECT count(*)::int FROM pg_stat_activity WHERE pid = \(pid) AND state = 'active'") == 1
-            }
             // The sleep is long enough that a loaded machine still cancels inside it
             // (a 1.5 s sleep once ended before the cancel under CI's whole suite).
-            for _ in 0..<1_000 where try await !isActive() {
-                try await Task.sleep(for: .milliseconds(2))
+            let (task, pid) = try await TestDatabase.leaseRunning(in: pool, watchedBy: observer) { lease in
+                try await lease.execute("SELECT pg_sleep(4)")
+            }
+            func isActive() async throws -> Bool {
+                try await TestDatabase.isActive(pid, watchedBy: observer)
             }
             task.cancel()
             let result = await task.result
@@ -634,19 +613,8 @@ extension PostgresPoolTests {
         try await TestDatabase.withObserver { observer in try await TestDatabase.withPool(configuration) { pool in
             var gaps: [Duration] = []
             for _ in 0..<10 {
-                let started = AsyncStream<Int32>.makeStream()
-                let task = Task {
-                    try await pool.withConnection(lane: .retrieval) { lease in
-                        started.continuation.yield(lease.backendPID)
-                        try await lease.execute("SELECT pg_sleep(30)")
-                    }
-                }
-                var iterator = started.stream.makeAsyncIterator()
-                let pid = await iterator.next()!
-                for _ in 0..<500 {
-                    let active = try await observer.integer("SELECT count(*)::int FROM pg_stat_activity WHERE pid = \(pid) AND state = 'active'")
-                    if active == 1 { break }
-                    try await Task.sleep(for: .milliseconds(2))
+                let (task, _) = try await TestDatabase.leaseRunning(in: pool, watchedBy: observer) { lease in
+                    try await lease.execute("SELECT pg_sleep(30)")
                 }
                 task.cancel()
                 _ = await task.result

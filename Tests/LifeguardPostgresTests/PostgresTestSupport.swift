@@ -49,15 +49,23 @@ enum TestDatabase {
         _ body: (PostgresPool) async throws -> Value
     ) async throws -> Value {
         let pool = try PostgresPool(configuration: configuration, logger: logger, metricsFactory: metricsFactory, tracer: tracer)
-        return try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask { await pool.run() }
+        return try await self.running({ await pool.run() }, shutdown: { pool.shutdown(gracePeriod: $0) }) { try await body(pool) }
+    }
+
+    /// Runs `run` (a pool's, a cluster's) for the duration of `body`, then shuts down with a
+    /// grace period of 2 s and waits for `run` to return; when `body` throws, with none.
+    static func running<Value>(
+        _ run: @escaping @Sendable () async -> Void, shutdown: (Duration) -> Void, _ body: () async throws -> Value
+    ) async throws -> Value {
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { await run() }
             do {
-                let value = try await body(pool)
-                pool.shutdown(gracePeriod: .seconds(2))
+                let value = try await body()
+                shutdown(.seconds(2))
                 try await group.waitForAll()
                 return value
             } catch {
-                pool.shutdown(gracePeriod: .zero)
+                shutdown(.zero)
                 throw error
             }
         }
@@ -210,6 +218,33 @@ extension Result {
 }
 
 extension TestDatabase {
+    /// Starts a task that leases a `.retrieval` connection of `pool` and runs `statement` on
+    /// it, and returns once the server shows that backend active (at most 2 s).
+    ///
+    /// - Returns: The task, to cancel, and the lease's backend pid.
+    static func leaseRunning(
+        in pool: PostgresPool, watchedBy observer: PostgresConnection, _ statement: @escaping @Sendable (PostgresLease) async throws -> Void
+    ) async throws -> (task: Task<Void, any Error>, pid: Int32) {
+        let started = AsyncStream<Int32>.makeStream()
+        let task = Task {
+            try await pool.withConnection(lane: .retrieval) { lease in
+                started.continuation.yield(lease.backendPID)
+                try await statement(lease)
+            }
+        }
+        var iterator = started.stream.makeAsyncIterator()
+        let pid = await iterator.next()!
+        for _ in 0..<1_000 where try await !self.isActive(pid, watchedBy: observer) {
+            try await Task.sleep(for: .milliseconds(2))
+        }
+        return (task, pid)
+    }
+
+    /// Whether the server shows backend `pid` running a statement.
+    static func isActive(_ pid: Int32, watchedBy observer: PostgresConnection) async throws -> Bool {
+        try await observer.integer("SELECT count(*)::int FROM pg_stat_activity WHERE pid = \(pid) AND state = 'active'") == 1
+    }
+
     /// Waits until the pool serves statements again: after an outage it reconnects with
     /// backoff, and PgBouncer retries its login to the server.
     static func untilServes(_ pool: PostgresPool) async throws {

@@ -223,18 +223,7 @@ extension TestDatabase {
         configuration.lagSampleInterval = .milliseconds(50)
         adjust(&configuration)
         let cluster = try PostgresCluster(configuration: configuration, logger: logger)
-        return try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask { await cluster.run() }
-            do {
-                let value = try await body(cluster)
-                cluster.shutdown(gracePeriod: .seconds(2))
-                try await group.waitForAll()
-                return value
-            } catch {
-                cluster.shutdown(gracePeriod: .zero)
-                throw error
-            }
-        }
+        return try await self.running({ await cluster.run() }, shutdown: { cluster.shutdown(gracePeriod: $0) }) { try await body(cluster) }
     }
 
     /// Until `condition` holds, checking every 20 ms, at most `limit`.

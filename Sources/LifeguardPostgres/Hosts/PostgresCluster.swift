@@ -10,9 +10,10 @@ import Synchronization
 /// reads go to a standby within a lag bound, and a read can ask to see a write.
 ///
 /// It holds two pools over the same hosts: ``primary`` (`target_session_attrs=read-write`,
-/// every lane) and ``standbys`` (`standby`, the lanes that read from standbys). Each has the
-/// configuration's budget, so no host gets more connections than the budget: the primary only
-/// the primary pool's, a standby only the standby pool's (less the one that samples its lag).
+/// every lane) and ``standbys`` (`standby`, the lanes that read from standbys), and one
+/// connection on every host that samples its role and lag. A standby gets at most the
+/// configuration's budget (the standby pool has one less); the primary gets the budget and
+/// the sampler's connection.
 ///
 /// ```swift
 /// var configuration = PostgresCluster.Configuration(pool: try .init(
