@@ -2,14 +2,17 @@
 # A throwaway PgBouncer in transaction mode in front of the throwaway PostgreSQL
 # (scripts/postgres.sh), on a free loopback port.
 #
-#   scripts/pgbouncer.sh start    writes its configuration and starts it; prints its DATABASE_URL
-#   scripts/pgbouncer.sh stop     stops it and deletes its folder
+#   scripts/pgbouncer.sh start       writes its configuration and starts it; prints its DATABASE_URL
+#   scripts/pgbouncer.sh url [wide]  prints the URL again; `wide`: the same server through a pool of
+#                                    60 server connections (database lifeguard_wide), which the
+#                                    whole Postgres test suite runs through
+#   scripts/pgbouncer.sh stop        stops it and deletes its folder
 #
 # Installs Debian's `pgbouncer` package when it is missing. Like PostgreSQL, PgBouncer refuses to
 # run as root, so as root it runs as the `postgres` user. Its state is recorded next to the
 # PostgreSQL cluster's ($LIFEGUARD_POSTGRES_STATE-pgbouncer). The server pool is small
 # (PGBOUNCER_POOL_SIZE, default 2), so that clients share server connections as they do in
-# production.
+# production; the wide database's holds 60, so that every test's budget fits behind it.
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -44,9 +47,20 @@ start)
     dir="$(mktemp -d "${TMPDIR:-/tmp}/lifeguard-pgbouncer.XXXXXX")"
     port="$(free_port)"
     printf '"%s" "%s"\n' "$user" "$password" > "$dir/userlist.txt"
+    # TLS on both sides when the server has a certificate (scripts/postgres.sh makes one when
+    # openssl is there): clients choose with sslmode, as they do with the server itself.
+    tls=""
+    server_data="$(sed -n 's/^dir=//p' "${LIFEGUARD_POSTGRES_STATE:-$repo/.build-postgres/current}")/data"
+    if [ -f "$server_data/server.crt" ]; then
+        tls="client_tls_sslmode = allow
+client_tls_key_file = $server_data/server.key
+client_tls_cert_file = $server_data/server.crt
+server_tls_sslmode = prefer"
+    fi
     cat > "$dir/pgbouncer.ini" <<INI
 [databases]
 $database = host=127.0.0.1 port=$server_port dbname=$database
+${database}_wide = host=127.0.0.1 port=$server_port dbname=$database pool_size=60
 [pgbouncer]
 listen_addr = 127.0.0.1
 listen_port = $port
@@ -60,6 +74,7 @@ query_wait_timeout = 120
 server_login_retry = 1
 ignore_startup_parameters = extra_float_digits
 logfile = $dir/pgbouncer.log
+$tls
 pidfile = $dir/pgbouncer.pid
 INI
     if [ "$(id -u)" -eq 0 ]; then chown -R postgres: "$dir"; fi
@@ -70,7 +85,17 @@ INI
     done
     printf 'dir=%q\nport=%q\n' "$dir" "$port" > "$state_file"
     log "PgBouncer $(/usr/sbin/pgbouncer --version | head -1 | awk '{print $2}') on 127.0.0.1:$port, transaction mode, in front of 127.0.0.1:$server_port"
-    echo "postgres://$user:$password@127.0.0.1:$port/$database?sslmode=disable"
+    "$0" url
+    ;;
+url)
+    [ -f "$state_file" ] || { log "not running (no $state_file)"; exit 1; }
+    # shellcheck disable=SC1090
+    source "$state_file"
+    case "${2:-}" in
+    "") echo "postgres://$user:$password@127.0.0.1:$port/$database?sslmode=disable" ;;
+    wide) echo "postgres://$user:$password@127.0.0.1:$port/${database}_wide?sslmode=disable" ;;
+    *) log "unknown database '${2}': url takes nothing or 'wide'"; exit 2 ;;
+    esac
     ;;
 stop)
     [ -f "$state_file" ] || exit 0
@@ -81,7 +106,7 @@ stop)
     rm -rf "$dir" "$state_file"
     ;;
 *)
-    echo "usage: $0 start|stop" >&2
+    echo "usage: $0 start|url [wide]|stop" >&2
     exit 2
     ;;
 esac

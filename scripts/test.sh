@@ -23,9 +23,21 @@ scripts/dashboard-test.sh
 # Line-buffered, so that what a hung test printed last is seen; and bounded, so that a hang fails
 # the run in time instead of using up CI's 90 minutes (each suite of real I/O also has a 3-minute
 # limit per test, which names the test that hung).
+bounded_swift_test() {
+    local status=0
+    timeout --signal=TERM --kill-after=30s "${LIFEGUARD_TEST_TIMEOUT:-40m}" stdbuf -oL -eL swift test "$@" || status=$?
+    if (( status == 124 || status == 137 )); then
+        echo "scripts/test.sh: swift test did not finish within ${LIFEGUARD_TEST_TIMEOUT:-40m}: a test hung (its 'started' line above has no end)" >&2
+    fi
+    return "$status"
+}
 status=0
-timeout --signal=TERM --kill-after=30s "${LIFEGUARD_TEST_TIMEOUT:-40m}" stdbuf -oL -eL swift test "$@" || status=$?
-if (( status == 124 || status == 137 )); then
-    echo "scripts/test.sh: swift test did not finish within ${LIFEGUARD_TEST_TIMEOUT:-40m}: a test hung (its 'started' line above has no end)" >&2
+bounded_swift_test "$@" || status=$?
+# The whole Postgres suite again, its pools behind PgBouncer in transaction mode (60 server
+# connections); the observer still watches the server directly. Tests of servers of their own
+# and of the two-connection PgBouncer above do not run twice. Skipped when arguments choose tests.
+if (( $# == 0 )); then
+    echo "scripts/test.sh: the Postgres suite behind PgBouncer (LIFEGUARD_TEST_POOL_URL)"
+    LIFEGUARD_TEST_POOL_URL="$(scripts/pgbouncer.sh url wide)" bounded_swift_test --skip-build --filter LifeguardPostgresTests || status=$?
 fi
 exit "$status"

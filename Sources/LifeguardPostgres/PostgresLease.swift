@@ -19,6 +19,9 @@ public final class PostgresLease: Sendable {
     /// The lane this lease belongs to.
     public let lane: Lane
     private let hasEnded = Atomic<Bool>(false)
+    /// Behind a pooler: a statement that may change the session ran in the open transaction,
+    /// so its changes are undone before that transaction commits.
+    private let sessionChangedInTransaction = Atomic<Bool>(false)
 
     /// The logger PostgresNIO gets with each statement: the pool's, or a silent one when the
     /// pool's would drop what PostgresNIO logs there. PostgresNIO logs a statement at `.debug`
@@ -42,8 +45,16 @@ public final class PostgresLease: Sendable {
         self.tracing = tracing
     }
 
-    /// The server process that serves this connection (`pg_backend_pid()`).
+    /// The server process that serves this connection (`pg_backend_pid()`), from the session's
+    /// cancel key. Behind a pooler (``isBehindPooler``) it is the pooler's number for this
+    /// client instead: the server process changes from transaction to transaction.
     public var backendPID: Int32 { self.connection.backendPID }
+
+    /// Whether a pooler in transaction mode (PgBouncer) stands between this connection and the
+    /// server, learned at connect: the server's `pg_backend_pid()` differs from the session's
+    /// cancel key. Behind one, statements that change the session are refused (see
+    /// ``PostgresPoolError/Code/sessionStateBehindPooler``).
+    public var isBehindPooler: Bool { self.connection.isBehindPooler }
 
     /// Whether a transaction opened through this lease is still open, as far as the lease saw.
     public var isInTransaction: Bool { self.connection.isInTransaction }
@@ -319,8 +330,67 @@ public final class PostgresLease: Sendable {
         isolation: isolated (any Actor)? = #isolation,
         _ body: () async throws -> Value
     ) async throws -> Value {
-        try self.connection.checkOpen()
         let kind = StatementKind(of: sql)
+        guard self.connection.isBehindPooler else { return try await self.runStatement(kind: kind, body) }
+        if kind == .mayChangeSession { return try await self.runUndoingSessionChanges(body) }
+        if kind == .commit, self.sessionChangedInTransaction.load(ordering: .relaxed) {
+            try await self.undoSessionChanges()
+        }
+        // A ROLLBACK undid the changes with the rest of the transaction.
+        defer { if !self.connection.isInTransaction { self.sessionChangedInTransaction.store(false, ordering: .relaxed) } }
+        return try await self.runStatement(kind: kind, body)
+    }
+
+    /// Behind a pooler in transaction mode, runs a statement that may change the session (`DO`,
+    /// `CALL`, `set_config`, …) so that what it changes in the server session, which the
+    /// pooler hands to other clients next, is undone before its transaction commits: outside
+    /// a transaction, in one of its own (`BEGIN`, the statement, the reset, `COMMIT`); inside
+    /// one, the reset runs before that transaction's `COMMIT` (a `ROLLBACK` undoes the rest).
+    /// A `DO` or `CALL` that commits inside therefore fails with 2D000 behind a pooler.
+    private func runUndoingSessionChanges<Value>(
+        isolation: isolated (any Actor)? = #isolation,
+        _ body: () async throws -> Value
+    ) async throws -> Value {
+        if self.connection.isInTransaction {
+            let value = try await self.runStatement(kind: .other, body)
+            self.sessionChangedInTransaction.store(true, ordering: .relaxed)
+            return value
+        }
+        try await self.runInternal("BEGIN", kind: .transactionControl)
+        let value: Value
+        do {
+            value = try await self.runStatement(kind: .other, body)
+            try await self.undoSessionChanges()
+        } catch {
+            try? await self.runInternal("ROLLBACK", kind: .transactionControl)
+            throw error
+        }
+        try await self.runInternal("COMMIT", kind: .commit)
+        return value
+    }
+
+    /// Behind a pooler, inside a transaction: resets what statements changed in the session
+    /// (``PostgresPool/SessionReset/afterEveryLease``'s reset) before the transaction commits.
+    /// A transaction that already failed rolls back at its `COMMIT`, undoing them anyway.
+    private func undoSessionChanges() async throws {
+        self.sessionChangedInTransaction.store(false, ordering: .relaxed)
+        guard !self.connection.wire.isInFailedTransaction else { return }
+        try await self.runInternal(PostgresPool.SessionReset.statement, kind: .other)
+    }
+
+    /// Runs one of the lease's own statements, classified as `kind`.
+    private func runInternal(_ sql: String, kind: StatementKind) async throws {
+        try await self.runStatement(kind: kind) {
+            _ = try await self.result(of: self.connection.postgres.query(PostgresQuery(unsafeSQL: sql), logger: self.statementLogger) { _ in })
+        }
+    }
+
+    private func runStatement<Value>(
+        kind: StatementKind,
+        isolation: isolated (any Actor)? = #isolation,
+        _ body: () async throws -> Value
+    ) async throws -> Value {
+        try self.connection.checkOpen()
         if kind == .changesSession || kind == .mayChangeSession {
             if kind == .changesSession, self.connection.isBehindPooler {
                 // Behind a pooler in transaction mode the session is a server connection that

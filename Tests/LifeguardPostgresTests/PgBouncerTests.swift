@@ -44,7 +44,7 @@ extension TestDatabase {
 /// The same promises behind PgBouncer in transaction mode (PgBouncer 1.18, Debian's).
 extension PostgresPoolTests {
     @Test("behind PgBouncer, cancelling a task cancels its own statement and never another client's",
-          .enabled(if: TestDatabase.bouncerURL != nil, "needs PGBOUNCER_URL: run ./scripts/test.sh"))
+          .throughTheTestPgBouncer)
     func bouncerCancelsOnlyItsOwn() async throws {
         let configuration = try TestDatabase.bouncerConfiguration(application: "lg-bouncer-cancel", budget: 2)
         let others = [try await TestDatabase.bouncerClient(), try await TestDatabase.bouncerClient()]
@@ -77,7 +77,7 @@ extension PostgresPoolTests {
     }
 
     @Test("behind PgBouncer 1.18 in transaction mode, prepared statements fall back to unnamed ones: every run succeeds",
-          .enabled(if: TestDatabase.bouncerURL != nil, "needs PGBOUNCER_URL: run ./scripts/test.sh"))
+          .throughTheTestPgBouncer)
     func bouncerPreparedStatements() async throws {
         let configuration = try TestDatabase.bouncerConfiguration(application: "lg-bouncer-prepared", budget: 3)
         try await TestDatabase.withPool(configuration) { pool in
@@ -105,7 +105,7 @@ extension PostgresPoolTests {
     }
 
     @Test("behind PgBouncer with its server down, a new connection fails within connect_timeout instead of waiting query_wait_timeout (120 s)",
-          .enabled(if: TestDatabase.bouncerURL != nil, "needs PGBOUNCER_URL: run ./scripts/test.sh"))
+          .throughTheTestPgBouncer)
     func bouncerOutageFailsFast() async throws {
         var configuration = try TestDatabase.bouncerConfiguration(application: "lg-bouncer-outage", budget: 2)
         configuration.connectTimeout = .seconds(2)
@@ -123,7 +123,7 @@ extension PostgresPoolTests {
 
 extension PostgresPoolTests {
     @Test("behind PgBouncer with its server down, a statement on a connection already open fails within connect_timeout; a write reported unavailable never runs later",
-          .enabled(if: TestDatabase.bouncerURL != nil, "needs PGBOUNCER_URL: run ./scripts/test.sh"))
+          .throughTheTestPgBouncer)
     func bouncerOutageOpenConnection() async throws {
         var configuration = try TestDatabase.bouncerConfiguration(application: "lg-bouncer-outage-open", budget: 2)
         configuration.connectTimeout = .seconds(2)
@@ -168,12 +168,12 @@ extension PostgresPoolTests {
     }
 
     @Test("a connection knows whether a pooler stands between it and the server",
-          .enabled(if: TestDatabase.bouncerURL != nil, "needs PGBOUNCER_URL: run ./scripts/test.sh"))
+          .throughTheTestPgBouncer)
     func poolerDetection() async throws {
         let group = MultiThreadedEventLoopGroup.singleton
-        let direct = try await PostgresConnectionFactory(
-            configuration: TestDatabase.configuration(application: "lg-pooler-detect", budget: 1), logger: TestDatabase.logger, eventLoopGroup: group
-        ).connect()
+        var directConfiguration = try PostgresPool.Configuration(url: TestDatabase.serverURL!)
+        directConfiguration.applicationName = "lg-pooler-detect"
+        let direct = try await PostgresConnectionFactory(configuration: directConfiguration, logger: TestDatabase.logger, eventLoopGroup: group).connect()
         let bounced = try await PostgresConnectionFactory(
             configuration: TestDatabase.bouncerConfiguration(application: "lg-pooler-detect", budget: 1), logger: TestDatabase.logger, eventLoopGroup: group
         ).connect()
@@ -184,7 +184,7 @@ extension PostgresPoolTests {
     }
 
     @Test("behind PgBouncer with every server taken by other clients, a statement waits for one: a busy pooler is no outage",
-          .enabled(if: TestDatabase.bouncerURL != nil, "needs PGBOUNCER_URL: run ./scripts/test.sh"))
+          .throughTheTestPgBouncer)
     func bouncerBusyIsNoOutage() async throws {
         var configuration = try TestDatabase.bouncerConfiguration(application: "lg-bouncer-busy", budget: 2)
         configuration.connectTimeout = .seconds(1)
@@ -210,7 +210,7 @@ extension PostgresPoolTests {
     }
 
     @Test("behind PgBouncer with every server taken by our own transactions, a new connection waits for one: no outage, no failing fast",
-          .enabled(if: TestDatabase.bouncerURL != nil, "needs PGBOUNCER_URL: run ./scripts/test.sh"))
+          .throughTheTestPgBouncer)
     func bouncerBusyNewConnection() async throws {
         var configuration = try TestDatabase.bouncerConfiguration(application: "lg-bouncer-busy-new", budget: 4)
         configuration.connectTimeout = .seconds(1)
@@ -237,7 +237,7 @@ extension PostgresPoolTests {
     }
 
     @Test("behind PgBouncer, a write reported failed during an outage never runs, whenever the server comes back; one sent once the pooler was suspect is never of unknown outcome",
-          .enabled(if: TestDatabase.bouncerURL != nil, "needs PGBOUNCER_URL: run ./scripts/test.sh"))
+          .throughTheTestPgBouncer)
     func bouncerOutageResumeRace() async throws {
         var configuration = try TestDatabase.bouncerConfiguration(application: "lg-bouncer-race", budget: 3)
         configuration.connectTimeout = .seconds(2)
@@ -277,7 +277,7 @@ extension PostgresPoolTests {
     }
 
     @Test("behind PgBouncer, a statement that would change the shared server session is refused unsent; SET LOCAL and transaction locks work",
-          .enabled(if: TestDatabase.bouncerURL != nil, "needs PGBOUNCER_URL: run ./scripts/test.sh"))
+          .throughTheTestPgBouncer)
     func bouncerRefusesSessionState() async throws {
         let configuration = try TestDatabase.bouncerConfiguration(application: "lg-bouncer-session", budget: 1)
         try await TestDatabase.withPool(configuration) { pool in
@@ -309,8 +309,47 @@ extension PostgresPoolTests {
         }
     }
 
+    @Test("behind PgBouncer, DO blocks and set_config run, and what they change in the shared server session is undone before their transaction commits",
+          .throughTheTestPgBouncer)
+    func bouncerUndoesSessionChanges() async throws {
+        let configuration = try TestDatabase.bouncerConfiguration(application: "lg-bouncer-undo", budget: 1)
+        // Another client holds one of PgBouncer's two server connections in a transaction: every
+        // statement of ours runs on the other one, so the next statement sees what the last left.
+        let other = try await TestDatabase.bouncerClient()
+        do {
+            try await TestDatabase.withPool(configuration) { pool in
+                try await TestDatabase.untilServes(pool)
+                _ = try await other.query("BEGIN", logger: TestDatabase.logger).collect()
+                _ = try await other.query("SELECT 1", logger: TestDatabase.logger).collect()
+                try await pool.query("CREATE TABLE IF NOT EXISTS lg_bouncer_do (id int)", lane: .write)
+                try await pool.query("TRUNCATE lg_bouncer_do", lane: .write)
+                let setLockTimeout: PostgresQuery = "DO $$BEGIN PERFORM set_config('lock_timeout', '4321ms', false); INSERT INTO lg_bouncer_do VALUES (1); END$$"
+                // Outside a transaction: the block's work is committed, its setting is not left behind.
+                try await pool.query(setLockTimeout, lane: .write)
+                #expect(try await pool.query("SHOW lock_timeout", lane: .write)[0].decode(String.self) == "0")
+                try await pool.query("SELECT set_config('statement_timeout', '1234ms', false)", lane: .write)
+                #expect(try await pool.query("SHOW statement_timeout", lane: .write)[0].decode(String.self) == "0")
+                // Inside one: the setting holds until the commit, as the block meant, and not after.
+                let inside = try await pool.withTransaction(lane: .write) { lease in
+                    try await lease.execute(setLockTimeout)
+                    return try await lease.query("SHOW lock_timeout")[0].decode(String.self)
+                }
+                #expect(inside == "4321ms")
+                #expect(try await pool.query("SHOW lock_timeout", lane: .write)[0].decode(String.self) == "0")
+                let rows = try await TestDatabase.withObserver { observer in
+                    try await observer.integer("SELECT count(*)::int FROM lg_bouncer_do")
+                }
+                #expect(rows == 2, "both blocks' rows are committed")
+            }
+        } catch {
+            try? await other.close()
+            throw error
+        }
+        try await other.close()
+    }
+
     @Test("behind PgBouncer, a statement that runs longer than connect_timeout is not taken for an outage",
-          .enabled(if: TestDatabase.bouncerURL != nil, "needs PGBOUNCER_URL: run ./scripts/test.sh"))
+          .throughTheTestPgBouncer)
     func bouncerLongStatement() async throws {
         var configuration = try TestDatabase.bouncerConfiguration(application: "lg-bouncer-long", budget: 2)
         configuration.connectTimeout = .seconds(1)
@@ -336,7 +375,7 @@ extension PostgresPoolTests {
     }
 
     @Test("behind PgBouncer with its server down, a cancelled task's statement stops waiting and never runs later",
-          .enabled(if: TestDatabase.bouncerURL != nil, "needs PGBOUNCER_URL: run ./scripts/test.sh"))
+          .throughTheTestPgBouncer)
     func bouncerOutageCancel() async throws {
         let configuration = try TestDatabase.bouncerConfiguration(application: "lg-bouncer-outage-cancel", budget: 2)
         try await TestDatabase.withPool(configuration) { pool in

@@ -6,11 +6,21 @@ import Logging
 import NIOPosix
 import PostgresNIO
 import Synchronization
+import Testing
 import Tracing
 
 enum TestDatabase {
-    static let url = ProcessInfo.processInfo.environment["DATABASE_URL"]
-    static var isAvailable: Bool { url != nil }
+    /// The URL the pools under test connect to: the test server's (`DATABASE_URL`), or, when
+    /// `LIFEGUARD_TEST_POOL_URL` is set (`scripts/test.sh`'s second pass), a PgBouncer in front
+    /// of it.
+    static let url = ProcessInfo.processInfo.environment["LIFEGUARD_TEST_POOL_URL"] ?? serverURL
+    /// The test server itself, which the tests' observer watches, whatever the pools go through.
+    static let serverURL = ProcessInfo.processInfo.environment["DATABASE_URL"]
+    static var isAvailable: Bool { url != nil && serverURL != nil }
+    /// Whether the pools under test go through PgBouncer in transaction mode: a pool's
+    /// connection is then PgBouncer's, not a server backend, and a server backend serves
+    /// whichever client PgBouncer gives it to.
+    static let isBehindPgBouncer = ProcessInfo.processInfo.environment["LIFEGUARD_TEST_POOL_URL"] != nil
     static let logger: Logger = {
         var logger = Logger(label: "lifeguard-tests")
         logger.logLevel = ProcessInfo.processInfo.environment["LIFEGUARD_TEST_LOG"].flatMap(Logger.Level.init(rawValue:)) ?? .error
@@ -37,7 +47,7 @@ enum TestDatabase {
 
     /// Runs `body` with a plain connection outside any pool, to watch the server, and closes it.
     static func withObserver<Value>(_ body: (PostgresConnection) async throws -> Value) async throws -> Value {
-        try await self.withObserver(of: url!, body)
+        try await self.withObserver(of: serverURL!, body)
     }
 
     /// Runs a pool for the duration of `body`, then drains it.
@@ -219,12 +229,15 @@ extension Result {
 
 extension TestDatabase {
     /// Starts a task that leases a `.retrieval` connection of `pool` and runs `statement` on
-    /// it, and returns once the server shows that backend active (at most 2 s).
+    /// it, and returns once the server shows a backend of the pool's application active (at
+    /// most 2 s). Made for pools of one connection.
     ///
-    /// - Returns: The task, to cancel, and the lease's backend pid.
+    /// - Returns: The task, to cancel; the lease's connection (its `backendPID`, which behind
+    ///   PgBouncer is PgBouncer's key, not a server pid); and the pid of the server backend
+    ///   running the statement, as `pg_stat_activity` shows it.
     static func leaseRunning(
         in pool: PostgresPool, watchedBy observer: PostgresConnection, _ statement: @escaping @Sendable (PostgresLease) async throws -> Void
-    ) async throws -> (task: Task<Void, any Error>, pid: Int32) {
+    ) async throws -> (task: Task<Void, any Error>, connection: Int32, backend: Int32) {
         let started = AsyncStream<Int32>.makeStream()
         let task = Task {
             try await pool.withConnection(lane: .retrieval) { lease in
@@ -233,11 +246,17 @@ extension TestDatabase {
             }
         }
         var iterator = started.stream.makeAsyncIterator()
-        let pid = await iterator.next()!
-        for _ in 0..<1_000 where try await !self.isActive(pid, watchedBy: observer) {
+        let connection = await iterator.next()!
+        let application = pool.postgresConfiguration.applicationName
+        for _ in 0..<1_000 {
+            let backend = try await observer.integer("""
+                SELECT coalesce(min(pid), 0)::int FROM pg_stat_activity
+                WHERE application_name = \(application) AND state = 'active' AND pid <> pg_backend_pid()
+                """)
+            if backend != 0 { return (task, connection, Int32(backend)) }
             try await Task.sleep(for: .milliseconds(2))
         }
-        return (task, pid)
+        return (task, connection, 0)
     }
 
     /// Whether the server shows backend `pid` running a statement.
@@ -256,5 +275,19 @@ extension TestDatabase {
                 try await Task.sleep(for: .milliseconds(100))
             }
         }
+    }
+}
+
+extension Trait where Self == ConditionTrait {
+    /// For a test on servers of its own (a durable cluster, a primary and its standby), started
+    /// by the test and reached directly: the pass behind PgBouncer would only run it again.
+    static var onServersOfItsOwn: Self {
+        .disabled(if: TestDatabase.isBehindPgBouncer, "runs on servers of its own, reached directly: the pass behind PgBouncer would repeat it")
+    }
+
+    /// For a test of the promises behind the test PgBouncer (`PGBOUNCER_URL`, two server
+    /// connections), which it reaches itself: the pass behind PgBouncer would only run it again.
+    static var throughTheTestPgBouncer: Self {
+        .enabled(if: TestDatabase.bouncerURL != nil && !TestDatabase.isBehindPgBouncer, "needs PGBOUNCER_URL (run ./scripts/test.sh); in the pass behind PgBouncer, already run")
     }
 }

@@ -12,7 +12,7 @@ extension PostgresPoolTests {
         var configuration = try TestDatabase.configuration(application: "lg-tracing", budget: 2)
         try await TestDatabase.withPool(configuration, tracer: tracer) { pool in
             try await pool.withConnection(lane: .write) { lease in
-                try await lease.execute("CREATE TEMP TABLE traced_rows (id int)")
+                try await lease.execute("CREATE TABLE IF NOT EXISTS traced_rows (id int)")
                 try await lease.execute("INSERT INTO traced_rows VALUES (\(1))")
                 _ = try await lease.query("SELECT id FROM traced_rows WHERE id = \(1)")
                 await #expect(throws: PSQLError.self) { try await lease.execute("SELECT * FROM no_such_table_here") }

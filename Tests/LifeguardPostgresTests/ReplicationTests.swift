@@ -32,7 +32,7 @@ extension TestDatabase {
 }
 
 extension PostgresPoolTests {
-    @Test("target_session_attrs=read-write with the standby listed first: every connection is on the primary (each server's pg_stat_activity)")
+    @Test("target_session_attrs=read-write with the standby listed first: every connection is on the primary (each server's pg_stat_activity)", .onServersOfItsOwn)
     func readWriteFindsThePrimary() async throws {
         try await TestDatabase.withReplicatedServers { primary, standby, _ in
             let configuration = try TestDatabase.configuration(hostsOf: [standby, primary], application: "lg-read-write", budget: 4, target: .readWrite)
@@ -58,7 +58,7 @@ extension PostgresPoolTests {
         }
     }
 
-    @Test("prefer-standby reads on the standby; with the standby stopped they go to the primary, and back once it answers again")
+    @Test("prefer-standby reads on the standby; with the standby stopped they go to the primary, and back once it answers again", .onServersOfItsOwn)
     func preferStandbyFallsBack() async throws {
         try await TestDatabase.withReplicatedServers { primary, standby, control in
             let configuration = try TestDatabase.configuration(hostsOf: [primary, standby], application: "lg-prefer-standby", budget: 2, target: .preferStandby)
@@ -90,11 +90,11 @@ extension PostgresPoolTests {
             }
             print("with host 1 refusing: slowest of 50 reads \(slowest)")
             #expect(pool.factory.hosts.withLock { $0.entries[0].downBecause } != nil)
-            #expect(try await TestDatabase.backends(of: "lg-host-down", at: url) >= 1)
+            #expect(try await TestDatabase.backends(of: "lg-host-down", at: TestDatabase.serverURL!) >= 1)
         }
     }
 
-    @Test("a write refused as read-only (SQLSTATE 25006) retires the host's connections of the old role: the next connects find no read-write server and fail fast, until it takes writes again")
+    @Test("a write refused as read-only (SQLSTATE 25006) retires the host's connections of the old role: the next connects find no read-write server and fail fast, until it takes writes again", .onServersOfItsOwn)
     func readOnlyRefusalRetiresConnections() async throws {
         try await TestDatabase.withReplicatedServers { primary, standby, _ in
             var configuration = try TestDatabase.configuration(hostsOf: [primary, standby], application: "lg-demoted", budget: 2, target: .readWrite)
@@ -128,7 +128,7 @@ extension PostgresPoolTests {
         }
     }
 
-    @Test("failover: the primary stopped and the standby promoted under writes; writes fail fast in the gap, follow the new primary, and every acknowledged write is there")
+    @Test("failover: the primary stopped and the standby promoted under writes; writes fail fast in the gap, follow the new primary, and every acknowledged write is there", .onServersOfItsOwn)
     func failoverOnPromotion() async throws {
         try await TestDatabase.withReplicatedServers { primary, standby, control in
             try await TestDatabase.withObserver(of: primary) { observer in
@@ -238,7 +238,7 @@ extension TestDatabase {
 }
 
 extension PostgresPoolTests {
-    @Test("a cluster: .retrieval reads on the standby, .write on the primary (pg_is_in_recovery in each lease; backends counted on each server)")
+    @Test("a cluster: .retrieval reads on the standby, .write on the primary (pg_is_in_recovery in each lease; backends counted on each server)", .onServersOfItsOwn)
     func clusterRoutesLanes() async throws {
         try await TestDatabase.withReplicatedServers { primary, standby, _ in
             try await TestDatabase.withCluster(primary: primary, standby: standby, application: "lg-cluster") { cluster in
@@ -261,7 +261,7 @@ extension PostgresPoolTests {
         }
     }
 
-    @Test("a standby whose replay is paused (pg_wal_replay_pause) past the lag bound gets no reads until it catches up")
+    @Test("a standby whose replay is paused (pg_wal_replay_pause) past the lag bound gets no reads until it catches up", .onServersOfItsOwn)
     func lagBoundSkipsStandby() async throws {
         try await TestDatabase.withReplicatedServers { primary, standby, _ in
             try await TestDatabase.withCluster(primary: primary, standby: standby, application: "lg-lag", adjust: {
@@ -292,7 +292,7 @@ extension PostgresPoolTests {
         }
     }
 
-    @Test("read-your-writes: with the standby's replay paused, a read after a write (its position carried as a token) never sees the old value")
+    @Test("read-your-writes: with the standby's replay paused, a read after a write (its position carried as a token) never sees the old value", .onServersOfItsOwn)
     func readYourWrites() async throws {
         try await TestDatabase.withReplicatedServers { primary, standby, _ in
             // The test server commits with synchronous_commit off: its WAL reaches the standby
@@ -335,7 +335,7 @@ extension PostgresPoolTests {
         }
     }
 
-    @Test("a standby killed mid-run: reads move to the primary at once, and none fails")
+    @Test("a standby killed mid-run: reads move to the primary at once, and none fails", .onServersOfItsOwn)
     func standbyKilledMidRun() async throws {
         try await TestDatabase.withReplicatedServers { primary, standby, control in
             try await TestDatabase.withCluster(primary: primary, standby: standby, application: "lg-standby-killed") { cluster in

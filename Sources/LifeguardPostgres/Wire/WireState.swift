@@ -89,6 +89,8 @@ final class WireState: Sendable {
     /// Whether a transaction is open (or failed and not yet rolled back), as of the last
     /// ReadyForQuery.
     var isInTransaction: Bool { self.state.withLock { $0.transactionStatus != .idle } }
+    /// Whether the open transaction failed: it accepts nothing but its end, which rolls it back.
+    var isInFailedTransaction: Bool { self.state.withLock { $0.transactionStatus == .failed } }
 
     /// Whether the server has answered every Sync sent.
     var isSettled: Bool { self.state.withLock { $0.isSettled } }
