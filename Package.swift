@@ -178,7 +178,7 @@ let package = Package(
                 .product(name: "Prometheus", package: "swift-prometheus"),
             ]
         ),
-        .testTarget(name: "LifeguardCLITests", dependencies: ["LifeguardCLI", "LifeguardBench"]),
+        .testTarget(name: "LifeguardCLITests", dependencies: ["LifeguardCLI", "LifeguardBench", "LifeguardPostgres", .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "LifeguardLabTests", dependencies: ["LifeguardLab", "Lifeguard"]),
     ],
     swiftLanguageModes: [.v6]

@@ -12,8 +12,10 @@ struct Check: AsyncParsableCommand {
         discussion: """
             Reports the server version, max_connections and the connections reserved for superusers, \
             the backends open now by application_name, and whether `budget × instances` fits in what \
-            is left. Exit status: 0 when it fits, 1 when it does not fit, 2 when the server cannot be \
-            reached or refuses the login (the reason is printed), 64 for bad options.
+            is left. Behind a pooler in transaction mode (PgBouncer) the budget counts connections to \
+            the pooler, not to the server: it says so and what to compare instead, and does not judge. \
+            Exit status: 0 when it fits (or behind a pooler), 1 when it does not fit, 2 when the server \
+            cannot be reached or refuses the login (the reason is printed), 64 for bad options.
             """
     )
 
@@ -99,6 +101,8 @@ struct CheckReport: Equatable {
     var backendsByApplication: [(application: String, count: Int)]
     var budget: Int
     var instances: Int
+    /// Whether a pooler in transaction mode (PgBouncer) stands between the check and the server.
+    var isBehindPooler = false
 
     static func == (lhs: CheckReport, rhs: CheckReport) -> Bool {
         lhs.text == rhs.text
@@ -112,8 +116,9 @@ struct CheckReport: Equatable {
     var openNow: Int {
         self.backendsByApplication.filter { $0.application != "lifeguard-check" }.reduce(0) { $0 + $1.count }
     }
-    /// Whether the planned budget fits next to what is open now.
-    var fits: Bool { self.planned <= self.available - self.openNow }
+    /// Whether the planned budget fits next to what is open now. Behind a pooler the budget
+    /// is not the server's to fit: the check does not judge it.
+    var fits: Bool { self.isBehindPooler || self.planned <= self.available - self.openNow }
 
     var text: String {
         var lines: [String] = []
@@ -126,7 +131,14 @@ struct CheckReport: Equatable {
         }
         let left = self.available - self.openNow
         let plan = "budget \(self.budget) × \(self.instances) instance\(self.instances == 1 ? "" : "s") = \(self.planned)"
-        if self.fits {
+        if self.isBehindPooler {
+            lines.append("pooler:            a pooler in transaction mode (PgBouncer?) stands in front of the server: "
+                + "the session's cancel key is not its server process")
+            lines.append("verdict:           not judged: \(plan) connections to the pooler, not to the server. "
+                + "The pooler's max_client_conn must take them (with its other clients); the server sees only "
+                + "the pooler's server pool (default_pool_size per database and user), which must fit in the "
+                + "\(max(0, left)) connections left (the backends above include the pooler's own).")
+        } else if self.fits {
             lines.append("verdict:           fits: \(plan) of the \(left) connections left")
         } else {
             let perInstance = left / self.instances
@@ -141,6 +153,8 @@ struct CheckReport: Equatable {
 
     /// Reads the server's limits and its backends through a lease.
     static func read(from lease: PostgresLease, target: String, budget: Int, instances: Int) async throws -> CheckReport {
+        // Behind a pooler these statements may each run on another server connection: they
+        // read the server's settings and its whole pg_stat_activity, so it does not matter.
         let version = try await lease.query("SELECT version()")[0].decode(String.self)
         let maxConnections = try await lease.query("SELECT current_setting('max_connections')::int")[0].decode(Int.self)
         let reserved = try await lease.query("SELECT current_setting('superuser_reserved_connections')::int")[0].decode(Int.self)
@@ -151,6 +165,6 @@ struct CheckReport: Equatable {
         let backends = try rows.map { row in try row.decode((String, Int).self) }.map { (application: $0.0, count: $0.1) }
         return CheckReport(
             target: target, serverVersion: version, maxConnections: maxConnections, reservedForSuperusers: reserved,
-            backendsByApplication: backends, budget: budget, instances: instances)
+            backendsByApplication: backends, budget: budget, instances: instances, isBehindPooler: lease.isBehindPooler)
     }
 }

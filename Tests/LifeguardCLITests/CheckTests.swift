@@ -1,5 +1,8 @@
 import ArgumentParser
+import Foundation
 @testable import LifeguardCLI
+import LifeguardPostgres
+import Logging
 import Testing
 
 @Suite("lifeguard CLI", .timeLimit(.minutes(3)))
@@ -29,6 +32,40 @@ struct CheckTests {
         #expect(!report.fits)
         #expect(report.text.contains("DOES NOT FIT"))
         #expect(report.text.contains("Lower the budget to 16 per instance"))
+    }
+
+    @Test("behind PgBouncer the budget is not compared with the server's max_connections, nor is PgBouncer advised")
+    func behindPooler() {
+        var report = self.report(budget: 20, instances: 100)
+        report.isBehindPooler = true
+        #expect(report.fits)
+        #expect(!report.text.contains("DOES NOT FIT"))
+        #expect(!report.text.contains("put PgBouncer in front"))
+        #expect(report.text.contains("not judged: budget 20 × 100 instances = 2000 connections to the pooler"))
+        #expect(report.text.contains("default_pool_size"))
+    }
+
+    @Test("check reads the test server directly and through PgBouncer, and tells which is which",
+          .enabled(if: ProcessInfo.processInfo.environment["PGBOUNCER_URL"] != nil, "needs DATABASE_URL and PGBOUNCER_URL: run ./scripts/test.sh"))
+    func realServerAndPooler() async throws {
+        let environment = ProcessInfo.processInfo.environment
+        for (url, behindPooler) in [(try #require(environment["DATABASE_URL"]), false), (try #require(environment["PGBOUNCER_URL"]), true)] {
+            var configuration = try PostgresPool.Configuration(url: url)
+            configuration.budget = 1
+            configuration.lanes = [.retrieval: .init(waitTimeout: .seconds(10))]
+            let pool = try PostgresPool(configuration: configuration, logger: Logger(label: "lifeguard-check-test"))
+            let report = try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask { await pool.run() }
+                defer { pool.shutdown(gracePeriod: .seconds(1)) }
+                return try await pool.withConnection(lane: .retrieval) { lease in
+                    try await CheckReport.read(from: lease, target: configuration.description, budget: 20, instances: 1_000)
+                }
+            }
+            #expect(report.isBehindPooler == behindPooler, "\(report.text)")
+            #expect(report.maxConnections == 200)
+            #expect(report.fits == behindPooler, "20 × 1,000 connections fit no server of 200, and are not judged behind PgBouncer")
+            print("lifeguard check \(behindPooler ? "through PgBouncer" : "direct"):\n\(report.text)")
+        }
     }
 
     @Test("a budget that leaves not one connection per instance never advises a budget of 0")
