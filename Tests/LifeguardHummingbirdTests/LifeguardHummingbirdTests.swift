@@ -222,7 +222,7 @@ struct LifeguardHummingbirdTests {
                     try await Task.sleep(for: .milliseconds(100))
                     metrics = try await client.execute(uri: "/metrics", method: .get) { String(buffer: $0.body) }
                 }
-                #expect(metrics.contains(#"lifeguard_lease_outcomes_total{lane="retrieval",outcome="granted"} 7"#), "\(metrics)")
+                #expect(metrics.contains(#"lifeguard_lease_outcomes_total{pool="lifeguard",lane="retrieval",outcome="granted"} 7"#), "\(metrics)")
                 // OpenTelemetry's names beside them, with Prometheus's underscores for dots.
                 #expect(metrics.contains(#"db_client_connection_max{db_client_connection_pool_name="lifeguard"} 4"#), "\(metrics)")
                 #expect(metrics.contains(#"db_client_connection_use_time_count{db_client_connection_pool_name="lifeguard"} 8"#), "\(metrics)")

@@ -22,10 +22,10 @@ extension PostgresPoolTests {
                 let backends = try await observer.integer(
                     "SELECT count(*)::int FROM pg_stat_activity WHERE application_name = 'lg-metrics'")
                 let states = ["idle", "leased", "opening"]
-                let open = try states.map { try metrics.expectGauge("lifeguard_connections", [("state", $0)]).lastValue ?? 0 }
+                let open = try states.map { try metrics.expectGauge("lifeguard_connections", [("pool", "lifeguard"), ("state", $0)]).lastValue ?? 0 }
                 #expect(Int(open.reduce(0, +)) == backends)
                 #expect(backends == 3)
-                let granted = try metrics.expectCounter("lifeguard_lease_outcomes_total", [("lane", "retrieval"), ("outcome", "granted")])
+                let granted = try metrics.expectCounter("lifeguard_lease_outcomes_total", [("pool", "lifeguard"), ("lane", "retrieval"), ("outcome", "granted")])
                 #expect(granted.totalValue == 3)
             }
         }

@@ -15,8 +15,9 @@ public struct PoolConfiguration: Sendable, Hashable {
     /// with ``LifeguardError/Code/unknownLane``.
     public var lanes: [Lane: LaneConfiguration]
 
-    /// The pool's name where observers tell pools apart: its trace spans and the OpenTelemetry
-    /// metrics (`db.client.connection.pool.name`). Default: `lifeguard`.
+    /// The pool's name where observers tell pools apart: its trace spans, the `pool` dimension
+    /// of its `lifeguard_*` metrics and the OpenTelemetry metrics
+    /// (`db.client.connection.pool.name`). Give each pool of a process its own. Default: `lifeguard`.
     public var name: String
 
     /// Which names the pool's metrics go out under: Lifeguard's own (`lifeguard_*`, the

@@ -7,7 +7,7 @@ import Synchronization
 /// `lifeguard_lease_outcomes_total`, `lifeguard_connections`, `lifeguard_waiters`,
 /// `lifeguard_utilization`, `lifeguard_generation_holds_total`, `lifeguard_long_holds_total`,
 /// `lifeguard_cancellations_total`, `lifeguard_capacity`, `lifeguard_database_available`,
-/// `lifeguard_connect_failures_total`), OpenTelemetry's
+/// `lifeguard_connect_failures_total`; each with the pool's `name` as `pool`), OpenTelemetry's
 /// (`db.client.connection.*`, see ``MetricNames/openTelemetry``), or both.
 ///
 /// It runs in the pool's run loop, once per `metricsInterval` (1 s), from what the state machine recorded:
@@ -75,8 +75,9 @@ final class MetricsExporter: Sendable {
             self.pool = nil
             return
         }
+        let pool = [("pool", configuration.name)]
         self.lanes = laneNames.map { name in
-            let lane = [("lane", name)]
+            let lane = pool + [("lane", name)]
             func outcome(_ outcome: String) -> Counter {
                 Counter(label: "lifeguard_lease_outcomes_total", dimensions: lane + [("outcome", outcome)], factory: factory)
             }
@@ -92,14 +93,14 @@ final class MetricsExporter: Sendable {
                 waiters: Gauge(label: "lifeguard_waiters", dimensions: lane, factory: factory))
         }
         self.pool = PoolMetrics(
-            idle: Gauge(label: "lifeguard_connections", dimensions: [("state", "idle")], factory: factory),
-            leased: Gauge(label: "lifeguard_connections", dimensions: [("state", "leased")], factory: factory),
-            opening: Gauge(label: "lifeguard_connections", dimensions: [("state", "opening")], factory: factory),
-            utilizationP50: Gauge(label: "lifeguard_utilization", dimensions: [("quantile", "0.5")], factory: factory),
-            utilizationP99: Gauge(label: "lifeguard_utilization", dimensions: [("quantile", "0.99")], factory: factory),
-            capacity: Gauge(label: "lifeguard_capacity", factory: factory),
-            databaseAvailable: Gauge(label: "lifeguard_database_available", factory: factory),
-            connectFailures: Counter(label: "lifeguard_connect_failures_total", factory: factory))
+            idle: Gauge(label: "lifeguard_connections", dimensions: pool + [("state", "idle")], factory: factory),
+            leased: Gauge(label: "lifeguard_connections", dimensions: pool + [("state", "leased")], factory: factory),
+            opening: Gauge(label: "lifeguard_connections", dimensions: pool + [("state", "opening")], factory: factory),
+            utilizationP50: Gauge(label: "lifeguard_utilization", dimensions: pool + [("quantile", "0.5")], factory: factory),
+            utilizationP99: Gauge(label: "lifeguard_utilization", dimensions: pool + [("quantile", "0.99")], factory: factory),
+            capacity: Gauge(label: "lifeguard_capacity", dimensions: pool, factory: factory),
+            databaseAvailable: Gauge(label: "lifeguard_database_available", dimensions: pool, factory: factory),
+            connectFailures: Counter(label: "lifeguard_connect_failures_total", dimensions: pool, factory: factory))
     }
 
     /// A connection took `duration` to open (OpenTelemetry's `db.client.connection.create_time`).

@@ -15,19 +15,19 @@ struct MetricsExporterTests {
         let runner = Task { await pool.run() }
         for _ in 0..<5 { try await pool.withConnection(lane: .write) { _ in } }
         pool.exportMetrics()
-        let granted = try metrics.expectCounter("lifeguard_lease_outcomes_total", [("lane", "write"), ("outcome", "granted")])
+        let granted = try metrics.expectCounter("lifeguard_lease_outcomes_total", [("pool", "lifeguard"), ("lane", "write"), ("outcome", "granted")])
         #expect(granted.totalValue == 5)
-        #expect(try metrics.expectTimer("lifeguard_lease_hold_seconds", [("lane", "write")]).values.count == 5)
-        #expect(try metrics.expectTimer("lifeguard_pool_wait_seconds", [("lane", "write")]).values.count == 5)
-        #expect(try metrics.expectGauge("lifeguard_connections", [("state", "idle")]).lastValue == 1)
-        #expect(try metrics.expectGauge("lifeguard_capacity").lastValue == 2)
-        #expect(try metrics.expectGauge("lifeguard_utilization", [("quantile", "0.99")]).lastValue != nil)
+        #expect(try metrics.expectTimer("lifeguard_lease_hold_seconds", [("pool", "lifeguard"), ("lane", "write")]).values.count == 5)
+        #expect(try metrics.expectTimer("lifeguard_pool_wait_seconds", [("pool", "lifeguard"), ("lane", "write")]).values.count == 5)
+        #expect(try metrics.expectGauge("lifeguard_connections", [("pool", "lifeguard"), ("state", "idle")]).lastValue == 1)
+        #expect(try metrics.expectGauge("lifeguard_capacity", [("pool", "lifeguard")]).lastValue == 2)
+        #expect(try metrics.expectGauge("lifeguard_utilization", [("pool", "lifeguard"), ("quantile", "0.99")]).lastValue != nil)
 
         for _ in 0..<3 { try await pool.withConnection(lane: .write) { _ in } }
         pool.exportMetrics()
         pool.exportMetrics()
         #expect(granted.totalValue == 8, "no double counting across exports")
-        #expect(try metrics.expectTimer("lifeguard_lease_hold_seconds", [("lane", "write")]).values.count == 8)
+        #expect(try metrics.expectTimer("lifeguard_lease_hold_seconds", [("pool", "lifeguard"), ("lane", "write")]).values.count == 8)
         pool.shutdown(gracePeriod: .zero)
         await runner.value
     }
@@ -45,15 +45,15 @@ extension MetricsExporterTests {
         let runner = Task { await pool.run() }
         for _ in 0..<3 { _ = try? await pool.withConnection(lane: .write) { _ in } }
         pool.exportMetrics()
-        let unavailable = try metrics.expectCounter("lifeguard_lease_outcomes_total", [("lane", "write"), ("outcome", "unavailable")])
+        let unavailable = try metrics.expectCounter("lifeguard_lease_outcomes_total", [("pool", "lifeguard"), ("lane", "write"), ("outcome", "unavailable")])
         #expect(unavailable.totalValue == 3)
-        #expect(try metrics.expectCounter("lifeguard_connect_failures_total").totalValue >= 1)
-        #expect(try metrics.expectGauge("lifeguard_database_available").lastValue == 0)
+        #expect(try metrics.expectCounter("lifeguard_connect_failures_total", [("pool", "lifeguard")]).totalValue >= 1)
+        #expect(try metrics.expectGauge("lifeguard_database_available", [("pool", "lifeguard")]).lastValue == 0)
         pool.shutdown(gracePeriod: .zero)
         await runner.value
         _ = try? await pool.withConnection(lane: .write) { _ in }
         pool.exportMetrics()
-        #expect(try metrics.expectCounter("lifeguard_lease_outcomes_total", [("lane", "write"), ("outcome", "shutdown")]).totalValue == 1)
+        #expect(try metrics.expectCounter("lifeguard_lease_outcomes_total", [("pool", "lifeguard"), ("lane", "write"), ("outcome", "shutdown")]).totalValue == 1)
     }
 
     @Test("run() exports the metrics once per metricsInterval of the pool's clock, and only then")
@@ -70,7 +70,7 @@ extension MetricsExporterTests {
         let started = clock.now
         for _ in 0..<4 { try await pool.withConnection(lane: .write) { _ in } }
         await clock.sleeper(until: started.advanced(by: .milliseconds(700)))
-        let granted = try metrics.expectCounter("lifeguard_lease_outcomes_total", [("lane", "write"), ("outcome", "granted")])
+        let granted = try metrics.expectCounter("lifeguard_lease_outcomes_total", [("pool", "lifeguard"), ("lane", "write"), ("outcome", "granted")])
         #expect(granted.totalValue == 0, "nothing is exported before the first interval")
         clock.advance(by: .milliseconds(700))
         // The export loop sleeps again once it has exported.
@@ -202,7 +202,7 @@ extension MetricsExporterTests {
         #expect(try metrics.expectTimer("db.client.connection.wait_time", [name]).values.count == 5)
         #expect(try metrics.expectTimer("db.client.connection.use_time", [name]).values.count == 4)
         #expect(try metrics.expectTimer("db.client.connection.create_time", [name]).values.isEmpty == false)
-        #expect(throws: (any Error).self) { try metrics.expectCounter("lifeguard_lease_outcomes_total", [("lane", "write"), ("outcome", "granted")]) }
+        #expect(throws: (any Error).self) { try metrics.expectCounter("lifeguard_lease_outcomes_total", [("pool", "rag"), ("lane", "write"), ("outcome", "granted")]) }
         pool.shutdown(gracePeriod: .zero)
         await runner.value
     }
