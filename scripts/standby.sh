@@ -10,6 +10,9 @@
 #   scripts/standby.sh crash     kills the standby at once (`pg_ctl stop -m immediate`)
 #   scripts/standby.sh promote   promotes the standby (`pg_ctl promote -w`): it becomes a
 #                                primary; stop the old primary first to fail over
+#   scripts/standby.sh rejoin    after a failover (old primary paused or crashed, standby
+#                                promoted): the old primary comes back as a standby of the new
+#                                one, on its old port (its data replaced by a base backup)
 #
 # Uses the primary recorded in $LIFEGUARD_POSTGRES_STATE (as scripts/postgres.sh does); the
 # standby's own state is recorded next to it ($LIFEGUARD_POSTGRES_STATE-standby), in the
@@ -57,8 +60,22 @@ promote)
     source "$state_file"
     as_owner "$bindir/pg_ctl" -D "$dir/data" -w promote >&2
     ;;
+rejoin)
+    [ -f "$state_file" ] || { log "no standby recorded in $state_file; run 'start' first"; exit 1; }
+    new_primary_port="$(source "$state_file"; echo "$port")"
+    # shellcheck disable=SC1090
+    source "$primary_state"
+    # The old primary's server is stopped (pause or crash); its data is replaced, not rewound.
+    as_owner "$bindir/pg_ctl" -D "$dir/data" -m immediate -w stop >/dev/null 2>&1 || true
+    rm -rf "$dir/data"
+    as_owner env PGPASSWORD="$password" "$bindir/pg_basebackup" -h 127.0.0.1 -p "$new_primary_port" -U "$user" \
+        -D "$dir/data" -R -X stream -c fast >"$dir/basebackup.log" 2>&1 \
+        || { log "pg_basebackup failed:"; cat "$dir/basebackup.log" >&2; exit 1; }
+    "$repo/scripts/postgres.sh" resume
+    log "the old primary on 127.0.0.1:$port is a standby of 127.0.0.1:$new_primary_port"
+    ;;
 *)
-    echo "usage: $0 start|url|stop|pause|resume|crash|promote" >&2
+    echo "usage: $0 start|url|stop|pause|resume|crash|promote|rejoin" >&2
     exit 2
     ;;
 esac

@@ -1,6 +1,8 @@
 import Foundation
-import Lifeguard
+import CoreMetrics
+@testable import Lifeguard
 @testable import LifeguardPostgres
+import MetricsTestKit
 import PostgresNIO
 import Synchronization
 import Testing
@@ -213,6 +215,7 @@ extension TestDatabase {
     /// Runs a cluster over `primary` and `standby` for the duration of `body`, then drains it.
     static func withCluster<Value>(
         primary: String, standby: String, application: String, budget: Int = 4,
+        metricsFactory: (any MetricsFactory)? = nil,
         adjust: (inout PostgresCluster.Configuration) -> Void = { _ in },
         _ body: (PostgresCluster) async throws -> Value
     ) async throws -> Value {
@@ -222,7 +225,7 @@ extension TestDatabase {
         var configuration = PostgresCluster.Configuration(pool: pool)
         configuration.lagSampleInterval = .milliseconds(50)
         adjust(&configuration)
-        let cluster = try PostgresCluster(configuration: configuration, logger: logger)
+        let cluster = try PostgresCluster(configuration: configuration, logger: logger, metricsFactory: metricsFactory)
         return try await self.running({ await cluster.run() }, shutdown: { cluster.shutdown(gracePeriod: $0) }) { try await body(cluster) }
     }
 
@@ -254,8 +257,12 @@ extension PostgresPoolTests {
                     }
                     if inRecovery { onStandby += 1 }
                 }
-                print("cluster: \(onStandby) of 40 reads on the standby; hosts \(cluster.hosts())")
+                let fannedOut = try await cluster.fanOut(lane: .retrieval, maxConcurrent: 3, Array(0..<6)) { lease, _ in
+                    try await lease.query("SELECT pg_is_in_recovery()")[0].decode(Bool.self)
+                }
+                print("cluster: \(onStandby) of 40 reads on the standby, \(fannedOut.filter { $0 }.count) of a fan-out's 6; hosts \(cluster.hosts())")
                 #expect(onStandby == 40)
+                #expect(fannedOut == Array(repeating: true, count: 6))
                 #expect(try await TestDatabase.backends(of: "lg-cluster", at: standby) >= 2)  // a reader and the lag sampler
             }
         }
@@ -280,6 +287,10 @@ extension PostgresPoolTests {
                     }
                     #expect(count == 1000, "a read went to the lagging standby")
                 }
+                let fannedOut = try await cluster.fanOut(lane: .retrieval, maxConcurrent: 3, Array(0..<6)) { lease, _ in
+                    try await lease.query("SELECT count(*)::int FROM lag_rows")[0].decode(Int.self)
+                }
+                #expect(fannedOut == Array(repeating: 1000, count: 6), "a fan-out's read went to the lagging standby")
                 try await TestDatabase.withObserver(of: standby) { observer in
                     _ = try await observer.query("SELECT pg_wal_replay_resume()", logger: TestDatabase.logger).get()
                 }
@@ -356,6 +367,143 @@ extension PostgresPoolTests {
                 print("standby killed: \(failures.count) of 200 reads failed \(failures.prefix(3)); \(onPrimaryAfterKill) of the 149 after on the primary")
                 #expect(failures.count <= 2, "reads failed after the standby died")
                 #expect(onPrimaryAfterKill >= 140)
+            }
+        }
+    }
+
+    @Test("a cluster's hosts in status(), statistics and metrics: leases per host as the servers report them, a paused standby's lag and ban, a stopped one down; the standby pool's metrics under its own name", .onServersOfItsOwn)
+    func clusterHostsObserved() async throws {
+        let metrics = TestMetrics()
+        try await TestDatabase.withReplicatedServers { primary, standby, control in
+            try await TestDatabase.withCluster(
+                primary: primary, standby: standby, application: "lg-hosts", metricsFactory: metrics,
+                adjust: { $0.maximumLag = .init(bytes: 64 << 10, time: .seconds(60)) }
+            ) { cluster in
+                let hosts = cluster.hosts().map(\.host)
+                func gauge(_ label: String, _ host: Int) throws -> Double {
+                    try metrics.expectGauge(label, [("pool", "lifeguard"), ("host", hosts[host])]).lastValue ?? -1
+                }
+                func leases(_ host: Int) throws -> Int64 {
+                    try metrics.expectCounter("lifeguard_host_leases_total", [("pool", "lifeguard"), ("host", hosts[host])]).totalValue
+                }
+                try await TestDatabase.until { cluster.hosts().contains { $0.role == "standby" && $0.lag != nil && !$0.isLagging } }
+                try await cluster.withTransaction(lane: .write) { lease in try await lease.execute("CREATE TABLE host_rows (id int)") }
+                // Where each lease ran, as the server says: its port.
+                var byPort: [Int: Int] = [:]
+                for _ in 0..<12 {
+                    let port = try await cluster.withConnection(lane: .retrieval) { lease in
+                        try await lease.query("SELECT inet_server_port()")[0].decode(Int.self)
+                    }
+                    byPort[port, default: 0] += 1
+                }
+                for _ in 0..<5 {
+                    let port = try await cluster.withTransaction(lane: .write) { lease in
+                        try await lease.execute("INSERT INTO host_rows VALUES (1)")
+                        return try await lease.query("SELECT inet_server_port()")[0].decode(Int.self)
+                    }
+                    byPort[port, default: 0] += 1
+                }
+                let primaryPort = try PostgresPool.Configuration(url: primary).port
+                let standbyPort = try PostgresPool.Configuration(url: standby).port
+                #expect(byPort[standbyPort] == 12)
+                #expect(byPort[primaryPort] == 5)
+                // The CREATE TABLE's lease too.
+                #expect(cluster.hosts().map(\.leases) == [6, 12])
+                try await TestDatabase.until { try leases(0) == 6 && leases(1) == 12 }
+                #expect(try gauge("lifeguard_host_standby", 0) == 0)
+                #expect(try gauge("lifeguard_host_standby", 1) == 1)
+                #expect(try gauge("lifeguard_host_available", 1) == 1)
+                #expect(try gauge("lifeguard_host_lagging", 1) == 0)
+                cluster.standbys?.exportMetrics()
+                let standbyGranted = try metrics.expectCounter(
+                    "lifeguard_lease_outcomes_total", [("pool", "lifeguard-standbys"), ("lane", "retrieval"), ("outcome", "granted")])
+                #expect(standbyGranted.totalValue == 12)
+
+                // Replay paused and rows written: the standby's own view of its lag, against ours.
+                try await TestDatabase.withObserver(of: standby) { observer in
+                    _ = try await observer.query("SELECT pg_wal_replay_pause()", logger: TestDatabase.logger).get()
+                }
+                try await cluster.withTransaction(lane: .write) { lease in
+                    try await lease.execute("INSERT INTO host_rows SELECT generate_series(1, 50000)")
+                }
+                try await TestDatabase.until { try gauge("lifeguard_host_lagging", 1) == 1 }
+                try await Task.sleep(for: .milliseconds(300))
+                let (behind, behindMilliseconds) = try await TestDatabase.withObserver(of: standby) { observer in
+                    try await (observer.integer("SELECT pg_wal_lsn_diff(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn())::int"),
+                               observer.integer("SELECT coalesce((extract(epoch FROM now() - pg_last_xact_replay_timestamp()) * 1000)::int, -1)"))
+                }
+                let status = cluster.status()
+                print("cluster status with replay paused (the standby says \(behind) bytes, \(behindMilliseconds) ms behind):\n\(status)")
+                #expect(behind > 64 << 10)
+                #expect(status.hosts[1].isLagging)
+                #expect(status.hosts[1].lag.map { $0.bytes > 64 << 10 && $0.bytes <= Int64(behind) } == true)
+                #expect(try gauge("lifeguard_host_replication_lag_bytes", 1) > Double(64 << 10))
+                #expect(try gauge("lifeguard_host_replication_lag_seconds", 1) > 0.2)
+                #expect(status.hosts[1].lag.map { $0.time <= .milliseconds(behindMilliseconds) } == true)
+                #expect(status.standbys != nil)
+                let statistics = try JSONDecoder().decode(
+                    PostgresCluster.Statistics.self, from: JSONEncoder().encode(cluster.statistics()))
+                #expect(statistics.hosts.map(\.host) == hosts)
+                #expect(statistics.hosts[1].isLagging)
+                try await TestDatabase.withObserver(of: standby) { observer in
+                    _ = try await observer.query("SELECT pg_wal_replay_resume()", logger: TestDatabase.logger).get()
+                }
+                try await TestDatabase.until { try gauge("lifeguard_host_lagging", 1) == 0 }
+
+                // The standby stopped: down in status and metrics.
+                try control("standby.sh", "stop")
+                try await TestDatabase.until { try gauge("lifeguard_host_available", 1) == 0 }
+                #expect(cluster.hosts()[1].downBecause != nil)
+                #expect(try gauge("lifeguard_host_available", 0) == 1)
+            }
+        }
+    }
+
+    @Test("failover, then the old primary returns as a standby of the new one (scripts/standby.sh rejoin): the cluster reads from it and writes to the new primary, as each server reports", .onServersOfItsOwn)
+    func oldPrimaryRejoinsAsStandby() async throws {
+        try await TestDatabase.withReplicatedServers { primary, standby, control in
+            let primaryPort = try PostgresPool.Configuration(url: primary).port
+            let standbyPort = try PostgresPool.Configuration(url: standby).port
+            try await TestDatabase.withCluster(primary: primary, standby: standby, application: "lg-rejoin", adjust: {
+                $0.pool.pool.reconnectMaximumDelay = .milliseconds(200)
+            }) { cluster in
+                // Where a lease of `lane` runs, as its server says: "port standby" or "port primary".
+                func whereRuns(_ lane: Lane) async throws -> String {
+                    try await cluster.withConnection(lane: lane) { lease in
+                        let (port, inRecovery) = try await lease.query("SELECT inet_server_port(), pg_is_in_recovery()")[0].decode((Int, Bool).self)
+                        return "\(port) \(inRecovery ? "standby" : "primary")"
+                    }
+                }
+                try await cluster.withTransaction(lane: .write) { lease in try await lease.execute("CREATE TABLE rejoin_rows (id int)") }
+                try await TestDatabase.until { cluster.hosts().contains { $0.role == "standby" && $0.lag != nil } }
+                #expect(try await whereRuns(.retrieval) == "\(standbyPort) standby")
+
+                try control("postgres.sh", "pause")
+                try control("standby.sh", "promote")
+                try await TestDatabase.until(.seconds(10)) {
+                    (try? await cluster.withTransaction(lane: .write) { lease in
+                        try await lease.execute("INSERT INTO rejoin_rows VALUES (1)")
+                        return try await lease.query("SELECT inet_server_port()")[0].decode(Int.self)
+                    }) == standbyPort
+                }
+                // No standby: reads go to the new primary.
+                #expect(try await whereRuns(.retrieval) == "\(standbyPort) primary")
+
+                try control("standby.sh", "rejoin")
+                try await TestDatabase.until(.seconds(10)) { (try? await whereRuns(.retrieval)).map { $0 == "\(primaryPort) standby" } ?? false }
+                var onOldPrimary = 0
+                for _ in 0..<20 {
+                    if try await whereRuns(.retrieval) == "\(primaryPort) standby" { onOldPrimary += 1 }
+                }
+                let write = try await whereRuns(.write)
+                let count = try await cluster.withConnection(lane: .retrieval) { lease in
+                    try await lease.query("SELECT count(*)::int FROM rejoin_rows")[0].decode(Int.self)
+                }
+                print("rejoin: \(onOldPrimary) of 20 reads on the old primary, now a standby; writes on \(write); hosts \(cluster.hosts())")
+                #expect(onOldPrimary == 20)
+                #expect(write == "\(standbyPort) primary")
+                #expect(count == 1, "the write made after the failover is not on the rejoined standby")
+                #expect(cluster.hosts().map(\.role) == ["standby", "primary"])
             }
         }
     }

@@ -123,7 +123,7 @@ struct HostTable: Sendable {
 
 /// How far a standby is behind what it received: bytes of WAL not yet replayed, and the age of
 /// the last transaction replayed while any is outstanding (zero when it has replayed all).
-public struct ReplicationLag: Sendable, Hashable {
+public struct ReplicationLag: Sendable, Hashable, Codable {
     /// Bytes received and not yet replayed.
     public var bytes: Int64
     /// How old the last replayed transaction is, while bytes are outstanding.

@@ -1,3 +1,4 @@
+import CoreMetrics
 import Lifeguard
 import Logging
 import NIOCore
@@ -5,6 +6,7 @@ import NIOPosix
 import PostgresNIO
 import ServiceLifecycle
 import Synchronization
+import Tracing
 
 /// A primary and its streaming standbys behind one API: each lane says which server it needs,
 /// reads go to a standby within a lag bound, and a read can ask to see a write.
@@ -95,6 +97,9 @@ public final class PostgresCluster: Service, Sendable {
     /// The settings the cluster was made with.
     public let configuration: Configuration
     private let logger: Logger
+    /// Leases the cluster ran on each host, by index.
+    private let leaseCounts: Mutex<[Int]>
+    private let hostMetrics: [ClusterHostMetrics]
 
     /// Creates a cluster. It opens no connection until `run()` runs.
     ///
@@ -102,9 +107,15 @@ public final class PostgresCluster: Service, Sendable {
     ///   - configuration: Hosts, budget per host, lanes, and which lanes read from standbys.
     ///   - eventLoopGroup: Where connections run. Default: NIO's shared group.
     ///   - logger: Receives connection failures, role changes and the pools' lifecycle.
+    ///   - metricsFactory: Where both pools' metrics go (the primary pool's under the
+    ///     configuration's `pool.name`, the standby pool's under that name with `-standbys`),
+    ///     and each host's (`lifeguard_host_*`, see ``hosts()``). Default: swift-metrics'
+    ///     bootstrapped backend.
+    ///   - tracer: Records both pools' spans. Default: the bootstrapped tracer.
     /// - Throws: ``Lifeguard/LifeguardError/Code/invalidConfiguration`` listing every problem.
     public init(
-        configuration: Configuration, eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton, logger: Logger
+        configuration: Configuration, eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton, logger: Logger,
+        metricsFactory: (any MetricsFactory)? = nil, tracer: (any Tracer)? = nil
     ) throws(LifeguardError) {
         var problems = configuration.problems()
         do { try configuration.pool.validate() } catch { problems += error.problems }
@@ -113,7 +124,13 @@ public final class PostgresCluster: Service, Sendable {
         self.logger = logger
         var primary = configuration.pool
         primary.targetSessionAttributes = .readWrite
-        self.primary = try PostgresPool(configuration: primary, eventLoopGroup: eventLoopGroup, logger: logger)
+        self.primary = try PostgresPool(
+            configuration: primary, eventLoopGroup: eventLoopGroup, logger: logger, metricsFactory: metricsFactory, tracer: tracer)
+        let hosts = self.primary.factory.hosts.withLock { $0.entries.map { $0.host?.description ?? "unix socket" } }
+        self.leaseCounts = Mutex(Array(repeating: 0, count: hosts.count))
+        self.hostMetrics = hosts.map {
+            ClusterHostMetrics(pool: configuration.pool.pool.name, host: $0, factory: metricsFactory ?? MetricsSystem.factory)
+        }
         let standbyLanes = configuration.laneHosts.filter { $0.value != .primary }.map(\.key)
         if standbyLanes.isEmpty {
             self.standbys = nil
@@ -121,8 +138,10 @@ public final class PostgresCluster: Service, Sendable {
             var standbys = configuration.pool
             standbys.targetSessionAttributes = .standby
             standbys.applicationName = configuration.pool.applicationName
+            standbys.pool.name = configuration.pool.pool.name + "-standbys"
             // One connection of each standby's budget samples its lag.
             standbys.budget = configuration.pool.budget - 1
+            standbys.pool.minimumIdle = min(configuration.pool.pool.minimumIdle, standbys.budget)
             // The reading lanes only, none reserving (reservations are the primary pool's).
             var reading: [Lane: LaneConfiguration] = [:]
             for lane in standbyLanes {
@@ -132,7 +151,8 @@ public final class PostgresCluster: Service, Sendable {
                 reading[lane] = settings
             }
             standbys.lanes = reading
-            self.standbys = try PostgresPool(configuration: standbys, eventLoopGroup: eventLoopGroup, logger: logger)
+            self.standbys = try PostgresPool(
+                configuration: standbys, eventLoopGroup: eventLoopGroup, logger: logger, metricsFactory: metricsFactory, tracer: tracer)
         }
     }
 
@@ -188,17 +208,22 @@ public final class PostgresCluster: Service, Sendable {
         _ body: (PostgresLease) async throws -> Value
     ) async throws -> Value {
         let requirement = self.configuration.laneHosts[lane] ?? .primary
+        let onPrimary = { (lease: PostgresLease) async throws -> Value in
+            self.counted(lease)
+            return try await body(lease)
+        }
         guard requirement != .primary, let standbys = self.standbys else {
-            return try await self.primary.withConnection(lane: lane, fileID: fileID, line: line, function: function, body)
+            return try await self.primary.withConnection(lane: lane, fileID: fileID, line: line, function: function, onPrimary)
         }
         if requirement == .preferStandby && !standbys.factory.hosts.withLock({ $0.hasUsableStandby }) {
-            return try await self.primary.withConnection(lane: lane, fileID: fileID, line: line, function: function, body)
+            return try await self.primary.withConnection(lane: lane, fileID: fileID, line: line, function: function, onPrimary)
         }
         let onStandby: Result<Value?, any Error> = await Self.outcome {
             try await standbys.withConnection(lane: lane, fileID: fileID, line: line, function: function) { lease -> Value? in
                 let origin = lease.connection.host
                 guard standbys.factory.hosts.withLock({ $0.isUsable(origin.index, epoch: origin.epoch) }) else { return nil }
                 if let position = readingAfter, !(try await self.hasReplayed(position, on: lease)) { return nil }
+                self.counted(lease)
                 return try await body(lease)
             }
         }
@@ -206,10 +231,7 @@ public final class PostgresCluster: Service, Sendable {
         case .success(let value?):
             return value
         case .success(nil) where requirement == .standby:
-            let reason = readingAfter.map { "no standby replayed position \($0) within readYourWritesWait (\(self.configuration.readYourWritesWait))" }
-                ?? "no standby is within the lag bound (maximumLag)"
-            throw LifeguardError.databaseUnavailable(
-                lane: lane, waited: .zero, lastError: PostgresPoolError(code: .connectFailed, detail: reason, target: standbys.factory.target))
+            throw self.noStandby(for: lane, readingAfter: readingAfter, in: standbys)
         case .success(nil):
             break
         case .failure(let error as LifeguardError) where error.code == .databaseUnavailable && requirement == .preferStandby:
@@ -217,7 +239,67 @@ public final class PostgresCluster: Service, Sendable {
         case .failure(let error):
             throw error
         }
-        return try await self.primary.withConnection(lane: lane, fileID: fileID, line: line, function: function, body)
+        return try await self.primary.withConnection(lane: lane, fileID: fileID, line: line, function: function, onPrimary)
+    }
+
+    /// Runs `body` for each input on a connection of `lane`, at most `maxConcurrent` at a
+    /// time, admitted or rejected as one request (``Lifeguard/ConnectionPool/fanOut(lane:maxConcurrent:_:fileID:line:function:_:)``),
+    /// on the server the lane needs.
+    ///
+    /// A lane that prefers a standby runs on the standbys when one is usable; when a standby
+    /// stops being usable mid-request (down, lagging, its role changed), the inputs not yet
+    /// done run on the primary, so an input whose lease was cancelled on the standby may run
+    /// again there: give it reads.
+    ///
+    /// - Parameters:
+    ///   - lane: The lane of every lease.
+    ///   - maxConcurrent: The most leases this request holds at once, at least 1.
+    ///   - inputs: One lease runs for each.
+    ///   - fileID: The caller's file, for the watchdog's reports. Leave the default.
+    ///   - line: The caller's line, for the watchdog's reports. Leave the default.
+    ///   - function: The caller's function, for the watchdog's reports. Leave the default.
+    ///   - body: Uses the lease for one input.
+    /// - Returns: The outputs, in the order of `inputs`.
+    /// - Throws: As ``Lifeguard/ConnectionPool/fanOut(lane:maxConcurrent:_:fileID:line:function:_:)``.
+    public func fanOut<Input: Sendable, Output: Sendable>(
+        lane: Lane, maxConcurrent: Int, _ inputs: [Input],
+        fileID: StaticString = #fileID, line: UInt = #line, function: StaticString = #function,
+        _ body: @escaping @Sendable (PostgresLease, Input) async throws -> Output
+    ) async throws -> [Output] {
+        let requirement = self.configuration.laneHosts[lane] ?? .primary
+        let done = Mutex<[Int: Output]>([:])
+        let run = { @Sendable (lease: PostgresLease, index: Int) async throws -> Void in
+            self.counted(lease)
+            let output = try await body(lease, inputs[index])
+            done.withLock { $0[index] = output }
+        }
+        var remaining = Array(inputs.indices)
+        if requirement != .primary, let standbys = self.standbys,
+            requirement == .standby || standbys.factory.hosts.withLock({ $0.hasUsableStandby }) {
+            do {
+                _ = try await standbys.fanOut(
+                    lane: lane, maxConcurrent: maxConcurrent, remaining, fileID: fileID, line: line, function: function
+                ) { lease, index in
+                    let origin = lease.connection.host
+                    guard standbys.factory.hosts.withLock({ $0.isUsable(origin.index, epoch: origin.epoch) }) else {
+                        throw StandbyNotUsable()
+                    }
+                    try await run(lease, index)
+                }
+            } catch is StandbyNotUsable where requirement == .standby {
+                throw self.noStandby(for: lane, readingAfter: nil, in: standbys)
+            } catch is StandbyNotUsable {
+            } catch let error as LifeguardError where error.code == .databaseUnavailable && requirement == .preferStandby {
+            }
+            let finished = done.withLock { $0 }
+            remaining.removeAll { finished[$0] != nil }
+        }
+        if !remaining.isEmpty {
+            _ = try await self.primary.fanOut(
+                lane: lane, maxConcurrent: maxConcurrent, remaining, fileID: fileID, line: line, function: function, run)
+        }
+        let outputs = done.withLock { $0 }
+        return inputs.indices.map { outputs[$0]! }
     }
 
     /// Runs `body` in a transaction on the primary.
@@ -234,7 +316,10 @@ public final class PostgresCluster: Service, Sendable {
         lane: Lane, fileID: StaticString = #fileID, line: UInt = #line, function: StaticString = #function,
         _ body: (PostgresLease) async throws -> Value
     ) async throws -> Value {
-        try await self.primary.withTransaction(lane: lane, fileID: fileID, line: line, function: function, body)
+        try await self.primary.withConnection(lane: lane, fileID: fileID, line: line, function: function) { lease in
+            self.counted(lease)
+            return try await self.primary.factory.inTransaction(on: lease, body)
+        }
     }
 
     /// Runs `body` in a transaction on the primary and returns, with its value, the log
@@ -254,6 +339,7 @@ public final class PostgresCluster: Service, Sendable {
         _ body: (PostgresLease) async throws -> Value
     ) async throws -> (Value, WALPosition) {
         try await self.primary.withConnection(lane: lane, fileID: fileID, line: line, function: function) { lease in
+            self.counted(lease)
             let value = try await self.primary.factory.inTransaction(on: lease, body)
             // The insert position: at or past the commit's end, whatever else committed since.
             let text = try await lease.query("SELECT pg_current_wal_insert_lsn()::text")[0].decode(String.self)
@@ -264,11 +350,19 @@ public final class PostgresCluster: Service, Sendable {
         }
     }
 
-    /// Each host as the cluster last saw it: its role, whether it is down and why, and a
-    /// standby's lag.
+    /// Each host as the cluster last saw it: its role, whether it is down and why, a standby's
+    /// lag, and the leases the cluster ran on it.
+    ///
+    /// While a lane reads from standbys, the lag sampler also publishes them as metrics after
+    /// each sample, with the cluster's `pool` name and the `host`: `lifeguard_host_available`
+    /// (1 while it answers), `lifeguard_host_standby` (1 for a standby),
+    /// `lifeguard_host_replication_lag_bytes`, `lifeguard_host_replication_lag_seconds`,
+    /// `lifeguard_host_lagging` (1 while past ``Configuration/maximumLag``) and
+    /// `lifeguard_host_leases_total`.
     public func hosts() -> [HostStatus] {
         let primaryEntries = self.primary.factory.hosts.withLock { $0.entries }
         let standbyEntries = self.standbys?.factory.hosts.withLock { $0.entries }
+        let leases = self.leaseCounts.withLock { $0 }
         return primaryEntries.indices.map { index in
             let standby = standbyEntries?[index]
             // What the standby pool saw of a standby, what the primary pool saw of the rest.
@@ -276,12 +370,50 @@ public final class PostgresCluster: Service, Sendable {
             return HostStatus(
                 host: seen.host?.description ?? "unix socket",
                 role: seen.role.map { $0.inRecovery ? "standby" : "primary" } ?? "unknown",
-                downBecause: seen.downBecause, lag: standby?.lag, isLagging: standby?.isLagging ?? false)
+                downBecause: seen.downBecause, lag: standby?.lag, isLagging: standby?.isLagging ?? false,
+                leases: leases[index])
         }
     }
 
+    /// Both pools' connections and queues, and the hosts (``hosts()``).
+    public func status() -> Status {
+        Status(primary: self.primary.status(), standbys: self.standbys?.status(), hosts: self.hosts())
+    }
+
+    /// Both pools' statistics (``Lifeguard/ConnectionPool/statistics()``), and the hosts.
+    public func statistics() -> Statistics {
+        Statistics(primary: self.primary.statistics(), standbys: self.standbys?.statistics(), hosts: self.hosts())
+    }
+
+    /// A snapshot of a cluster: its two pools and its hosts.
+    public struct Status: Sendable, Hashable, CustomStringConvertible {
+        /// The primary pool's connections and queues.
+        public let primary: PoolStatus
+        /// The standby pool's, when a lane reads from standbys.
+        public let standbys: PoolStatus?
+        /// Each host, in the order configured.
+        public let hosts: [HostStatus]
+
+        public var description: String {
+            var lines = ["primary pool: \(self.primary)"]
+            if let standbys = self.standbys { lines.append("standby pool: \(standbys)") }
+            lines += self.hosts.map { "host \($0)" }
+            return lines.joined(separator: "\n")
+        }
+    }
+
+    /// A cluster's statistics: its two pools' and its hosts.
+    public struct Statistics: Sendable, Hashable, Codable {
+        /// The primary pool's.
+        public let primary: PoolStatistics
+        /// The standby pool's, when a lane reads from standbys.
+        public let standbys: PoolStatistics?
+        /// Each host, in the order configured.
+        public let hosts: [HostStatus]
+    }
+
     /// One host of a cluster, as last seen.
-    public struct HostStatus: Sendable, Hashable {
+    public struct HostStatus: Sendable, Hashable, Codable, CustomStringConvertible {
         /// `name:port`.
         public let host: String
         /// `primary`, `standby`, or `unknown` before it answered.
@@ -292,6 +424,36 @@ public final class PostgresCluster: Service, Sendable {
         public let lag: ReplicationLag?
         /// Whether the lag is past the bound (the standby gets no reads).
         public let isLagging: Bool
+        /// Leases the cluster ran on the host since it started.
+        public let leases: Int
+
+        public var description: String {
+            var text = "\(self.host) \(self.role)"
+            if let reason = self.downBecause { text += ", down: \(reason)" }
+            if let lag = self.lag {
+                let milliseconds = lag.time.components.seconds &* 1_000 &+ lag.time.components.attoseconds / 1_000_000_000_000_000
+                text += ", lag \(lag.bytes) bytes \(milliseconds) ms"
+            }
+            if self.isLagging { text += " (past the bound: no reads)" }
+            return text + ", \(self.leases) leases"
+        }
+    }
+
+    /// A lease of a standby found its host no longer usable.
+    private struct StandbyNotUsable: Error {}
+
+    /// The error of a lane that needs a standby when none is usable.
+    private func noStandby(for lane: Lane, readingAfter: WALPosition?, in standbys: PostgresPool) -> LifeguardError {
+        let reason = readingAfter.map { "no standby replayed position \($0) within readYourWritesWait (\(self.configuration.readYourWritesWait))" }
+            ?? "no standby is within the lag bound (maximumLag)"
+        return LifeguardError.databaseUnavailable(
+            lane: lane, waited: .zero, lastError: PostgresPoolError(code: .connectFailed, detail: reason, target: standbys.factory.target))
+    }
+
+    /// Counts a lease on its host.
+    private func counted(_ lease: PostgresLease) {
+        let index = lease.connection.host.index
+        self.leaseCounts.withLock { if $0.indices.contains(index) { $0[index] += 1 } }
     }
 
     // MARK: - Lag
@@ -327,6 +489,7 @@ public final class PostgresCluster: Service, Sendable {
         let bound = self.configuration.maximumLag
         let host = factory.hosts.withLock { $0.entries[index].host }
         var monitor: PostgresConnection?
+        var leasesPublished = 0
         while !Task.isCancelled {
             do {
                 if monitor == nil || monitor?.isClosed == true {
@@ -352,6 +515,9 @@ public final class PostgresCluster: Service, Sendable {
                 try? await monitor?.close()
                 monitor = nil
             }
+            let status = self.hosts()[index]
+            self.hostMetrics[index].publish(status, newLeases: status.leases - leasesPublished)
+            leasesPublished = status.leases
             try? await Task.sleep(for: interval)
         }
         try? await monitor?.close()
