@@ -245,7 +245,7 @@ public struct BenchRun: Sendable {
                 throughputPerSecond: Double(state.completedInWindow) / self.scenario.duration,
                 waitMilliseconds: waits,
                 endToEndMilliseconds: .init(p50: endToEndMilliseconds(50), p99: endToEndMilliseconds(99)),
-                utilizationP99: Double(p99Level) / Double(self.scenario.budget),
+                utilizationP99: Double(p99Level) / Double(self.target.leaseCapacity ?? self.scenario.budget),
                 outcomes: outcomes, leaked: state.inUse, completed: state.completed, failedRequests: state.failed,
                 cancelledRequests: state.cancelled)
         }

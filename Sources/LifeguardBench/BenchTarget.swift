@@ -22,6 +22,13 @@ public protocol BenchTarget: Sendable {
     ) async throws
     /// Lifeguard's statistics, when the target is Lifeguard.
     var statistics: PoolStatistics? { get }
+    /// The most connections the target leases at once, over all its hosts; `nil`: the
+    /// scenario's budget. Utilization is measured against it.
+    var leaseCapacity: Int? { get }
+}
+
+extension BenchTarget {
+    public var leaseCapacity: Int? { nil }
 }
 
 /// Lifeguard as a user configures it for the scenario: the lanes the requests use, with
@@ -40,6 +47,17 @@ public struct LifeguardTarget: BenchTarget {
     ///
     /// - Throws: ``Lifeguard/LifeguardError`` for a configuration the pool refuses.
     public init(configuration: PostgresPool.Configuration, lanesUsed: Set<Lane>, budget: Int, logger: Logger) throws {
+        let configured = Self.configuration(configuration, lanesUsed: lanesUsed, budget: budget)
+        self.pool = try PostgresPool(configuration: configured.configuration, logger: logger)
+        self.laneMap = configured.laneMap
+    }
+
+    /// `configuration` with `budget` connections, opened before the first request, and
+    /// Lifeguard's default lanes for `lanesUsed`; and the lane each of the scenario's lanes is
+    /// leased on.
+    static func configuration(
+        _ configuration: PostgresPool.Configuration, lanesUsed: Set<Lane>, budget: Int
+    ) -> (configuration: PostgresPool.Configuration, laneMap: [Lane: Lane]) {
         var configuration = configuration
         configuration.budget = budget
         let core = Simulator.configuration(for: .lifeguard, budget: budget, duration: 3_600, lanesUsed: lanesUsed)
@@ -47,10 +65,10 @@ public struct LifeguardTarget: BenchTarget {
         configuration.pool.minimumIdle = budget  // warm, like the PostgresClient beside it
         configuration.pool.longHoldThreshold = nil
         configuration.pool.idleInLeaseThreshold = nil
-        self.pool = try PostgresPool(configuration: configuration, logger: logger)
-        self.laneMap = Dictionary(uniqueKeysWithValues: [Lane.retrieval, .write, .generation].map { lane in
+        let laneMap = Dictionary(uniqueKeysWithValues: [Lane.retrieval, .write, .generation].map { lane in
             (lane, core.lanes[lane] != nil ? lane : .write)
         })
+        return (configuration, laneMap)
     }
 
     /// A pool configured by the caller (its lanes as given), driven as it is.
@@ -135,6 +153,52 @@ public struct PostgresClientTarget: BenchTarget {
             try await body { statement in
                 for try await _ in try await connection.query(statement, logger: logger) {}
             }
+        }
+    }
+}
+
+/// Lifeguard's ``LifeguardPostgres/PostgresCluster`` over the hosts of the URL: the lanes of
+/// ``LifeguardTarget``, `budget` connections per host, `.retrieval` on a standby within the lag
+/// bound (the primary when none is usable), every other lane on the primary.
+public struct ClusterTarget: BenchTarget {
+    /// The cluster driven.
+    public let cluster: PostgresCluster
+    let laneMap: [Lane: Lane]
+
+    /// A cluster over `configuration`'s hosts, configured as ``LifeguardTarget`` configures its
+    /// pool.
+    ///
+    /// - Throws: ``Lifeguard/LifeguardError`` for a configuration the cluster refuses.
+    public init(configuration: PostgresPool.Configuration, lanesUsed: Set<Lane>, budget: Int, logger: Logger) throws {
+        let single = LifeguardTarget.configuration(configuration, lanesUsed: lanesUsed, budget: budget)
+        var cluster = PostgresCluster.Configuration(pool: single.configuration)
+        cluster.laneHosts = cluster.laneHosts.filter { single.configuration.lanes[$0.key] != nil }
+        self.cluster = try PostgresCluster(configuration: cluster, logger: logger)
+        self.laneMap = single.laneMap
+    }
+
+    public func run() async { await self.cluster.run() }
+    /// Shuts both pools down with a grace period of 5 s.
+    public func shutdown() { self.cluster.shutdown(gracePeriod: .seconds(5)) }
+    /// The primary pool's statistics.
+    public var statistics: PoolStatistics? { self.cluster.primary.statistics() }
+    /// Both pools' budgets.
+    public var leaseCapacity: Int? { self.cluster.primary.configuration.budget + (self.cluster.standbys?.configuration.budget ?? 0) }
+
+    public func fanOut(
+        lane: Lane, count: Int,
+        _ body: @escaping @Sendable (_ index: Int, _ execute: @escaping @Sendable (PostgresQuery) async throws -> Void) async throws -> Void
+    ) async throws {
+        _ = try await self.cluster.fanOut(lane: self.laneMap[lane] ?? lane, maxConcurrent: count, Array(0..<count)) { lease, index in
+            try await body(index) { statement in try await lease.execute(statement) }
+        }
+    }
+
+    public func withConnection<Value: Sendable>(
+        lane: Lane, _ body: @Sendable (_ execute: @escaping @Sendable (PostgresQuery) async throws -> Void) async throws -> Value
+    ) async throws -> Value {
+        try await self.cluster.withConnection(lane: self.laneMap[lane] ?? lane) { lease in
+            try await body { statement in try await lease.execute(statement) }
         }
     }
 }

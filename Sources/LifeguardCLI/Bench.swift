@@ -30,7 +30,7 @@ struct Bench: AsyncParsableCommand {
 
     @OptionGroup var workload: ScenarioOptions
 
-    @Option(help: "The pools, comma-separated: lifeguard, postgresclient. Default: both.")
+    @Option(help: "The pools, comma-separated: lifeguard, postgresclient, lifeguard-cluster (a URL's hosts as a PostgresCluster: reads on standbys). Default: lifeguard,postgresclient.")
     var pool: String = "lifeguard,postgresclient"
 
     @Option(help: "How the requests are written: naive (a transaction held across the model call) or windows (three short windows; `lifeguard` means the same here).")
@@ -50,10 +50,11 @@ struct Bench: AsyncParsableCommand {
     var pools: [String] { self.pool.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } }
 
     func validate() throws {
-        guard !self.pools.isEmpty, self.pools.allSatisfy({ ["lifeguard", "postgresclient"].contains($0) }),
+        guard !self.pools.isEmpty, self.pools.allSatisfy({ ["lifeguard", "postgresclient", "lifeguard-cluster"].contains($0) }),
             Set(self.pools).count == self.pools.count
         else {
-            throw ValidationError("--pool must be a comma-separated list of lifeguard, postgresclient, each once, got '\(self.pool)'")
+            throw ValidationError(
+                "--pool must be a comma-separated list of lifeguard, postgresclient, lifeguard-cluster, each once, got '\(self.pool)'")
         }
         guard DesignKind(rawValue: self.design) != nil else {
             throw ValidationError("--design must be naive, windows or lifeguard, got '\(self.design)'")
@@ -81,9 +82,16 @@ struct Bench: AsyncParsableCommand {
         for pool in self.pools {
             let target: any BenchTarget
             do {
-                target = pool == "lifeguard"
-                    ? try LifeguardTarget(configuration: configuration, lanesUsed: scenario.lanesUsed(by: design), budget: scenario.budget, logger: logger)
-                    : try PostgresClientTarget(configuration: configuration, budget: scenario.budget, logger: logger)
+                switch pool {
+                case "lifeguard":
+                    target = try LifeguardTarget(
+                        configuration: configuration, lanesUsed: scenario.lanesUsed(by: design), budget: scenario.budget, logger: logger)
+                case "lifeguard-cluster":
+                    target = try ClusterTarget(
+                        configuration: configuration, lanesUsed: scenario.lanesUsed(by: design), budget: scenario.budget, logger: logger)
+                default:
+                    target = try PostgresClientTarget(configuration: configuration, budget: scenario.budget, logger: logger)
+                }
             } catch let error as LifeguardError {
                 throw ValidationError("--pool \(pool): \(error.problems.joined(separator: "; "))")
             }
@@ -102,11 +110,19 @@ struct Bench: AsyncParsableCommand {
                       to: &standardError)
                 throw ExitCode(Check.cannotConnect)
             }
+            // Over a host list, each server's own count of what it committed during the run.
+            let committedBefore = configuration.hosts.count > 1 ? try await ServerTransactions.read(configuration, logger: logger) : nil
             var result = await BenchRun(scenario: scenario, design: design, target: target, label: pool).run()
             result.pool = pool
             target.shutdown()
             runner.cancel()
             await runner.value
+            if let committedBefore {
+                // A backend's statistics reach the server at its exit at the latest.
+                try await Task.sleep(for: .milliseconds(500))
+                result.committedByServer = ServerTransactions.difference(
+                    from: committedBefore, to: try await ServerTransactions.read(configuration, logger: logger))
+            }
             results.append(result)
         }
         if self.json {
@@ -115,6 +131,13 @@ struct Bench: AsyncParsableCommand {
             for result in results { print(String(decoding: try encoder.encode(result), as: UTF8.self)) }
         } else {
             print(SimulationTable(scenario: scenario, results: results, firstColumn: self.pools).text)
+            for result in results {
+                guard let committed = result.committedByServer else { continue }
+                let total = max(1, committed.values.reduce(0, +))
+                let servers = committed.sorted { $0.key < $1.key }
+                    .map { "\($0.key) \($0.value) (\(Int((Double($0.value) / Double(total) * 100).rounded()))%)" }
+                print("\(result.pool ?? ""): transactions committed per server (each server's pg_stat_database): \(servers.joined(separator: ", "))")
+            }
         }
     }
 }

@@ -79,6 +79,10 @@ public struct SimulationResult: Sendable, Hashable, Codable {
     public var cancelledRequests: Int
     /// The pool that ran it, in `bench` (`lifeguard` or `postgresclient`); `nil` in `simulate`.
     public var pool: String? = nil
+    /// In `bench` over a host list: the transactions each server committed during the run, by
+    /// its own count (`pg_stat_database.xact_commit`), keyed `host:port primary` or
+    /// `host:port standby`; `nil` otherwise.
+    public var committedByServer: [String: Int]? = nil
 
     /// Failed requests over request attempts (completed, failed or cancelled): a caller
     /// rejected and asking again counts once per attempt.
@@ -114,5 +118,6 @@ public struct SimulationResult: Sendable, Hashable, Codable {
         case utilizationP99 = "utilization_p99"
         case failedRequests = "failed_requests"
         case cancelledRequests = "cancelled_requests"
+        case committedByServer = "committed_by_server"
     }
 }

@@ -263,6 +263,24 @@ extension PostgresPoolTests {
                 print("cluster: \(onStandby) of 40 reads on the standby, \(fannedOut.filter { $0 }.count) of a fan-out's 6; hosts \(cluster.hosts())")
                 #expect(onStandby == 40)
                 #expect(fannedOut == Array(repeating: true, count: 6))
+
+                // The standbys' lane full (three sleeping reads, its limit): the next read spills
+                // onto the primary at once instead of queueing.
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    for _ in 0..<3 {
+                        group.addTask { try await cluster.withConnection(lane: .retrieval) { try await $0.execute("SELECT pg_sleep(1)") } }
+                    }
+                    try await TestDatabase.until { cluster.standbys?.status().lanes[.retrieval]?.leased == 3 }
+                    let started = ContinuousClock.now
+                    let spilled = try await cluster.withConnection(lane: .retrieval) { lease in
+                        try await lease.query("SELECT pg_is_in_recovery()")[0].decode(Bool.self)
+                    }
+                    let waited = started.duration(to: .now)
+                    print("cluster: with the standbys' lane full, a read ran on the \(spilled ? "standby" : "primary") after \(waited)")
+                    #expect(!spilled)
+                    #expect(waited < .milliseconds(500))
+                    try await group.waitForAll()
+                }
                 #expect(try await TestDatabase.backends(of: "lg-cluster", at: standby) >= 2)  // a reader and the lag sampler
             }
         }

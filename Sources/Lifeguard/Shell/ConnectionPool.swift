@@ -207,6 +207,18 @@ public final class ConnectionPool<Factory: ConnectionFactory, Clock: PoolClock>:
         self.shared.withLock { $0.machine.status }
     }
 
+    /// How many more leases `lane` could hold before a request queues: its limit less what it
+    /// holds and what waits (0 for a lane the pool lacks). Reservations of other lanes and
+    /// connections still to be opened can make a grant wait even so; for a choice between
+    /// pools (``LifeguardPostgres``'s cluster), not a promise.
+    package func spareLeases(in lane: Lane) -> Int {
+        guard let index = self.lanes.firstIndex(of: lane) else { return 0 }
+        return self.shared.withLock { shared in
+            let state = shared.machine.lanes[index]
+            return max(0, state.limit - state.leased - state.waiters.count)
+        }
+    }
+
     /// What the pool observed over its last one or two statistics windows: waits, holds and
     /// outcomes by lane, time-weighted utilization, connections opened and closed.
     ///

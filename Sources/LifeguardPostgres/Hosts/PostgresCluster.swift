@@ -187,7 +187,8 @@ public final class PostgresCluster: Service, Sendable {
     /// duration of `body`.
     ///
     /// A lane that prefers a standby gets one whose lag is within the bound, or the primary
-    /// when no standby is usable (down, lagging, or failing with `databaseUnavailable`).
+    /// when no standby is usable (down, lagging, or failing with `databaseUnavailable`) or
+    /// when the standbys' lane is full and the primary's has more room.
     /// With `readingAfter`, the standby must have replayed that position: the lease waits up
     /// to ``Configuration/readYourWritesWait`` for it, then runs on the primary instead; so
     /// `body` sees the write that returned the position.
@@ -215,7 +216,7 @@ public final class PostgresCluster: Service, Sendable {
         guard requirement != .primary, let standbys = self.standbys else {
             return try await self.primary.withConnection(lane: lane, fileID: fileID, line: line, function: function, onPrimary)
         }
-        if requirement == .preferStandby && !standbys.factory.hosts.withLock({ $0.hasUsableStandby }) {
+        if requirement == .preferStandby && !self.goesToStandbys(lane: lane, leases: 1, standbys: standbys) {
             return try await self.primary.withConnection(lane: lane, fileID: fileID, line: line, function: function, onPrimary)
         }
         let onStandby: Result<Value?, any Error> = await Self.outcome {
@@ -246,7 +247,8 @@ public final class PostgresCluster: Service, Sendable {
     /// time, admitted or rejected as one request (``Lifeguard/ConnectionPool/fanOut(lane:maxConcurrent:_:fileID:line:function:_:)``),
     /// on the server the lane needs.
     ///
-    /// A lane that prefers a standby runs on the standbys when one is usable; when a standby
+    /// A lane that prefers a standby runs on the standbys when one is usable and their lane
+    /// has room for the request (or more than the primary's, as in ``withConnection(lane:readingAfter:fileID:line:function:_:)``); when a standby
     /// stops being usable mid-request (down, lagging, its role changed), the inputs not yet
     /// done run on the primary, so an input whose lease was cancelled on the standby may run
     /// again there: give it reads.
@@ -274,8 +276,8 @@ public final class PostgresCluster: Service, Sendable {
             done.withLock { $0[index] = output }
         }
         var remaining = Array(inputs.indices)
-        if requirement != .primary, let standbys = self.standbys,
-            requirement == .standby || standbys.factory.hosts.withLock({ $0.hasUsableStandby }) {
+        if requirement != .primary, let standbys = self.standbys, requirement == .standby
+            || self.goesToStandbys(lane: lane, leases: min(max(maxConcurrent, 1), inputs.count), standbys: standbys) {
             do {
                 _ = try await standbys.fanOut(
                     lane: lane, maxConcurrent: maxConcurrent, remaining, fileID: fileID, line: line, function: function
@@ -437,6 +439,16 @@ public final class PostgresCluster: Service, Sendable {
             if self.isLagging { text += " (past the bound: no reads)" }
             return text + ", \(self.leases) leases"
         }
+    }
+
+    /// Whether a request of `leases` leases of a lane that prefers a standby goes to the
+    /// standbys: one is usable, and the standby pool's lane can take the leases without
+    /// queueing, or it has at least as much room as the primary's. So reads fill the standbys
+    /// first and spill onto the primary when the standbys' lane is full, never the reverse.
+    private func goesToStandbys(lane: Lane, leases: Int, standbys: PostgresPool) -> Bool {
+        guard standbys.factory.hosts.withLock({ $0.hasUsableStandby }) else { return false }
+        let spare = standbys.spareLeases(in: lane)
+        return spare >= leases || spare >= self.primary.spareLeases(in: lane)
     }
 
     /// A lease of a standby found its host no longer usable.
