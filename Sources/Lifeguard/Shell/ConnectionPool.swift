@@ -208,14 +208,15 @@ public final class ConnectionPool<Factory: ConnectionFactory, Clock: PoolClock>:
     }
 
     /// How many more leases `lane` could hold before a request queues: its limit less what it
-    /// holds and what waits (0 for a lane the pool lacks). Reservations of other lanes and
-    /// connections still to be opened can make a grant wait even so; for a choice between
-    /// pools (``LifeguardPostgres``'s cluster), not a promise.
+    /// holds and what waits; below zero, how many more wait than it holds at its limit
+    /// (`Int.min` for a lane the pool lacks). Reservations of other lanes and connections
+    /// still to be opened can make a grant wait even so: it is for choosing between pools
+    /// (``LifeguardPostgres``'s cluster), not a promise.
     package func spareLeases(in lane: Lane) -> Int {
-        guard let index = self.lanes.firstIndex(of: lane) else { return 0 }
+        guard let index = self.lanes.firstIndex(of: lane) else { return .min }
         return self.shared.withLock { shared in
             let state = shared.machine.lanes[index]
-            return max(0, state.limit - state.leased - state.waiters.count)
+            return state.limit - state.leased - state.waiters.count
         }
     }
 

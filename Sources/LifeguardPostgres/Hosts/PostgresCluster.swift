@@ -188,7 +188,8 @@ public final class PostgresCluster: Service, Sendable {
     ///
     /// A lane that prefers a standby gets one whose lag is within the bound, or the primary
     /// when no standby is usable (down, lagging, or failing with `databaseUnavailable`) or
-    /// when the standbys' lane is full and the primary's has more room.
+    /// when the standbys' lane is full and the primary's has more room, or refuses the read
+    /// before it waits (shed, overloaded, or a deadline it cannot meet there).
     /// With `readingAfter`, the standby must have replayed that position: the lease waits up
     /// to ``Configuration/readYourWritesWait`` for it, then runs on the primary instead; so
     /// `body` sees the write that returned the position.
@@ -235,7 +236,7 @@ public final class PostgresCluster: Service, Sendable {
             throw self.noStandby(for: lane, readingAfter: readingAfter, in: standbys)
         case .success(nil):
             break
-        case .failure(let error as LifeguardError) where error.code == .databaseUnavailable && requirement == .preferStandby:
+        case .failure(let error as LifeguardError) where requirement == .preferStandby && Self.primaryMayTake(error):
             break
         case .failure(let error):
             throw error
@@ -291,7 +292,7 @@ public final class PostgresCluster: Service, Sendable {
             } catch is StandbyNotUsable where requirement == .standby {
                 throw self.noStandby(for: lane, readingAfter: nil, in: standbys)
             } catch is StandbyNotUsable {
-            } catch let error as LifeguardError where error.code == .databaseUnavailable && requirement == .preferStandby {
+            } catch let error as LifeguardError where requirement == .preferStandby && Self.primaryMayTake(error) {
             }
             let finished = done.withLock { $0 }
             remaining.removeAll { finished[$0] != nil }
@@ -443,12 +444,24 @@ public final class PostgresCluster: Service, Sendable {
 
     /// Whether a request of `leases` leases of a lane that prefers a standby goes to the
     /// standbys: one is usable, and the standby pool's lane can take the leases without
-    /// queueing, or it has at least as much room as the primary's. So reads fill the standbys
-    /// first and spill onto the primary when the standbys' lane is full, never the reverse.
+    /// queueing, or it has at least as much room as the primary's (when both are full, the one
+    /// whose queue is shorter for its limit). So reads fill the standbys first and spill onto
+    /// the primary when the standbys' lane is full, never the reverse.
     private func goesToStandbys(lane: Lane, leases: Int, standbys: PostgresPool) -> Bool {
         guard standbys.factory.hosts.withLock({ $0.hasUsableStandby }) else { return false }
         let spare = standbys.spareLeases(in: lane)
         return spare >= leases || spare >= self.primary.spareLeases(in: lane)
+    }
+
+    /// Whether a read the standby pool refused may run on the primary: no standby answers, or
+    /// the standbys' lane refused it before it waited (its queue's bound, or a wait predicted
+    /// past the lane's budget or the request's deadline), which says nothing of the primary's.
+    private static func primaryMayTake(_ error: LifeguardError) -> Bool {
+        switch error.code {
+        case .databaseUnavailable, .overloaded: true
+        case .shed, .deadlineExceeded: error.expectedWait != nil
+        default: false
+        }
     }
 
     /// A lease of a standby found its host no longer usable.
