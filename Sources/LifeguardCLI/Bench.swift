@@ -111,7 +111,7 @@ struct Bench: AsyncParsableCommand {
                 throw ExitCode(Check.cannotConnect)
             }
             // Over a host list, each server's own count of what it committed during the run.
-            let committedBefore = configuration.hosts.count > 1 ? try await ServerTransactions.read(configuration, logger: logger) : nil
+            let committedBefore = configuration.hosts.count > 1 ? await ServerTransactions.read(configuration, logger: logger) : nil
             var result = await BenchRun(scenario: scenario, design: design, target: target, label: pool).run()
             result.pool = pool
             target.shutdown()
@@ -121,7 +121,7 @@ struct Bench: AsyncParsableCommand {
                 // A backend's statistics reach the server at its exit at the latest.
                 try await Task.sleep(for: .milliseconds(500))
                 result.committedByServer = ServerTransactions.difference(
-                    from: committedBefore, to: try await ServerTransactions.read(configuration, logger: logger))
+                    from: committedBefore, to: await ServerTransactions.read(configuration, logger: logger))
             }
             results.append(result)
         }

@@ -276,10 +276,10 @@ public final class PostgresConnectionFactory: TransactionalConnectionFactory {
     private func connect(probing: Bool) async throws -> PooledPostgresConnection {
         let target = self.configuration.targetSessionAttributes
         let shuffles = self.configuration.loadBalanceHosts == .random
-        let candidates = self.hosts.withLock { hosts in
-            hosts.candidates(in: shuffles ? hosts.entries.indices.shuffled() : Array(hosts.entries.indices), for: target)
+        let (candidates, fenced) = self.hosts.withLock { hosts in
+            (hosts.candidates(in: shuffles ? hosts.entries.indices.shuffled() : Array(hosts.entries.indices), for: target), hosts.fenced)
         }
-        var refusals: [String] = []
+        var refusals = fenced.map { "\(self.target(ofHost: $0.index)): \($0.reason)" }
         var lastError: (any Error)?
         var fallback: PooledPostgresConnection?
         for index in candidates {
@@ -304,7 +304,7 @@ public final class PostgresConnectionFactory: TransactionalConnectionFactory {
             return connection
         }
         if let fallback { return fallback }
-        if candidates.count == 1, let lastError { throw lastError }
+        if candidates.count == 1 && fenced.isEmpty, let lastError { throw lastError }
         throw PostgresPoolError(
             code: .connectFailed,
             detail: "no host is \(target == .any ? "reachable" : "a server of target_session_attrs=\(target.rawValue)"): \(refusals.joined(separator: "; "))",

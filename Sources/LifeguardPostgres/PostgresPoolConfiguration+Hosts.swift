@@ -92,6 +92,11 @@ extension PostgresPool.Configuration {
                 problems.append("\(place)'s name contains a control character")
             }
         }
+        // The budget is per host: a host listed twice would get it twice.
+        var seen: Set<String> = []
+        for host in self.hosts where !host.name.isEmpty && !seen.insert("\(host.name.lowercased()):\(host.port)").inserted {
+            problems.append("host \(host.description) is listed twice; list each host once (the budget is per host)")
+        }
         if !self.otherHosts.isEmpty && self.unixSocketDirectory != nil {
             problems.append("unixSocketDirectory is set with several hosts; list TCP hosts, or one Unix socket folder")
         }

@@ -64,8 +64,15 @@ struct HostListConfigurationTests {
         #expect(throws: LifeguardError.self) { try configuration.validate() }
         configuration.hosts = (0..<65).map { .init("h\($0)", port: 5432) }
         #expect(throws: LifeguardError.self) { try configuration.validate() }
-        configuration.hosts = [.init("a", port: 5432), .init("b", port: 5433)]
+        // A host listed twice would get the budget twice.
+        configuration.hosts = [.init("a", port: 5432), .init("b", port: 5433), .init("A", port: 5432)]
+        #expect { try configuration.validate() } throws: { error in
+            String(describing: error).contains("host A:5432 is listed twice")
+        }
+        #expect(throws: LifeguardError.self) { try PostgresPool.Configuration(url: "postgres://u@db1,db2,db1/app") }
+        configuration.hosts = [.init("a", port: 5432), .init("b", port: 5433), .init("a", port: 5433)]
         #expect(throws: Never.self) { try configuration.validate() }
+        configuration.hosts = [.init("a", port: 5432), .init("b", port: 5433)]
         #expect(configuration.host == "a")
         configuration.port = 6000
         #expect(configuration.hosts == [.init("a", port: 6000), .init("b", port: 5433)])
@@ -76,6 +83,7 @@ struct HostListConfigurationTests {
 struct ClusterConfigurationTests {
     @Test("a WAL position reads back from its token; anything else a client sends is refused", arguments: [
         "", "/", "0/", "/0", "1/2/3", "G/0", "123456789/0", "0/123456789", " 0/1", "0/1 ", "-1/0", "0x1/0", "💥/1",
+        "+1/+1", "-0/0", "+0/0", "１/２", "٣/٣",
     ])
     func hostileTokens(token: String) {
         #expect(WALPosition(token) == nil)

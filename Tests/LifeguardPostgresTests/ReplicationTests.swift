@@ -525,4 +525,79 @@ extension PostgresPoolTests {
             }
         }
     }
+
+    @Test("a standby cut off from its primary (primary_conninfo emptied: it receives nothing) falls behind the primary's position and gets no reads once past the bound", .onServersOfItsOwn)
+    func standbyCutOffIsLagging() async throws {
+        try await TestDatabase.withReplicatedServers { primary, standby, _ in
+            try await TestDatabase.withCluster(primary: primary, standby: standby, application: "lg-cut-off", adjust: {
+                $0.maximumLag = .init(bytes: 16 << 20, time: .seconds(2))
+            }) { cluster in
+                try await cluster.withTransaction(lane: .write) { lease in
+                    try await lease.execute("CREATE TABLE cut_off (id int PRIMARY KEY, v int)")
+                    try await lease.execute("INSERT INTO cut_off VALUES (1, 0)")
+                }
+                try await TestDatabase.until { cluster.hosts().contains { $0.role == "standby" && $0.lag != nil && !$0.isLagging } }
+                try await TestDatabase.withObserver(of: standby) { observer in
+                    _ = try await observer.query("ALTER SYSTEM SET primary_conninfo = ''", logger: TestDatabase.logger).get()
+                    _ = try await observer.query("SELECT pg_reload_conf()", logger: TestDatabase.logger).get()
+                }
+                try await TestDatabase.until {
+                    try await TestDatabase.withObserver(of: standby) { try await $0.integer("SELECT count(*)::int FROM pg_stat_wal_receiver") } == 0
+                }
+                try await cluster.withTransaction(lane: .write) { lease in try await lease.execute("UPDATE cut_off SET v = 1 WHERE id = 1") }
+                try await TestDatabase.until(.seconds(8)) { cluster.hosts()[1].isLagging }
+                print("cut off: \(cluster.hosts())")
+                var stale = 0
+                for _ in 0..<20 {
+                    let value = try await cluster.withConnection(lane: .retrieval) { lease in
+                        try await lease.query("SELECT v FROM cut_off WHERE id = 1")[0].decode(Int.self)
+                    }
+                    if value != 1 { stale += 1 }
+                }
+                #expect(stale == 0, "reads went to the standby that receives nothing")
+            }
+        }
+    }
+
+    @Test("after a failover the old primary comes back as a primary, unfenced: it is fenced (older timeline), and every write goes to the promoted standby, as each server's rows say", .onServersOfItsOwn)
+    func formerPrimaryIsFenced() async throws {
+        try await TestDatabase.withReplicatedServers { primary, standby, control in
+            let primaryPort = try PostgresPool.Configuration(url: primary).port
+            let standbyPort = try PostgresPool.Configuration(url: standby).port
+            try await TestDatabase.withCluster(primary: primary, standby: standby, application: "lg-fence", adjust: {
+                $0.pool.pool.reconnectMaximumDelay = .milliseconds(200)
+            }) { cluster in
+                func write() async throws -> Int {
+                    try await cluster.withTransaction(lane: .write) { lease in
+                        try await lease.query("INSERT INTO fenced_writes VALUES (inet_server_port()) RETURNING port")[0].decode(Int.self)
+                    }
+                }
+                try await cluster.withTransaction(lane: .write) { lease in try await lease.execute("CREATE TABLE fenced_writes (port int)") }
+                try await TestDatabase.until { cluster.hosts().contains { $0.role == "standby" && $0.lag != nil } }
+                try control("postgres.sh", "pause")
+                try control("standby.sh", "promote")
+                try await TestDatabase.until(.seconds(10)) { (try? await write()) == standbyPort }
+                // The old primary starts again as it was: a primary, on the old timeline.
+                try control("postgres.sh", "resume")
+                try await TestDatabase.until(.seconds(10)) { cluster.hosts()[0].fencedBecause != nil }
+                // New connections for every write: the cluster's on the new primary are ended.
+                try await TestDatabase.withObserver(of: standby) { observer in
+                    _ = try await observer.query(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'lg-fence'", logger: TestDatabase.logger
+                    ).get()
+                }
+                var ports: [Int: Int] = [:]
+                var failed = 0
+                for _ in 0..<20 {
+                    if let port = try? await write() { ports[port, default: 0] += 1 } else { failed += 1 }
+                }
+                let onOldPrimary = try await TestDatabase.withObserver(of: primary) { try await $0.integer("SELECT count(*)::int FROM fenced_writes") }
+                print("fenced: writes by port \(ports), \(failed) failed; rows on the old primary \(onOldPrimary); hosts \(cluster.hosts())")
+                #expect(ports[primaryPort] == nil, "writes went to the former primary")
+                #expect(onOldPrimary == 0)
+                #expect(ports[standbyPort, default: 0] >= 18)
+                #expect(cluster.hosts()[0].fencedBecause?.contains("timeline 1") == true)
+            }
+        }
+    }
 }

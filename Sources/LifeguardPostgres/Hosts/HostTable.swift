@@ -42,6 +42,9 @@ struct HostTable: Sendable {
         /// Whether the lag is past the bound: no new connection goes to the host, and its
         /// connections are not leased (a cluster's reads go elsewhere).
         var isLagging = false
+        /// Why the host gets no connections: a primary on an older timeline than another
+        /// host's (a former primary back without rejoining). `nil` while not fenced.
+        var fencedBecause: String?
     }
 
     private(set) var entries: [Entry]
@@ -57,7 +60,7 @@ struct HostTable: Sendable {
     /// promoted). Hosts that are down are left out, so that no request waits on one, unless
     /// every host is down: then all are tried, in order.
     func candidates(in order: [Int], for target: PostgresPool.Configuration.TargetSessionAttributes) -> [Int] {
-        let current = order.filter { !self.entries[$0].isLagging }
+        let current = order.filter { !self.entries[$0].isLagging && self.entries[$0].fencedBecause == nil }
         let answering = current.filter { self.entries[$0].downBecause == nil }
         guard !answering.isEmpty else { return current }
         func rank(_ index: Int) -> Int {
@@ -101,10 +104,27 @@ struct HostTable: Sendable {
     }
 
     /// Whether a lease on a connection to the host may run: the host is not down, not lagging,
-    /// and its role is the one the connection had.
+    /// not fenced, and its role is the one the connection had.
     func isUsable(_ index: Int, epoch: Int) -> Bool {
         let entry = self.entries[index]
-        return entry.downBecause == nil && !entry.isLagging && entry.epoch == epoch
+        return entry.downBecause == nil && !entry.isLagging && entry.fencedBecause == nil && entry.epoch == epoch
+    }
+
+    /// The host is a primary behind another's timeline: no connection goes to it, and those
+    /// open are retired (its epoch moves), until ``unfence(_:)``.
+    mutating func fence(_ index: Int, because reason: String) {
+        if self.entries[index].fencedBecause == nil { self.entries[index].epoch += 1 }
+        self.entries[index].fencedBecause = reason
+    }
+
+    /// The host may be used again.
+    mutating func unfence(_ index: Int) {
+        self.entries[index].fencedBecause = nil
+    }
+
+    /// The fenced hosts and why, for errors.
+    var fenced: [(index: Int, reason: String)] {
+        self.entries.indices.compactMap { index in self.entries[index].fencedBecause.map { (index, $0) } }
     }
 
     /// Whether any host is a standby that answers within the lag bound.
@@ -121,12 +141,14 @@ struct HostTable: Sendable {
     func epoch(of index: Int) -> Int { self.entries[index].epoch }
 }
 
-/// How far a standby is behind what it received: bytes of WAL not yet replayed, and the age of
-/// the last transaction replayed while any is outstanding (zero when it has replayed all).
+/// How far a standby is behind: bytes of WAL it has not replayed (of what it received, or of
+/// what the primary wrote, whichever is more), and for how long it has been behind the
+/// primary (or the age of the last transaction replayed while received WAL waits); zero when
+/// it has replayed all.
 public struct ReplicationLag: Sendable, Hashable, Codable {
-    /// Bytes received and not yet replayed.
+    /// Bytes not yet replayed.
     public var bytes: Int64
-    /// How old the last replayed transaction is, while bytes are outstanding.
+    /// How long the standby has been behind.
     public var time: Duration
 
     /// Creates a lag, or a bound on it.

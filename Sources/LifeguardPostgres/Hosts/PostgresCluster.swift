@@ -99,6 +99,9 @@ public final class PostgresCluster: Service, Sendable {
     private let logger: Logger
     /// Leases the cluster ran on each host, by index.
     private let leaseCounts: Mutex<[Int]>
+    /// What the lag sampler learned of the primaries: the newest timeline any host was a
+    /// primary on, and the newest primary's last WAL position.
+    private let primaries = Mutex<(newestTimeline: Int, position: String?)>((0, nil))
     private let hostMetrics: [ClusterHostMetrics]
 
     /// Creates a cluster. It opens no connection until `run()` runs.
@@ -192,7 +195,8 @@ public final class PostgresCluster: Service, Sendable {
     /// before it waits (shed, overloaded, or a deadline it cannot meet there).
     /// With `readingAfter`, the standby must have replayed that position: the lease waits up
     /// to ``Configuration/readYourWritesWait`` for it, then runs on the primary instead; so
-    /// `body` sees the write that returned the position.
+    /// `body` sees the write that returned the position. A position past the primary's last
+    /// known one (a token from elsewhere, or forged) goes to the primary at once.
     ///
     /// - Parameters:
     ///   - lane: The kind of work.
@@ -217,7 +221,15 @@ public final class PostgresCluster: Service, Sendable {
         guard requirement != .primary, let standbys = self.standbys else {
             return try await self.primary.withConnection(lane: lane, fileID: fileID, line: line, function: function, onPrimary)
         }
-        if requirement == .preferStandby && !self.goesToStandbys(lane: lane, leases: 1, standbys: standbys) {
+        // A position past any the primary has reached (a forged token) cannot be replayed:
+        // no standby is asked to wait for it.
+        let unreachable = readingAfter.map { position in
+            self.primaries.withLock { $0.position.flatMap(WALPosition.init).map { position > $0 } ?? false }
+        } ?? false
+        if unreachable && requirement == .standby {
+            throw self.noStandby(for: lane, readingAfter: readingAfter, in: standbys)
+        }
+        if requirement == .preferStandby && (unreachable || !self.goesToStandbys(lane: lane, leases: 1, standbys: standbys)) {
             return try await self.primary.withConnection(lane: lane, fileID: fileID, line: line, function: function, onPrimary)
         }
         let onStandby: Result<Value?, any Error> = await Self.outcome {
@@ -349,6 +361,12 @@ public final class PostgresCluster: Service, Sendable {
             guard let position = WALPosition(text) else {
                 throw PostgresPoolError(code: .connectionLost, serverMessage: "the server's WAL position '\(text)' could not be read")
             }
+            // The primary has reached it: reads after it may wait for standbys to replay it.
+            self.primaries.withLock { primaries in
+                if primaries.position.flatMap(WALPosition.init).map({ $0 < position }) ?? true {
+                    primaries.position = position.description
+                }
+            }
             return (value, position)
         }
     }
@@ -374,7 +392,7 @@ public final class PostgresCluster: Service, Sendable {
                 host: seen.host?.description ?? "unix socket",
                 role: seen.role.map { $0.inRecovery ? "standby" : "primary" } ?? "unknown",
                 downBecause: seen.downBecause, lag: standby?.lag, isLagging: standby?.isLagging ?? false,
-                leases: leases[index])
+                fencedBecause: primaryEntries[index].fencedBecause, leases: leases[index])
         }
     }
 
@@ -427,6 +445,9 @@ public final class PostgresCluster: Service, Sendable {
         public let lag: ReplicationLag?
         /// Whether the lag is past the bound (the standby gets no reads).
         public let isLagging: Bool
+        /// Why the host gets no writes although it is a primary: its timeline is older than
+        /// another host's (a former primary that came back without rejoining as a standby).
+        public let fencedBecause: String?
         /// Leases the cluster ran on the host since it started.
         public let leases: Int
 
@@ -438,6 +459,7 @@ public final class PostgresCluster: Service, Sendable {
                 text += ", lag \(lag.bytes) bytes \(milliseconds) ms"
             }
             if self.isLagging { text += " (past the bound: no reads)" }
+            if let reason = self.fencedBecause { text += ", fenced: \(reason)" }
             return text + ", \(self.leases) leases"
         }
     }
@@ -509,31 +531,53 @@ public final class PostgresCluster: Service, Sendable {
         }
     }
 
+    /// Samples one host until cancelled: its role, and for a primary its timeline and WAL
+    /// position; for a standby its lag behind what it received and behind the newest
+    /// primary's position (a standby cut off from its primary receives nothing, and falls
+    /// behind the primary all the same). A primary on an older timeline than another's is
+    /// fenced in the primary pool: after a failover, a former primary that comes back without
+    /// rejoining gets no writes.
     private func sampleLag(ofHost index: Int, factory: PostgresConnectionFactory) async {
         let interval = self.configuration.lagSampleInterval
         let bound = self.configuration.maximumLag
         let host = factory.hosts.withLock { $0.entries[index].host }
         var monitor: PostgresConnection?
         var leasesPublished = 0
+        let clock = ContinuousClock()
+        // When the standby last had replayed what the primary had written: behind since, it
+        // lags by that long (it may receive nothing, and have replayed nothing to date).
+        var caughtUp = clock.now
         while !Task.isCancelled {
             do {
                 if monitor == nil || monitor?.isClosed == true {
                     monitor = try await factory.openConnection(to: host).0
                 }
+                let primaryPosition = self.primaries.withLock { $0.position } ?? "0/0"
                 let row = try await monitor?.query(
                     """
-                    SELECT pg_is_in_recovery(), current_setting('default_transaction_read_only') = 'on',
-                           coalesce(pg_wal_lsn_diff(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn()), 0)::bigint,
-                           (CASE WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0
+                    SELECT in_recovery, read_only, position, timeline, received_behind, primary_behind,
+                           (CASE WHEN received_behind <= 0 THEN 0
                                  ELSE coalesce(extract(epoch FROM now() - pg_last_xact_replay_timestamp()), 0) END)::float8
+                    FROM (SELECT pg_is_in_recovery() AS in_recovery,
+                                 current_setting('default_transaction_read_only') = 'on' AS read_only,
+                                 CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn()::text END AS position,
+                                 CASE WHEN pg_is_in_recovery() THEN NULL
+                                      ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END AS timeline,
+                                 coalesce(pg_wal_lsn_diff(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn()), 0)::bigint AS received_behind,
+                                 coalesce(pg_wal_lsn_diff(\(primaryPosition)::pg_lsn, pg_last_wal_replay_lsn()), 0)::bigint AS primary_behind
+                         ) AS sample
                     """, logger: self.logger
-                ).get().rows.first?.decode((Bool, Bool, Int64, Double).self)
-                if let (inRecovery, readOnly, bytes, seconds) = row {
-                    let milliseconds = Int64(max(0, min(seconds, 1e9)) * 1_000)
-                    let lag = inRecovery ? ReplicationLag(bytes: max(0, bytes), time: .milliseconds(milliseconds)) : nil
+                ).get().rows.first?.decode((Bool, Bool, String?, Int32?, Int64, Int64, Double).self)
+                if let (inRecovery, readOnly, position, timeline, receivedBehind, primaryBehind, replayAge) = row {
+                    if primaryBehind <= 0 { caughtUp = clock.now }
+                    let behindSince = primaryBehind > 0 ? caughtUp.duration(to: clock.now) : .zero
+                    let replaying = Duration.milliseconds(Int64(max(0, min(replayAge, 1e9)) * 1_000))
+                    let lag = inRecovery
+                        ? ReplicationLag(bytes: max(0, receivedBehind, primaryBehind), time: max(behindSince, replaying)) : nil
                     factory.hosts.withLock {
                         $0.sampled(index, role: ServerRole(inRecovery: inRecovery, readOnlyByDefault: readOnly), lag: lag, bound: bound)
                     }
+                    self.judgeTimeline(ofHost: index, timeline: timeline.map(Int.init), position: position)
                 }
             } catch {
                 factory.hosts.withLock { $0.failed(index, because: PostgresPoolError.describe(error)) }
@@ -546,6 +590,32 @@ public final class PostgresCluster: Service, Sendable {
             try? await Task.sleep(for: interval)
         }
         try? await monitor?.close()
+    }
+
+    /// Fences the host in the primary pool if it is a primary on a timeline older than the
+    /// newest seen (a standby promoted since), unfences it otherwise; a primary on the newest
+    /// timeline gives the position standbys' lag is measured against.
+    private func judgeTimeline(ofHost index: Int, timeline: Int?, position: String?) {
+        let newest = self.primaries.withLock { primaries -> Int in
+            if let timeline, timeline >= primaries.newestTimeline {
+                primaries = (timeline, position)
+            }
+            return primaries.newestTimeline
+        }
+        if let timeline, timeline < newest {
+            let reason = "a primary on timeline \(timeline), behind timeline \(newest) of a promoted standby: a former primary that came back without rejoining (scripts/standby.sh rejoin, pg_rewind)"
+            let isNew = self.primary.factory.hosts.withLock { hosts -> Bool in
+                defer { hosts.fence(index, because: reason) }
+                return hosts.entries[index].fencedBecause == nil
+            }
+            if isNew {
+                self.logger.error("Lifeguard: two hosts take writes; the one on the older timeline gets none", metadata: [
+                    "host": "\(self.primary.factory.target(ofHost: index))", "timeline": "\(timeline)", "newestTimeline": "\(newest)",
+                ])
+            }
+        } else {
+            self.primary.factory.hosts.withLock { $0.unfence(index) }
+        }
     }
 
     private static func outcome<Value>(_ body: () async throws -> Value) async -> Result<Value, any Error> {

@@ -23,7 +23,12 @@ public struct WALPosition: Sendable, Hashable, Comparable, LosslessStringConvert
     /// - Parameter description: The text, e.g. from a cookie.
     public init?(_ description: String) {
         let halves = description.split(separator: "/", omittingEmptySubsequences: false)
-        guard halves.count == 2, halves.allSatisfy({ (1...8).contains($0.count) }),
+        // Hexadecimal digits in ASCII only: no sign, no space, no other script's digits.
+        let isHexadecimal = { (half: Substring) in
+            half.utf8.allSatisfy { (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) || (UInt8(ascii: "A")...UInt8(ascii: "F")).contains($0)
+                || (UInt8(ascii: "a")...UInt8(ascii: "f")).contains($0) }
+        }
+        guard halves.count == 2, halves.allSatisfy({ (1...8).contains($0.utf8.count) && isHexadecimal($0) }),
               let high = UInt32(halves[0], radix: 16), let low = UInt32(halves[1], radix: 16) else { return nil }
         self.bytes = UInt64(high) << 32 | UInt64(low)
     }
