@@ -64,7 +64,17 @@ struct Check: AsyncParsableCommand {
                 }
                 defer { pool.shutdown(gracePeriod: .seconds(1)) }
                 return try await pool.withConnection(lane: .retrieval) { lease in
-                    try await CheckReport.read(from: lease, target: configuration.description, budget: budget, instances: self.instances)
+                    var target = configuration.description
+                    if configuration.hosts.count > 1 {
+                        // Which of the hosts is judged, as the server says.
+                        let (address, port, standby) = try await lease.query(
+                            "SELECT coalesce(host(inet_server_addr()), 'local'), coalesce(inet_server_port(), 0), pg_is_in_recovery()"
+                        )[0].decode((String, Int, Bool).self)
+                        target = "\(address):\(port), \(standby ? "a standby" : "a primary"), the server target_session_attrs="
+                            + "\(configuration.targetSessionAttributes.rawValue) chose of the URL's \(configuration.hosts.count) hosts "
+                            + "(a PostgresCluster opens its budget on every host: check each)"
+                    }
+                    return try await CheckReport.read(from: lease, target: target, budget: budget, instances: self.instances)
                 }
             }
         } catch {
