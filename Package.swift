@@ -102,12 +102,23 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // `lifeguard doctor`: the server's view of a pool's failures, for any stack.
+        .target(
+            name: "LifeguardDoctor",
+            dependencies: [
+                "Lifeguard",
+                "LifeguardPostgres",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         // The `lifeguard` command-line tool.
         .executableTarget(
             name: "LifeguardCLI",
             dependencies: [
                 "Lifeguard",
                 "LifeguardBench",
+                "LifeguardDoctor",
                 "LifeguardLab",
                 "LifeguardPostgres",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -147,6 +158,7 @@ let package = Package(
             name: "LifeguardPostgresTests",
             dependencies: [
                 "Lifeguard",
+                "LifeguardDoctor",
                 "LifeguardPostgres",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -180,6 +192,7 @@ let package = Package(
         ),
         .testTarget(name: "LifeguardCLITests", dependencies: ["LifeguardCLI", "LifeguardBench", "LifeguardPostgres", .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "LifeguardLabTests", dependencies: ["LifeguardLab", "Lifeguard"]),
+
     ],
     swiftLanguageModes: [.v6]
 )

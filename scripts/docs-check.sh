@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Checks the DocC of Lifeguard, LifeguardPostgres, LifeguardBench, LifeguardHummingbird and LifeguardTestUtils, their catalogs
+# Checks the DocC of Lifeguard, LifeguardPostgres, LifeguardBench, LifeguardHummingbird, LifeguardTestUtils and LifeguardDoctor, their catalogs
 # (Sources/<module>/<module>.docc: landing pages, articles) with them: every symbol link resolves, every
 # parameter of a public symbol is documented. Reads the modules of the debug build (run
 # `swift build` first); prints each problem and exits 1 if there is any.
@@ -22,7 +22,7 @@ for map in $(find -L "$build" -maxdepth 3 -name module.modulemap | grep -v -e '-
     flags+=(-Xcc "-fmodule-map-file=$map")
 done
 problems=0
-for module in Lifeguard LifeguardPostgres LifeguardBench LifeguardHummingbird LifeguardTestUtils; do
+for module in Lifeguard LifeguardPostgres LifeguardBench LifeguardHummingbird LifeguardTestUtils LifeguardDoctor; do
     mkdir -p "$work/$module"
     swift symbolgraph-extract -module-name "$module" -I "$build/Modules" "${flags[@]}" \
         -target "$(uname -m)-unknown-linux-gnu" -minimum-access-level public -output-dir "$work/$module"

@@ -15,6 +15,15 @@ export DATABASE_URL
 PGBOUNCER_URL="$(scripts/pgbouncer.sh start)"
 export PGBOUNCER_URL
 export LIFEGUARD_POSTGRES_SCRIPT="$PWD/scripts/postgres.sh"
+# Python with psycopg (from PyPI, in a virtual environment of its own), for the tests of
+# `lifeguard doctor` on a stack that is not ours.
+if [[ ! -x .build-python/bin/python ]] || ! .build-python/bin/python -c 'import psycopg' 2>/dev/null; then
+    python3 -m venv .build-python && .build-python/bin/pip install --quiet 'psycopg[binary]' \
+        || echo "scripts/test.sh: could not install psycopg from PyPI; doctor's Python clients are not tried" >&2
+fi
+if .build-python/bin/python -c 'import psycopg' 2>/dev/null; then
+    export LIFEGUARD_PYTHON="$PWD/.build-python/bin/python"
+fi
 # The documentation first: every DocC link resolves, every public parameter is documented.
 swift build 2>&1 | tail -1
 scripts/docs-check.sh

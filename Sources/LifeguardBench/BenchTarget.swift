@@ -157,7 +157,7 @@ public struct PostgresClientTarget: BenchTarget {
     }
 }
 
-/// Lifeguard's ``LifeguardPostgres/PostgresCluster`` over the hosts of the URL: the lanes of
+/// Lifeguard's `PostgresCluster` over the hosts of the URL: the lanes of
 /// ``LifeguardTarget``, `budget` connections per host, `.retrieval` on a standby within the lag
 /// bound (the primary when none is usable), every other lane on the primary.
 public struct ClusterTarget: BenchTarget {

@@ -7,7 +7,7 @@ struct LifeguardCommand: AsyncParsableCommand {
         commandName: "lifeguard",
         abstract: "A PostgreSQL connection pool for Swift servers that run AI pipelines: tools to check, size and test it.",
         version: LifeguardVersion.current,
-        subcommands: [Version.self, Check.self, Inspect.self, Simulate.self, Size.self, Bench.self]
+        subcommands: [Version.self, Check.self, Inspect.self, Simulate.self, Size.self, Bench.self, Doctor.self]
     )
 }
 

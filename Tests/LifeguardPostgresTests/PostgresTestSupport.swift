@@ -134,8 +134,22 @@ enum TestDatabase {
     static func withDurableServer<Value>(
         _ body: (_ url: String, _ control: (String) throws -> Void) async throws -> Value
     ) async throws -> Value {
+        try await self.withServerOfItsOwn(named: "durable", durable: true, body)
+    }
+
+    /// Runs `body` with a throwaway cluster of its own (state `<LIFEGUARD_POSTGRES_STATE>-<name>`),
+    /// then removes it: what the test sees of the server is its own doing.
+    ///
+    /// - Parameters:
+    ///   - name: Tells the cluster's state apart from the other tests' clusters.
+    ///   - durable: Whether `fsync` and `synchronous_commit` are on.
+    ///   - body: Gets the cluster's URL, and a function that runs the script's commands.
+    static func withServerOfItsOwn<Value>(
+        named name: String, durable: Bool = false,
+        _ body: (_ url: String, _ control: (String) throws -> Void) async throws -> Value
+    ) async throws -> Value {
         guard let state = ProcessInfo.processInfo.environment["LIFEGUARD_POSTGRES_STATE"] else { throw ScriptMissing() }
-        let environment = ["LIFEGUARD_POSTGRES_STATE": state + "-durable", "LIFEGUARD_POSTGRES_DURABLE": "1"]
+        let environment = ["LIFEGUARD_POSTGRES_STATE": state + "-" + name, "LIFEGUARD_POSTGRES_DURABLE": durable ? "1" : "0"]
         let url = try self.server("start", environment: environment)
         defer { _ = try? self.server("stop", environment: environment) }
         return try await body(url) { command in try self.server(command, environment: environment) }

@@ -1,0 +1,301 @@
+import Foundation
+@testable import LifeguardDoctor
+@testable import LifeguardPostgres
+import Logging
+import NIOPosix
+import PostgresNIO
+import Synchronization
+import Testing
+
+@Suite("lifeguard doctor's rules, on samples made by hand")
+struct DoctorRuleTests {
+    static let settings = ServerSettings(
+        versionNumber: 150000, maxConnections: 100, reservedConnections: 3, idleInTransactionSessionTimeout: 0,
+        statementTimeout: 0, clientConnectionCheckInterval: 0)
+
+    static func observe(_ samples: [[ServerSession]], before: DatabaseCounters? = nil, after: DatabaseCounters? = nil) -> Diagnosis {
+        Diagnosis(Observation(
+            settings: settings, samples: samples.enumerated().map { ActivitySample(at: Double($0.offset) * 0.5, sessions: $0.element) },
+            countersBefore: before, countersAfter: after, blindSpots: []))
+    }
+
+    @Test("short queries of a busy pool: no finding of severity warning or above")
+    func healthy() {
+        let samples = (0..<10).map { index in
+            (0..<10).map { pid in
+                ServerSession(pid: pid, application: "oltp", state: pid < index % 4 ? "active" : "idle", stateAge: 0.01, queryAge: 0.01)
+            }
+        }
+        let diagnosis = Self.observe(samples)
+        #expect(diagnosis.isHealthy, "\(diagnosis.findings)")
+        #expect(diagnosis.findings.map(\.kind) == [.noIdleInTransactionTimeout])
+    }
+
+    @Test("a transaction idle in ClientRead for seconds, seen twice: a generation hold of that application and query")
+    func generationHold() {
+        let held = { (idle: Double) in
+            ServerSession(
+                pid: 7, application: "rag", state: "idle in transaction", waitEventType: "Client", waitEvent: "ClientRead",
+                transactionAge: idle + 0.1, stateAge: idle, query: "UPDATE answers SET", queryID: 42)
+        }
+        let diagnosis = Self.observe([[held(0.4)], [held(0.9)], [held(1.4)], [held(1.9)]])
+        let finding = diagnosis.findings.first { $0.kind == .generationHold }
+        #expect(finding?.application == "rag")
+        #expect(finding?.query == "UPDATE answers SET")
+        #expect(finding?.queryID == 42)
+        // A transaction idle for a moment between statements is not one.
+        #expect(!Self.observe([[held(0.2)], [held(0.7)]]).findings.contains { $0.kind == .generationHold })
+    }
+
+    @Test("active sessions jumping by ten or more between samples: a retrieval burst; one pool start-up is not")
+    func retrievalBurst() {
+        let idle = (0..<12).map { ServerSession(pid: $0, application: "rag", state: "idle") }
+        let burst = (0..<12).map { ServerSession(pid: $0, application: "rag", state: "active", query: "SELECT chunk FROM docs") }
+        #expect(Self.observe([idle, burst, idle]).findings.contains { $0.kind == .retrievalBurst && $0.application == "rag" })
+        let started = (0..<12).map { ServerSession(pid: $0, application: "rag", state: "idle", backendAge: 0.2) }
+        #expect(!Self.observe([[], started, idle]).findings.contains { $0.kind == .retrievalBurst })
+    }
+
+    @Test("sessions waiting on each other's locks: an agent write storm; deadlocks alone too")
+    func writeStorm() {
+        let waiting = (1..<6).map {
+            ServerSession(pid: $0, application: "agents", state: "active", waitEventType: "Lock", waitEvent: "transactionid", blockedBy: [0])
+        }
+        #expect(Self.observe([waiting]).findings.contains { $0.kind == .agentWriteStorm && $0.application == "agents" })
+        let before = DatabaseCounters(commits: 10, rollbacks: 0, deadlocks: 0)
+        let after = DatabaseCounters(commits: 20, rollbacks: 2, deadlocks: 2)
+        #expect(Self.observe([[]], before: before, after: after).findings.contains { $0.kind == .agentWriteStorm && $0.severity == .critical })
+    }
+
+    @Test("idle in an aborted transaction, or sessions abandoned: a cancellation leak")
+    func cancellationLeak() {
+        let aborted = ServerSession(pid: 3, application: "chat", state: "idle in transaction (aborted)", stateAge: 2)
+        #expect(Self.observe([[aborted]]).findings.contains { $0.kind == .cancellationLeak && $0.application == "chat" })
+        let before = DatabaseCounters(commits: 1, rollbacks: 0, deadlocks: 0, sessionsAbandoned: 0)
+        let after = DatabaseCounters(commits: 1, rollbacks: 0, deadlocks: 0, sessionsAbandoned: 4)
+        #expect(Self.observe([[]], before: before, after: after).findings.contains { $0.kind == .cancellationLeak && $0.application == nil })
+    }
+
+    @Test("connections near max_connections: warning at 80%, critical at 90% of what applications may open")
+    func nearLimit() {
+        func sessions(_ count: Int) -> [ServerSession] { (0..<count).map { ServerSession(pid: $0, application: "api", state: "idle") } }
+        #expect(Self.observe([sessions(80)]).findings.first { $0.kind == .nearConnectionLimit }?.severity == .warning)
+        #expect(Self.observe([sessions(90)]).findings.first { $0.kind == .nearConnectionLimit }?.severity == .critical)
+        #expect(!Self.observe([sessions(70)]).findings.contains { $0.kind == .nearConnectionLimit })
+        // 70 connections, at most 2 active: an oversized pool.
+        #expect(Self.observe([sessions(70)]).findings.contains { $0.kind == .oversizedPool && $0.application == "api" })
+    }
+}
+
+extension PostgresPoolTests {
+    /// A connection of its own to `url`, as `application`.
+    static func connection(to url: String, application: String) async throws -> PostgresConnection {
+        var configuration = try PostgresPool.Configuration(url: url)
+        configuration.applicationName = application
+        let factory = PostgresConnectionFactory(configuration: configuration, logger: TestDatabase.logger, eventLoopGroup: MultiThreadedEventLoopGroup.singleton)
+        return try await factory.openPostgresConnection()
+    }
+
+    /// Watches the server at `url` for `seconds` (every 0.5 s) while `load` runs, and returns
+    /// the report.
+    static func doctor(_ url: String, seconds: Int, while load: @escaping @Sendable () async throws -> Void) async throws -> DoctorReport {
+        let configuration = try PostgresPool.Configuration(url: url)
+        let sampler = ServerSampler(configuration: configuration, duration: .seconds(seconds), interval: .milliseconds(500))
+        return try await withThrowingTaskGroup(of: Observation?.self) { group in
+            group.addTask {
+                try await load()
+                return nil
+            }
+            // The load starts first.
+            try await Task.sleep(for: .milliseconds(200))
+            let observation = try await sampler.observe(logger: TestDatabase.logger)
+            try await group.waitForAll()
+            return DoctorReport(observation, target: configuration.description)
+        }
+    }
+
+    static func sleep(_ connection: PostgresConnection, _ statement: PostgresQuery) async throws {
+        _ = try await connection.query(statement, logger: TestDatabase.logger).get()
+    }
+
+    @Test("doctor names a generation hold: three sessions holding a transaction across a 5 s sleep of their client", .onServersOfItsOwn)
+    func doctorFindsGenerationHold() async throws {
+        try await TestDatabase.withServerOfItsOwn(named: "doctor") { url, _ in
+            let report = try await Self.doctor(url, seconds: 4) {
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    for _ in 0..<3 {
+                        group.addTask {
+                            let connection = try await Self.connection(to: url, application: "rag-naive")
+                            try await Self.sleep(connection, "BEGIN")
+                            try await Self.sleep(connection, "SELECT count(*) FROM pg_class")
+                            try await Task.sleep(for: .seconds(5))  // the model call
+                            try await Self.sleep(connection, "COMMIT")
+                            try await connection.closeGracefully()
+                        }
+                    }
+                    try await group.waitForAll()
+                }
+            }
+            print(report.text)
+            let hold = report.findings.first { $0.kind == .generationHold }
+            #expect(hold?.application == "rag-naive")
+            #expect(hold?.query?.hasPrefix("SELECT count(*) FROM pg_class") == true)
+            #expect(hold?.severity == .critical)
+            #expect(report.findings.contains { $0.kind == .noIdleInTransactionTimeout && $0.severity == .warning })
+            #expect(!report.healthy)
+        }
+    }
+
+    @Test("doctor names a retrieval burst: 40 parallel reads on fresh connections, twice", .onServersOfItsOwn)
+    func doctorFindsRetrievalBurst() async throws {
+        try await TestDatabase.withServerOfItsOwn(named: "doctor") { url, _ in
+            let report = try await Self.doctor(url, seconds: 5) {
+                for _ in 0..<2 {
+                    try await withThrowingTaskGroup(of: Void.self) { group in
+                        for _ in 0..<40 {
+                            group.addTask {
+                                let connection = try await Self.connection(to: url, application: "retriever")
+                                try await Self.sleep(connection, "SELECT pg_sleep(1.2)")
+                                try await connection.closeGracefully()
+                            }
+                        }
+                        try await group.waitForAll()
+                    }
+                    try await Task.sleep(for: .milliseconds(600))
+                }
+            }
+            print(report.text)
+            let burst = report.findings.first { $0.kind == .retrievalBurst }
+            #expect(burst?.application == "retriever")
+            #expect(burst?.query?.hasPrefix("SELECT pg_sleep") == true)
+            #expect(report.applications.first { $0.source == "retriever" }.map { $0.peakActive >= 30 } == true)
+        }
+    }
+
+    @Test("doctor names an agent write storm: 50 agents updating one hot row in bursts", .onServersOfItsOwn)
+    func doctorFindsWriteStorm() async throws {
+        try await TestDatabase.withServerOfItsOwn(named: "doctor") { url, _ in
+            let setup = try await Self.connection(to: url, application: "setup")
+            try await Self.sleep(setup, "CREATE TABLE agent_state (id int PRIMARY KEY, steps int)")
+            try await Self.sleep(setup, "INSERT INTO agent_state VALUES (1, 0)")
+            try await setup.close()
+            let report = try await Self.doctor(url, seconds: 4) {
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    for _ in 0..<50 {
+                        group.addTask {
+                            let connection = try await Self.connection(to: url, application: "agents")
+                            let end = ContinuousClock.now.advanced(by: .seconds(4.5))
+                            while ContinuousClock.now < end {
+                                // A burst: every agent writes its steps, then thinks.
+                                for _ in 0..<5 {
+                                    try await Self.sleep(connection, "BEGIN")
+                                    try await Self.sleep(connection, "UPDATE agent_state SET steps = steps + 1 WHERE id = 1")
+                                    try await Self.sleep(connection, "SELECT pg_sleep(0.01)")
+                                    try await Self.sleep(connection, "COMMIT")
+                                }
+                                try await Task.sleep(for: .milliseconds(300))
+                            }
+                            try await connection.closeGracefully()
+                        }
+                    }
+                    try await group.waitForAll()
+                }
+            }
+            print(report.text)
+            let storm = report.findings.first { $0.kind == .agentWriteStorm }
+            #expect(storm?.application == "agents")
+            #expect(storm?.query?.hasPrefix("UPDATE agent_state") == true)
+        }
+    }
+
+    @Test("doctor names a cancellation leak: sessions left idle in aborted transactions, and clients killed mid-query (Python, psycopg)", .onServersOfItsOwn)
+    func doctorFindsCancellationLeak() async throws {
+        try await TestDatabase.withServerOfItsOwn(named: "doctor") { url, _ in
+            let python = ProcessInfo.processInfo.environment["LIFEGUARD_PYTHON"]
+            let report = try await Self.doctor(url, seconds: 5) {
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    for _ in 0..<3 {
+                        group.addTask {
+                            // A statement cancelled inside a transaction, and nobody rolls back.
+                            let connection = try await Self.connection(to: url, application: "chat-api")
+                            try await Self.sleep(connection, "BEGIN")
+                            _ = try? await connection.query("SELECT 1 / 0", logger: TestDatabase.logger).get()
+                            try await Task.sleep(for: .seconds(4))
+                            try await connection.closeGracefully()
+                        }
+                    }
+                    if let python {
+                        group.addTask { try await Self.killedMidQuery(python: python, url: url, clients: 3) }
+                    }
+                    try await group.waitForAll()
+                }
+            }
+            print(report.text)
+            #expect(report.findings.contains { $0.kind == .cancellationLeak && $0.application == "chat-api" })
+            if python != nil {
+                #expect(report.findings.contains { $0.kind == .cancellationLeak && $0.application == nil && $0.summary.contains("went away") })
+            } else {
+                print("LIFEGUARD_PYTHON is not set (scripts/test.sh sets it): the clients killed mid-query were not tried")
+            }
+        }
+    }
+
+    /// Starts `clients` Python processes that run a 2 s statement through psycopg, and kills
+    /// them (SIGKILL) half a second in: the server runs the statements for nobody.
+    static func killedMidQuery(python: String, url: String, clients: Int) async throws {
+        let script = """
+            import sys, psycopg
+            connection = psycopg.connect(sys.argv[1], application_name="py-worker")
+            connection.execute("SELECT pg_sleep(2)")
+            """
+        let processes = try (0..<clients).map { _ in
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: python)
+            process.arguments = ["-c", script, url]
+            try process.run()
+            return process
+        }
+        try await Task.sleep(for: .seconds(1))
+        for process in processes { kill(process.processIdentifier, SIGKILL) }
+        for process in processes { process.waitUntilExit() }
+    }
+
+    @Test("doctor reports nothing on a healthy load: 8 connections of short queries and short transactions", .onServersOfItsOwn)
+    func doctorStaysQuietOnHealthyLoad() async throws {
+        try await TestDatabase.withServerOfItsOwn(named: "doctor") { url, _ in
+            let setup = try await Self.connection(to: url, application: "setup")
+            try await Self.sleep(setup, "CREATE TABLE events (id serial PRIMARY KEY, body text)")
+            try await setup.close()
+            let connections = try await withThrowingTaskGroup(of: PostgresConnection.self) { group in
+                for _ in 0..<8 { group.addTask { try await Self.connection(to: url, application: "oltp") } }
+                return try await group.reduce(into: []) { $0.append($1) }
+            }
+            let report = try await Self.doctor(url, seconds: 4) {
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    for connection in connections {
+                        group.addTask {
+                            let end = ContinuousClock.now.advanced(by: .seconds(4.3))
+                            while ContinuousClock.now < end {
+                                try await Self.sleep(connection, "SELECT id FROM events ORDER BY id DESC LIMIT 5")
+                                try await Self.sleep(connection, "BEGIN")
+                                try await Self.sleep(connection, "INSERT INTO events (body) VALUES ('step')")
+                                try await Self.sleep(connection, "COMMIT")
+                                try await Task.sleep(for: .milliseconds(5))
+                            }
+                        }
+                    }
+                    try await group.waitForAll()
+                }
+            }
+            for connection in connections { try await connection.closeGracefully() }
+            print(report.text)
+            #expect(report.healthy, "\(report.findings.map { "\($0.kind): \($0.evidence)" })")
+            #expect(report.findings.allSatisfy { $0.severity == .info })
+            let oltp = report.applications.first { $0.source == "oltp" }
+            #expect(oltp?.peakBackends == 8)
+            // The JSON: every key the README documents.
+            let json = try JSONSerialization.jsonObject(with: Data(report.json.utf8)) as? [String: Any]
+            #expect(Set(json?.keys.map { $0 } ?? []) == ["target", "duration_s", "samples", "settings", "healthy", "findings", "applications", "blind_spots"])
+        }
+    }
+}
