@@ -12,8 +12,9 @@
 /// - an *agent write storm* is ``blockedSessions`` (3) or more of an application's sessions
 ///   waiting on a lock at once, or deadlocks during the run;
 /// - a *cancellation leak* is a session abandoned by its client (`sessions_abandoned`, PG14+),
-///   a session idle in an aborted transaction for ``holdSeconds``, or an application whose
-///   connections grow by ``burstSize`` while its active sessions do not;
+///   a session idle in an aborted transaction for ``holdSeconds``, a statement running for
+///   ``patienceSeconds`` (30 s: past any user's patience, so its caller has likely gone), or an
+///   application whose connections grow by ``burstSize`` while its active sessions do not;
 /// - *near the connection limit*: 80% of what ordinary roles may open (warning), 90%
 ///   (critical), as Datadog's `percent_usage_connections` defaults;
 /// - an *oversized pool*: an application holding a quarter or more of the server's
@@ -26,6 +27,8 @@ public struct Diagnosis: Sendable, Hashable, Codable {
     public static let burstSize = 10
     /// Sessions waiting on locks at once that count as a storm.
     public static let blockedSessions = 3
+    /// How long a statement runs before nobody can still be waiting for it.
+    public static let patienceSeconds = 30.0
 
     /// The findings, most severe first.
     public var findings: [Finding]
@@ -183,11 +186,16 @@ public struct Diagnosis: Sendable, Hashable, Codable {
     static func leaks(of source: String, in samples: [ActivitySample]) -> [Finding] {
         var aborted = Set<Int>()
         var longestAborted = 0.0
+        var overdue: [Int: ServerSession] = [:]
         for sample in samples {
-            for session in sample.sessions where session.source == source && session.state == "idle in transaction (aborted)" {
-                guard let idle = session.stateAge, idle >= Self.holdSeconds else { continue }
-                aborted.insert(session.pid)
-                longestAborted = max(longestAborted, idle)
+            for session in sample.sessions where session.source == source {
+                if session.state == "idle in transaction (aborted)", let idle = session.stateAge, idle >= Self.holdSeconds {
+                    aborted.insert(session.pid)
+                    longestAborted = max(longestAborted, idle)
+                }
+                if session.state == "active", let running = session.queryAge, running >= Self.patienceSeconds {
+                    overdue[session.pid] = session
+                }
             }
         }
         // Connections at the start and end (the first and last third), against active ones.
@@ -200,10 +208,14 @@ public struct Diagnosis: Sendable, Hashable, Codable {
         let activeGrew = samples.count >= 6
             ? mean(samples.suffix(third), { $0.state == "active" }) - mean(samples.prefix(third), { $0.state == "active" }) : 0
         let growing = grew >= Double(Self.burstSize) && activeGrew < 1
-        guard !aborted.isEmpty || growing else { return [] }
+        guard !aborted.isEmpty || growing || !overdue.isEmpty else { return [] }
         var evidence: [String] = []
         if !aborted.isEmpty {
             evidence.append("\(aborted.count) session(s) idle in an aborted transaction, the longest for \(Self.seconds(longestAborted)): a statement failed or was cancelled and nobody rolled back")
+        }
+        if !overdue.isEmpty {
+            let longest = overdue.values.compactMap(\.queryAge).max() ?? 0
+            evidence.append("\(overdue.count) statement(s) running for \(Self.seconds(Self.patienceSeconds)) or more (the longest \(Self.seconds(longest))): past any caller's patience, so likely run for nobody")
         }
         if growing {
             evidence.append("its connections grew by \(Self.count(grew)) over the run while its active sessions did not (\(Self.count(activeGrew)))")
@@ -212,6 +224,7 @@ public struct Diagnosis: Sendable, Hashable, Codable {
             kind: .cancellationLeak, severity: aborted.count >= 3 || growing ? .critical : .warning, application: source,
             summary: "\(source) loses track of connections when work is cancelled: sessions stay open with nothing to do, or in a transaction nobody will end",
             evidence: evidence,
+            query: Self.mostCommon(overdue.values.map(\.query)),
             fix: [
                 "Return the connection on every path, cancellation included: roll back in a finally / defer (asyncpg: `async with pool.acquire()`, SQLAlchemy: a context-managed Session; Lifeguard does it and cancels the statement on the server).",
                 "On cancel, cancel the statement on the server too (asyncpg: conn.cancel via timeout=; node-postgres: query_timeout), not only the client's await.",
@@ -336,6 +349,10 @@ public struct Diagnosis: Sendable, Hashable, Codable {
 public struct ApplicationProfile: Sendable, Hashable, Codable {
     /// `application_name`, or user and address.
     public var source: String
+    /// The roles its sessions logged in as.
+    public var users: [String]
+    /// The client addresses its sessions came from (`local` for a Unix socket).
+    public var clients: [String]
     /// The most connections it held at once.
     public var peakBackends: Int
     /// Its connections on average.
@@ -355,6 +372,8 @@ public struct ApplicationProfile: Sendable, Hashable, Codable {
     init(source: String, samples: [ActivitySample]) {
         self.source = source
         let mine = samples.map { $0.sessions.filter { $0.source == source } }
+        self.users = Set(mine.joined().map(\.user)).sorted()
+        self.clients = Set(mine.joined().map(\.client)).sorted()
         let active = mine.map { $0.filter { $0.state == "active" }.count }
         self.peakBackends = mine.map(\.count).max() ?? 0
         self.meanBackends = mine.isEmpty ? 0 : Double(mine.map(\.count).reduce(0, +)) / Double(mine.count)

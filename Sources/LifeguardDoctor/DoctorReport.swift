@@ -7,7 +7,7 @@ import Foundation
 /// or above), `findings` (each with `kind`, `severity` = info, warning, critical,
 /// `application` (absent for the server), `summary`, `evidence`, `query` and `query_id`
 /// (absent when none), `fix`),
-/// `applications` (each with `source`, `peak_backends`, `mean_backends`, `peak_active`,
+/// `applications` (each with `source`, `users`, `clients`, `peak_backends`, `mean_backends`, `peak_active`,
 /// `mean_active`, `active_p99`, `peak_idle_in_transaction`, `advised_budget`) and
 /// `blind_spots` (what the doctor's role could not see).
 public struct DoctorReport: Sendable, Codable {
@@ -102,6 +102,9 @@ public struct DoctorReport: Sendable, Codable {
                     + "  \(application.advisedBudget)")
             }
             lines.append("  advised budget: the active p99 (or the held transactions) plus a quarter; compare with `lifeguard size`.")
+            for application in self.applications {
+                lines.append("  \(application.source): as \(application.users.joined(separator: ", ")) from \(application.clients.joined(separator: ", "))")
+            }
         }
         if !self.blindSpots.isEmpty {
             lines.append("")

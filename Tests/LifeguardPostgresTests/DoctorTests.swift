@@ -71,6 +71,11 @@ struct DoctorRuleTests {
     func cancellationLeak() {
         let aborted = ServerSession(pid: 3, application: "chat", state: "idle in transaction (aborted)", stateAge: 2)
         #expect(Self.observe([[aborted]]).findings.contains { $0.kind == .cancellationLeak && $0.application == "chat" })
+        // A statement past any caller's patience.
+        let overdue = ServerSession(pid: 4, application: "chat", state: "active", queryAge: 45, query: "SELECT embedding <=> $1")
+        let finding = Self.observe([[overdue]]).findings.first { $0.kind == .cancellationLeak }
+        #expect(finding?.query == "SELECT embedding <=> $1")
+        #expect(!Self.observe([[ServerSession(pid: 4, application: "chat", state: "active", queryAge: 5)]]).findings.contains { $0.kind == .cancellationLeak })
         let before = DatabaseCounters(commits: 1, rollbacks: 0, deadlocks: 0, sessionsAbandoned: 0)
         let after = DatabaseCounters(commits: 1, rollbacks: 0, deadlocks: 0, sessionsAbandoned: 4)
         #expect(Self.observe([[]], before: before, after: after).findings.contains { $0.kind == .cancellationLeak && $0.application == nil })
@@ -118,10 +123,25 @@ extension PostgresPoolTests {
         _ = try await connection.query(statement, logger: TestDatabase.logger).get()
     }
 
-    @Test("doctor names a generation hold: three sessions holding a transaction across a 5 s sleep of their client", .onServersOfItsOwn)
+    @Test("doctor names a generation hold: three sessions holding a transaction across a 5 s sleep of their client (Python processes with psycopg when scripts/test.sh installed it)", .onServersOfItsOwn)
     func doctorFindsGenerationHold() async throws {
         try await TestDatabase.withServerOfItsOwn(named: "doctor") { url, _ in
+            let python = ProcessInfo.processInfo.environment["LIFEGUARD_PYTHON"]
             let report = try await Self.doctor(url, seconds: 4) {
+                if let python {
+                    // Another process, another stack: the model call is Python's sleep.
+                    let script = """
+                        import sys, time, psycopg
+                        with psycopg.connect(sys.argv[1], application_name="rag-naive") as connection:
+                            connection.execute("SELECT count(*) FROM pg_class")
+                            time.sleep(5)
+                            connection.commit()
+                        """
+                    let processes = try (0..<3).map { _ in try Self.python(python, script, url) }
+                    // Not waitUntilExit: it would block one of the few threads the sampler runs on.
+                    while processes.contains(where: \.isRunning) { try await Task.sleep(for: .milliseconds(100)) }
+                    return
+                }
                 try await withThrowingTaskGroup(of: Void.self) { group in
                     for _ in 0..<3 {
                         group.addTask {
@@ -248,16 +268,19 @@ extension PostgresPoolTests {
             connection = psycopg.connect(sys.argv[1], application_name="py-worker")
             connection.execute("SELECT pg_sleep(2)")
             """
-        let processes = try (0..<clients).map { _ in
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: python)
-            process.arguments = ["-c", script, url]
-            try process.run()
-            return process
-        }
+        let processes = try (0..<clients).map { _ in try Self.python(python, script, url) }
         try await Task.sleep(for: .seconds(1))
         for process in processes { kill(process.processIdentifier, SIGKILL) }
-        for process in processes { process.waitUntilExit() }
+        while processes.contains(where: \.isRunning) { try await Task.sleep(for: .milliseconds(20)) }
+    }
+
+    /// Starts `python -c script url`.
+    static func python(_ python: String, _ script: String, _ url: String) throws -> Process {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: python)
+        process.arguments = ["-c", script, url]
+        try process.run()
+        return process
     }
 
     @Test("doctor reports nothing on a healthy load: 8 connections of short queries and short transactions", .onServersOfItsOwn)
@@ -296,6 +319,49 @@ extension PostgresPoolTests {
             // The JSON: every key the README documents.
             let json = try JSONSerialization.jsonObject(with: Data(report.json.utf8)) as? [String: Any]
             #expect(Set(json?.keys.map { $0 } ?? []) == ["target", "duration_s", "samples", "settings", "healthy", "findings", "applications", "blind_spots"])
+        }
+    }
+
+    @Test("doctor with the least privilege: a role without pg_read_all_stats is told what it cannot see; with it, it sees another role's hold", .onServersOfItsOwn)
+    func doctorWithLeastPrivilege() async throws {
+        try await TestDatabase.withServerOfItsOwn(named: "doctor") { url, _ in
+            let setup = try await Self.connection(to: url, application: "setup")
+            try await Self.sleep(setup, "CREATE ROLE watcher LOGIN PASSWORD 'watcher-password'")
+            try await setup.closeGracefully()
+            var watcher = try PostgresPool.Configuration(url: url)
+            watcher.username = "watcher"
+            watcher.password = "watcher-password"
+            let hold: @Sendable () async throws -> Void = {
+                let connection = try await Self.connection(to: url, application: "rag-naive")
+                try await Self.sleep(connection, "BEGIN")
+                try await Self.sleep(connection, "SELECT 1")
+                try await Task.sleep(for: .seconds(3))
+                try await Self.sleep(connection, "COMMIT")
+                try await connection.closeGracefully()
+            }
+            func watch() async throws -> DoctorReport {
+                let sampler = ServerSampler(configuration: watcher, duration: .milliseconds(2_500), interval: .milliseconds(500))
+                return try await withThrowingTaskGroup(of: Observation?.self) { group in
+                    group.addTask {
+                        try await hold()
+                        return nil
+                    }
+                    try await Task.sleep(for: .milliseconds(200))
+                    let observation = try await sampler.observe(logger: TestDatabase.logger)
+                    try await group.waitForAll()
+                    return DoctorReport(observation, target: watcher.description)
+                }
+            }
+            let blind = try await watch()
+            print(blind.text)
+            #expect(blind.blindSpots.contains { $0.contains("pg_read_all_stats") })
+            #expect(!blind.findings.contains { $0.kind == .generationHold })
+            let grant = try await Self.connection(to: url, application: "setup")
+            try await Self.sleep(grant, "GRANT pg_read_all_stats TO watcher")
+            try await grant.closeGracefully()
+            let seeing = try await watch()
+            #expect(seeing.blindSpots.isEmpty)
+            #expect(seeing.findings.contains { $0.kind == .generationHold && $0.application == "rag-naive" })
         }
     }
 }
