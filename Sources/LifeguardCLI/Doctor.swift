@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Lifeguard
 import LifeguardDoctor
 import LifeguardPostgres
 import Logging
@@ -14,7 +15,8 @@ struct Doctor: AsyncParsableCommand {
             It names generation holds (transactions idle across a model call), retrieval bursts, agent write \
             storms, cancellation leaks, connections near max_connections, a missing \
             idle_in_transaction_session_timeout and oversized pools. A role with pg_read_all_stats sees every \
-            session. Exit status: 0 healthy, 1 a finding of severity warning or above, 2 could not run.
+            session. Exit status: 0 healthy, 1 a finding of severity warning or above, 2 could not run (bad options, \
+            the server unreachable, or a role that cannot see other sessions and found nothing).
             """
     )
 
@@ -38,16 +40,29 @@ struct Doctor: AsyncParsableCommand {
     @Flag(help: "Refresh the report in place after every sample, like pg_activity.")
     var watch = false
 
-    func validate() throws {
-        guard (1...86_400).contains(self.duration) else {
-            throw ValidationError("--duration must be between 1 and 86400 seconds, got \(self.duration)")
+    /// Every problem of the options; the command exits with ``couldNotRun`` on any.
+    var problems: [String] {
+        var problems: [String] = []
+        if !(1...86_400).contains(self.duration) {
+            problems.append("--duration must be between 1 and 86400 seconds, got \(self.duration)")
         }
-        guard (0.5...2).contains(self.interval) else {
-            throw ValidationError("--interval must be between 0.5 and 2 seconds, got \(self.interval)")
+        if !(0.5...2).contains(self.interval) {
+            problems.append("--interval must be between 0.5 and 2 seconds, got \(self.interval)")
+        } else if (1...86_400).contains(self.duration) && self.duration < self.interval * 2 {
+            problems.append("--duration \(self.duration) s leaves fewer than two samples of --interval \(self.interval) s: watch for longer")
         }
-        guard !(self.json && self.watch) else { throw ValidationError("--json and --watch exclude each other") }
+        if self.json && self.watch { problems.append("--json and --watch exclude each other") }
         if self.databaseURL == nil && !PostgresPool.Configuration.environmentNamesURL() {
-            throw ValidationError("give --database-url postgres://user:password@host:port/database, or set LIFEGUARD_URL or DATABASE_URL")
+            problems.append("give --database-url postgres://user:password@host:port/database, or set LIFEGUARD_URL or DATABASE_URL")
+        }
+        return problems
+    }
+
+    func validate() throws {
+        guard self.problems.isEmpty else {
+            var standardError = FileHandle.standardError
+            for problem in self.problems { print("lifeguard doctor: \(problem)", to: &standardError) }
+            throw ExitCode(Self.couldNotRun)
         }
     }
 
@@ -56,7 +71,9 @@ struct Doctor: AsyncParsableCommand {
         do {
             configuration = try self.databaseURL.map { try PostgresPool.Configuration(url: $0) } ?? PostgresPool.Configuration()
         } catch {
-            throw ValidationError(String(describing: error))
+            var standardError = FileHandle.standardError
+            print("lifeguard doctor: \(error)", to: &standardError)
+            throw ExitCode(Self.couldNotRun)
         }
         var logger = Logger(label: "lifeguard-doctor")
         logger.logLevel = .critical
@@ -64,7 +81,8 @@ struct Doctor: AsyncParsableCommand {
             configuration: configuration, duration: .milliseconds(Int64(self.duration * 1_000)),
             interval: .milliseconds(Int64(self.interval * 1_000)))
         let target = configuration.description
-        let watch = self.watch
+        // In place on a terminal; elsewhere (a file, a pipe) only the last report.
+        let watch = self.watch && isatty(STDOUT_FILENO) == 1
         let observation: Observation
         do {
             observation = try await sampler.observe(logger: logger) { seen in
@@ -75,7 +93,9 @@ struct Doctor: AsyncParsableCommand {
             }
         } catch {
             var standardError = FileHandle.standardError
-            print("lifeguard doctor: cannot watch \(target): \(PostgresPoolError.describe(error))", to: &standardError)
+            // The connection's own error, not the pool's wording around it.
+            let cause = (error as? LifeguardError)?.underlying ?? error
+            print("lifeguard doctor: cannot watch \(target): \(PostgresPoolError.describe(cause))", to: &standardError)
             throw ExitCode(Self.couldNotRun)
         }
         let report = DoctorReport(observation, target: target)
@@ -84,6 +104,7 @@ struct Doctor: AsyncParsableCommand {
         } else if !watch {
             print(report.text)
         }
-        if !report.healthy { throw ExitCode(Self.found) }
+        if report.findings.contains(where: { $0.severity >= .warning }) { throw ExitCode(Self.found) }
+        if !report.healthy { throw ExitCode(Self.couldNotRun) }
     }
 }

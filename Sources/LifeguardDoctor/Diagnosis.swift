@@ -45,8 +45,9 @@ public struct Diagnosis: Sendable, Hashable, Codable {
     /// What the doctor could not see.
     public var blindSpots: [String]
 
-    /// Whether anything of severity warning or above was found.
-    public var isHealthy: Bool { !self.findings.contains { $0.severity >= .warning } }
+    /// Whether nothing of severity warning or above was found, and nothing was hidden from
+    /// the doctor's role.
+    public var isHealthy: Bool { !self.findings.contains { $0.severity >= .warning } && self.blindSpots.isEmpty }
 
     /// Diagnoses `observation`.
     ///
@@ -135,14 +136,20 @@ public struct Diagnosis: Sendable, Hashable, Codable {
             largestOpened = max(largestOpened, opened)
         }
         guard bursts > 0 || churn >= 2 else { return [] }
+        var evidence: [String] = []
+        if bursts > 0 {
+            evidence.append("\(bursts) burst(s): active sessions rose by up to \(largestJump) between samples (peak \(peakActive) active)")
+        }
+        if churn > 0 {
+            evidence.append("up to \(largestOpened) connection(s) opened between two samples, \(churn) time(s), at least (connection churn: each costs a fork and authentication; the samples miss those opened and closed in between)")
+        }
         return [Finding(
             kind: .retrievalBurst, severity: .warning, application: source,
-            summary: "\(source) fans out: its active connections jump within a second, each burst asking for many connections at once",
-            evidence: [
-                "\(bursts) burst(s): active sessions rose by up to \(largestJump) between samples (peak \(peakActive) active)",
-                "up to \(largestOpened) connection(s) opened between two samples, \(churn) time(s) (connection churn: each costs a fork and authentication)",
-            ],
-            query: query,
+            summary: bursts > 0
+                ? "\(source) fans out: its active connections jump within a second, each burst asking for many connections at once"
+                : "\(source) opens and closes connections over and over instead of keeping them",
+            evidence: evidence,
+            query: query ?? Self.mostCommon(samples.flatMap { $0.sessions.filter { $0.source == source && $0.backendAge < 2 }.map(\.query) }),
             fix: [
                 "Give the fan-out a bounded lane rather than one connection per query: a pool of its own size (Lifeguard: the .retrieval lane and pool.fanOut with maxConcurrent; SQLAlchemy: pool_size and max_overflow for the reader engine; asyncpg: a Pool with max_size and a semaphore around gather()).",
                 "Keep connections open: a pool that opens and closes per burst pays a fork per query (SQLAlchemy: do not use NullPool; set min_size in asyncpg; pgx: MinConns).",
@@ -207,24 +214,35 @@ public struct Diagnosis: Sendable, Hashable, Codable {
             ? mean(samples.suffix(third), { _ in true }) - mean(samples.prefix(third), { _ in true }) : 0
         let activeGrew = samples.count >= 6
             ? mean(samples.suffix(third), { $0.state == "active" }) - mean(samples.prefix(third), { $0.state == "active" }) : 0
-        let growing = grew >= Double(Self.burstSize) && activeGrew < 1
-        guard !aborted.isEmpty || growing || !overdue.isEmpty else { return [] }
+        // Connections that stay unused: idle for 5 s or more at the end. A pool warming up uses
+        // what it opens; leaked connections sit.
+        let unused = samples.last.map { $0.sessions.filter { $0.source == source && $0.state.hasPrefix("idle") && ($0.stateAge ?? 0) >= 5 }.count } ?? 0
+        let growing = grew >= Double(Self.burstSize) && activeGrew < 1 && unused >= Self.burstSize
+        var findings: [Finding] = []
+        if !overdue.isEmpty {
+            let longest = overdue.values.compactMap(\.queryAge).max() ?? 0
+            findings.append(Finding(
+                kind: .longStatement, severity: .info, application: source,
+                summary: "\(source) runs statements for \(Self.seconds(Self.patienceSeconds)) or more: past the patience of an interactive caller, so either a batch job or work whose caller has gone",
+                evidence: ["\(overdue.count) statement(s) running for \(Self.seconds(Self.patienceSeconds)) or more, the longest \(Self.seconds(longest))"],
+                query: Self.mostCommon(overdue.values.map(\.query)), queryID: Self.mostCommon(overdue.values.compactMap(\.queryID)),
+                fix: [
+                    "If its callers give up sooner (a request timeout), cancel the statement on the server when they do, and set statement_timeout for the role (ALTER ROLE app SET statement_timeout = '30s').",
+                    "If it is a report or a batch, give it a role of its own with its own timeout, or run it on a standby.",
+                ]))
+        }
+        guard !aborted.isEmpty || growing else { return findings }
         var evidence: [String] = []
         if !aborted.isEmpty {
             evidence.append("\(aborted.count) session(s) idle in an aborted transaction, the longest for \(Self.seconds(longestAborted)): a statement failed or was cancelled and nobody rolled back")
         }
-        if !overdue.isEmpty {
-            let longest = overdue.values.compactMap(\.queryAge).max() ?? 0
-            evidence.append("\(overdue.count) statement(s) running for \(Self.seconds(Self.patienceSeconds)) or more (the longest \(Self.seconds(longest))): past any caller's patience, so likely run for nobody")
-        }
         if growing {
-            evidence.append("its connections grew by \(Self.count(grew)) over the run while its active sessions did not (\(Self.count(activeGrew)))")
+            evidence.append("its connections grew by about \(Int(grew.rounded())) over the run while its active sessions did not, and \(unused) sat idle for 5 s or more at the end")
         }
-        return [Finding(
-            kind: .cancellationLeak, severity: aborted.count >= 3 || growing ? .critical : .warning, application: source,
+        return findings + [Finding(
+            kind: .cancellationLeak, severity: aborted.count >= 3 ? .critical : .warning, application: source,
             summary: "\(source) loses track of connections when work is cancelled: sessions stay open with nothing to do, or in a transaction nobody will end",
             evidence: evidence,
-            query: Self.mostCommon(overdue.values.map(\.query)),
             fix: [
                 "Return the connection on every path, cancellation included: roll back in a finally / defer (asyncpg: `async with pool.acquire()`, SQLAlchemy: a context-managed Session; Lifeguard does it and cancels the statement on the server).",
                 "On cancel, cancel the statement on the server too (asyncpg: conn.cancel via timeout=; node-postgres: query_timeout), not only the client's await.",
@@ -266,11 +284,12 @@ public struct Diagnosis: Sendable, Hashable, Codable {
             }
             if let abandonedAfter = after.sessionsAbandoned, let abandonedBefore = before.sessionsAbandoned, abandonedAfter > abandonedBefore {
                 let abandoned = abandonedAfter - abandonedBefore
+                let vanished = Self.vanished(in: observation.samples)
                 findings.append(Finding(
-                    kind: .cancellationLeak, severity: abandoned >= 3 ? .critical : .warning, application: nil,
+                    kind: .cancellationLeak, severity: abandoned >= 3 ? .critical : .warning, application: vanished.first?.source,
                     summary: "Clients went away in the middle of sessions: the server ran their statements for nobody",
                     evidence: ["\(abandoned) session(s) abandoned by their client during the run (pg_stat_database.sessions_abandoned)"]
-                        + Self.vanished(in: observation.samples),
+                        + vanished.map { "\($0.count) session(s) of \($0.source) vanished while active" },
                     fix: [
                         "Close connections through the pool, and on a cancelled request cancel the statement on the server (a CancelRequest) before dropping the socket.",
                         "Set client_connection_check_interval (e.g. '5s') so the server notices a gone client during a long statement.",
@@ -292,15 +311,18 @@ public struct Diagnosis: Sendable, Hashable, Codable {
                 summary: "\(application.source) holds \(application.peakBackends) of the server's \(available) connections and never used more than \(application.peakActive) at once",
                 evidence: [
                     "peak \(application.peakBackends) connections, peak \(application.peakActive) active, mean \(Self.count(application.meanActive)) active",
-                    "Little's law from the samples: \(application.advisedBudget) connections would carry this load",
+                    "Little's law from the samples: \(application.advisedBudget) connections would have carried this run's load",
                 ],
-                fix: ["Lower its pool's maximum to about \(application.advisedBudget) (per instance) and let idle connections close (SQLAlchemy pool_size, asyncpg max_size, pgx MaxConns, Lifeguard budget)."]))
+                fix: [
+                    "Watch a busy period (--duration 600 or more) before lowering it: this run saw \(application.peakActive) active at most. Then size its pool, across all its instances, near what the busiest period needs, and let idle connections close (SQLAlchemy pool_size, asyncpg max_size and max_inactive_connection_lifetime, pgx MaxConns and MaxConnIdleTime, Lifeguard budget).",
+                ]))
         }
         return findings
     }
 
-    /// Sessions seen active that vanished before the next sample, for the abandoned finding.
-    static func vanished(in samples: [ActivitySample]) -> [String] {
+    /// The applications whose sessions vanished while active (seen active, gone at the next
+    /// sample), most first: for the abandoned finding.
+    static func vanished(in samples: [ActivitySample]) -> [(source: String, count: Int)] {
         var counts: [String: Int] = [:]
         for (previous, sample) in zip(samples, samples.dropFirst()) {
             let now = Set(sample.sessions.map(\.pid))
@@ -308,7 +330,7 @@ public struct Diagnosis: Sendable, Hashable, Codable {
                 counts[session.source, default: 0] += 1
             }
         }
-        return counts.sorted { $0.value > $1.value }.prefix(3).map { "\($0.value) session(s) of \($0.key) vanished while active" }
+        return counts.sorted { $0.value > $1.value }.prefix(3).map { ($0.key, $0.value) }
     }
 
     // MARK: - Helpers

@@ -4,7 +4,7 @@ import Foundation
 ///
 /// The JSON object (`--json`) has these keys: `target` (the server, no password), `duration_s`,
 /// `samples`, `settings` (``ServerSettings``' fields), `healthy` (no finding of severity warning
-/// or above), `findings` (each with `kind`, `severity` = info, warning, critical,
+/// or above, and nothing hidden from the doctor's role), `findings` (each with `kind`, `severity` = info, warning, critical,
 /// `application` (absent for the server), `summary`, `evidence`, `query` and `query_id`
 /// (absent when none), `fix`),
 /// `applications` (each with `source`, `users`, `clients`, `peak_backends`, `mean_backends`, `peak_active`,
@@ -69,7 +69,9 @@ public struct DoctorReport: Sendable, Codable {
             + "\(version), max_connections \(settings.maxConnections) (\(settings.reservedConnections) reserved)")
         lines.append("")
         let serious = self.findings.filter { $0.severity >= .warning }
-        if serious.isEmpty {
+        if serious.isEmpty && !self.blindSpots.isEmpty {
+            lines.append("Nothing found in what could be seen; not all could be (below): not a verdict of healthy.")
+        } else if serious.isEmpty {
             lines.append("No pool problem seen: no generation hold, retrieval burst, write storm or cancellation leak.")
         } else {
             let critical = serious.filter { $0.severity == .critical }.count
@@ -111,6 +113,16 @@ public struct DoctorReport: Sendable, Codable {
             lines.append("Could not see:")
             for spot in self.blindSpots { lines.append("  - \(spot)") }
         }
-        return lines.joined(separator: "\n")
+        // What the server holds (query texts, role names) may carry control characters, an
+        // escape sequence among them: none reaches the terminal.
+        return lines.map(Self.printable).joined(separator: "\n")
+    }
+
+    /// `text` with every control or format character shown as `?`.
+    static func printable(_ text: String) -> String {
+        // Control characters (C0, DEL, C1) and format characters (bidi overrides, zero-width).
+        let hidden: (Unicode.Scalar) -> Bool = { [.control, .format].contains($0.properties.generalCategory) }
+        guard text.unicodeScalars.contains(where: hidden) else { return text }
+        return String(String.UnicodeScalarView(text.unicodeScalars.map { hidden($0) ? "?" : $0 }))
     }
 }
