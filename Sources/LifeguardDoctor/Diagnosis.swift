@@ -15,6 +15,8 @@
 ///   a session idle in an aborted transaction for ``holdSeconds``, a statement running for
 ///   ``patienceSeconds`` (30 s: past any user's patience, so its caller has likely gone), or an
 ///   application whose connections grow by ``burstSize`` while its active sessions do not;
+/// - *connection churn*: ``churnPerSecond`` (5) sessions or more started per second over
+///   the run (`pg_stat_database.sessions`, PG14+), which the samples alone undercount;
 /// - *near the connection limit*: 80% of what ordinary roles may open (warning), 90%
 ///   (critical), as Datadog's `percent_usage_connections` defaults;
 /// - an *oversized pool*: an application holding a quarter or more of the server's
@@ -27,6 +29,8 @@ public struct Diagnosis: Sendable, Hashable, Codable {
     public static let burstSize = 10
     /// Sessions waiting on locks at once that count as a storm.
     public static let blockedSessions = 3
+    /// Sessions started per second that count as churn.
+    public static let churnPerSecond = 5.0
     /// How long a statement runs before nobody can still be waiting for it.
     public static let patienceSeconds = 30.0
 
@@ -281,6 +285,21 @@ public struct Diagnosis: Sendable, Hashable, Codable {
                     summary: "Transactions deadlocked during the run: concurrent writers lock the same rows in different orders",
                     evidence: ["\(deadlocks) deadlock(s), \(rollbacks) rollback(s) against \(commits) commit(s) (pg_stat_database)"],
                     fix: ["Lock rows in one order (ORDER BY id FOR UPDATE), batch the writes, and bound the writers."]))
+            }
+            let duration = observation.duration
+            if let started = after.sessions.flatMap({ after in before.sessions.map { after - $0 } }), duration >= 1,
+                Double(started) / duration >= Self.churnPerSecond {
+                // The application whose young connections the samples saw most.
+                let young = observation.samples.flatMap { $0.sessions.filter { $0.backendAge < 2 }.map(\.source) }
+                let perSecond = Double(started) / duration
+                findings.append(Finding(
+                    kind: .connectionChurn, severity: perSecond >= 2 * Self.churnPerSecond ? .critical : .warning,
+                    application: Self.mostCommon(young),
+                    summary: "Connections are opened and closed over and over instead of kept: each costs the server a process and an authentication",
+                    evidence: ["\(started) session(s) started in \(Self.seconds(duration)), \(Self.count(perSecond)) a second (pg_stat_database.sessions)"],
+                    fix: [
+                        "Keep a pool of open connections in each process (SQLAlchemy: not NullPool; asyncpg: create_pool with min_size; pgx: pgxpool; Lifeguard: minimumIdle), or put PgBouncer in front of short-lived processes.",
+                    ]))
             }
             if let abandonedAfter = after.sessionsAbandoned, let abandonedBefore = before.sessionsAbandoned, abandonedAfter > abandonedBefore {
                 let abandoned = abandonedAfter - abandonedBefore

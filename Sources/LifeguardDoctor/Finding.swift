@@ -15,6 +15,8 @@ public struct Finding: Sendable, Hashable, Codable {
         /// Sessions abandoned by their clients, left idle in an aborted transaction, or an
         /// application's connections growing while its work does not: cancellations that leak.
         case cancellationLeak = "cancellation-leak"
+        /// Sessions started at a high rate: connections opened and closed instead of kept.
+        case connectionChurn = "connection-churn"
         /// Statements running for 30 s or more: a batch, or work whose caller has gone.
         case longStatement = "long-statement"
         /// The server's connections near `max_connections`.

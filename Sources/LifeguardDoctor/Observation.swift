@@ -192,6 +192,8 @@ public struct DatabaseCounters: Sendable, Hashable, Codable {
     public var idleInTransactionTime: Double?
     /// `active_time`, milliseconds.
     public var activeTime: Double?
+    /// `sessions`: sessions started, ever.
+    public var sessions: Int64?
 
     /// Creates counters.
     ///
@@ -203,9 +205,10 @@ public struct DatabaseCounters: Sendable, Hashable, Codable {
     ///   - sessionsKilled: `sessions_killed`.
     ///   - idleInTransactionTime: `idle_in_transaction_time` (ms).
     ///   - activeTime: `active_time` (ms).
+    ///   - sessions: `sessions`.
     public init(
         commits: Int64, rollbacks: Int64, deadlocks: Int64, sessionsAbandoned: Int64? = nil, sessionsKilled: Int64? = nil,
-        idleInTransactionTime: Double? = nil, activeTime: Double? = nil
+        idleInTransactionTime: Double? = nil, activeTime: Double? = nil, sessions: Int64? = nil
     ) {
         self.commits = commits
         self.rollbacks = rollbacks
@@ -214,5 +217,6 @@ public struct DatabaseCounters: Sendable, Hashable, Codable {
         self.sessionsKilled = sessionsKilled
         self.idleInTransactionTime = idleInTransactionTime
         self.activeTime = activeTime
+        self.sessions = sessions
     }
 }

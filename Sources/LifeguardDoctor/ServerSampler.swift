@@ -113,19 +113,19 @@ public struct ServerSampler: Sendable {
     }
 
     static func counters(on lease: PostgresLease, version: Int) async throws -> DatabaseCounters? {
-        let sessions = version >= 140000
-            ? "sessions_abandoned, sessions_killed, idle_in_transaction_time, active_time"
-            : "NULL::bigint, NULL::bigint, NULL::float8, NULL::float8"
+        let sessionColumns = version >= 140000
+            ? "sessions_abandoned, sessions_killed, idle_in_transaction_time, active_time, sessions"
+            : "NULL::bigint, NULL::bigint, NULL::float8, NULL::float8, NULL::bigint"
         let row = try await lease.query(PostgresQuery(unsafeSQL: """
-            SELECT xact_commit, xact_rollback, deadlocks, \(sessions)
+            SELECT xact_commit, xact_rollback, deadlocks, \(sessionColumns)
             FROM pg_stat_database WHERE datname = current_database()
             """)).first
         guard let row else { return nil }
-        let (commits, rollbacks, deadlocks, abandoned, killed, idle, active) = try row.decode(
-            (Int64, Int64, Int64, Int64?, Int64?, Double?, Double?).self)
+        let (commits, rollbacks, deadlocks, abandoned, killed, idle, active, sessions) = try row.decode(
+            (Int64, Int64, Int64, Int64?, Int64?, Double?, Double?, Int64?).self)
         return DatabaseCounters(
             commits: commits, rollbacks: rollbacks, deadlocks: deadlocks, sessionsAbandoned: abandoned, sessionsKilled: killed,
-            idleInTransactionTime: idle, activeTime: active)
+            idleInTransactionTime: idle, activeTime: active, sessions: sessions)
     }
 
     static func sessions(on lease: PostgresLease, version: Int) async throws -> [ServerSession] {

@@ -103,6 +103,19 @@ struct DoctorRuleTests {
         #expect(report.text.contains("SELECT '?]0;owned?'"))
     }
 
+    @Test("sessions started five a second or more (pg_stat_database.sessions): connection churn, named after the application with the young connections")
+    func churn() {
+        let young = [ServerSession(pid: 1, application: "lambda", state: "active", backendAge: 0.1)]
+        let before = DatabaseCounters(commits: 0, rollbacks: 0, deadlocks: 0, sessions: 100)
+        let after = DatabaseCounters(commits: 0, rollbacks: 0, deadlocks: 0, sessions: 160)
+        let samples = (0..<11).map { _ in young }  // 5 s at 0.5 s
+        let finding = Self.observe(samples, before: before, after: after).findings.first { $0.kind == .connectionChurn }
+        #expect(finding?.application == "lambda")
+        #expect(finding?.severity == .critical)  // 12 a second
+        let calm = DatabaseCounters(commits: 0, rollbacks: 0, deadlocks: 0, sessions: 110)
+        #expect(!Self.observe(samples, before: before, after: calm).findings.contains { $0.kind == .connectionChurn })
+    }
+
     @Test("connections near max_connections: warning at 80%, critical at 90% of what applications may open")
     func nearLimit() {
         func sessions(_ count: Int) -> [ServerSession] { (0..<count).map { ServerSession(pid: $0, application: "api", state: "idle") } }
