@@ -406,9 +406,12 @@ public struct ApplicationProfile: Sendable, Hashable, Codable {
     public var activeP99: Int
     /// The most sessions idle in a transaction at once.
     public var peakIdleInTransaction: Int
-    /// Connections that would carry what was seen: the active p99 plus a quarter (at least
-    /// one more), as `lifeguard size` pads a Little's-law estimate.
+    /// Connections that would carry the active sessions seen, as `lifeguard size` sizes a
+    /// burst from Little's L: L + 3√L, rounded up, and never below the active p99.
     public var advisedBudget: Int
+    /// What holding transactions across other work (the idle-in-transaction peak) adds on
+    /// top: the size three short windows save.
+    public var heldAcrossOtherWork: Int
 
     init(source: String, samples: [ActivitySample]) {
         self.source = source
@@ -423,7 +426,9 @@ public struct ApplicationProfile: Sendable, Hashable, Codable {
         let sorted = active.sorted()
         self.activeP99 = sorted.isEmpty ? 0 : sorted[min(sorted.count - 1, Int((Double(sorted.count) * 0.99).rounded(.up)) - 1)]
         self.peakIdleInTransaction = mine.map { $0.filter { $0.state.hasPrefix("idle in transaction") }.count }.max() ?? 0
-        let held = max(self.activeP99, self.peakIdleInTransaction)
-        self.advisedBudget = max(1, held + max(1, (held + 3) / 4))
+        // `lifeguard size`'s rule for a component (Sizing): average + 3 × √average.
+        let burst = Int((self.meanActive + 3 * self.meanActive.squareRoot()).rounded(.up))
+        self.advisedBudget = max(1, burst, self.activeP99)
+        self.heldAcrossOtherWork = self.peakIdleInTransaction
     }
 }

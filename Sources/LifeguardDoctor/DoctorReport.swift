@@ -8,7 +8,8 @@ import Foundation
 /// `application` (absent for the server), `summary`, `evidence`, `query` and `query_id`
 /// (absent when none), `fix`),
 /// `applications` (each with `source`, `users`, `clients`, `peak_backends`, `mean_backends`, `peak_active`,
-/// `mean_active`, `active_p99`, `peak_idle_in_transaction`, `advised_budget`) and
+/// `mean_active`, `active_p99`, `peak_idle_in_transaction`, `advised_budget`,
+/// `held_across_other_work`) and
 /// `blind_spots` (what the doctor's role could not see).
 public struct DoctorReport: Sendable, Codable {
     /// The server watched, without its password.
@@ -93,7 +94,7 @@ public struct DoctorReport: Sendable, Codable {
             lines.append("Applications (pg_stat_activity; mean active is Little's L = arrivals × time in the server):")
             let width = max(11, self.applications.map(\.source.count).max() ?? 0)
             lines.append("  " + "application".padding(toLength: width, withPad: " ", startingAt: 0)
-                + "  connections peak/mean  active peak/mean/p99  idle in xact peak  advised budget")
+                + "  connections peak/mean  active peak/mean/p99  idle in xact peak  advised budget (+ held)")
             for application in self.applications {
                 let connections = "\(application.peakBackends) / \(Diagnosis.count(application.meanBackends))"
                 let active = "\(application.peakActive) / \(Diagnosis.count(application.meanActive)) / \(application.activeP99)"
@@ -101,9 +102,10 @@ public struct DoctorReport: Sendable, Codable {
                     + "  " + connections.padding(toLength: 21, withPad: " ", startingAt: 0)
                     + "  " + active.padding(toLength: 20, withPad: " ", startingAt: 0)
                     + "  " + "\(application.peakIdleInTransaction)".padding(toLength: 17, withPad: " ", startingAt: 0)
-                    + "  \(application.advisedBudget)")
+                    + "  \(application.advisedBudget)\(application.heldAcrossOtherWork > 0 ? " (+ \(application.heldAcrossOtherWork))" : "")")
             }
-            lines.append("  advised budget: the active p99 (or the held transactions) plus a quarter; compare with `lifeguard size`.")
+            lines.append("  advised budget: `lifeguard size`'s rule on the mean active L (L + 3√L), at least the active p99; "
+                + "(+ held): what transactions held idle across other work add, which three short windows save.")
             for application in self.applications {
                 lines.append("  \(application.source): as \(application.users.joined(separator: ", ")) from \(application.clients.joined(separator: ", "))")
             }

@@ -99,9 +99,21 @@ public final class PostgresCluster: Service, Sendable {
     private let logger: Logger
     /// Leases the cluster ran on each host, by index.
     private let leaseCounts: Mutex<[Int]>
+    /// What the cluster knows of the newest primary, from the lag sampler and from writes.
+    struct PrimaryKnowledge {
+        /// The newest timeline any host was a primary on.
+        var newestTimeline = 0
+        /// The newest primary's WAL position: its last sample's, or a write's since.
+        var position: WALPosition?
+        /// Its position at its last sample.
+        var sampled: WALPosition?
+        /// Its position one sample before: what a standby streaming normally has replayed.
+        var earlier: WALPosition?
+    }
+
     /// What the lag sampler learned of the primaries: the newest timeline any host was a
     /// primary on, and the newest primary's last WAL position.
-    private let primaries = Mutex<(newestTimeline: Int, position: String?)>((0, nil))
+    private let primaries = Mutex(PrimaryKnowledge())
     private let hostMetrics: [ClusterHostMetrics]
 
     /// Creates a cluster. It opens no connection until `run()` runs.
@@ -224,7 +236,7 @@ public final class PostgresCluster: Service, Sendable {
         // A position past any the primary has reached (a forged token) cannot be replayed:
         // no standby is asked to wait for it.
         let unreachable = readingAfter.map { position in
-            self.primaries.withLock { $0.position.flatMap(WALPosition.init).map { position > $0 } ?? false }
+            self.primaries.withLock { $0.position.map { position > $0 } ?? false }
         } ?? false
         if unreachable && requirement == .standby {
             throw self.noStandby(for: lane, readingAfter: readingAfter, in: standbys)
@@ -363,9 +375,7 @@ public final class PostgresCluster: Service, Sendable {
             }
             // The primary has reached it: reads after it may wait for standbys to replay it.
             self.primaries.withLock { primaries in
-                if primaries.position.flatMap(WALPosition.init).map({ $0 < position }) ?? true {
-                    primaries.position = position.description
-                }
+                primaries.position = max(primaries.position ?? position, position)
             }
             return (value, position)
         }
@@ -544,18 +554,19 @@ public final class PostgresCluster: Service, Sendable {
         var monitor: PostgresConnection?
         var leasesPublished = 0
         let clock = ContinuousClock()
-        // When the standby last had replayed what the primary had written: behind since, it
-        // lags by that long (it may receive nothing, and have replayed nothing to date).
+        // When the standby last had replayed what the primary had written a sample before:
+        // behind since, it lags by that long (it may receive nothing, and have replayed nothing
+        // to date).
         var caughtUp = clock.now
         while !Task.isCancelled {
             do {
                 if monitor == nil || monitor?.isClosed == true {
                     monitor = try await factory.openConnection(to: host).0
                 }
-                let primaryPosition = self.primaries.withLock { $0.position } ?? "0/0"
+                let (sampled, earlier) = self.primaries.withLock { ($0.sampled?.description ?? "0/0", $0.earlier?.description ?? "0/0") }
                 let row = try await monitor?.query(
                     """
-                    SELECT in_recovery, read_only, position, timeline, received_behind, primary_behind,
+                    SELECT in_recovery, read_only, position, timeline, received_behind, primary_behind, reached_earlier,
                            (CASE WHEN received_behind <= 0 THEN 0
                                  ELSE coalesce(extract(epoch FROM now() - pg_last_xact_replay_timestamp()), 0) END)::float8
                     FROM (SELECT pg_is_in_recovery() AS in_recovery,
@@ -564,12 +575,15 @@ public final class PostgresCluster: Service, Sendable {
                                  CASE WHEN pg_is_in_recovery() THEN NULL
                                       ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END AS timeline,
                                  coalesce(pg_wal_lsn_diff(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn()), 0)::bigint AS received_behind,
-                                 coalesce(pg_wal_lsn_diff(\(primaryPosition)::pg_lsn, pg_last_wal_replay_lsn()), 0)::bigint AS primary_behind
+                                 coalesce(pg_wal_lsn_diff(\(sampled)::pg_lsn, pg_last_wal_replay_lsn()), 0)::bigint AS primary_behind,
+                                 coalesce(pg_last_wal_replay_lsn() >= \(earlier)::pg_lsn, true) AS reached_earlier
                          ) AS sample
                     """, logger: self.logger
-                ).get().rows.first?.decode((Bool, Bool, String?, Int32?, Int64, Int64, Double).self)
-                if let (inRecovery, readOnly, position, timeline, receivedBehind, primaryBehind, replayAge) = row {
-                    if primaryBehind <= 0 { caughtUp = clock.now }
+                ).get().rows.first?.decode((Bool, Bool, String?, Int32?, Int64, Int64, Bool, Double).self)
+                if let (inRecovery, readOnly, position, timeline, receivedBehind, primaryBehind, reachedEarlier, replayAge) = row {
+                    // Caught up: it has replayed what the primary had one sample ago (a standby
+                    // streaming normally has; one that receives nothing has not).
+                    if primaryBehind <= 0 || reachedEarlier { caughtUp = clock.now }
                     let behindSince = primaryBehind > 0 ? caughtUp.duration(to: clock.now) : .zero
                     let replaying = Duration.milliseconds(Int64(max(0, min(replayAge, 1e9)) * 1_000))
                     let lag = inRecovery
@@ -577,7 +591,7 @@ public final class PostgresCluster: Service, Sendable {
                     factory.hosts.withLock {
                         $0.sampled(index, role: ServerRole(inRecovery: inRecovery, readOnlyByDefault: readOnly), lag: lag, bound: bound)
                     }
-                    self.judgeTimeline(ofHost: index, timeline: timeline.map(Int.init), position: position)
+                    self.judgeTimeline(ofHost: index, timeline: timeline.map(Int.init), position: position.flatMap(WALPosition.init))
                 }
             } catch {
                 factory.hosts.withLock { $0.failed(index, because: PostgresPoolError.describe(error)) }
@@ -595,10 +609,15 @@ public final class PostgresCluster: Service, Sendable {
     /// Fences the host in the primary pool if it is a primary on a timeline older than the
     /// newest seen (a standby promoted since), unfences it otherwise; a primary on the newest
     /// timeline gives the position standbys' lag is measured against.
-    private func judgeTimeline(ofHost index: Int, timeline: Int?, position: String?) {
+    private func judgeTimeline(ofHost index: Int, timeline: Int?, position: WALPosition?) {
         let newest = self.primaries.withLock { primaries -> Int in
-            if let timeline, timeline >= primaries.newestTimeline {
-                primaries = (timeline, position)
+            if let timeline, let position, timeline >= primaries.newestTimeline {
+                if timeline > primaries.newestTimeline {
+                    primaries = PrimaryKnowledge(newestTimeline: timeline)
+                }
+                primaries.earlier = primaries.sampled
+                primaries.sampled = position
+                primaries.position = max(primaries.position ?? position, position)
             }
             return primaries.newestTimeline
         }
