@@ -48,8 +48,8 @@ struct Doctor: AsyncParsableCommand {
         }
         if !(0.5...2).contains(self.interval) {
             problems.append("--interval must be between 0.5 and 2 seconds, got \(self.interval)")
-        } else if (1...86_400).contains(self.duration) && self.duration < self.interval * 2 {
-            problems.append("--duration \(self.duration) s leaves fewer than two samples of --interval \(self.interval) s: watch for longer")
+        } else if (1...86_400).contains(self.duration) && self.duration < self.interval {
+            problems.append("--duration \(self.duration) s is shorter than --interval \(self.interval) s: it leaves one sample; watch for longer")
         }
         if self.json && self.watch { problems.append("--json and --watch exclude each other") }
         if self.databaseURL == nil && !PostgresPool.Configuration.environmentNamesURL() {

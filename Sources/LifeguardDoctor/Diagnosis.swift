@@ -65,7 +65,7 @@ public struct Diagnosis: Sendable, Hashable, Codable {
         self.availableConnections = settings.availableConnections
         self.peakBackends = samples.map(\.sessions.count).max() ?? 0
         let sources = Set(samples.flatMap { $0.sessions.map(\.source) }).sorted()
-        self.applications = sources.map { ApplicationProfile(source: $0, samples: samples) }
+        self.applications = Self.profiles(of: samples)
             .sorted { ($0.meanActive, $0.peakBackends) > ($1.meanActive, $1.peakBackends) }
         var findings: [Finding] = []
         for source in sources {
@@ -74,7 +74,10 @@ public struct Diagnosis: Sendable, Hashable, Codable {
             findings += Self.lockWaits(of: source, in: samples)
             findings += Self.leaks(of: source, in: samples)
         }
-        findings += Self.serverWide(observation, peakBackends: self.peakBackends, applications: self.applications, found: findings)
+        // Applications some of whose sessions' states the doctor's role can see: only those are judged on how they use them.
+        let judged = Set(samples.flatMap { $0.sessions.filter { !$0.state.isEmpty }.map(\.source) })
+        findings += Self.serverWide(
+            observation, peakBackends: self.peakBackends, applications: self.applications.filter { judged.contains($0.source) }, found: findings)
         self.findings = findings.sorted { ($0.severity, $1.kind.rawValue) > ($1.severity, $0.kind.rawValue) }
     }
 
@@ -261,7 +264,7 @@ public struct Diagnosis: Sendable, Hashable, Codable {
         let available = max(1, settings.availableConnections)
         let usage = Double(peakBackends) / Double(available)
         if usage >= 0.8 {
-            let top = applications.sorted { $0.peakBackends > $1.peakBackends }.prefix(3)
+            let top = Diagnosis.profiles(of: observation.samples).sorted { $0.peakBackends > $1.peakBackends }.prefix(3)
                 .map { "\($0.source) \($0.peakBackends)" }.joined(separator: ", ")
             findings.append(Finding(
                 kind: .nearConnectionLimit, severity: usage >= 0.9 ? .critical : .warning, application: nil,
@@ -315,6 +318,13 @@ public struct Diagnosis: Sendable, Hashable, Codable {
                     ]))
             }
         }
+        if settings.clientConnectionCheckInterval == 0 {
+            findings.append(Finding(
+                kind: .noClientConnectionCheck, severity: .info, application: nil,
+                summary: "client_connection_check_interval is off: a statement whose client was killed or cancelled without a CancelRequest runs to its end, holding its connection, and nothing counts it until then",
+                evidence: ["client_connection_check_interval = 0"],
+                fix: ["ALTER ROLE app SET client_connection_check_interval = '5s' (PostgreSQL 14+), so the server checks that the client is still there during long statements."]))
+        }
         if settings.idleInTransactionSessionTimeout == 0 {
             let holds = found.contains { $0.kind == .generationHold || $0.kind == .cancellationLeak }
             findings.append(Finding(
@@ -353,6 +363,11 @@ public struct Diagnosis: Sendable, Hashable, Codable {
     }
 
     // MARK: - Helpers
+
+    /// Every application's profile, judged or not (for counts).
+    static func profiles(of samples: [ActivitySample]) -> [ApplicationProfile] {
+        Set(samples.flatMap { $0.sessions.map(\.source) }).sorted().map { ApplicationProfile(source: $0, samples: samples) }
+    }
 
     struct HoldKey: Hashable {
         let pid: Int

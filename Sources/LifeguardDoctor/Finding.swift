@@ -23,6 +23,8 @@ public struct Finding: Sendable, Hashable, Codable {
         case nearConnectionLimit = "near-connection-limit"
         /// `idle_in_transaction_session_timeout` is off: a held transaction is never ended.
         case noIdleInTransactionTimeout = "no-idle-in-transaction-timeout"
+        /// `client_connection_check_interval` is off: a statement whose client is gone runs on.
+        case noClientConnectionCheck = "no-client-connection-check"
         /// One application holds many of the server's connections and uses few.
         case oversizedPool = "oversized-pool"
     }

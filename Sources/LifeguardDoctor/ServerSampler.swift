@@ -63,7 +63,7 @@ public struct ServerSampler: Sendable {
         ).first?.decode(Bool.self) ?? false
         if !seesAll {
             blindSpots.append(
-                "other roles' sessions show no state, wait, statement or times, so they are counted but not judged: no hold, burst, storm or leak of theirs can be seen (grant pg_read_all_stats to the doctor's role: GRANT pg_read_all_stats TO doctor)")
+                "other roles' sessions show no state, wait, statement or times, so they are counted but not judged: no hold, burst, storm or leak of theirs can be seen, and one or two of the server's own processes may be counted among them (grant pg_read_all_stats to the doctor's role: GRANT pg_read_all_stats TO doctor)")
         }
         if settings.versionNumber < 140000 {
             blindSpots.append("abandoned sessions and query_id need PostgreSQL 14 or later (the server is \(settings.versionNumber))")
@@ -139,7 +139,7 @@ public struct ServerSampler: Sendable {
                    coalesce(extract(epoch FROM clock_timestamp() - backend_start), 0)::float8,
                    pg_blocking_pids(pid), left(regexp_replace(coalesce(query, ''), '\\s+', ' ', 'g'), 100), \(queryID)
             FROM pg_stat_activity
-            WHERE (backend_type = 'client backend' OR backend_type IS NULL) AND pid <> pg_backend_pid()
+            WHERE (backend_type = 'client backend' OR (backend_type IS NULL AND usename IS NOT NULL)) AND pid <> pg_backend_pid()
             """))
         return try rows.map { row in
             let (pid, application, user, client, state, waitType, wait, transaction, stateAge, queryAge, backendAge, blockedBy, query, id) =
