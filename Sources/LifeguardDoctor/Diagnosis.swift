@@ -65,7 +65,8 @@ public struct Diagnosis: Sendable, Hashable, Codable {
         self.availableConnections = settings.availableConnections
         self.peakBackends = samples.map(\.sessions.count).max() ?? 0
         let sources = Set(samples.flatMap { $0.sessions.map(\.source) }).sorted()
-        self.applications = Self.profiles(of: samples)
+        let profiles = sources.map { ApplicationProfile(source: $0, samples: samples) }
+        self.applications = profiles
             .sorted { ($0.meanActive, $0.peakBackends) > ($1.meanActive, $1.peakBackends) }
         var findings: [Finding] = []
         for source in sources {
@@ -76,8 +77,7 @@ public struct Diagnosis: Sendable, Hashable, Codable {
         }
         // Applications some of whose sessions' states the doctor's role can see: only those are judged on how they use them.
         let judged = Set(samples.flatMap { $0.sessions.filter { !$0.state.isEmpty }.map(\.source) })
-        findings += Self.serverWide(
-            observation, peakBackends: self.peakBackends, applications: self.applications.filter { judged.contains($0.source) }, found: findings)
+        findings += Self.serverWide(observation, peakBackends: self.peakBackends, applications: profiles, judged: judged, found: findings)
         self.findings = findings.sorted { ($0.severity, $1.kind.rawValue) > ($1.severity, $0.kind.rawValue) }
     }
 
@@ -258,13 +258,18 @@ public struct Diagnosis: Sendable, Hashable, Codable {
     }
 
     /// Findings about the server as a whole.
-    static func serverWide(_ observation: Observation, peakBackends: Int, applications: [ApplicationProfile], found: [Finding]) -> [Finding] {
+    ///
+    /// `applications` are counted against the limit; only those of `judged` (whose sessions'
+    /// states could be seen) are judged on how they use their connections.
+    static func serverWide(
+        _ observation: Observation, peakBackends: Int, applications: [ApplicationProfile], judged: Set<String>, found: [Finding]
+    ) -> [Finding] {
         var findings: [Finding] = []
         let settings = observation.settings
         let available = max(1, settings.availableConnections)
         let usage = Double(peakBackends) / Double(available)
         if usage >= 0.8 {
-            let top = Diagnosis.profiles(of: observation.samples).sorted { $0.peakBackends > $1.peakBackends }.prefix(3)
+            let top = applications.sorted { $0.peakBackends > $1.peakBackends }.prefix(3)
                 .map { "\($0.source) \($0.peakBackends)" }.joined(separator: ", ")
             findings.append(Finding(
                 kind: .nearConnectionLimit, severity: usage >= 0.9 ? .critical : .warning, application: nil,
@@ -333,7 +338,7 @@ public struct Diagnosis: Sendable, Hashable, Codable {
                 evidence: ["idle_in_transaction_session_timeout = 0"],
                 fix: ["ALTER ROLE app SET idle_in_transaction_session_timeout = '30s' (per role), or in postgresql.conf for all."]))
         }
-        for application in applications where application.peakBackends * 4 >= available && application.peakBackends >= 8
+        for application in applications where judged.contains(application.source) && application.peakBackends * 4 >= available && application.peakBackends >= 8
             && application.peakActive * 4 <= application.peakBackends {
             findings.append(Finding(
                 kind: .oversizedPool, severity: .warning, application: application.source,
@@ -363,11 +368,6 @@ public struct Diagnosis: Sendable, Hashable, Codable {
     }
 
     // MARK: - Helpers
-
-    /// Every application's profile, judged or not (for counts).
-    static func profiles(of samples: [ActivitySample]) -> [ApplicationProfile] {
-        Set(samples.flatMap { $0.sessions.map(\.source) }).sorted().map { ApplicationProfile(source: $0, samples: samples) }
-    }
 
     struct HoldKey: Hashable {
         let pid: Int

@@ -246,8 +246,7 @@ public final class PostgresCluster: Service, Sendable {
         }
         let onStandby: Result<Value?, any Error> = await Self.outcome {
             try await standbys.withConnection(lane: lane, fileID: fileID, line: line, function: function) { lease -> Value? in
-                let origin = lease.connection.host
-                guard standbys.factory.hosts.withLock({ $0.isUsable(origin.index, epoch: origin.epoch) }) else { return nil }
+                guard Self.isUsable(lease, in: standbys) else { return nil }
                 if let position = readingAfter, !(try await self.hasReplayed(position, on: lease)) { return nil }
                 self.counted(lease)
                 return try await body(lease)
@@ -307,8 +306,7 @@ public final class PostgresCluster: Service, Sendable {
                 _ = try await standbys.fanOut(
                     lane: lane, maxConcurrent: maxConcurrent, remaining, fileID: fileID, line: line, function: function
                 ) { lease, index in
-                    let origin = lease.connection.host
-                    guard standbys.factory.hosts.withLock({ $0.isUsable(origin.index, epoch: origin.epoch) }) else {
+                    guard Self.isUsable(lease, in: standbys) else {
                         throw StandbyNotUsable()
                     }
                     try await run(lease, index)
@@ -494,6 +492,13 @@ public final class PostgresCluster: Service, Sendable {
         case .shed, .deadlineExceeded: error.expectedWait != nil
         default: false
         }
+    }
+
+    /// Whether the host of `lease`, a lease of the standby pool, may still serve reads: not
+    /// down, lagging or fenced, and of the role the connection had.
+    private static func isUsable(_ lease: PostgresLease, in standbys: PostgresPool) -> Bool {
+        let origin = lease.connection.host
+        return standbys.factory.hosts.withLock { $0.isUsable(origin.index, epoch: origin.epoch) }
     }
 
     /// A lease of a standby found its host no longer usable.
